@@ -1,0 +1,1501 @@
+"""A node agent that runs pods as local processes and reports their status like a kubelet.
+
+It registers one Ready Node, binds every pending pod that asks for the default scheduler (and
+whose nodeSelector the node satisfies), and runs each container's command in its own PID, mount
+and UTS namespace (see ``podinit.py``) with volumes at their ``mountPath``s, the environment the
+kubelet would build, ``runAsUser``/``runAsGroup`` and ``readOnlyRootFilesystem``. Logs are kept
+per container and served on a kubelet-style HTTPS endpoint, so ``kubectl logs`` works through the
+API server.
+
+How an image maps to a process (no image is pulled):
+  * the container's ``command`` is run as given, resolved on the container's ``PATH``;
+  * without a ``command``, the image's entrypoint comes from ``--image-entrypoints`` (JSON: image
+    name without registry, tag or digest -> argv); by default ``kubemill-runner`` -> ``kubemill``;
+  * the "image's" environment is ``PATH=<agent's venv>/bin:<system paths>`` and ``HOME``, so
+    ``python``, ``kubemill`` and the project's dependencies are those of the project's venv;
+  * the file system is the host's; a non-root user sees ``/root`` replaced by the toolchain only.
+Not modelled: images, resource limits, probes, networking (pods share the host network; the
+``kubernetes`` Service is reached at the API server's loopback address), PersistentVolumeClaims.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import logging
+import os
+import platform
+import pwd
+import queue
+import re
+import shutil
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import traceback
+import uuid
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from . import kube
+from .kube import JSON
+from .kubeconfig import api_client
+
+log = logging.getLogger("kubemill.nodeagent")
+
+PODINIT = Path(__file__).with_name("podinit.py")
+DEFAULT_IMAGE_ENTRYPOINTS: dict[str, list[str]] = {"kubemill-runner": ["kubemill"]}
+SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+MAX_TERMINATION_MESSAGE = 4096
+FALLBACK_LOG_LINES = 80
+FALLBACK_LOG_BYTES = 2048
+BACKOFF_START = 10.0
+BACKOFF_MAX = 300.0
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def now_nano() -> str:
+    t = time.time_ns()
+    secs, nanos = divmod(t, 1_000_000_000)
+    stamp = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    return f"{stamp}.{nanos:09d}Z"
+
+
+def parse_time(value: str) -> float:
+    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """Everything the agent needs, read once from the command line."""
+
+    node_name: str
+    workdir: Path
+    kubeconfig: Path
+    serving_cert: Path
+    serving_key: Path
+    client_ca: Path
+    log_port: int
+    # Where pods find the API server: the kubernetes Service's address is not routable here.
+    apiserver_host: str
+    apiserver_port: int
+    image_entrypoints: dict[str, list[str]]
+    # Interpreter and venv that non-root containers must still reach under the masked /root.
+    toolchain_paths: tuple[str, ...]
+    image_path: str
+
+
+class Spawner:
+    """Starts every container process from one long-lived thread.
+
+    The parent-death signal fires when the *thread* that forked a child exits; pod workers come
+    and go, so children are forked here, and die only with the agent.
+    """
+
+    def __init__(self) -> None:
+        self._jobs: queue.Queue[tuple[Callable[[], Any], Future[Any]]] = queue.Queue()
+        threading.Thread(target=self._loop, name="spawner", daemon=True).start()
+
+    def _loop(self) -> None:
+        while True:
+            fn, fut = self._jobs.get()
+            try:
+                fut.set_result(fn())
+            except BaseException as e:
+                fut.set_exception(e)
+
+    def run(self, fn: Callable[[], Any]) -> Any:
+        fut: Future[Any] = Future()
+        self._jobs.put((fn, fut))
+        return fut.result()
+
+
+class ContainerConfigError(Exception):
+    """The container cannot start until something in the cluster changes (kubelet retries)."""
+
+
+@dataclass
+class ContainerRun:
+    """One start of one container (a restart is a new run)."""
+
+    name: str
+    restart_count: int
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    pid1: int | None = None
+    error_read_fd: int | None = None
+    started_at: str | None = None
+    finished_at: str | None = None
+    exit_code: int | None = None
+    reason: str | None = None
+    message: str | None = None
+    termination_log: Path | None = None
+    container_id: str = ""
+    readers: list[threading.Thread] = field(default_factory=list)
+
+    @property
+    def running(self) -> bool:
+        return self.popen is not None and self.exit_code is None
+
+
+class PodWorker(threading.Thread):
+    """Owns one pod on this node from first sight until its final deletion."""
+
+    def __init__(self, agent: NodeAgent, pod: JSON) -> None:
+        meta = pod["metadata"]
+        super().__init__(name=f"pod-{meta['namespace']}-{meta['name']}", daemon=True)
+        self.agent = agent
+        self.pod = pod
+        self.namespace: str = meta["namespace"]
+        self.pod_name: str = meta["name"]
+        self.uid: str = meta["uid"]
+        self.dir = agent.config.workdir / "pods" / self.uid
+        self.wake = threading.Event()
+        self.gone = threading.Event()
+        self.lock = threading.Lock()
+        self.runs: dict[str, list[ContainerRun]] = {}
+        self.waiting: dict[str, tuple[str, str]] = {}
+        self.next_start: dict[str, float] = {}
+        self.phase = "Pending"
+        self.reason: str | None = None
+        self.message: str | None = None
+        self.start_time: str | None = pod.get("status", {}).get("startTime")
+        self.volumes_ready = False
+        self.init_done = False
+        self.killed = False
+        self._last_status: JSON | None = None
+
+    # -- events from the watch ------------------------------------------------------------
+
+    def update(self, pod: JSON) -> None:
+        with self.lock:
+            self.pod = pod
+        self.wake.set()
+
+    def removed(self) -> None:
+        self.gone.set()
+        self.wake.set()
+
+    @property
+    def spec(self) -> JSON:
+        spec: JSON = self.pod["spec"]
+        return spec
+
+    def deletion_requested(self) -> bool:
+        return bool(self.pod["metadata"].get("deletionTimestamp"))
+
+    # -- main loop ------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._run()
+        except Exception:
+            log.error("pod %s/%s: %s", self.namespace, self.pod_name, traceback.format_exc())
+            self._kill_all(0)
+        finally:
+            self.agent.forget(self.uid)
+            shutil.rmtree(self.dir, ignore_errors=True)
+
+    def _run(self) -> None:
+        if self.pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+            # Terminal before we saw it (an agent restart): nothing is left to run.
+            self.phase = self.pod["status"]["phase"]
+            self._await_deletion()
+            return
+        if self.deletion_requested():
+            # Deleted before it ever ran here: there is nothing to stop.
+            self._final_delete()
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if self.start_time is None:
+            self.start_time = now()
+        for c in self.spec.get("initContainers") or []:
+            self.waiting[c["name"]] = ("PodInitializing", "")
+        for c in self.spec["containers"]:
+            self.waiting[c["name"]] = ("ContainerCreating", "")
+        self._report()
+
+        while not self.volumes_ready:
+            if self._should_stop():
+                return self._terminate()
+            try:
+                self._prepare_volumes()
+                self.volumes_ready = True
+            except ContainerConfigError as e:
+                self._event("Warning", "FailedMount", str(e))
+                self._report()
+                if self.wake.wait(1.0):
+                    self.wake.clear()
+        self._report()
+
+        if not self._run_init_containers():
+            return self._terminate()
+        self.init_done = True
+        for c in self.spec["containers"]:
+            self.next_start[c["name"]] = 0.0
+        self._supervise()
+
+    def _should_stop(self) -> bool:
+        return self.gone.is_set() or self.deletion_requested() or self._past_deadline()
+
+    def _past_deadline(self) -> bool:
+        deadline = self.spec.get("activeDeadlineSeconds")
+        if deadline is None or self.start_time is None:
+            return False
+        return time.time() - parse_time(self.start_time) >= int(deadline)
+
+    def _run_init_containers(self) -> bool:
+        policy = self.spec.get("restartPolicy", "Always")
+        for c in self.spec.get("initContainers") or []:
+            name = c["name"]
+            attempts = 0
+            while True:
+                if self._should_stop():
+                    return False
+                try:
+                    run = self._start(c, is_init=True)
+                except ContainerConfigError:
+                    self._report()
+                    if self._sleep(1.0):
+                        return False
+                    continue
+                self.waiting.pop(name, None)
+                self._report()
+                while run.running:
+                    if self._should_stop():
+                        return False
+                    self._reap(run)
+                    if run.running and self.wake.wait(0.1):
+                        self.wake.clear()
+                self._report()
+                if run.exit_code == 0:
+                    break
+                if policy == "Never":
+                    self.phase = "Failed"
+                    self._report()
+                    self._await_deletion()
+                    return False
+                attempts += 1
+                delay = min(BACKOFF_START * 2 ** (attempts - 1), BACKOFF_MAX)
+                self.waiting[name] = ("CrashLoopBackOff", f"back-off {delay:.0f}s restarting")
+                self._report()
+                if self._sleep(delay):
+                    return False
+        return True
+
+    def _sleep(self, seconds: float) -> bool:
+        """Wait, but wake for deletion or deadline; True if the pod must stop."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if self._should_stop():
+                return True
+            if self.wake.wait(min(0.2, end - time.monotonic())):
+                self.wake.clear()
+        return self._should_stop()
+
+    def _supervise(self) -> None:
+        policy = self.spec.get("restartPolicy", "Always")
+        containers = {c["name"]: c for c in self.spec["containers"]}
+        while True:
+            if self._should_stop():
+                return self._terminate()
+            changed = False
+            for name, c in containers.items():
+                runs = self.runs.get(name, [])
+                current = runs[-1] if runs else None
+                if current is not None and current.running:
+                    if self._reap(current):
+                        changed = True
+                        if self._restart_wanted(policy, current):
+                            restarts = len(runs)
+                            delay = min(BACKOFF_START * 2 ** (restarts - 1), BACKOFF_MAX)
+                            self.next_start[name] = time.monotonic() + delay
+                            self.waiting[name] = (
+                                "CrashLoopBackOff",
+                                f"back-off {delay:.0f}s restarting failed container={name} "
+                                f"pod={self.pod_name}_{self.namespace}({self.uid})",
+                            )
+                        else:
+                            self.next_start.pop(name, None)
+                    continue
+                start_at = self.next_start.get(name)
+                if start_at is not None and time.monotonic() >= start_at:
+                    self.next_start.pop(name)
+                    try:
+                        self._start(c, is_init=False)
+                        self.waiting.pop(name, None)
+                    except ContainerConfigError as e:
+                        self.waiting[name] = ("CreateContainerConfigError", str(e))
+                        self.next_start[name] = time.monotonic() + 1.0
+                    changed = True
+            if changed:
+                self._report()
+            if self._all_done():
+                self._report()
+                return self._await_deletion()
+            if self.wake.wait(0.1):
+                self.wake.clear()
+
+    @staticmethod
+    def _restart_wanted(policy: str, run: ContainerRun) -> bool:
+        return policy == "Always" or (policy == "OnFailure" and run.exit_code != 0)
+
+    def _all_done(self) -> bool:
+        if self.next_start:
+            return False
+        return all(
+            self.runs.get(c["name"]) and not self.runs[c["name"]][-1].running
+            for c in self.spec["containers"]
+        )
+
+    def _terminate(self) -> None:
+        """Stop for deletion or deadline; report the terminal status; delete when asked."""
+        if self.gone.is_set():
+            self._kill_all(0)
+            return
+        if self._past_deadline() and not self.deletion_requested():
+            self._kill_all(self._grace())
+            self.phase = "Failed"
+            self.reason = "DeadlineExceeded"
+            self.message = "Pod was active on the node longer than the specified deadline"
+            self.waiting.clear()
+            self.next_start.clear()
+            self._report()
+            return self._await_deletion()
+        self._kill_all(self._grace())
+        self.waiting.clear()
+        self.next_start.clear()
+        self._report()
+        self._final_delete()
+
+    def _grace(self) -> int:
+        meta_grace = self.pod["metadata"].get("deletionGracePeriodSeconds")
+        if meta_grace is not None:
+            return int(meta_grace)
+        return int(self.spec.get("terminationGracePeriodSeconds", 30))
+
+    def _await_deletion(self) -> None:
+        while not self.gone.is_set() and not self.deletion_requested():
+            if self.wake.wait(1.0):
+                self.wake.clear()
+        if not self.gone.is_set():
+            self._final_delete()
+
+    def _final_delete(self) -> None:
+        body = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "gracePeriodSeconds": 0,
+            "preconditions": {"uid": self.uid},
+        }
+        try:
+            kube.request(
+                self.agent.api,
+                "DELETE",
+                f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}",
+                body=body,
+            )
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+
+    # -- containers -----------------------------------------------------------------------
+
+    def _start(self, c: JSON, *, is_init: bool) -> ContainerRun:
+        name = c["name"]
+        runs = self.runs.setdefault(name, [])
+        restart = len(runs)
+        cdir = self.dir / "containers" / name / str(restart)
+        cdir.mkdir(parents=True, exist_ok=True)
+        run = ContainerRun(name=name, restart_count=restart, log_path=cdir / "container.log")
+        run.log_path.touch()
+        run.container_id = f"kubemill://{uuid.uuid4().hex}"
+        try:
+            spec = self._container_spec(c, cdir, run)
+        except ContainerConfigError as e:
+            if is_init:
+                self.waiting[name] = ("CreateContainerConfigError", str(e))
+            raise
+        runs.append(run)
+        read_fd, write_fd = os.pipe()
+        run.error_read_fd = read_fd
+        spec["errorFd"] = write_fd
+        spec_path = cdir / "podinit.json"
+        spec_path.write_text(json.dumps(spec))
+        hostname = (self.spec.get("hostname") or self.pod_name)[:63]
+        argv = [
+            "setpriv", "--pdeathsig", "KILL", "--",
+            "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child=SIGKILL",
+            "--mount-proc", "--propagation", "private",
+            sys.executable, "-I", str(PODINIT), str(spec_path), hostname,
+        ]  # fmt: skip
+
+        def spawn() -> subprocess.Popen[bytes]:
+            return subprocess.Popen(
+                argv,
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                pass_fds=(write_fd,),
+                start_new_session=True,
+                env={"PATH": SYSTEM_PATH},
+            )
+
+        try:
+            run.popen = self.agent.spawner.run(spawn)
+        finally:
+            os.close(write_fd)
+        run.started_at = now()
+        run.pid1 = _first_child(run.popen.pid)
+        log_lock = threading.Lock()
+        for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
+            assert pipe is not None
+            t = threading.Thread(
+                target=_pump, args=(pipe, stream, run.log_path, log_lock), daemon=True
+            )
+            t.start()
+            run.readers.append(t)
+        self._event("Normal", "Started", f"Started container {name}")
+        return run
+
+    def _reap(self, run: ContainerRun) -> bool:
+        """Record the run's end if its process has exited; True when it just did."""
+        assert run.popen is not None
+        rc = run.popen.poll()
+        if rc is None:
+            return False
+        for t in run.readers:
+            t.join(timeout=5)
+        start_error = b""
+        if run.error_read_fd is not None:
+            with contextlib.suppress(OSError):
+                start_error = os.read(run.error_read_fd, 65536)
+            os.close(run.error_read_fd)
+            run.error_read_fd = None
+        run.finished_at = now()
+        if start_error:
+            run.exit_code = 128
+            run.reason = "StartError"
+            run.message = start_error.decode(errors="replace")
+            return True
+        run.exit_code = rc if rc >= 0 else 128 - rc
+        run.reason = "Completed" if run.exit_code == 0 else "Error"
+        run.message = self._termination_message(run)
+        return True
+
+    def _termination_message(self, run: ContainerRun) -> str | None:
+        message = ""
+        if run.termination_log is not None and run.termination_log.exists():
+            message = run.termination_log.read_bytes()[:MAX_TERMINATION_MESSAGE].decode(
+                errors="replace"
+            )
+        c = self._container(run.name)
+        policy = c.get("terminationMessagePolicy", "File") if c else "File"
+        if not message and policy == "FallbackToLogsOnError" and run.exit_code != 0:
+            lines = [line for _, _, line in read_log(run.log_path)]
+            tail = "".join(lines[-FALLBACK_LOG_LINES:]).encode()[-FALLBACK_LOG_BYTES:]
+            message = tail.decode(errors="replace")
+        return message or None
+
+    def _container(self, name: str) -> JSON | None:
+        for c in (self.spec.get("initContainers") or []) + self.spec["containers"]:
+            if c["name"] == name:
+                return dict(c)
+        return None
+
+    def _kill_all(self, grace: int) -> None:
+        running = [r for runs in self.runs.values() for r in runs if r.running]
+        for r in running:
+            if r.pid1 is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(r.pid1, signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for r in running:
+            assert r.popen is not None
+            remaining = max(0.0, deadline - time.monotonic())
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                r.popen.wait(timeout=remaining)
+        for r in running:
+            assert r.popen is not None
+            if r.popen.poll() is None:
+                if r.pid1 is not None:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(r.pid1, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(r.popen.pid, signal.SIGKILL)
+                r.popen.wait()
+            self._reap(r)
+        self.killed = self.killed or bool(running)
+
+    # -- container configuration ----------------------------------------------------------
+
+    def _container_spec(self, c: JSON, cdir: Path, run: ContainerRun) -> JSON:
+        pod_sc = self.spec.get("securityContext") or {}
+        sc = c.get("securityContext") or {}
+        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
+        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
+        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and not uid:
+            if uid is None:
+                raise ContainerConfigError(
+                    "container has runAsNonRoot and image will run as root "
+                    f"(pod: {self.pod_name}_{self.namespace}({self.uid}), container: {c['name']})"
+                )
+            raise ContainerConfigError(
+                "container's runAsUser breaks non-root policy "
+                f"(pod: {self.pod_name}_{self.namespace}({self.uid}), container: {c['name']})"
+            )
+        user = _passwd(uid if uid is not None else 0)
+        if gid is None and uid is not None:
+            gid = user.pw_gid if user is not None else 0
+        groups = [int(g) for g in pod_sc.get("supplementalGroups") or []]
+        if pod_sc.get("fsGroup") is not None:
+            groups.append(int(pod_sc["fsGroup"]))
+
+        env = self._environment(c)
+        home = user.pw_dir if user is not None else "/"
+        image_env = {"PATH": self.agent.config.image_path, "HOME": home}
+        hostname = (self.spec.get("hostname") or self.pod_name)[:63]
+        merged = {**image_env, "HOSTNAME": hostname, **env}
+        argv = self._argv(c, merged)
+
+        tl = cdir / "termination-log"
+        tl.touch()
+        tl.chmod(0o666)
+        run.termination_log = tl
+        mounts = [
+            {"source": str(tl), "target": c.get("terminationMessagePath", "/dev/termination-log"),
+             "file": True},
+        ]  # fmt: skip
+        for vm in c.get("volumeMounts") or []:
+            mounts.append(self._mount(vm))
+        return {
+            "mounts": mounts,
+            "privateHome": "/root",
+            "keepUnderPrivateHome": list(self.agent.config.toolchain_paths),
+            "uid": uid,
+            "gid": gid,
+            "supplementalGroups": groups,
+            "readOnlyRoot": bool(sc.get("readOnlyRootFilesystem")),
+            "workingDir": c.get("workingDir"),
+            "env": merged,
+            "argv": argv,
+        }
+
+    def _argv(self, c: JSON, env: dict[str, str]) -> list[str]:
+        command = c.get("command") or []
+        args = c.get("args") or []
+        if not command:
+            image = _image_name(c.get("image", ""))
+            entry = self.agent.config.image_entrypoints.get(image)
+            if entry is None:
+                raise ContainerConfigError(
+                    f"image {c.get('image')!r} has no known entrypoint on this node: set the "
+                    "container's command, or map the image with --image-entrypoints"
+                )
+            command = entry
+        argv = [expand(a, env) for a in [*command, *args]]
+        return argv
+
+    def _mount(self, vm: JSON) -> JSON:
+        name = vm["name"]
+        volume = next((v for v in self.spec.get("volumes") or [] if v["name"] == name), None)
+        if volume is None:
+            raise ContainerConfigError(f"volume {name!r} not found")
+        source = self._volume_path(volume)
+        read_only = bool(vm.get("readOnly"))
+        if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
+            read_only = True
+        is_file = source.is_file()
+        if vm.get("subPath"):
+            source = source / vm["subPath"]
+            if not source.exists():
+                source.mkdir(parents=True, mode=0o777)
+            is_file = source.is_file()
+        return {
+            "source": str(source),
+            "target": vm["mountPath"],
+            "readOnly": read_only,
+            "file": is_file,
+        }
+
+    def _volume_path(self, volume: JSON) -> Path:
+        if "hostPath" in volume:
+            return Path(volume["hostPath"]["path"])
+        return self.dir / "volumes" / volume["name"]
+
+    def _environment(self, c: JSON) -> dict[str, str]:
+        # kubelet's order: the kubernetes Service, then envFrom, then env (later wins);
+        # $(VAR) in a value sees everything defined before it.
+        env: dict[str, str] = dict(self.agent.service_env())
+        for source in c.get("envFrom") or []:
+            prefix = source.get("prefix", "")
+            if "configMapRef" in source:
+                ref = source["configMapRef"]
+                data = self._config_map(ref["name"], bool(ref.get("optional")))
+            else:
+                ref = source["secretRef"]
+                data = self._secret(ref["name"], bool(ref.get("optional")))
+            for key, value in (data or {}).items():
+                if _valid_env_name(prefix + key):
+                    env[prefix + key] = value
+        for var in c.get("env") or []:
+            name = var["name"]
+            if "valueFrom" not in var:
+                env[name] = expand(var.get("value", ""), env)
+                continue
+            value = self._value_from(var["valueFrom"], c)
+            if value is not None:
+                env[name] = value
+        return env
+
+    def _value_from(self, source: JSON, c: JSON) -> str | None:
+        if "fieldRef" in source:
+            return self._field(source["fieldRef"]["fieldPath"])
+        if "resourceFieldRef" in source:
+            return self._resource_field(source["resourceFieldRef"], c)
+        if "configMapKeyRef" in source:
+            ref = source["configMapKeyRef"]
+            data = self._config_map(ref["name"], bool(ref.get("optional")))
+            return self._key(data, ref, "configmap")
+        if "secretKeyRef" in source:
+            ref = source["secretKeyRef"]
+            data = self._secret(ref["name"], bool(ref.get("optional")))
+            return self._key(data, ref, "secret")
+        raise ContainerConfigError(f"unsupported valueFrom: {sorted(source)}")
+
+    @staticmethod
+    def _key(data: dict[str, str] | None, ref: JSON, kind: str) -> str | None:
+        if data is None:
+            return None
+        if ref["key"] not in data:
+            if ref.get("optional"):
+                return None
+            raise ContainerConfigError(f"couldn't find key {ref['key']} in {kind} {ref['name']}")
+        return data[ref["key"]]
+
+    def _field(self, path: str) -> str:
+        meta = self.pod["metadata"]
+        m = re.fullmatch(r"metadata\.(labels|annotations)\['(.+)'\]", path)
+        if m:
+            return str((meta.get(m.group(1)) or {}).get(m.group(2), ""))
+        simple = {
+            "metadata.name": meta["name"],
+            "metadata.namespace": meta["namespace"],
+            "metadata.uid": meta["uid"],
+            "spec.nodeName": self.agent.config.node_name,
+            "spec.serviceAccountName": self.spec.get("serviceAccountName", "default"),
+            "status.hostIP": "127.0.0.1",
+            "status.hostIPs": "127.0.0.1",
+            "status.podIP": "127.0.0.1",
+            "status.podIPs": "127.0.0.1",
+        }
+        if path in simple:
+            return str(simple[path])
+        if path in ("metadata.labels", "metadata.annotations"):
+            items = meta.get(path.split(".")[1]) or {}
+            return "\n".join(f"{k}={json.dumps(v)}" for k, v in sorted(items.items()))
+        raise ContainerConfigError(f"unsupported fieldRef {path}")
+
+    def _resource_field(self, ref: JSON, c: JSON | None) -> str:
+        container = c
+        if ref.get("containerName"):
+            container = self._container(ref["containerName"])
+        resource: str = ref["resource"]
+        kind, _, what = resource.partition(".")
+        value = ((container or {}).get("resources", {}).get(kind) or {}).get(what)
+        if value is None:
+            value = str(os.cpu_count() or 1) if what == "cpu" else str(_memory_bytes())
+        divisor = ref.get("divisor", "1")
+        amount = _quantity(str(value)) / _quantity(str(divisor))
+        return str(max(1, int(-(-amount // 1)))) if what == "cpu" else str(int(amount))
+
+    def _config_map(self, name: str, optional: bool) -> dict[str, str] | None:
+        obj = kube.get_or_none(
+            self.agent.api, f"/api/v1/namespaces/{self.namespace}/configmaps/{name}"
+        )
+        if obj is None:
+            if optional:
+                return None
+            raise ContainerConfigError(f'configmap "{name}" not found')
+        data: dict[str, str] = dict(obj.get("data") or {})
+        return data
+
+    def _secret(self, name: str, optional: bool) -> dict[str, str] | None:
+        raw = self._secret_bytes(name, optional)
+        if raw is None:
+            return None
+        return {k: v.decode(errors="replace") for k, v in raw.items()}
+
+    def _secret_bytes(self, name: str, optional: bool) -> dict[str, bytes] | None:
+        import base64
+
+        obj = kube.get_or_none(
+            self.agent.api, f"/api/v1/namespaces/{self.namespace}/secrets/{name}"
+        )
+        if obj is None:
+            if optional:
+                return None
+            raise ContainerConfigError(f'secret "{name}" not found')
+        return {k: base64.b64decode(v) for k, v in (obj.get("data") or {}).items()}
+
+    # -- volumes --------------------------------------------------------------------------
+
+    def _prepare_volumes(self) -> None:
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        for volume in self.spec.get("volumes") or []:
+            path = self._volume_path(volume)
+            if "hostPath" in volume:
+                kind = volume["hostPath"].get("type", "")
+                if kind == "DirectoryOrCreate":
+                    path.mkdir(parents=True, exist_ok=True)
+                elif kind == "FileOrCreate" and not path.exists():
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    path.touch()
+                elif not path.exists():
+                    raise ContainerConfigError(f"hostPath {path} does not exist")
+                continue
+            files: dict[str, tuple[bytes, int]] | None
+            if "emptyDir" in volume:
+                path.mkdir(parents=True, exist_ok=True)
+                # The kubelet makes emptyDirs world-writable, so any runAsUser can use them.
+                path.chmod(0o777)
+                if fs_group is not None:
+                    os.chown(path, -1, int(fs_group))
+                    path.chmod(0o2777)
+                continue
+            if "configMap" in volume:
+                files = self._projected_config_map(volume["configMap"], volume["configMap"])
+            elif "secret" in volume:
+                v = volume["secret"]
+                files = self._projected_secret({**v, "name": v["secretName"]}, v)
+            elif "downwardAPI" in volume:
+                files = self._projected_downward(volume["downwardAPI"], volume["downwardAPI"])
+            elif "projected" in volume:
+                files = self._projected(volume["projected"])
+            else:
+                kinds = sorted(k for k in volume if k != "name")
+                raise ContainerConfigError(f"volume {volume['name']}: unsupported type {kinds}")
+            _write_files(path, files or {}, fs_group)
+
+    def _items(
+        self, data: dict[str, bytes] | None, source: JSON, volume: JSON, what: str
+    ) -> dict[str, tuple[bytes, int]]:
+        mode = int(volume.get("defaultMode", 0o644))
+        if data is None:
+            return {}
+        items = source.get("items")
+        if not items:
+            return {k: (v, mode) for k, v in data.items()}
+        out = {}
+        for item in items:
+            if item["key"] not in data:
+                if source.get("optional"):
+                    continue
+                raise ContainerConfigError(f"{what}: key {item['key']!r} not found")
+            out[item["path"]] = (data[item["key"]], int(item.get("mode", mode)))
+        return out
+
+    def _projected_config_map(self, source: JSON, volume: JSON) -> dict[str, tuple[bytes, int]]:
+        data = self._config_map(source["name"], bool(source.get("optional")))
+        encoded = {k: v.encode() for k, v in data.items()} if data is not None else None
+        return self._items(encoded, source, volume, f"configmap {source['name']}")
+
+    def _projected_secret(self, source: JSON, volume: JSON) -> dict[str, tuple[bytes, int]]:
+        data = self._secret_bytes(source["name"], bool(source.get("optional")))
+        return self._items(data, source, volume, f"secret {source['name']}")
+
+    def _projected_downward(self, source: JSON, volume: JSON) -> dict[str, tuple[bytes, int]]:
+        mode = int(volume.get("defaultMode", 0o644))
+        out = {}
+        for item in source.get("items") or []:
+            if "fieldRef" in item:
+                value = self._field(item["fieldRef"]["fieldPath"])
+            else:
+                value = self._resource_field(item["resourceFieldRef"], None)
+            out[item["path"]] = (value.encode(), int(item.get("mode", mode)))
+        return out
+
+    def _projected(self, projected: JSON) -> dict[str, tuple[bytes, int]]:
+        out: dict[str, tuple[bytes, int]] = {}
+        for source in projected.get("sources") or []:
+            if "serviceAccountToken" in source:
+                sat = source["serviceAccountToken"]
+                token = self._token(sat.get("audience"), int(sat.get("expirationSeconds", 3600)))
+                mode = int(projected.get("defaultMode", 0o644))
+                out[sat["path"]] = (token.encode(), mode)
+            elif "configMap" in source:
+                out.update(self._projected_config_map(source["configMap"], projected))
+            elif "secret" in source:
+                out.update(self._projected_secret(source["secret"], projected))
+            elif "downwardAPI" in source:
+                out.update(self._projected_downward(source["downwardAPI"], projected))
+            else:
+                raise ContainerConfigError(f"unsupported projected source {sorted(source)}")
+        return out
+
+    def _token(self, audience: str | None, expiration: int) -> str:
+        sa = self.spec.get("serviceAccountName") or "default"
+        body = {
+            "apiVersion": "authentication.k8s.io/v1",
+            "kind": "TokenRequest",
+            "spec": {
+                "audiences": [audience] if audience else None,
+                "expirationSeconds": expiration,
+                "boundObjectRef": {
+                    "apiVersion": "v1",
+                    "kind": "Pod",
+                    "name": self.pod_name,
+                    "uid": self.uid,
+                },
+            },
+        }
+        try:
+            response = kube.request(
+                self.agent.api,
+                "POST",
+                f"/api/v1/namespaces/{self.namespace}/serviceaccounts/{sa}/token",
+                body=body,
+            )
+        except ApiException as e:
+            raise ContainerConfigError(f"failed to fetch token: {e.reason}") from e
+        token: str = response["status"]["token"]
+        return token
+
+    # -- status ---------------------------------------------------------------------------
+
+    def _container_status(self, c: JSON) -> JSON:
+        name = c["name"]
+        runs = self.runs.get(name, [])
+        current = runs[-1] if runs else None
+        previous = runs[-2] if len(runs) > 1 else None
+        status: JSON = {
+            "name": name,
+            "image": c.get("image", ""),
+            "imageID": "",
+            "restartCount": max(0, len(runs) - 1),
+            "ready": bool(current and current.running),
+            "started": bool(current and current.running),
+        }
+        if name in self.waiting and (current is None or not current.running):
+            reason, message = self.waiting[name]
+            state: JSON = {"waiting": {"reason": reason}}
+            if message:
+                state["waiting"]["message"] = message
+            status["state"] = state
+            if current is not None:
+                status["lastState"] = {"terminated": _terminated(current)}
+                status["containerID"] = current.container_id
+        elif current is not None:
+            status["containerID"] = current.container_id
+            if current.running:
+                status["state"] = {"running": {"startedAt": current.started_at}}
+            else:
+                status["state"] = {"terminated": _terminated(current)}
+            if previous is not None:
+                status["lastState"] = {"terminated": _terminated(previous)}
+            else:
+                status["lastState"] = {}
+        else:
+            status["state"] = {"waiting": {"reason": "PodInitializing"}}
+        return status
+
+    def _compute_phase(self) -> str:
+        if self.phase == "Failed":
+            return "Failed"
+        if not self.init_done:
+            return "Pending"
+        policy = self.spec.get("restartPolicy", "Always")
+        latest = [self.runs.get(c["name"], []) for c in self.spec["containers"]]
+        if any(not r for r in latest):
+            return "Pending"
+        finals = [r[-1] for r in latest]
+        if any(r.running for r in finals) or self.next_start:
+            return "Running"
+        if policy == "Always" and not self.killed:
+            return "Running"
+        if all(r.exit_code == 0 for r in finals):
+            return "Succeeded"
+        return "Failed"
+
+    def _report(self) -> None:
+        self.phase = self._compute_phase()
+        terminal = self.phase in ("Succeeded", "Failed")
+        containers = [self._container_status(c) for c in self.spec["containers"]]
+        inits = [self._container_status(c) for c in self.spec.get("initContainers") or []]
+        all_running = all(s.get("ready") for s in containers)
+        ts = now()
+
+        def cond(kind: str, ok: bool, reason: str | None = None) -> JSON:
+            c: JSON = {"type": kind, "status": "True" if ok else "False"}
+            if reason and not ok:
+                c["reason"] = reason
+            return c
+
+        not_ready = "PodCompleted" if terminal else "ContainersNotReady"
+        conditions = [
+            cond("PodReadyToStartContainers", self.volumes_ready and not terminal),
+            cond("Initialized", self.init_done or terminal, "ContainersNotInitialized"),
+            cond("Ready", all_running and not terminal, not_ready),
+            cond("ContainersReady", all_running and not terminal, not_ready),
+        ]
+        previous = {c["type"]: c for c in self.pod.get("status", {}).get("conditions") or []}
+        for c in conditions:
+            old = previous.get(c["type"])
+            same = old is not None and old.get("status") == c["status"]
+            c["lastTransitionTime"] = old.get("lastTransitionTime", ts) if same and old else ts
+            c["lastProbeTime"] = None
+        managed = {c["type"] for c in conditions}
+        conditions += [c for t, c in previous.items() if t not in managed]
+        status: JSON = {
+            "phase": self.phase,
+            "conditions": conditions,
+            "hostIP": "127.0.0.1",
+            "hostIPs": [{"ip": "127.0.0.1"}],
+            "podIP": "127.0.0.1",
+            "podIPs": [{"ip": "127.0.0.1"}],
+            "startTime": self.start_time,
+            "containerStatuses": containers,
+            "qosClass": self.pod.get("status", {}).get("qosClass"),
+        }
+        if inits:
+            status["initContainerStatuses"] = inits
+        if self.reason:
+            status["reason"] = self.reason
+            status["message"] = self.message
+        comparable = {
+            **status,
+            "conditions": [{**c, "lastTransitionTime": None} for c in conditions],
+        }
+        if comparable == self._last_status:
+            return
+        try:
+            updated = kube.merge_patch(
+                self.agent.api,
+                f"/api/v1/namespaces/{self.namespace}/pods/{self.pod_name}/status",
+                {"metadata": {"uid": self.uid}, "status": status},
+            )
+        except ApiException as e:
+            if e.status in (404, 409, 422):
+                log.info("status of %s/%s not written: %s", self.namespace, self.pod_name, e.reason)
+                return
+            raise
+        self._last_status = comparable
+        with self.lock:
+            self.pod = updated
+
+    def _event(self, kind: str, reason: str, message: str) -> None:
+        self.agent.event(self.pod, kind, reason, message)
+
+    # -- logs -----------------------------------------------------------------------------
+
+    def log_run(self, container: str, previous: bool) -> ContainerRun | None:
+        runs = self.runs.get(container, [])
+        if previous:
+            return runs[-2] if len(runs) > 1 else None
+        return runs[-1] if runs else None
+
+
+def _terminated(run: ContainerRun) -> JSON:
+    t: JSON = {
+        "exitCode": run.exit_code,
+        "reason": run.reason,
+        "startedAt": run.started_at,
+        "finishedAt": run.finished_at,
+        "containerID": run.container_id,
+    }
+    if run.message:
+        t["message"] = run.message
+    return t
+
+
+def _write_files(root: Path, files: dict[str, tuple[bytes, int]], fs_group: Any) -> None:
+    root.mkdir(parents=True, exist_ok=True)
+    root.chmod(0o755)
+    for rel, (content, mode) in files.items():
+        target = root / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp")
+        tmp.write_bytes(content)
+        if fs_group is not None:
+            os.chown(tmp, -1, int(fs_group))
+            mode |= 0o040
+        tmp.chmod(mode)
+        tmp.replace(target)
+
+
+def _first_child(pid: int, timeout: float = 2.0) -> int | None:
+    """The PID (in our namespace) of unshare's forked child: the container's PID 1."""
+    deadline = time.monotonic() + timeout
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    while time.monotonic() < deadline:
+        try:
+            children = path.read_text().split()
+        except OSError:
+            return None
+        if children:
+            return int(children[0])
+        time.sleep(0.005)
+    return None
+
+
+def _pump(pipe: Any, stream: str, path: Path, lock: threading.Lock) -> None:
+    """Copy one output stream into the container log in the CRI format the kubelet uses."""
+    with path.open("ab") as out:
+        for line in iter(pipe.readline, b""):
+            tag = b"F" if line.endswith(b"\n") else b"P"
+            body = line if tag == b"F" else line + b"\n"
+            with lock:
+                out.write(now_nano().encode() + b" " + stream.encode() + b" " + tag + b" " + body)
+                out.flush()
+    pipe.close()
+
+
+def read_log(path: Path, offset: int = 0) -> list[tuple[str, str, str]]:
+    """(timestamp, stream, text) per CRI line from byte ``offset``; partial lines joined."""
+    out = []
+    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
+        f.seek(offset)
+        for raw in f:
+            line = raw.decode(errors="replace")
+            ts, stream, tag, text = line.split(" ", 3)
+            if tag == "P":
+                text = text[:-1]
+            out.append((ts, stream, text))
+    return out
+
+
+def expand(value: str, env: dict[str, str]) -> str:
+    """Kubernetes ``$(VAR)`` expansion: unknown references stay, ``$$`` escapes."""
+    out = []
+    i = 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i):
+            end = value.find(")", i + 2)
+            if end == -1:
+                out.append(value[i:])
+                break
+            name = value[i + 2 : end]
+            out.append(env.get(name, value[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
+
+
+def _valid_env_name(name: str) -> bool:
+    return bool(re.fullmatch(r"[-._a-zA-Z][-._a-zA-Z0-9]*", name))
+
+
+def _image_name(image: str) -> str:
+    name = image.split("@", 1)[0]
+    last = name.rsplit("/", 1)[-1]
+    return last.split(":", 1)[0]
+
+
+def _passwd(uid: int) -> pwd.struct_passwd | None:
+    try:
+        return pwd.getpwuid(uid)
+    except KeyError:
+        return None
+
+
+_SUFFIXES = {
+    "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
+}  # fmt: skip
+
+
+def _quantity(q: str) -> float:
+    m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", q)
+    if not m:
+        raise ContainerConfigError(f"bad quantity {q!r}")
+    return float(m.group(1)) * _SUFFIXES.get(m.group(2), 1.0)
+
+
+def _memory_bytes() -> int:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+class NodeAgent:
+    def __init__(self, config: AgentConfig, api: client.ApiClient) -> None:
+        self.config = config
+        self.api = api
+        self.spawner = Spawner()
+        self.workers: dict[str, PodWorker] = {}
+        self.lock = threading.Lock()
+        self.bound: set[str] = set()
+        self.finished: set[str] = set()
+        self.stopping = threading.Event()
+        self.node_labels: dict[str, str] = {}
+
+    def service_env(self) -> dict[str, str]:
+        host, port = self.config.apiserver_host, self.config.apiserver_port
+        return {
+            "KUBERNETES_SERVICE_HOST": host,
+            "KUBERNETES_SERVICE_PORT": str(port),
+            "KUBERNETES_SERVICE_PORT_HTTPS": str(port),
+            "KUBERNETES_PORT": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP": f"tcp://{host}:{port}",
+            f"KUBERNETES_PORT_{port}_TCP_PROTO": "tcp",
+            f"KUBERNETES_PORT_{port}_TCP_PORT": str(port),
+            f"KUBERNETES_PORT_{port}_TCP_ADDR": host,
+        }
+
+    # -- node -----------------------------------------------------------------------------
+
+    def register(self) -> None:
+        version = kube.get(self.api, "/version")["gitVersion"]
+        name = self.config.node_name
+        self.node_labels = {
+            "kubernetes.io/hostname": name,
+            "kubernetes.io/os": "linux",
+            "kubernetes.io/arch": {"x86_64": "amd64", "aarch64": "arm64"}.get(
+                platform.machine(), platform.machine()
+            ),
+        }
+        node = {
+            "apiVersion": "v1",
+            "kind": "Node",
+            "metadata": {"name": name, "labels": self.node_labels},
+        }
+        try:
+            kube.request(self.api, "POST", "/api/v1/nodes", body=node)
+        except ApiException as e:
+            if e.status != 409:
+                raise
+        cpu = str(os.cpu_count() or 1)
+        memory = f"{_memory_bytes() // 1024}Ki"
+        resources = {"cpu": cpu, "memory": memory, "pods": "110", "ephemeral-storage": "100Gi"}
+        ts = now()
+
+        def cond(kind: str, status: str, reason: str, message: str) -> JSON:
+            return {
+                "type": kind, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": ts, "lastTransitionTime": ts,
+            }  # fmt: skip
+
+        boot_id = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+        status = {
+            "capacity": resources,
+            "allocatable": resources,
+            "conditions": [
+                cond("MemoryPressure", "False", "KubeletHasSufficientMemory", "ok"),
+                cond("DiskPressure", "False", "KubeletHasNoDiskPressure", "ok"),
+                cond("PIDPressure", "False", "KubeletHasSufficientPID", "ok"),
+                cond("Ready", "True", "KubeletReady", "kubemill node agent is posting ready"),
+            ],
+            "addresses": [
+                {"type": "InternalIP", "address": "127.0.0.1"},
+                {"type": "Hostname", "address": name},
+            ],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": self.config.log_port}},
+            "nodeInfo": {
+                "machineID": uuid.uuid5(uuid.NAMESPACE_DNS, name).hex,
+                "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
+                "bootID": boot_id,
+                "kernelVersion": platform.release(),
+                "osImage": "kubemill node agent (processes)",
+                "containerRuntimeVersion": "kubemill://0.1.0",
+                "kubeletVersion": version,
+                "kubeProxyVersion": "",
+                "operatingSystem": "linux",
+                "architecture": self.node_labels["kubernetes.io/arch"],
+            },
+        }
+        kube.merge_patch(self.api, f"/api/v1/nodes/{name}/status", {"status": status})
+
+    # -- pods -----------------------------------------------------------------------------
+
+    def run(self) -> None:
+        self.register()
+        while not self.stopping.is_set():
+            listed = kube.get(self.api, "/api/v1/pods")
+            seen = set()
+            for pod in listed["items"]:
+                seen.add(pod["metadata"]["uid"])
+                self.handle("ADDED", pod)
+            with self.lock:
+                vanished = [w for uid, w in self.workers.items() if uid not in seen]
+            for w in vanished:
+                w.removed()
+            version = listed["metadata"]["resourceVersion"]
+            try:
+                while not self.stopping.is_set():
+                    for event in kube.watch(self.api, "/api/v1/pods", version, timeout_seconds=60):
+                        version = event["object"]["metadata"]["resourceVersion"]
+                        if event["type"] != "BOOKMARK":
+                            self.handle(event["type"], event["object"])
+            except ApiException as e:
+                if e.status != 410:
+                    raise
+
+    def handle(self, kind: str, pod: JSON) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        uid = meta["uid"]
+        if kind == "DELETED":
+            with self.lock:
+                worker = self.workers.get(uid)
+            if worker is not None:
+                worker.removed()
+            return
+        node = spec.get("nodeName")
+        if not node:
+            self._maybe_bind(pod)
+            return
+        if node != self.config.node_name:
+            return
+        with self.lock:
+            if uid in self.finished:
+                return
+            worker = self.workers.get(uid)
+            if worker is None:
+                worker = PodWorker(self, pod)
+                self.workers[uid] = worker
+                worker.start()
+                return
+        worker.update(pod)
+
+    def forget(self, uid: str) -> None:
+        with self.lock:
+            self.workers.pop(uid, None)
+            # Events still arrive for a pod that waits for finalizers after its final delete;
+            # a second worker would overwrite its terminal status.
+            self.finished.add(uid)
+
+    def _maybe_bind(self, pod: JSON) -> None:
+        meta, spec = pod["metadata"], pod["spec"]
+        if meta.get("deletionTimestamp") or meta["uid"] in self.bound:
+            return
+        if spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+            return
+        selector = spec.get("nodeSelector") or {}
+        if any(self.node_labels.get(k) != v for k, v in selector.items()):
+            return
+        binding = {
+            "apiVersion": "v1",
+            "kind": "Binding",
+            "metadata": {"name": meta["name"], "uid": meta["uid"]},
+            "target": {"apiVersion": "v1", "kind": "Node", "name": self.config.node_name},
+        }
+        try:
+            kube.request(
+                self.api,
+                "POST",
+                f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/binding",
+                body=binding,
+            )
+        except ApiException as e:
+            if e.status not in (404, 409):
+                raise
+        self.bound.add(meta["uid"])
+        self.event(pod, "Normal", "Scheduled", f"Successfully assigned "
+                   f"{meta['namespace']}/{meta['name']} to {self.config.node_name}")  # fmt: skip
+
+    def event(self, pod: JSON, kind: str, reason: str, message: str) -> None:
+        meta = pod["metadata"]
+        ts = now()
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta["uid"],
+            },
+            "reason": reason,
+            "message": message,
+            "type": kind,
+            "source": {"component": "kubelet", "host": self.config.node_name},
+            "firstTimestamp": ts,
+            "lastTimestamp": ts,
+            "count": 1,
+        }
+        try:
+            kube.request(self.api, "POST", f"/api/v1/namespaces/{meta['namespace']}/events",
+                         body=body)  # fmt: skip
+        except ApiException as e:
+            log.info("event not recorded: %s", e.reason)
+
+    def find(self, namespace: str, name: str) -> PodWorker | None:
+        with self.lock:
+            for w in self.workers.values():
+                if w.namespace == namespace and w.pod_name == name:
+                    return w
+        return None
+
+    def shutdown(self) -> None:
+        self.stopping.set()
+        with self.lock:
+            workers = list(self.workers.values())
+        for w in workers:
+            w._kill_all(0)
+
+
+class LogHandler(BaseHTTPRequestHandler):
+    """The kubelet's ``/containerLogs`` endpoint, as the API server calls it."""
+
+    agent: NodeAgent
+
+    def log_message(self, format: str, *args: Any) -> None:
+        log.debug("log server: " + format, *args)
+
+    def do_GET(self) -> None:
+        url = urlparse(self.path)
+        if url.path == "/healthz":
+            return self._reply(200, b"ok")
+        parts = url.path.strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "containerLogs":
+            return self._reply(404, b"not found")
+        _, namespace, pod, container = parts
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        worker = self.agent.find(namespace, pod)
+        if worker is None:
+            return self._reply(404, f"pod {namespace}/{pod} not found on this node".encode())
+        previous = query.get("previous") == "true"
+        run = worker.log_run(container, previous)
+        if run is None:
+            what = "previous terminated container" if previous else "container"
+            msg = f'{what} "{container}" in pod "{pod}" not found'
+            return self._reply(400, msg.encode())
+        follow = query.get("follow") == "true"
+        timestamps = query.get("timestamps") == "true"
+        tail = int(query["tailLines"]) if "tailLines" in query else None
+        limit = int(query["limitBytes"]) if "limitBytes" in query else None
+        since = None
+        if "sinceSeconds" in query:
+            since = time.time() - int(query["sinceSeconds"])
+        elif "sinceTime" in query:
+            since = parse_time(query["sinceTime"])
+        self.send_response(200)
+        self.send_header("Content-Type", "text/plain")
+        self.end_headers()
+        sent = 0
+
+        def emit(entries: list[tuple[str, str, str]]) -> bool:
+            nonlocal sent
+            for ts, _, text in entries:
+                if since is not None and parse_time(ts[:26] + "Z") < since:
+                    continue
+                line = (f"{ts} {text}" if timestamps else text).encode()
+                if limit is not None:
+                    line = line[: max(0, limit - sent)]
+                self.wfile.write(line)
+                sent += len(line)
+                if limit is not None and sent >= limit:
+                    return False
+            self.wfile.flush()
+            return True
+
+        entries = read_log(run.log_path)
+        offset = run.log_path.stat().st_size if run.log_path.exists() else 0
+        if tail is not None:
+            entries = entries[-tail:] if tail > 0 else []
+        try:
+            if not emit(entries) or not follow:
+                return
+            while True:
+                done = not run.running
+                size = run.log_path.stat().st_size
+                if size > offset:
+                    more = read_log(run.log_path, offset)
+                    offset = size
+                    if not emit(more):
+                        return
+                elif done:
+                    return
+                time.sleep(0.1)
+        except (BrokenPipeError, ConnectionResetError):
+            return
+
+    def _reply(self, code: int, body: bytes) -> None:
+        self.send_response(code)
+        self.send_header("Content-Type", "text/plain")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def serve_logs(agent: NodeAgent) -> ThreadingHTTPServer:
+    cfg = agent.config
+    handler = type("BoundLogHandler", (LogHandler,), {"agent": agent})
+    server = ThreadingHTTPServer(("127.0.0.1", cfg.log_port), handler)
+    server.daemon_threads = True
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(str(cfg.serving_cert), str(cfg.serving_key))
+    # Only the API server (its kubelet client certificate, signed by the cluster CA) may read.
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    ctx.load_verify_locations(str(cfg.client_ca))
+    server.socket = ctx.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, name="log-server", daemon=True).start()
+    return server
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--kubeconfig", type=Path, required=True)
+    parser.add_argument("--node-name", default="kubemill-node")
+    parser.add_argument("--workdir", type=Path, required=True)
+    parser.add_argument("--serving-cert", type=Path, required=True)
+    parser.add_argument("--serving-key", type=Path, required=True)
+    parser.add_argument("--client-ca", type=Path, required=True)
+    parser.add_argument("--log-port", type=int, required=True)
+    parser.add_argument("--apiserver-host", default="127.0.0.1")
+    parser.add_argument("--apiserver-port", type=int, required=True)
+    parser.add_argument(
+        "--image-entrypoints",
+        type=json.loads,
+        default=DEFAULT_IMAGE_ENTRYPOINTS,
+        help="JSON object: image name (no registry, tag or digest) -> entrypoint argv",
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    venv = Path(sys.prefix)
+    toolchain = tuple(dict.fromkeys([sys.prefix, sys.base_prefix, str(venv.resolve())]))
+    config = AgentConfig(
+        node_name=args.node_name,
+        workdir=args.workdir,
+        kubeconfig=args.kubeconfig,
+        serving_cert=args.serving_cert,
+        serving_key=args.serving_key,
+        client_ca=args.client_ca,
+        log_port=args.log_port,
+        apiserver_host=args.apiserver_host,
+        apiserver_port=args.apiserver_port,
+        image_entrypoints={**DEFAULT_IMAGE_ENTRYPOINTS, **args.image_entrypoints},
+        toolchain_paths=toolchain,
+        image_path=f"{venv / 'bin'}:{SYSTEM_PATH}",
+    )
+    config.workdir.mkdir(parents=True, exist_ok=True)
+    agent = NodeAgent(config, api_client(args.kubeconfig))
+
+    def stop(signum: int, _frame: Any) -> None:
+        agent.shutdown()
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    serve_logs(agent)
+    agent.run()
