@@ -18,8 +18,7 @@ NODE_NAME = "kubemill-node"
 # Run as `python -c` with the repository appended to sys.path: `-m` would put the working
 # directory first, where the project's `operator/` folder shadows the standard library module.
 _AGENT_BOOT = (
-    "import sys; sys.path.append(sys.argv.pop(1)); "
-    "from tests.harness.nodeagent import main; main()"
+    "import sys; sys.path.append(sys.argv.pop(1)); from tests.harness.nodeagent import main; main()"
 )
 
 

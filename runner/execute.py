@@ -1,0 +1,350 @@
+"""Executing a notebook with nbclient and a real kernel, and stopping it cleanly.
+
+nbclient runs each cell; this module adds what a batch runner needs around it: a whole-run
+deadline, signal handling that interrupts the kernel before giving up, per-cell timings, and a
+notification on every change so the output can be checkpointed while a cell is still running.
+It drives the kernel itself instead of using `NotebookClient.async_setup_kernel`, whose own
+SIGTERM handler would shut the kernel down before the output is saved.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from jupyter_client.kernelspec import NoSuchKernel, find_kernel_specs
+from nbclient import NotebookClient
+from nbclient.util import ensure_async
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbformat import NotebookNode
+
+from kubemill.runner.errors import (
+    BadInputError,
+    CellError,
+    CellTimeout,
+    KernelDied,
+    RunFailure,
+    RunTimeout,
+    Terminated,
+)
+
+__all__ = ["CellTiming", "Execution", "ExecutionOptions", "Observer"]
+
+
+@dataclass(frozen=True)
+class ExecutionOptions:
+    kernel_name: str  # the kernelspec to start
+    cwd: str | None  # the kernel's working directory
+    start_timeout: float  # seconds for the kernel to start and answer
+    cell_timeout: float | None  # seconds per cell; None for no limit
+    run_timeout: float | None  # seconds left for the whole run when execution starts
+    allow_errors: bool  # keep going after a cell raises
+    interrupt_grace: float = 5.0  # seconds an interrupted cell gets to stop before we give up
+    handle_signals: bool = True  # install SIGTERM/SIGINT handlers (off when embedded)
+    run_timeout_total: float | None = None  # the run timeout as the user gave it, for messages
+
+
+class Observer(Protocol):
+    """What the execution tells the rest of the runner while it goes."""
+
+    def changed(self) -> None: ...
+    def cell_started(self, index: int, number: int, total: int, cell: NotebookNode) -> None: ...
+    def cell_finished(self, index: int, number: int, total: int, timing: CellTiming) -> None: ...
+    def stream(self, index: int, name: str, text: str) -> None: ...
+    def note(self, message: str) -> None: ...
+
+
+@dataclass
+class CellTiming:
+    index: int
+    cell_id: str
+    start_time: float  # epoch seconds
+    duration: float = 0.0
+    status: str = "running"  # running | ok | error | timeout | interrupted
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "id": self.cell_id,
+            "startTime": _iso(self.start_time),
+            "durationSeconds": round(self.duration, 4),
+            "status": self.status,
+        }
+
+
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
+
+def _plain(text: str) -> str:
+    """A traceback without terminal colours, for status, logs and JSON."""
+    return _ANSI.sub("", text)
+
+
+def _iso(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e3):03d}Z"
+
+
+class _Client(NotebookClient):
+    """nbclient with a callback on every output, for live logs and checkpoints."""
+
+    def __init__(self, nb: NotebookNode, observer: Observer, **kwargs: Any) -> None:
+        super().__init__(nb, **kwargs)
+        self._observer = observer
+        self.timed_out = False
+
+    async def _async_handle_timeout(
+        self, timeout: int, cell: NotebookNode | None = None
+    ) -> None | dict[str, Any]:
+        # nbclient interrupts the kernel and answers with `error_on_timeout` at once; the
+        # interrupt's own traceback, which shows the line the cell was stuck on, still reaches
+        # the output while nbclient waits for the cell's last messages.
+        self.timed_out = True
+        return await super()._async_handle_timeout(timeout, cell)
+
+    def process_message(
+        self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
+    ) -> NotebookNode | None:
+        try:
+            return super().process_message(msg, cell, cell_index)
+        finally:
+            self._observer.changed()
+
+    def output(
+        self, outs: list[NotebookNode], msg: dict[str, Any], display_id: str | None, cell_index: int
+    ) -> NotebookNode | None:
+        out = super().output(outs, msg, display_id, cell_index)
+        if out is not None and out.get("output_type") == "stream":
+            self._observer.stream(cell_index, str(out.get("name")), str(out.get("text", "")))
+        return out
+
+
+@dataclass
+class Execution:
+    """One execution of one notebook; `run()` returns normally only if every cell succeeded."""
+
+    nb: NotebookNode
+    options: ExecutionOptions
+    observer: Observer
+    kernel_info: dict[str, Any] = field(default_factory=dict)
+    timings: list[CellTiming] = field(default_factory=list)
+    current_cell: int | None = None  # index of the running cell
+    current_number: int | None = None  # and its execution count
+    cell_errors: int = 0  # errors tolerated under allow_errors
+    _stop: Callable[[int | None, int | None], RunFailure] | None = None
+    _force: bool = False
+    _client: _Client | None = None
+    _task: asyncio.Task[None] | None = None
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        started = time.monotonic()
+        if self.options.handle_signals:
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, self._on_signal, signum)
+        timer = None
+        if self.options.run_timeout:
+            timer = loop.call_later(self.options.run_timeout, self._on_run_timeout)
+        self._task = asyncio.create_task(self._run_kernel())
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            if self._stop is None:
+                raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if self.options.handle_signals:
+                for signum in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(signum)
+            self.observer.note(f"kernel stopped after {time.monotonic() - started:.2f}s")
+        # A stop request fails the run even when the interrupted cell went on to finish.
+        if self._stop is not None:
+            raise self._stop(self.current_cell, self.current_number)
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        self.request_stop(lambda c, n: Terminated.by(name, c, n), f"received {name}")
+
+    def _on_run_timeout(self) -> None:
+        seconds = self.options.run_timeout_total or self.options.run_timeout or 0
+        self.request_stop(lambda c, n: RunTimeout.after(seconds, c, n), "run timeout reached")
+
+    def request_stop(
+        self, failure: Callable[[int | None, int | None], RunFailure], why: str
+    ) -> None:
+        """Interrupt the running cell, and cancel if it does not stop within the grace time.
+
+        A second request cancels at once: a user pressing Ctrl-C twice means it.
+        """
+        if self._task is None or self._task.done():
+            return
+        if self._stop is not None:
+            self.observer.note(f"{why} again: stopping now")
+            self._force = True
+            self._task.cancel()
+            return
+        self._stop = failure
+        self.observer.note(f"{why}: interrupting the kernel")
+        asyncio.get_running_loop().create_task(self._interrupt_then_cancel())
+
+    async def _interrupt_then_cancel(self) -> None:
+        assert self._task is not None
+        client = self._client
+        if client is not None and client.km is not None and self.current_cell is not None:
+            try:
+                await client.km.interrupt_kernel()
+            except Exception as exc:
+                self.observer.note(f"could not interrupt the kernel: {exc}")
+        try:
+            await asyncio.wait_for(asyncio.shield(self._task), self.options.interrupt_grace)
+        except TimeoutError:
+            self.observer.note(
+                f"the cell did not stop within {self.options.interrupt_grace:g}s of the "
+                "interrupt: abandoning it"
+            )
+            self._task.cancel()
+        except BaseException:
+            pass  # the task's own outcome is reported by run()
+
+    # --- running --------------------------------------------------------------------------
+
+    def _make_client(self) -> _Client:
+        options = self.options
+        return _Client(
+            self.nb,
+            self.observer,
+            kernel_name=options.kernel_name,
+            timeout=int(options.cell_timeout) if options.cell_timeout else None,
+            startup_timeout=int(options.start_timeout),
+            allow_errors=options.allow_errors,
+            interrupt_on_timeout=True,
+            error_on_timeout={
+                "ename": "CellTimeoutError",
+                "evalue": f"the cell did not finish within {options.cell_timeout}s",
+                "traceback": [],
+            },
+            record_timing=True,
+            resources={"metadata": {"path": options.cwd}} if options.cwd else {},
+        )
+
+    async def _run_kernel(self) -> None:
+        client = self._client = self._make_client()
+        client.km = client.create_kernel_manager()
+        # Unix sockets in the private runtime directory: no other process can reach the kernel,
+        # unlike loopback TCP, and ipykernel stops warning about unencrypted traffic.
+        client.km.transport = "ipc"
+        try:
+            await self._start_kernel(client)
+            await self._execute_cells(client)
+        except BaseException:
+            # A kernel that failed us gets no graceful shutdown: it may be busy or stuck.
+            client.shutdown_kernel = "immediate"
+            raise
+        finally:
+            if self._stop is not None:
+                client.shutdown_kernel = "immediate"
+            await asyncio.shield(self._cleanup(client))
+
+    @staticmethod
+    async def _cleanup(client: _Client) -> None:
+        if client.km is None:
+            return
+        try:
+            await client._async_cleanup_kernel()
+        except Exception:  # a kernel that is already gone needs no shutdown
+            pass
+
+    async def _start_kernel(self, client: _Client) -> None:
+        name = self.options.kernel_name
+        try:
+            await client.async_start_new_kernel()
+        except NoSuchKernel:
+            known = ", ".join(sorted(find_kernel_specs())) or "none"
+            raise BadInputError(
+                f"no Jupyter kernel named {name!r} is installed (installed: {known}); "
+                "pass -k NAME or install the kernel (python -m ipykernel install --user)"
+            ) from None
+        try:
+            await client.async_start_new_kernel_client()
+        except RuntimeError as exc:
+            raise KernelDied(
+                f"kernel {name!r} did not become ready within {self.options.start_timeout:g}s "
+                f"({exc}); raise --start-timeout or check the kernel's installation"
+            ) from None
+        assert client.kc is not None
+        reply = await client.async_wait_for_reply(await ensure_async(client.kc.kernel_info()))
+        if reply is not None:
+            self.kernel_info = dict(reply["content"])
+            if "language_info" in self.kernel_info:
+                self.nb.metadata["language_info"] = self.kernel_info["language_info"]
+
+    async def _execute_cells(self, client: _Client) -> None:
+        code = [
+            i for i, c in enumerate(self.nb.cells) if c.cell_type == "code" and c.source.strip()
+        ]
+        total = len(code)
+        for number, index in enumerate(code, start=1):
+            if self._stop is not None:
+                return
+            cell = self.nb.cells[index]
+            timing = CellTiming(index, str(cell.get("id", "")), time.time())
+            self.timings.append(timing)
+            self.current_cell, self.current_number = index, number
+            self.observer.cell_started(index, number, total, cell)
+            self.observer.changed()
+            began = time.monotonic()
+            try:
+                await client.async_execute_cell(cell, index, execution_count=number)
+                if client.timed_out:  # tolerated as an error under allow_errors, but not here
+                    raise CellTimeoutError("cell timeout")
+                timing.status = "ok"
+                if any(o.get("output_type") == "error" for o in cell.outputs):
+                    timing.status = "error"
+                    self.cell_errors += 1
+            except CellExecutionError as exc:
+                if client.timed_out:
+                    timing.status = "timeout"
+                    raise CellTimeout.after(self.options.cell_timeout or 0, index, number) from None
+                timing.status = "interrupted" if self._stop else "error"
+                if self._stop is None:
+                    raise CellError(
+                        cell=index,
+                        number=number,
+                        ename=exc.ename,
+                        evalue=exc.evalue,
+                        traceback=_plain(exc.traceback),
+                    ) from None
+                return  # run() turns the stop request into its failure
+            except CellTimeoutError:
+                timing.status = "timeout"
+                raise CellTimeout.after(self.options.cell_timeout or 0, index, number) from None
+            except DeadKernelError:
+                timing.status = "error"
+                if self._stop is not None:
+                    return
+                raise KernelDied(
+                    f"the kernel died while cell In [{number}] was running (os._exit, a crash "
+                    "in native code, or the out-of-memory killer; check the memory limit)",
+                    cell=index,
+                    number=number,
+                ) from None
+            except asyncio.CancelledError:
+                timing.status = "interrupted"
+                raise
+            finally:
+                timing.duration = time.monotonic() - began
+                cell.metadata["kubemill"] = {
+                    "startTime": _iso(timing.start_time),
+                    "durationSeconds": round(timing.duration, 4),
+                    "status": timing.status,
+                }
+                self.observer.cell_finished(index, number, total, timing)
+                self.observer.changed()
+        self.current_cell = self.current_number = None

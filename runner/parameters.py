@@ -1,0 +1,379 @@
+"""Parameters: parsing, type inference, validation and injection (papermill conventions).
+
+Pure functions only: no kernel, no files, no environment. The CLI reads the sources; this module
+decides what they mean and what source code reaches the kernel.
+"""
+
+from __future__ import annotations
+
+import ast
+import base64
+import binascii
+import difflib
+import io
+import json
+import keyword
+import math
+import tokenize
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import yaml
+from nbformat import NotebookNode
+from nbformat.v4 import new_code_cell
+
+from kubemill.runner.errors import BadInputError
+
+__all__ = [
+    "INJECTED_TAG",
+    "PARAMETERS_TAG",
+    "Declared",
+    "check_type",
+    "declared_parameters",
+    "find_tagged_cell",
+    "infer_cli_value",
+    "inject_parameters",
+    "load_json",
+    "load_yaml",
+    "load_yaml_base64",
+    "to_python",
+    "validate_parameters",
+]
+
+PARAMETERS_TAG = "parameters"
+INJECTED_TAG = "injected-parameters"
+
+
+@dataclass(frozen=True)
+class Declared:
+    """One parameter declared in the notebook's `parameters` cell."""
+
+    name: str
+    type: str | None  # the annotation's source text, or None when the line has none
+    default: str  # the default's source text, as written
+    help: str  # the line's trailing comment, without '#'
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "type": self.type, "default": self.default, "help": self.help}
+
+
+# --- reading values ---------------------------------------------------------------------------
+
+
+def infer_cli_value(text: str) -> Any:
+    """papermill's `-p` inference: True/False/None, then int, then float, else the string."""
+    if text == "True":
+        return True
+    if text == "False":
+        return False
+    if text == "None":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
+
+
+def _mapping(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise BadInputError(
+            f"{what} must be a mapping of parameter names to values, got {type(value).__name__}"
+        )
+    return {str(k): v for k, v in value.items()}
+
+
+def load_yaml(text: str, what: str) -> dict[str, Any]:
+    """Parse YAML parameters; `what` names the source in the error message."""
+    try:
+        return _mapping(yaml.safe_load(text), what)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise BadInputError(f"{what} is not valid YAML{where}: {problem}") from None
+
+
+def load_yaml_base64(text: str, what: str) -> dict[str, Any]:
+    try:
+        decoded = base64.b64decode(text.encode(), validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        raise BadInputError(f"{what} is not base64-encoded UTF-8 text") from None
+    return load_yaml(decoded, what)
+
+
+def load_json(text: str, what: str) -> dict[str, Any]:
+    try:
+        return _mapping(json.loads(text), what)
+    except json.JSONDecodeError as exc:
+        raise BadInputError(
+            f"{what} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+# --- translating values to Python source ------------------------------------------------------
+
+
+def to_python(value: Any) -> str:
+    """Python source that evaluates to `value` (any JSON shape, plus NaN and ±inf)."""
+    if value is None or isinstance(value, bool):
+        return repr(value)
+    if isinstance(value, int):
+        return repr(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "float('nan')"
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "-float('inf')"
+        return repr(value)
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{to_python(str(k))}: {to_python(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(to_python(v) for v in value) + "]"
+    # YAML can produce dates and timestamps; they reach the kernel as ISO strings.
+    if hasattr(value, "isoformat"):
+        return repr(value.isoformat())
+    raise BadInputError(
+        f"parameter value {value!r} of type {type(value).__name__} cannot be passed to a "
+        "notebook; use null, booleans, numbers, strings, lists or mappings"
+    )
+
+
+# --- the parameters cell ----------------------------------------------------------------------
+
+
+def find_tagged_cell(nb: NotebookNode, tag: str) -> int:
+    """Index of the first cell carrying `tag`, or -1."""
+    for index, cell in enumerate(nb.cells):
+        if tag in cell.get("metadata", {}).get("tags", []):
+            return index
+    return -1
+
+
+def _comments_by_line(source: str) -> dict[int, str]:
+    comments: dict[int, str] = {}
+    try:
+        for tok in tokenize.generate_tokens(io.StringIO(source).readline):
+            if tok.type == tokenize.COMMENT:
+                comments[tok.start[0]] = tok.string.lstrip("#").strip()
+    except (tokenize.TokenError, IndentationError, SyntaxError):
+        pass
+    return comments
+
+
+def _without_magics(source: str) -> str:
+    # IPython magics and shell escapes are not Python; keep line numbers, drop their text.
+    return "\n".join(
+        "pass" if line.lstrip().startswith(("%", "!")) else line for line in source.splitlines()
+    )
+
+
+def declared_parameters(source: str) -> list[Declared]:
+    """The names a `parameters` cell assigns at top level, with type, default and help."""
+    clean = _without_magics(source)
+    try:
+        tree = ast.parse(clean)
+    except SyntaxError as exc:
+        raise BadInputError(
+            f"the notebook's parameters cell is not valid Python (line {exc.lineno}: {exc.msg}); "
+            "fix the cell tagged 'parameters'"
+        ) from None
+    comments = _comments_by_line(clean)
+    found: dict[str, Declared] = {}
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+            annotation = ast.get_source_segment(clean, node.annotation)
+            default = ast.get_source_segment(clean, node.value) if node.value else ""
+            targets = [node.target.id]
+        elif isinstance(node, ast.Assign):
+            annotation = None
+            default = ast.get_source_segment(clean, node.value) or ""
+            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+        else:
+            continue
+        line = node.end_lineno or node.lineno
+        for name in targets:
+            found[name] = Declared(name, annotation, default or "", comments.get(line, ""))
+    return list(found.values())
+
+
+# --- type checking ----------------------------------------------------------------------------
+
+_NAMED_CHECKS: dict[str, Any] = {
+    "int": lambda v: isinstance(v, int) and not isinstance(v, bool),
+    "float": lambda v: isinstance(v, int | float) and not isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "bool": lambda v: isinstance(v, bool),
+    "list": lambda v: isinstance(v, list),
+    "List": lambda v: isinstance(v, list),
+    "tuple": lambda v: isinstance(v, list | tuple),
+    "Tuple": lambda v: isinstance(v, list | tuple),
+    "Sequence": lambda v: isinstance(v, list | tuple),
+    "dict": lambda v: isinstance(v, dict),
+    "Dict": lambda v: isinstance(v, dict),
+    "Mapping": lambda v: isinstance(v, dict),
+    "None": lambda v: v is None,
+    "NoneType": lambda v: v is None,
+    "Any": lambda v: True,
+    "object": lambda v: True,
+}
+
+
+def _name_of(node: ast.expr) -> str | None:
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):  # typing.Optional, t.List, …
+        return node.attr
+    if isinstance(node, ast.Constant) and node.value is None:
+        return "None"
+    return None
+
+
+def _check(node: ast.expr, value: Any) -> bool | None:
+    """True/False when the annotation can be checked against a JSON value, None when not."""
+    if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):
+        results = [_check(node.left, value), _check(node.right, value)]
+        if any(r is True for r in results):
+            return True
+        return None if any(r is None for r in results) else False
+    if isinstance(node, ast.Subscript):
+        outer = _name_of(node.value)
+        args = list(node.slice.elts) if isinstance(node.slice, ast.Tuple) else [node.slice]
+        if outer == "Optional":
+            return True if value is None else _check(args[0], value)
+        if outer == "Union":
+            results = [_check(a, value) for a in args]
+            if any(r is True for r in results):
+                return True
+            return None if any(r is None for r in results) else False
+        if outer == "Literal":
+            options = [a.value for a in args if isinstance(a, ast.Constant)]
+            return value in options and type(value) in {type(o) for o in options}
+        if outer in ("list", "List", "Sequence") and len(args) == 1:
+            if not isinstance(value, list):
+                return False
+            items = [_check(args[0], v) for v in value]
+            return False if False in items else (None if None in items else True)
+        if outer in ("dict", "Dict", "Mapping") and len(args) == 2:
+            if not isinstance(value, dict):
+                return False
+            items = [_check(args[1], v) for v in value.values()]
+            return False if False in items else (None if None in items else True)
+        if outer in _NAMED_CHECKS:
+            return bool(_NAMED_CHECKS[outer](value))
+        return None
+    name = _name_of(node)
+    if isinstance(node, ast.Name | ast.Constant) and name in _NAMED_CHECKS:
+        return bool(_NAMED_CHECKS[name](value))
+    return None
+
+
+def check_type(annotation: str, value: Any) -> bool | None:
+    """Whether `value` fits the annotation `annotation`; None when kubemill cannot tell."""
+    try:
+        node = ast.parse(annotation, mode="eval").body
+    except SyntaxError:
+        return None
+    if isinstance(node, ast.Constant) and isinstance(node.value, str):  # a string annotation
+        return check_type(node.value, value)
+    return _check(node, value)
+
+
+def _describe(value: Any) -> str:
+    text = json.dumps(value) if not isinstance(value, float) else repr(value)
+    text = text if len(text) <= 40 else text[:37] + "..."
+    return f"{text} ({type(value).__name__})"
+
+
+def validate_parameters(
+    values: Mapping[str, Any],
+    secret_names: Iterable[str],
+    declared: list[Declared] | None,
+    *,
+    allow_unknown: bool,
+) -> None:
+    """Reject bad names, unknown names and values that contradict declared types.
+
+    `declared` is None when the notebook has no parameters cell: then every name is accepted,
+    since there is nothing to compare against (the caller warns about it).
+    """
+    problems: list[str] = []
+    all_names = [*values, *secret_names]
+    for name in all_names:
+        if not name.isidentifier() or keyword.iskeyword(name):
+            problems.append(
+                f"parameter name {name!r} is not a Python identifier "
+                "(use letters, digits and underscores, not starting with a digit)"
+            )
+    if declared is not None:
+        by_name = {d.name: d for d in declared}
+        for name in all_names:
+            if name in by_name or not name.isidentifier() or allow_unknown:
+                continue
+            close = difflib.get_close_matches(name, list(by_name), n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            known = ", ".join(sorted(by_name)) or "none"
+            problems.append(
+                f"unknown parameter {name!r}{hint}; the notebook declares: {known}; "
+                "pass --allow-unknown-parameters to inject it anyway"
+            )
+        for name, value in values.items():
+            spec = by_name.get(name)
+            if spec is None or spec.type is None:
+                continue
+            if check_type(spec.type, value) is False:
+                problems.append(
+                    f"parameter {name!r} is declared as {spec.type} but got {_describe(value)}"
+                )
+        for name in secret_names:
+            spec = by_name.get(name)
+            if spec is not None and spec.type is not None and check_type(spec.type, "") is False:
+                problems.append(
+                    f"secret parameter {name!r} is declared as {spec.type}, but secrets are "
+                    "strings; declare it as str"
+                )
+    if problems:
+        raise BadInputError("; ".join(problems))
+
+
+# --- injection --------------------------------------------------------------------------------
+
+
+def injected_source(values: Mapping[str, Any], secrets: Mapping[str, str]) -> str:
+    """The injected cell's code: literal values, and secrets read from the environment."""
+    lines = ["# Parameters"]
+    lines += [f"{name} = {to_python(value)}" for name, value in values.items()]
+    lines += [
+        f"{name} = __import__('os').environ[{env!r}]  # secret: the value is not recorded"
+        for name, env in secrets.items()
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def inject_parameters(
+    nb: NotebookNode, values: Mapping[str, Any], secrets: Mapping[str, str]
+) -> bool:
+    """Insert the injected-parameters cell in place, as papermill does.
+
+    Returns False when the notebook has no `parameters` cell (the cell then goes first).
+    """
+    cell = new_code_cell(source=injected_source(values, secrets))
+    cell.metadata["tags"] = [INJECTED_TAG]
+    injected = find_tagged_cell(nb, INJECTED_TAG)
+    params = find_tagged_cell(nb, PARAMETERS_TAG)
+    if injected >= 0:
+        nb.cells[injected] = cell
+    elif params >= 0:
+        nb.cells.insert(params + 1, cell)
+    else:
+        nb.cells.insert(0, cell)
+    return params >= 0

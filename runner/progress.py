@@ -1,0 +1,145 @@
+"""What a person (or a log pipeline) sees while a notebook runs.
+
+On a terminal: a tqdm bar over the code cells, with the cells' own output printed above it.
+Elsewhere (a pod's log): one line when each cell starts and ends, and the cells' stdout/stderr as
+they write it, so `kubectl logs -f` shows where a run is. `json` gives one object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import IO, Any
+
+from nbformat import NotebookNode
+
+from kubemill.runner.execute import CellTiming
+from kubemill.runner.redact import Redactor
+
+__all__ = ["Reporter"]
+
+
+def _now() -> str:
+    now = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e3):03d}Z"
+
+
+def _first_line(source: str, width: int = 60) -> str:
+    for line in source.splitlines():
+        if line.strip():
+            line = line.strip()
+            return line if len(line) <= width else line[: width - 1] + "…"
+    return ""
+
+
+class Reporter:
+    """Logs (stderr), cell output (stdout, or stderr when the notebook goes to stdout), bar."""
+
+    def __init__(
+        self,
+        *,
+        log_format: str = "text",
+        progress_bar: bool | None = None,
+        log_output: bool = True,
+        quiet: bool = False,
+        log: IO[str] | None = None,
+        cell_output: IO[str] | None = None,
+        redactor: Redactor | None = None,
+    ) -> None:
+        self._json = log_format == "json"
+        self._log = log or sys.stderr
+        self._out = cell_output or sys.stdout
+        self._log_output = log_output
+        self._quiet = quiet
+        self._redactor = redactor or Redactor()
+        if progress_bar is None:
+            progress_bar = not self._json and self._log.isatty()
+        self._bar_wanted = progress_bar and not self._json
+        self._bar: Any = None
+
+    # --- plain log lines ------------------------------------------------------------------
+
+    def _emit(self, level: str, message: str, **fields: Any) -> None:
+        if self._quiet and level == "info":
+            return
+        message = self._redactor.text(message)
+        if self._json:
+            record = {"time": _now(), "level": level, "message": message, **fields}
+            line = json.dumps(self._redactor.tree(record), ensure_ascii=False, default=str)
+        else:
+            line = f"{_now()} kubemill {level.upper():7} {message}"
+        if self._bar is not None:
+            self._bar.write(line, file=self._log)
+        else:
+            self._log.write(line + "\n")
+            self._log.flush()
+
+    def info(self, message: str, **fields: Any) -> None:
+        self._emit("info", message, **fields)
+
+    def warning(self, message: str, **fields: Any) -> None:
+        self._emit("warning", message, **fields)
+
+    def error(self, message: str, **fields: Any) -> None:
+        self._emit("error", message, **fields)
+
+    def note(self, message: str) -> None:
+        self.info(message)
+
+    # --- the execution's observer methods -------------------------------------------------
+
+    def changed(self) -> None:
+        """Checkpointing is the run's business, not the reporter's."""
+
+    def cell_started(self, index: int, number: int, total: int, cell: NotebookNode) -> None:
+        if self._bar_wanted and self._bar is None:
+            from tqdm.auto import tqdm
+
+            self._bar = tqdm(total=total, unit="cell", desc="Executing", file=self._log)
+        if self._bar is not None:
+            self._bar.set_postfix_str(f"cell {index}", refresh=True)
+            return
+        self._emit(
+            "info",
+            f"cell {number}/{total} started: {_first_line(cell.source)}",
+            event="cell_started",
+            cell=index,
+            number=number,
+            total=total,
+        )
+
+    def cell_finished(self, index: int, number: int, total: int, timing: CellTiming) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            return
+        self._emit(
+            "info" if timing.status == "ok" else "warning",
+            f"cell {number}/{total} {timing.status} in {timing.duration:.2f}s",
+            event="cell_finished",
+            cell=index,
+            number=number,
+            total=total,
+            status=timing.status,
+            durationSeconds=round(timing.duration, 4),
+        )
+
+    def stream(self, index: int, name: str, text: str) -> None:
+        if not self._log_output or self._quiet:
+            return
+        text = self._redactor.text(text)
+        if self._json:
+            self._emit("info", text, event="output", cell=index, stream=name)
+            return
+        if self._bar is not None:
+            with self._bar.external_write_mode(file=self._log):
+                self._out.write(text)
+                self._out.flush()
+            return
+        self._out.write(text)
+        self._out.flush()
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None

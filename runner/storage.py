@@ -1,0 +1,317 @@
+"""Where notebooks come from and where outputs go: local files, stdin/stdout, S3, HTTP(S).
+
+The S3 client is made by a factory passed in, so tests and the CLI choose endpoint and
+credentials in one place and nothing here reads the environment.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlparse
+
+from kubemill.runner.errors import BadInputError, StorageError
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = [
+    "Fetched",
+    "Location",
+    "Storage",
+    "content_type",
+    "make_s3_client",
+]
+
+#: Outputs above this size go up in parts, so a large notebook is neither one huge request nor
+#: held twice in memory by the transfer manager.
+MULTIPART_THRESHOLD = 8 * 1024 * 1024
+
+_CONTENT_TYPES = {
+    ".ipynb": "application/x-ipynb+json",
+    ".json": "application/json",
+    ".html": "text/html; charset=utf-8",
+}
+
+
+def content_type(uri: str) -> str:
+    return _CONTENT_TYPES.get(Path(urlparse(uri).path).suffix, "application/octet-stream")
+
+
+@dataclass(frozen=True)
+class Location:
+    """A parsed input or output address."""
+
+    scheme: str  # "file", "s3", "http", "https" or "-" (stdin/stdout)
+    uri: str  # as the user wrote it, normalised for file:// and S3
+    bucket: str = ""
+    key: str = ""
+    path: str = ""
+
+    @classmethod
+    def parse(cls, text: str) -> Location:
+        if text == "-":
+            return cls("-", "-")
+        parsed = urlparse(text)
+        if parsed.scheme == "s3":
+            if not parsed.netloc:
+                raise BadInputError(f"{text!r} has no bucket; write s3://BUCKET/KEY")
+            return cls("s3", text, bucket=parsed.netloc, key=parsed.path.lstrip("/"))
+        if parsed.scheme in ("http", "https"):
+            return cls(parsed.scheme, text)
+        if parsed.scheme == "file":
+            return cls("file", text, path=parsed.path)
+        if parsed.scheme and len(parsed.scheme) > 1:
+            raise BadInputError(
+                f"{text!r} uses the unsupported scheme {parsed.scheme!r}; "
+                "use a local path, -, s3:// or http(s)://"
+            )
+        return cls("file", text, path=text)
+
+    @property
+    def is_folder(self) -> bool:
+        return self.uri.endswith("/")
+
+    def child(self, name: str) -> Location:
+        """The location of `name` inside this folder."""
+        return Location.parse(self.uri + name)
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """An input's bytes and what identifies that exact version of it."""
+
+    data: bytes
+    sha256: str
+    etag: str | None = None
+    version_id: str | None = None
+
+
+def make_s3_client(endpoint_url: str | None, region: str | None = None) -> S3Client:
+    """A boto3 S3 client using the standard credential chain.
+
+    Path-style addressing for custom endpoints, because S3-compatible stores rarely serve
+    virtual-hosted buckets; standard retry mode with backoff for transient errors.
+    """
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"max_attempts": 5, "mode": "standard"},
+        connect_timeout=5,
+        read_timeout=60,
+        s3={"addressing_style": "path"} if endpoint_url else {},
+    )
+    client: S3Client = boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config
+    )
+    return client
+
+
+def _s3_error(exc: Exception, action: str, location: Location) -> StorageError:
+    """A one-line explanation of an S3 failure, with the fix."""
+    from botocore.exceptions import (
+        ClientError,
+        EndpointConnectionError,
+        NoCredentialsError,
+        PartialCredentialsError,
+    )
+
+    where = f"s3://{location.bucket}/{location.key}"
+    if isinstance(exc, NoCredentialsError | PartialCredentialsError):
+        return StorageError(
+            f"cannot {action} {where}: no S3 credentials found; set AWS_ACCESS_KEY_ID and "
+            "AWS_SECRET_ACCESS_KEY, AWS_PROFILE, or a web identity role"
+        )
+    if isinstance(exc, EndpointConnectionError):
+        return StorageError(
+            f"cannot {action} {where}: the S3 endpoint is unreachable ({exc}); check "
+            "--s3-endpoint-url / AWS_ENDPOINT_URL and the network"
+        )
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = str(error.get("Code", ""))
+        if code in ("NoSuchBucket",):
+            return StorageError(
+                f"cannot {action} {where}: bucket {location.bucket!r} does not exist; "
+                "create it or fix the URL"
+            )
+        if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
+            return StorageError(
+                f"cannot {action} {where}: access denied; check the credentials' permissions "
+                "and the bucket policy"
+            )
+        if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+            return StorageError(
+                f"cannot {action} {where}: the S3 credentials were rejected ({code}); "
+                "check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+            )
+        return StorageError(f"cannot {action} {where}: {code}: {error.get('Message', exc)}")
+    return StorageError(f"cannot {action} {where}: {exc}")
+
+
+class Storage:
+    """Reads inputs and writes outputs for every supported location."""
+
+    def __init__(
+        self,
+        s3_client_factory: Callable[[], S3Client],
+        *,
+        http_timeout: float = 30.0,
+        http_attempts: int = 3,
+    ) -> None:
+        self._s3_factory = s3_client_factory
+        self._s3: S3Client | None = None
+        self._http_timeout = http_timeout
+        self._http_attempts = http_attempts
+
+    @property
+    def s3(self) -> S3Client:
+        if self._s3 is None:
+            self._s3 = self._s3_factory()
+        return self._s3
+
+    # --- reading --------------------------------------------------------------------------
+
+    def read(self, location: Location) -> Fetched:
+        if location.scheme == "-":
+            data = sys.stdin.buffer.read()
+            return Fetched(data, hashlib.sha256(data).hexdigest())
+        if location.scheme == "file":
+            try:
+                data = Path(location.path).read_bytes()
+            except FileNotFoundError:
+                raise BadInputError(f"{location.uri}: no such file") from None
+            except IsADirectoryError:
+                raise BadInputError(f"{location.uri} is a directory, not a notebook") from None
+            except PermissionError:
+                raise BadInputError(f"{location.uri}: permission denied") from None
+            return Fetched(data, hashlib.sha256(data).hexdigest())
+        if location.scheme == "s3":
+            return self._read_s3(location)
+        return self._read_http(location)
+
+    def _read_s3(self, location: Location) -> Fetched:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            response = self.s3.get_object(Bucket=location.bucket, Key=location.key)
+            data = response["Body"].read()
+        except ClientError as exc:
+            if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                raise BadInputError(f"{location.uri} does not exist") from None
+            raise _s3_error(exc, "read", location) from None
+        except BotoCoreError as exc:
+            raise _s3_error(exc, "read", location) from None
+        return Fetched(
+            data,
+            hashlib.sha256(data).hexdigest(),
+            etag=str(response.get("ETag", "")).strip('"') or None,
+            version_id=response.get("VersionId") or None,
+        )
+
+    def _read_http(self, location: Location) -> Fetched:
+        request = urllib.request.Request(location.uri, headers={"User-Agent": "kubemill"})
+        delay = 0.5
+        for attempt in range(1, self._http_attempts + 1):
+            try:
+                with urllib.request.urlopen(request, timeout=self._http_timeout) as response:
+                    data = response.read()
+                    etag = response.headers.get("ETag")
+                return Fetched(data, hashlib.sha256(data).hexdigest(), etag=etag)
+            except urllib.error.HTTPError as exc:
+                if exc.code == 404:
+                    raise BadInputError(f"{location.uri} does not exist (HTTP 404)") from None
+                if exc.code < 500 or attempt == self._http_attempts:
+                    raise StorageError(f"cannot read {location.uri}: HTTP {exc.code}") from None
+            except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
+                if attempt == self._http_attempts:
+                    reason = getattr(exc, "reason", exc)
+                    raise StorageError(f"cannot read {location.uri}: {reason}") from None
+            time.sleep(delay)
+            delay *= 2
+        raise AssertionError("unreachable")
+
+    # --- writing --------------------------------------------------------------------------
+
+    def write(self, location: Location, data: bytes, *, durable: bool = False) -> None:
+        """Write `data`; local files are replaced atomically, fsynced when `durable`."""
+        if location.scheme == "-":
+            sys.stdout.buffer.write(data)
+            sys.stdout.buffer.flush()
+        elif location.scheme == "file":
+            self._write_file(Path(location.path), data, durable)
+        elif location.scheme == "s3":
+            self._write_s3(location, data)
+        else:
+            raise BadInputError(f"cannot write to {location.uri}: use a local path, - or s3://")
+
+    @staticmethod
+    def _write_file(path: Path, data: bytes, durable: bool) -> None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            try:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(data)
+                    if durable:
+                        handle.flush()
+                        os.fsync(handle.fileno())
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, path)
+            except BaseException:
+                Path(tmp).unlink(missing_ok=True)
+                raise
+        except OSError as exc:
+            raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    def _write_s3(self, location: Location, data: bytes) -> None:
+        from boto3.s3.transfer import TransferConfig
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        kind = content_type(location.key)
+        try:
+            if len(data) < MULTIPART_THRESHOLD:
+                self.s3.put_object(
+                    Bucket=location.bucket, Key=location.key, Body=data, ContentType=kind
+                )
+            else:
+                config = TransferConfig(
+                    multipart_threshold=MULTIPART_THRESHOLD,
+                    multipart_chunksize=MULTIPART_THRESHOLD,
+                    max_concurrency=4,
+                )
+                self.s3.upload_fileobj(
+                    io.BytesIO(data),
+                    location.bucket,
+                    location.key,
+                    ExtraArgs={"ContentType": kind},
+                    Config=config,
+                )
+        except (ClientError, BotoCoreError) as exc:
+            raise _s3_error(exc, "write", location) from None
+        except Exception as exc:  # the transfer manager wraps errors in its own types
+            cause = exc.__cause__ or exc.__context__
+            if isinstance(cause, ClientError | BotoCoreError):
+                raise _s3_error(cause, "write", location) from None
+            raise
+
+
+def describe_s3_source(fetched: Fetched) -> dict[str, Any]:
+    """The identifying fields of an input, for lineage."""
+    out: dict[str, Any] = {"sha256": fetched.sha256}
+    if fetched.etag:
+        out["etag"] = fetched.etag
+    if fetched.version_id:
+        out["versionId"] = fetched.version_id
+    return out

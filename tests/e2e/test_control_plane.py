@@ -1,0 +1,565 @@
+"""Self-tests proving the test cluster is real: controllers, RBAC, admission, and pods that run.
+
+Each test would fail against a mocked API server: Jobs need the real job controller, the 403
+needs RBAC, the rejection needs PodSecurity admission, logs need the kubelet endpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from tests.harness import kube, procs, wait
+from tests.harness.kube import JSON
+from tests.harness.kubeconfig import api_client
+
+from .conftest import Cluster
+
+pytestmark = pytest.mark.e2e
+
+TIMEOUT = 60
+
+
+def job_manifest(
+    cluster: Cluster,
+    name: str,
+    script: str,
+    *,
+    backoff_limit: int = 0,
+    active_deadline: int | None = None,
+    grace: int = 30,
+    extra_args: tuple[str, ...] = (),
+) -> JSON:
+    spec: JSON = {
+        "backoffLimit": backoff_limit,
+        "template": {
+            "spec": {
+                "restartPolicy": "Never",
+                "terminationGracePeriodSeconds": grace,
+                "containers": [
+                    {
+                        "name": "main",
+                        "image": cluster.image,
+                        "command": ["python", "-c", textwrap.dedent(script), *extra_args],
+                    }
+                ],
+            }
+        },
+    }
+    if active_deadline is not None:
+        spec["activeDeadlineSeconds"] = active_deadline
+    return {"apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name}, "spec": spec}
+
+
+def create(api: client.ApiClient, path: str, body: JSON) -> JSON:
+    return kube.request(api, "POST", path, body=body)
+
+
+def jobs(namespace: str) -> str:
+    return f"/apis/batch/v1/namespaces/{namespace}/jobs"
+
+
+def pods(namespace: str) -> str:
+    return f"/api/v1/namespaces/{namespace}/pods"
+
+
+def terminated(pod: JSON) -> JSON | None:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        state = status.get("state", {}).get("terminated")
+        if state:
+            return dict(state)
+    return None
+
+
+def host_processes_with(marker: str) -> list[int]:
+    """PIDs of host processes whose command line contains ``marker``."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if marker.encode() in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_job_completes_and_its_log_is_readable(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    create(
+        api,
+        jobs(namespace),
+        job_manifest(
+            cluster,
+            "hello",
+            """
+            print("hello from a kubemill pod")
+            with open("/dev/termination-log", "w") as f:
+                f.write("all done")
+            """,
+        ),
+    )
+    job = wait.wait_for(
+        api, jobs(namespace), wait.job_finished, name="hello", timeout=TIMEOUT, what="job hello"
+    )
+    assert wait.condition(job, "Complete") is not None, job["status"]
+    assert job["status"]["succeeded"] == 1
+
+    pod = kube.get(api, pods(namespace), labelSelector="job-name=hello")["items"][0]
+    assert pod["status"]["phase"] == "Succeeded"
+    state = terminated(pod)
+    assert state is not None
+    assert state["exitCode"] == 0
+    assert state["reason"] == "Completed"
+    assert state["message"] == "all done"
+    assert state["startedAt"] <= state["finishedAt"]
+
+    logs = cluster.kubectl("logs", "-n", namespace, "job/hello")
+    assert logs.stdout == "hello from a kubemill pod\n"
+
+
+def test_failing_pod_exhausts_backoff_limit(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    create(
+        api,
+        jobs(namespace),
+        job_manifest(cluster, "fails", "raise SystemExit(1)", backoff_limit=2),
+    )
+    # The job controller waits 10 s, then 20 s, between retries.
+    job = wait.wait_for(
+        api, jobs(namespace), wait.job_finished, name="fails", timeout=TIMEOUT + 60, what="job"
+    )
+    failed = wait.condition(job, "Failed")
+    assert failed is not None, job["status"]
+    assert failed["reason"] == "BackoffLimitExceeded"
+    assert job["status"]["failed"] == 3
+
+    pod_list = kube.get(api, pods(namespace), labelSelector="job-name=fails")["items"]
+    assert len(pod_list) == 3
+    for pod in pod_list:
+        assert pod["status"]["phase"] == "Failed"
+        state = terminated(pod)
+        assert state is not None
+        assert (state["exitCode"], state["reason"]) == (1, "Error")
+
+
+def test_active_deadline_fails_job_and_sends_sigterm(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    since = wait.resource_version(api, pods(namespace))
+    script = """
+        import signal, sys, time
+
+        def on_term(signum, frame):
+            # The marker: written from the handler, read back through the pod's status.
+            with open("/dev/termination-log", "w") as f:
+                f.write("got SIGTERM")
+            sys.exit(143)
+
+        signal.signal(signal.SIGTERM, on_term)
+        print("waiting for the deadline", flush=True)
+        while True:
+            time.sleep(0.1)
+    """
+    create(
+        api,
+        jobs(namespace),
+        job_manifest(cluster, "slow", script, active_deadline=3, grace=20),
+    )
+    job = wait.wait_for(
+        api, jobs(namespace), wait.job_finished, name="slow", timeout=TIMEOUT, what="job slow"
+    )
+    failed = wait.condition(job, "Failed")
+    assert failed is not None, job["status"]
+    assert failed["reason"] == "DeadlineExceeded"
+
+    def got_sigterm(_event: str, pod: Any) -> bool:
+        state = terminated(pod)
+        return state is not None and state.get("message") == "got SIGTERM"
+
+    pod = wait.wait_for(
+        api,
+        pods(namespace),
+        got_sigterm,
+        label_selector="job-name=slow",
+        since=since,
+        timeout=TIMEOUT,
+        what="the pod's SIGTERM marker",
+    )
+    state = terminated(pod)
+    assert state is not None
+    assert state["exitCode"] == 143
+
+
+def test_deleting_a_job_garbage_collects_pods_and_processes(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    marker = f"kubemill-gc-{secrets.token_hex(6)}"
+    create(
+        api,
+        jobs(namespace),
+        job_manifest(
+            cluster,
+            "long",
+            "import time\nwhile True: time.sleep(0.1)",
+            extra_args=(marker,),
+        ),
+    )
+    pod = wait.wait_for(
+        api,
+        pods(namespace),
+        wait.pod_phase("Running"),
+        label_selector="job-name=long",
+        timeout=TIMEOUT,
+        what="the job's pod to run",
+    )
+    if cluster.local:
+        assert host_processes_with(marker), "the pod's process is not running on this host"
+
+    kube.request(
+        api,
+        "DELETE",
+        f"{jobs(namespace)}/long",
+        body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Background"},
+    )
+    wait.wait_gone(
+        api, pods(namespace), pod["metadata"]["name"], timeout=TIMEOUT, what="the pod's removal"
+    )
+    if cluster.local:
+        procs.wait_until(lambda: not host_processes_with(marker), 10, "the pod's processes to end")
+
+
+def test_service_account_without_rights_is_forbidden(
+    cluster: Cluster,
+    api: client.ApiClient,
+    namespace: str,
+    service_account_kubeconfig: Callable[[str, str], Path],
+) -> None:
+    create(
+        api,
+        f"/api/v1/namespaces/{namespace}/serviceaccounts",
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "nobody"}},
+    )
+    kubeconfig = service_account_kubeconfig(namespace, "nobody")
+    with api_client(kubeconfig) as sa_api:
+        with pytest.raises(ApiException) as denied:
+            kube.get(sa_api, pods(namespace))
+        assert denied.value.status == 403
+        assert f"system:serviceaccount:{namespace}:nobody" in str(denied.value.body)
+
+        # Positive control: the same identity is allowed once a Role grants it.
+        rbac = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{namespace}"
+        create(
+            api,
+            f"{rbac}/roles",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "Role",
+                "metadata": {"name": "pod-reader"},
+                "rules": [{"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]}],
+            },
+        )
+        create(
+            api,
+            f"{rbac}/rolebindings",
+            {
+                "apiVersion": "rbac.authorization.k8s.io/v1",
+                "kind": "RoleBinding",
+                "metadata": {"name": "nobody-reads-pods"},
+                "roleRef": {
+                    "apiGroup": "rbac.authorization.k8s.io",
+                    "kind": "Role",
+                    "name": "pod-reader",
+                },
+                "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
+            },
+        )
+        assert kube.get(sa_api, pods(namespace))["items"] == []
+
+
+def restricted_pod(cluster: Cluster, name: str, script: str) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "securityContext": {
+                "runAsNonRoot": True,
+                "runAsUser": 1000,
+                "runAsGroup": 1000,
+                "seccompProfile": {"type": "RuntimeDefault"},
+            },
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.image,
+                    "command": ["python", "-c", textwrap.dedent(script)],
+                    "securityContext": {
+                        "allowPrivilegeEscalation": False,
+                        "capabilities": {"drop": ["ALL"]},
+                        "readOnlyRootFilesystem": True,
+                    },
+                    "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                }
+            ],
+            "volumes": [{"name": "scratch", "emptyDir": {}}],
+        },
+    }
+
+
+def test_pod_security_rejects_privileged_pod_in_restricted_namespace(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    kube.merge_patch(
+        api,
+        f"/api/v1/namespaces/{namespace}",
+        {"metadata": {"labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+    )
+    privileged = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "privileged"},
+        "spec": {
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.image,
+                    "command": ["python", "-c", "pass"],
+                    "securityContext": {"privileged": True},
+                }
+            ]
+        },
+    }
+    with pytest.raises(ApiException) as rejected:
+        create(api, pods(namespace), privileged)
+    assert rejected.value.status == 403
+    assert "violates PodSecurity" in str(rejected.value.body)
+
+    # Positive control: a pod that meets "restricted" is admitted, and runs as the user it names
+    # with a read-only root while its volume stays writable.
+    script = """
+        import json, os
+        try:
+            open("/kubemill-rootfs-probe", "w")
+            root = "writable"
+        except OSError as e:
+            root = e.strerror
+        with open("/scratch/ok", "w") as f:
+            f.write("ok")
+        with open("/dev/termination-log", "w") as f:
+            json.dump({"uid": os.getuid(), "gid": os.getgid(), "root": root}, f)
+    """
+    create(api, pods(namespace), restricted_pod(cluster, "restricted", script))
+    pod = wait.wait_for(
+        api,
+        pods(namespace),
+        wait.pod_phase("Succeeded", "Failed"),
+        name="restricted",
+        timeout=TIMEOUT,
+        what="the restricted pod to finish",
+    )
+    state = terminated(pod)
+    assert state is not None and state["exitCode"] == 0, pod["status"]
+    assert json.loads(state["message"]) == {
+        "uid": 1000,
+        "gid": 1000,
+        "root": "Read-only file system",
+    }
+
+
+def test_invalid_crd_schema_is_rejected(api: client.ApiClient) -> None:
+    crd = {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {"name": "widgets.e2e.kubemill.dev"},
+        "spec": {
+            "group": "e2e.kubemill.dev",
+            "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+            "scope": "Namespaced",
+            "versions": [
+                {
+                    "name": "v1",
+                    "served": True,
+                    "storage": True,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            # Not a structural schema: a property without a type.
+                            "properties": {"spec": {"properties": {"size": {}}}},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    with pytest.raises(ApiException) as rejected:
+        create(api, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions", crd)
+    assert rejected.value.status == 422
+    assert "must not be empty for specified object fields" in str(rejected.value.body)
+
+
+def test_pod_sees_volumes_and_environment_as_a_kubelet_builds_them(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    ns_path = f"/api/v1/namespaces/{namespace}"
+    create(
+        api,
+        f"{ns_path}/configmaps",
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {"name": "settings"},
+            "data": {"greeting": "hello", "mode": "fast"},
+        },
+    )
+    create(
+        api,
+        f"{ns_path}/secrets",
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "creds"},
+            "stringData": {"password": "s3cret", "user": "ada"},
+        },
+    )
+    script = """
+        import json, os
+        def read(path):
+            with open(path) as f:
+                return f.read()
+        out = {
+            "env": {k: os.environ.get(k) for k in (
+                "PLAIN", "EXPANDED", "FROM_SECRET", "FROM_CM", "POD_NAME", "POD_NAMESPACE",
+                "POD_UID", "TEAM", "CFG_mode", "user",
+            )},
+            "cwd": os.getcwd(),
+            "config": read("/etc/settings/greeting"),
+            "secret": read("/etc/creds/password"),
+            "labels": read("/etc/podinfo/labels"),
+            "token": len(read("/var/run/secrets/kubernetes.io/serviceaccount/token")) > 0,
+            "sa_namespace": read("/var/run/secrets/kubernetes.io/serviceaccount/namespace"),
+            "in_cluster": bool(os.environ.get("KUBERNETES_SERVICE_HOST")),
+        }
+        with open("/work/out.txt", "w") as f:
+            f.write("scratch is writable")
+        with open("/tmp/msg", "w") as f:
+            json.dump(out, f)
+        with open("/dev/termination-log", "w") as f:
+            json.dump(out, f)
+    """
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "env-and-volumes", "labels": {"team": "reports"}},
+        "spec": {
+            "restartPolicy": "Never",
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.image,
+                    "command": ["python", "-c", textwrap.dedent(script)],
+                    "workingDir": "/work",
+                    "env": [
+                        {"name": "PLAIN", "value": "plain"},
+                        {"name": "EXPANDED", "value": "$(PLAIN)-and-more"},
+                        {
+                            "name": "FROM_SECRET",
+                            "valueFrom": {"secretKeyRef": {"name": "creds", "key": "password"}},
+                        },
+                        {
+                            "name": "FROM_CM",
+                            "valueFrom": {
+                                "configMapKeyRef": {"name": "settings", "key": "greeting"}
+                            },
+                        },
+                        {
+                            "name": "POD_NAME",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}},
+                        },
+                        {
+                            "name": "POD_NAMESPACE",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}},
+                        },
+                        {
+                            "name": "POD_UID",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.uid"}},
+                        },
+                        {
+                            "name": "TEAM",
+                            "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['team']"}},
+                        },
+                    ],
+                    "envFrom": [
+                        {"configMapRef": {"name": "settings"}, "prefix": "CFG_"},
+                        {"secretRef": {"name": "creds"}},
+                    ],
+                    "volumeMounts": [
+                        {"name": "work", "mountPath": "/work"},
+                        {"name": "tmp", "mountPath": "/tmp"},
+                        {"name": "settings", "mountPath": "/etc/settings"},
+                        {"name": "creds", "mountPath": "/etc/creds"},
+                        {"name": "podinfo", "mountPath": "/etc/podinfo"},
+                    ],
+                    "securityContext": {"readOnlyRootFilesystem": True},
+                }
+            ],
+            "volumes": [
+                {"name": "work", "emptyDir": {}},
+                {"name": "tmp", "emptyDir": {}},
+                {"name": "settings", "configMap": {"name": "settings"}},
+                {"name": "creds", "secret": {"secretName": "creds"}},
+                {
+                    "name": "podinfo",
+                    "downwardAPI": {
+                        "items": [{"path": "labels", "fieldRef": {"fieldPath": "metadata.labels"}}]
+                    },
+                },
+            ],
+        },
+    }
+    created = create(api, pods(namespace), pod)
+    done = wait.wait_for(
+        api,
+        pods(namespace),
+        wait.pod_phase("Succeeded", "Failed"),
+        name="env-and-volumes",
+        timeout=TIMEOUT,
+        what="the pod to finish",
+    )
+    state = terminated(done)
+    assert state is not None and state["exitCode"] == 0, done["status"]
+    seen = json.loads(state["message"])
+    assert seen == {
+        "env": {
+            "PLAIN": "plain",
+            "EXPANDED": "plain-and-more",
+            "FROM_SECRET": "s3cret",
+            "FROM_CM": "hello",
+            "POD_NAME": "env-and-volumes",
+            "POD_NAMESPACE": namespace,
+            "POD_UID": created["metadata"]["uid"],
+            "TEAM": "reports",
+            "CFG_mode": "fast",
+            "user": "ada",
+        },
+        "cwd": "/work",
+        "config": "hello",
+        "secret": "s3cret",
+        "labels": 'team="reports"',
+        "token": True,
+        "sa_namespace": namespace,
+        "in_cluster": True,
+    }
