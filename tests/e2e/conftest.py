@@ -13,6 +13,7 @@ import re
 import secrets
 import shutil
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,7 +51,7 @@ class Cluster:
 
 
 @pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+def cluster() -> Iterator[Cluster]:
     image = os.environ.get(TEST_IMAGE_ENV, DEFAULT_TEST_IMAGE)
     external = os.environ.get("KUBEMILL_TEST_KUBECONFIG")
     if external:
@@ -59,7 +60,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             pytest.fail("KUBEMILL_TEST_KUBECONFIG is set but no kubectl is on PATH")
         yield Cluster(Path(external), kubectl, local=False, image=image, startup_seconds=None)
         return
-    local = start_local_cluster(tmp_path_factory.mktemp("cluster"))
+    # Not under pytest's basetemp: a concurrent pytest run prunes old basetemps, which would
+    # pull the etcd data directory out from under this session.
+    keep = os.environ.get("KUBEMILL_TEST_WORKDIR")
+    workdir = Path(keep) if keep else Path(tempfile.mkdtemp(prefix="kubemill-cluster-"))
+    local = start_local_cluster(workdir)
     try:
         yield Cluster(
             local.kubeconfig,
@@ -70,6 +75,8 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         )
     finally:
         local.stop()
+        if not keep:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

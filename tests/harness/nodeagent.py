@@ -30,6 +30,7 @@ import platform
 import pwd
 import queue
 import re
+import select
 import shutil
 import signal
 import ssl
@@ -139,7 +140,8 @@ class ContainerRun:
     log_path: Path
     popen: subprocess.Popen[bytes] | None = None
     pid1: int | None = None
-    error_read_fd: int | None = None
+    start_error: bytes = b""
+    error_fd: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
     exit_code: int | None = None
@@ -434,7 +436,6 @@ class PodWorker(threading.Thread):
             raise
         runs.append(run)
         read_fd, write_fd = os.pipe()
-        run.error_read_fd = read_fd
         spec["errorFd"] = write_fd
         spec_path = cdir / "podinit.json"
         spec_path.write_text(json.dumps(spec))
@@ -461,7 +462,6 @@ class PodWorker(threading.Thread):
             run.popen = self.agent.spawner.run(spawn)
         finally:
             os.close(write_fd)
-        run.started_at = now()
         run.pid1 = _first_child(run.popen.pid)
         log_lock = threading.Lock()
         for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
@@ -471,7 +471,12 @@ class PodWorker(threading.Thread):
             )
             t.start()
             run.readers.append(t)
-        self._event("Normal", "Started", f"Started container {name}")
+        # Like a runtime's start, return only once the command is about to run (or failed to).
+        run.error_fd = read_fd
+        run.start_error = _await_exec(read_fd)
+        run.started_at = now()
+        if not run.start_error:
+            self._event("Normal", "Started", f"Started container {name}")
         return run
 
     def _reap(self, run: ContainerRun) -> bool:
@@ -482,17 +487,15 @@ class PodWorker(threading.Thread):
             return False
         for t in run.readers:
             t.join(timeout=5)
-        start_error = b""
-        if run.error_read_fd is not None:
-            with contextlib.suppress(OSError):
-                start_error = os.read(run.error_read_fd, 65536)
-            os.close(run.error_read_fd)
-            run.error_read_fd = None
         run.finished_at = now()
-        if start_error:
+        if run.error_fd is not None:
+            run.start_error += _read_to_eof(run.error_fd, timeout=2.0)
+            os.close(run.error_fd)
+            run.error_fd = None
+        if run.start_error:
             run.exit_code = 128
             run.reason = "StartError"
-            run.message = start_error.decode(errors="replace")
+            run.message = run.start_error.decode(errors="replace")
             return True
         run.exit_code = rc if rc >= 0 else 128 - rc
         run.reason = "Completed" if run.exit_code == 0 else "Error"
@@ -1037,6 +1040,41 @@ def _write_files(root: Path, files: dict[str, tuple[bytes, int]], fs_group: Any)
             mode |= 0o040
         tmp.chmod(mode)
         tmp.replace(target)
+
+
+def _await_exec(fd: int, timeout: float = 60.0) -> bytes:
+    """Wait for podinit's "about to exec" byte; return the error it wrote instead, if any.
+
+    The pipe is also held open by unshare's parent process for the container's whole life, so
+    EOF cannot signal success; podinit writes a NUL byte just before exec instead.
+    """
+    data = b""
+    deadline = time.monotonic() + timeout
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return data or b"container setup did not finish in time"
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            continue
+        chunk = os.read(fd, 1)
+        if chunk in (b"", b"\0"):
+            return data
+        data += chunk
+
+
+def _read_to_eof(fd: int, timeout: float) -> bytes:
+    data = b""
+    deadline = time.monotonic() + timeout
+    while (remaining := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], remaining)
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            break
+        data += chunk
+    return data
 
 
 def _first_child(pid: int, timeout: float = 2.0) -> int | None:

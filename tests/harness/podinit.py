@@ -82,8 +82,9 @@ def _fail(message: str) -> None:
 def _bind(fd: int, target: str, read_only: bool) -> None:
     source = f"/proc/self/fd/{fd}"
     _mount(source, target, None, MS_BIND | MS_REC)
-    if read_only:
-        _mount(None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY)
+    # A bind mount copies the flags of the mount its source lives on, which may already be the
+    # read-only root: set the volume's own access explicitly either way.
+    _mount(None, target, None, MS_REMOUNT | MS_BIND | (MS_RDONLY if read_only else 0))
 
 
 def setup_and_exec(spec: dict[str, Any], hostname: str | None) -> None:
@@ -142,6 +143,8 @@ def setup_and_exec(spec: dict[str, Any], hostname: str | None) -> None:
         os.chdir(spec.get("workingDir") or "/")
     except OSError as e:
         _fail(f"cannot change to workingDir {spec.get('workingDir')}: {e.strerror}")
+    # Tells the agent that setup is done and the command starts now; an exec error follows it.
+    os.write(_error_fd, b"\0")
     try:
         os.execvpe(argv[0], argv, env)
     except OSError as e:

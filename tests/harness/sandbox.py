@@ -1,0 +1,193 @@
+"""A local sandbox: control plane, node agent and S3, left running for kubectl and an S3 client.
+
+``up`` starts a detached supervisor (``serve``) and returns once everything answers; ``down``
+asks the supervisor to stop, which stops every process it started. The supervisor's children die
+with it even if it is killed (see ``procs``), so ``down`` never leaves anything behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from . import procs
+from .cluster import start_local_cluster
+from .controlplane import REPO_ROOT
+
+DEFAULT_DIR = (
+    Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")) / "sandbox"
+)
+
+
+def _state_file(state_dir: Path) -> Path:
+    return state_dir / "state.json"
+
+
+def _read_state(state_dir: Path) -> dict[str, Any] | None:
+    try:
+        state: dict[str, Any] = json.loads(_state_file(state_dir).read_text())
+    except (OSError, ValueError):
+        return None
+    return state
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def serve(state_dir: Path) -> None:
+    """Run everything in this process's care until SIGTERM."""
+    from tests.s3server import start_s3
+
+    procs.install_exit_hooks()
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    # Each start gets a new CA and new signing keys, so old etcd data would hold dead tokens.
+    shutil.rmtree(state_dir / "cluster", ignore_errors=True)
+    cluster = start_local_cluster(state_dir / "cluster")
+    try:
+        s3 = start_s3(state_dir / "s3")
+    except BaseException:
+        cluster.stop()
+        raise
+    try:
+        state = {
+            "pid": os.getpid(),
+            "kubeconfig": str(cluster.kubeconfig),
+            "kubectl": str(cluster.kubectl_path),
+            "startup_seconds": round(cluster.startup_seconds, 1),
+            "s3": {
+                "endpoint_url": s3.endpoint_url,
+                "access_key": s3.access_key,
+                "secret_key": s3.secret_key,
+            },
+        }
+        tmp = _state_file(state_dir).with_suffix(".tmp")
+        tmp.write_text(json.dumps(state, indent=2))
+        tmp.replace(_state_file(state_dir))
+        while not stop.wait(1.0):
+            if not cluster.agent.alive() or any(
+                not p.alive() for p in cluster.control_plane.processes
+            ):
+                print("sandbox: a component exited; stopping everything", file=sys.stderr)
+                break
+    finally:
+        _state_file(state_dir).unlink(missing_ok=True)
+        s3.stop()
+        cluster.stop()
+
+
+def up(state_dir: Path, timeout: float) -> int:
+    state = _read_state(state_dir)
+    if state is not None and _alive(int(state["pid"])):
+        print_instructions(state)
+        return 0
+    state_dir.mkdir(parents=True, exist_ok=True)
+    _state_file(state_dir).unlink(missing_ok=True)
+    log = (state_dir / "sandbox.log").open("ab")
+    boot = (
+        "import sys; sys.path.append(sys.argv.pop(1)); "
+        "from tests.harness.sandbox import main; main()"
+    )
+    supervisor = subprocess.Popen(
+        [sys.executable, "-c", boot, str(REPO_ROOT), "serve", "--dir", str(state_dir)],
+        stdin=subprocess.DEVNULL,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        # Its own session: it must outlive this command and the terminal that ran it.
+        start_new_session=True,
+    )
+    log.close()
+    deadline = time.monotonic() + timeout
+    while (state := _read_state(state_dir)) is None:
+        if supervisor.poll() is not None:
+            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-3000:]
+            print(f"sandbox: failed to start:\n{tail}", file=sys.stderr)
+            return 1
+        if time.monotonic() > deadline:
+            os.killpg(supervisor.pid, signal.SIGTERM)
+            print(f"sandbox: not ready after {timeout:.0f}s", file=sys.stderr)
+            return 1
+        time.sleep(0.2)
+    print_instructions(state)
+    return 0
+
+
+def down(state_dir: Path, timeout: float) -> int:
+    state = _read_state(state_dir)
+    if state is None:
+        print("sandbox: not running")
+        return 0
+    pid = int(state["pid"])
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if _alive(pid):
+        # Its children carry a parent-death signal, so killing it takes them along.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+    _state_file(state_dir).unlink(missing_ok=True)
+    print("sandbox: stopped")
+    return 0
+
+
+def print_instructions(state: dict[str, Any]) -> None:
+    s3 = state["s3"]
+    kubectl_dir = str(Path(state["kubectl"]).parent)
+    print(
+        f"""kubemill sandbox is running (control plane ready in {state.get("startup_seconds")} s).
+
+Kubernetes (pods run as local processes on node kubemill-node):
+  export KUBECONFIG={state["kubeconfig"]}
+  export PATH={kubectl_dir}:$PATH      # kubectl of the same version
+  kubectl get nodes
+  kubectl apply -f crds/
+
+S3 (SeaweedFS):
+  export AWS_ENDPOINT_URL={s3["endpoint_url"]}
+  export AWS_ACCESS_KEY_ID={s3["access_key"]}
+  export AWS_SECRET_ACCESS_KEY={s3["secret_key"]}
+  export AWS_DEFAULT_REGION=us-east-1
+  python -c "import boto3; boto3.client('s3').create_bucket(Bucket='notebooks')"
+
+Stop it with: make sandbox-down"""
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description="kubemill local sandbox")
+    parser.add_argument("command", choices=["up", "down", "status", "serve"])
+    parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
+    parser.add_argument("--timeout", type=float, default=120.0)
+    args = parser.parse_args(argv)
+    if args.command == "serve":
+        serve(args.dir)
+        return
+    if args.command == "up":
+        sys.exit(up(args.dir, args.timeout))
+    if args.command == "down":
+        sys.exit(down(args.dir, args.timeout))
+    state = _read_state(args.dir)
+    if state is None or not _alive(int(state["pid"])):
+        print("sandbox: not running")
+        sys.exit(1)
+    print_instructions(state)
