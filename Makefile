@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck
+test: env lint typecheck control-plane
 	$(BIN)/pytest tests
 
 test-unit: env
@@ -47,3 +47,16 @@ bench: env
 
 clean-env:
 	rm -rf $(VENV)
+
+# etcd, kube-apiserver, kube-controller-manager and kubectl, built from the Kubernetes Go modules
+# into $(CACHE)/k8s (seconds when cached; a few minutes cold).
+.PHONY: control-plane sandbox-up sandbox-down
+control-plane:
+	KUBEMILL_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
+
+# A local cluster (pods run as processes on this machine) plus S3, left running for kubectl.
+sandbox-up: env control-plane
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python hack/sandbox.py up
+
+sandbox-down: env
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python hack/sandbox.py down
