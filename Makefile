@@ -36,8 +36,15 @@ lint: env
 	$(BIN)/ruff format --check .
 	$(BIN)/hadolint Dockerfile.runner
 
+# mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping,
+# so it reads the packages through a tree of symlinks with the installed layout.
+TYPECHECK_TREE := build/typecheck
 typecheck: env
-	$(BIN)/mypy runner
+	@mkdir -p $(TYPECHECK_TREE)/kubemill
+	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
+	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
+	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.runner
 
 demo: env
 	$(BIN)/python examples/demo.py

@@ -12,7 +12,7 @@ import sys
 import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from kubemill.runner import __version__
 from kubemill.runner.contract import (
@@ -29,9 +29,10 @@ __all__ = ["build_parser", "main"]
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
-EXIT_CODES_HELP = "\n".join(
-    f"  {int(code):>3}  {code.reason}" for code in ExitCode
-) + "\n\nSee the README for what each exit code means."
+EXIT_CODES_HELP = (
+    "\n".join(f"  {int(code):>3}  {code.reason}" for code in ExitCode)
+    + "\n\nSee the README for what each exit code means."
+)
 
 
 def _seconds(text: str) -> float:
@@ -59,8 +60,15 @@ class _OrderedParams(argparse.Action):
         setattr(namespace, self.dest, items)
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line that says where to look, not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(int(ExitCode.BAD_INPUT), f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="kubemill",
         description="Run Jupyter notebooks as batch work (papermill-compatible).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -86,52 +94,101 @@ def build_parser() -> argparse.ArgumentParser:
     )
     params = run.add_argument_group("parameters")
     params.add_argument(
-        "-p", "--parameters", nargs=2, metavar=("NAME", "VALUE"), action=_OrderedParams,
-        const="p", dest="param_sources", help="a value typed like papermill: True/False/None, "
-        "int, float, else string",
+        "-p",
+        "--parameters",
+        nargs=2,
+        metavar=("NAME", "VALUE"),
+        action=_OrderedParams,
+        const="p",
+        dest="param_sources",
+        help="a value typed like papermill: True/False/None, int, float, else string",
     )
     params.add_argument(
-        "-r", "--parameters-raw", "--parameters_raw", nargs=2, metavar=("NAME", "VALUE"),
-        action=_OrderedParams, const="r", dest="param_sources", help="a string, taken as is",
+        "-r",
+        "--parameters-raw",
+        "--parameters_raw",
+        nargs=2,
+        metavar=("NAME", "VALUE"),
+        action=_OrderedParams,
+        const="r",
+        dest="param_sources",
+        help="a string, taken as is",
     )
     params.add_argument(
-        "-f", "--parameters-file", "--parameters_file", metavar="FILE", action=_OrderedParams,
-        const="f", dest="param_sources", help="a YAML (or JSON) file of name: value",
+        "-f",
+        "--parameters-file",
+        "--parameters_file",
+        metavar="FILE",
+        action=_OrderedParams,
+        const="f",
+        dest="param_sources",
+        help="a YAML (or JSON) file of name: value",
     )
     params.add_argument(
-        "-y", "--parameters-yaml", "--parameters_yaml", metavar="YAML", action=_OrderedParams,
-        const="y", dest="param_sources", help="YAML text of name: value",
+        "-y",
+        "--parameters-yaml",
+        "--parameters_yaml",
+        metavar="YAML",
+        action=_OrderedParams,
+        const="y",
+        dest="param_sources",
+        help="YAML text of name: value",
     )
     params.add_argument(
-        "-b", "--parameters-base64", "--parameters_base64", metavar="B64", action=_OrderedParams,
-        const="b", dest="param_sources", help="base64-encoded YAML of name: value",
+        "-b",
+        "--parameters-base64",
+        "--parameters_base64",
+        metavar="B64",
+        action=_OrderedParams,
+        const="b",
+        dest="param_sources",
+        help="base64-encoded YAML of name: value",
     )
     params.add_argument(
-        "--parameters-json", metavar="JSON", action=_OrderedParams, const="j",
-        dest="param_sources", help="a JSON object of name: value",
+        "--parameters-json",
+        metavar="JSON",
+        action=_OrderedParams,
+        const="j",
+        dest="param_sources",
+        help="a JSON object of name: value",
     )
     params.add_argument(
-        "--secret-param", metavar="NAME=ENV_VAR", action="append", default=[],
+        "--secret-param",
+        metavar="NAME=ENV_VAR",
+        action="append",
+        default=[],
         help="give parameter NAME the value of environment variable ENV_VAR without writing it "
         f"anywhere (also read from ${ENV_SECRET_PARAMS})",
     )
     params.add_argument(
-        "--allow-unknown-parameters", action="store_true",
+        "--allow-unknown-parameters",
+        action="store_true",
         help="inject names the notebook's parameters cell does not declare",
     )
     execution = run.add_argument_group("execution")
     execution.add_argument("-k", "--kernel", help="kernel name (default: the notebook's)")
     execution.add_argument("--cwd", help="the kernel's working directory")
     execution.add_argument(
-        "--start-timeout", type=_seconds, default=60.0, metavar="SECONDS",
+        "--start-timeout",
+        type=_seconds,
+        default=60.0,
+        metavar="SECONDS",
         help="time for the kernel to start (default 60)",
     )
     execution.add_argument(
-        "--cell-timeout", "--execution-timeout", type=_seconds, default=None, metavar="SECONDS",
-        dest="cell_timeout", help="time limit per cell (default none)",
+        "--cell-timeout",
+        "--execution-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        dest="cell_timeout",
+        help="time limit per cell (default none)",
     )
     execution.add_argument(
-        "--timeout", type=_seconds, default=None, metavar="SECONDS",
+        "--timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
         help="time limit for the whole run, kernel start included (default none)",
     )
     execution.add_argument(
@@ -139,35 +196,44 @@ def build_parser() -> argparse.ArgumentParser:
     )
     output = run.add_argument_group("output")
     output.add_argument(
-        "--checkpoint-interval", type=_seconds, default=10.0, metavar="SECONDS",
-        help="save the running notebook at most this often, 0 to save only at the end "
-        "(default 10)",
+        "--checkpoint-interval",
+        type=_seconds,
+        default=10.0,
+        metavar="SECONDS",
+        help="save the running notebook at most this often, 0 to save only at the end (default 10)",
     )
     output.add_argument("--html", action="store_true", help="also write a rendered HTML page")
     output.add_argument(
-        "--s3-endpoint-url", metavar="URL",
+        "--s3-endpoint-url",
+        metavar="URL",
         help="S3-compatible endpoint (default $AWS_ENDPOINT_URL, else AWS)",
     )
     output.add_argument(
-        "--termination-message-path", metavar="PATH",
+        "--termination-message-path",
+        metavar="PATH",
         help=f"where to write the JSON summary (default ${ENV_TERMINATION_MESSAGE_PATH}, "
         f"else {DEFAULT_TERMINATION_LOG} when it exists)",
     )
     logs = run.add_argument_group("logs and progress")
     logs.add_argument("--log-format", choices=("text", "json"), default="text")
     logs.add_argument(
-        "--progress-bar", action=argparse.BooleanOptionalAction, default=None,
+        "--progress-bar",
+        action=argparse.BooleanOptionalAction,
+        default=None,
         help="show a progress bar (default: on a terminal)",
     )
     logs.add_argument(
-        "--log-output", action=argparse.BooleanOptionalAction, default=True,
+        "--log-output",
+        action=argparse.BooleanOptionalAction,
+        default=True,
         help="stream the cells' stdout and stderr (default on)",
     )
     logs.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     logs.add_argument("--debug", action="store_true", help="show tracebacks of kubemill errors")
 
     inspect = commands.add_parser(
-        "inspect", help="list the parameters a notebook declares",
+        "inspect",
+        help="list the parameters a notebook declares",
         description="List the parameters declared in NOTEBOOK's cell tagged 'parameters'.",
     )
     inspect.add_argument("notebook", help="a path, -, s3://… or http(s)://…")
@@ -176,7 +242,8 @@ def build_parser() -> argparse.ArgumentParser:
     inspect.add_argument("--debug", action="store_true")
 
     results = commands.add_parser(
-        "results", help="print the results recorded by an executed notebook",
+        "results",
+        help="print the results recorded by an executed notebook",
         description="Print what an executed notebook recorded with kubemill.record or "
         "scrapbook.glue. PATH may be a notebook or a run folder (ending in /).",
     )
@@ -216,7 +283,9 @@ def _parameters(sources: Sequence[tuple[str, Any]]) -> dict[str, Any]:
             try:
                 text = Path(value).read_text(encoding="utf-8")
             except OSError as exc:
-                raise BadInputError(f"cannot read parameters file {value}: {exc.strerror}") from None
+                raise BadInputError(
+                    f"cannot read parameters file {value}: {exc.strerror}"
+                ) from None
             merged.update(p.load_yaml(text, f"parameters file {value}"))
         elif kind == "y":
             merged.update(p.load_yaml(value, "-y/--parameters-yaml"))
@@ -287,6 +356,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         progress_bar=args.progress_bar,
         log_output=args.log_output,
         quiet=args.quiet,
+        debug=args.debug,
         cell_output=sys.stderr if args.output == "-" else sys.stdout,
     )
     identity = {k: environ[v] for k, v in ENV_RUN_IDENTITY.items() if environ.get(v)}

@@ -10,19 +10,18 @@ SIGTERM handler would shut the kernel down before the output is saved.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import re
+import shutil
 import signal
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jupyter_client.kernelspec import NoSuchKernel, find_kernel_specs
-from nbclient import NotebookClient
-from nbclient.util import ensure_async
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbformat import NotebookNode
-
 from kubemill.runner.errors import (
     BadInputError,
     CellError,
@@ -32,6 +31,10 @@ from kubemill.runner.errors import (
     RunTimeout,
     Terminated,
 )
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async
+from nbformat import NotebookNode
 
 __all__ = ["CellTiming", "Execution", "ExecutionOptions", "Observer"]
 
@@ -99,7 +102,7 @@ class _Client(NotebookClient):
 
     async def _async_handle_timeout(
         self, timeout: int, cell: NotebookNode | None = None
-    ) -> None | dict[str, Any]:
+    ) -> dict[str, Any] | None:
         # nbclient interrupts the kernel and answers with `error_on_timeout` at once; the
         # interrupt's own traceback, which shows the line the cell was stuck on, still reaches
         # the output while nbclient waits for the cell's last messages.
@@ -199,7 +202,7 @@ class Execution:
         client = self._client
         if client is not None and client.km is not None and self.current_cell is not None:
             try:
-                await client.km.interrupt_kernel()
+                await ensure_async(client.km.interrupt_kernel())
             except Exception as exc:
                 self.observer.note(f"could not interrupt the kernel: {exc}")
         try:
@@ -237,9 +240,12 @@ class Execution:
     async def _run_kernel(self) -> None:
         client = self._client = self._make_client()
         client.km = client.create_kernel_manager()
-        # Unix sockets in the private runtime directory: no other process can reach the kernel,
-        # unlike loopback TCP, and ipykernel stops warning about unencrypted traffic.
+        # Unix sockets in a private directory (mode 0700): no other process can reach the
+        # kernel, unlike loopback TCP, and ipykernel stops warning about unencrypted traffic.
+        # The path is absolute because the kernel may run in another working directory.
+        sockets = tempfile.mkdtemp(prefix="kubemill-kernel-")
         client.km.transport = "ipc"
+        client.km.ip = os.path.join(sockets, "kernel")
         try:
             await self._start_kernel(client)
             await self._execute_cells(client)
@@ -251,15 +257,14 @@ class Execution:
             if self._stop is not None:
                 client.shutdown_kernel = "immediate"
             await asyncio.shield(self._cleanup(client))
+            shutil.rmtree(sockets, ignore_errors=True)
 
     @staticmethod
     async def _cleanup(client: _Client) -> None:
         if client.km is None:
             return
-        try:
+        with contextlib.suppress(Exception):  # a kernel that is already gone needs no shutdown
             await client._async_cleanup_kernel()
-        except Exception:  # a kernel that is already gone needs no shutdown
-            pass
 
     async def _start_kernel(self, client: _Client) -> None:
         name = self.options.kernel_name

@@ -10,13 +10,12 @@ import uuid
 from typing import Any
 
 import nbformat
-from nbformat import NotebookNode
-from nbformat.v4 import new_markdown_cell
-from nbformat.v4.rwbase import rejoin_lines, strip_transient
-
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.redact import Redactor
+from nbformat import NotebookNode
+from nbformat.v4 import new_markdown_cell
+from nbformat.v4.rwbase import rejoin_lines, strip_transient
 
 __all__ = [
     "ANCHOR_TAG",
@@ -86,7 +85,7 @@ def parse_notebook(data: bytes, source: str) -> tuple[NotebookNode, list[str]]:
         cell.setdefault("metadata", NotebookNode())
         if not isinstance(cell.get("source", ""), str):
             raise BadInputError(f"{source}: cell {index} has a source that is not text")
-        if cell.cell_type == "code":
+        if cell["cell_type"] == "code":
             cell.setdefault("outputs", [])
             cell.setdefault("execution_count", None)
         cell_id = cell.get("id")
@@ -111,7 +110,7 @@ def remove_banners(nb: NotebookNode) -> None:
 def status_banner(title: str, body: str, *, link_to_cell: bool, color: str) -> NotebookNode:
     """A markdown cell for the top of the output, saying how the run ended or how far it got."""
     link = f' <a href="#{ANCHOR_ID}">Go to the cell.</a>' if link_to_cell else ""
-    cell = new_markdown_cell(
+    cell: NotebookNode = new_markdown_cell(
         f'<span style="color:{color}; font-size:1.4em; font-weight:bold">{title}</span>\n\n'
         f"{body}{link}"
     )
@@ -121,7 +120,7 @@ def status_banner(title: str, body: str, *, link_to_cell: bool, color: str) -> N
 
 def error_anchor_cell(message: str) -> NotebookNode:
     """The marker placed right above the failing cell, the banner's link target."""
-    cell = new_markdown_cell(
+    cell: NotebookNode = new_markdown_cell(
         f'<span id="{ANCHOR_ID}" style="color:red; font-weight:bold">'
         f"The run stopped in the next cell: {message}</span>"
     )

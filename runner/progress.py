@@ -8,14 +8,14 @@ they write it, so `kubectl logs -f` shows where a run is. `json` gives one objec
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from typing import IO, Any
 
-from nbformat import NotebookNode
-
 from kubemill.runner.execute import CellTiming
 from kubemill.runner.redact import Redactor
+from nbformat import NotebookNode
 
 __all__ = ["Reporter"]
 
@@ -46,13 +46,15 @@ class Reporter:
         log: IO[str] | None = None,
         cell_output: IO[str] | None = None,
         redactor: Redactor | None = None,
+        debug: bool = False,
     ) -> None:
+        self.debug = debug
         self._json = log_format == "json"
         self._log = log or sys.stderr
         self._out = cell_output or sys.stdout
         self._log_output = log_output
         self._quiet = quiet
-        self._redactor = redactor or Redactor()
+        self.redactor = redactor or Redactor()
         if progress_bar is None:
             progress_bar = not self._json and self._log.isatty()
         self._bar_wanted = progress_bar and not self._json
@@ -63,10 +65,10 @@ class Reporter:
     def _emit(self, level: str, message: str, **fields: Any) -> None:
         if self._quiet and level == "info":
             return
-        message = self._redactor.text(message)
+        message = self.redactor.text(message)
         if self._json:
             record = {"time": _now(), "level": level, "message": message, **fields}
-            line = json.dumps(self._redactor.tree(record), ensure_ascii=False, default=str)
+            line = json.dumps(self.redactor.tree(record), ensure_ascii=False, default=str)
         else:
             line = f"{_now()} kubemill {level.upper():7} {message}"
         if self._bar is not None:
@@ -87,6 +89,14 @@ class Reporter:
     def note(self, message: str) -> None:
         self.info(message)
 
+    def _screen(self) -> tuple[int, int]:
+        # A terminal that reports no size (a fresh pty, `script`) makes tqdm hide its bar.
+        try:
+            size = os.get_terminal_size(self._log.fileno())
+            return size.columns or 80, size.lines or 24
+        except (OSError, ValueError):
+            return 80, 24
+
     # --- the execution's observer methods -------------------------------------------------
 
     def changed(self) -> None:
@@ -96,7 +106,15 @@ class Reporter:
         if self._bar_wanted and self._bar is None:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=total, unit="cell", desc="Executing", file=self._log)
+            columns, rows = self._screen()
+            self._bar = tqdm(
+                total=total,
+                unit="cell",
+                desc="Executing",
+                file=self._log,
+                ncols=columns,
+                nrows=rows,
+            )
         if self._bar is not None:
             self._bar.set_postfix_str(f"cell {index}", refresh=True)
             return
@@ -127,7 +145,7 @@ class Reporter:
     def stream(self, index: int, name: str, text: str) -> None:
         if not self._log_output or self._quiet:
             return
-        text = self._redactor.text(text)
+        text = self.redactor.text(text)
         if self._json:
             self._emit("info", text, event="output", cell=index, stream=name)
             return

@@ -7,14 +7,14 @@ the run ended, and a summary is returned for the termination message.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import platform
 import time
+import traceback
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-
-from nbformat import NotebookNode
 
 from kubemill.runner import __version__
 from kubemill.runner.contract import ExitCode, build_summary
@@ -38,6 +38,7 @@ from kubemill.runner.parameters import (
 from kubemill.runner.progress import Reporter
 from kubemill.runner.redact import Redactor
 from kubemill.runner.storage import Fetched, Location, Storage, describe_s3_source
+from nbformat import NotebookNode
 
 __all__ = ["RunOptions", "RunOutcome", "run_notebook"]
 
@@ -97,7 +98,7 @@ class _Targets:
 class _Checkpointer:
     """Saves the running notebook at most once per interval, and only when it changed.
 
-    The bytes written therefore grow with the run's duration, not with cells × notebook size.
+    The bytes written therefore grow with the run's duration, not with cells times notebook size.
     Saves never overlap, so an older checkpoint can never land after the final save.
     """
 
@@ -124,10 +125,8 @@ class _Checkpointer:
             await self._dirty.wait()
             wait = last + self._interval - time.monotonic()
             if wait > 0:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), wait)
-                except TimeoutError:
-                    pass
             if self._stopping:
                 return
             self._dirty.clear()
@@ -207,8 +206,10 @@ class _Run:
                 )
             secret_values[name] = self.environ[env]
         self.redactor = Redactor(secret_values.values())
+        self.reporter.redactor = self.redactor  # cell output streams into the log
         source = Location.parse(options.input)
         self.fetched = self.storage.read(source)
+        self.storage.check_writable(self.targets.root)
         nb, notes = parse_notebook(self.fetched.data, options.input)
         for note in notes:
             self.reporter.info(note)
@@ -232,12 +233,12 @@ class _Run:
             declared,
             allow_unknown=options.allow_unknown_parameters,
         )
-        if options.parameters or options.secrets:
-            if not inject_parameters(nb, options.parameters, options.secrets):
-                self.reporter.warning(
-                    "the notebook has no cell tagged 'parameters': the parameters were injected "
-                    "into a new first cell, and their names could not be checked"
-                )
+        injected = options.parameters or options.secrets
+        if injected and not inject_parameters(nb, options.parameters, options.secrets):
+            self.reporter.warning(
+                "the notebook has no cell tagged 'parameters': the parameters were injected "
+                "into a new first cell, and their names could not be checked"
+            )
         nb.metadata["papermill"] = {
             "parameters": dict(options.parameters),
             "input_path": options.input,
@@ -255,7 +256,10 @@ class _Run:
         out: dict[str, Any] = {
             "kubemillVersion": __version__,
             "status": status,
-            "input": {"uri": self.options.input, **(describe_s3_source(fetched) if fetched else {})},
+            "input": {
+                "uri": self.options.input,
+                **(describe_s3_source(fetched) if fetched else {}),
+            },
             "output": self.targets.notebook.uri,
             "parameters": dict(self.options.parameters),
             "secretParameters": {n: {"fromEnv": e} for n, e in self.options.secrets.items()},
@@ -263,7 +267,9 @@ class _Run:
                 "name": self.kernel_name,
                 "language": language.get("name"),
                 "languageVersion": language.get("version"),
-                "implementation": execution.kernel_info.get("implementation") if execution else None,
+                "implementation": execution.kernel_info.get("implementation")
+                if execution
+                else None,
             },
             "runner": {"python": platform.python_version(), "platform": platform.platform()},
             "startTime": _iso(self.started),
@@ -386,7 +392,9 @@ class _Run:
         )
         checkpointer = None
         if self.targets.notebook.scheme != "-":
-            checkpointer = _Checkpointer(options.checkpoint_interval, self.checkpoint, self.reporter)
+            checkpointer = _Checkpointer(
+                options.checkpoint_interval, self.checkpoint, self.reporter
+            )
             observer.checkpointer = checkpointer
             checkpointer.start()
         try:
@@ -403,9 +411,7 @@ def render_html(notebook: bytes) -> bytes:
         import nbformat
         from nbconvert import HTMLExporter
     except ImportError:
-        raise BadInputError(
-            "--html needs nbconvert: pip install 'kubemill[html]'"
-        ) from None
+        raise BadInputError("--html needs nbconvert: pip install 'kubemill[html]'") from None
     body, _ = HTMLExporter().from_notebook_node(nbformat.reads(notebook.decode(), as_version=4))
     return str(body).encode()
 
@@ -428,6 +434,8 @@ def run_notebook(
         asyncio.run(run.execute())
     except RunnerError as exc:
         run.failure = exc
+        if reporter.debug:
+            reporter.error(traceback.format_exc())
         reporter.error(exc.message)
     storage_problem: StorageError | None = None
     if run.nb is not None:

@@ -118,6 +118,13 @@ def make_s3_client(endpoint_url: str | None, region: str | None = None) -> S3Cli
     return client
 
 
+def _missing_bucket(location: Location, action: str) -> StorageError:
+    return StorageError(
+        f"cannot {action} s3://{location.bucket}/{location.key}: bucket {location.bucket!r} "
+        "does not exist; create it or fix the URL"
+    )
+
+
 def _s3_error(exc: Exception, action: str, location: Location) -> StorageError:
     """A one-line explanation of an S3 failure, with the fix."""
     from botocore.exceptions import (
@@ -142,10 +149,7 @@ def _s3_error(exc: Exception, action: str, location: Location) -> StorageError:
         error = exc.response.get("Error", {})
         code = str(error.get("Code", ""))
         if code in ("NoSuchBucket",):
-            return StorageError(
-                f"cannot {action} {where}: bucket {location.bucket!r} does not exist; "
-                "create it or fix the URL"
-            )
+            return _missing_bucket(location, action)
         if code in ("AccessDenied", "403", "Forbidden", "AllAccessDisabled"):
             return StorageError(
                 f"cannot {action} {where}: access denied; check the credentials' permissions "
@@ -210,7 +214,7 @@ class Storage:
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
                 raise BadInputError(f"{location.uri} does not exist") from None
-            raise _s3_error(exc, "read", location) from None
+            raise self._explain(exc, "read", location) from None
         except BotoCoreError as exc:
             raise _s3_error(exc, "read", location) from None
         return Fetched(
@@ -243,6 +247,30 @@ class Storage:
         raise AssertionError("unreachable")
 
     # --- writing --------------------------------------------------------------------------
+
+    def check_writable(self, location: Location) -> None:
+        """Fail before any work is done when the output obviously cannot be written.
+
+        A missing bucket or an unreachable endpoint is found here, not after an hour of
+        execution. Denied permission to *look* at a bucket proves nothing about writing to it,
+        so that case is left for the real write to decide.
+        """
+        if location.scheme == "file":
+            existing = Path(location.path) if location.is_folder else Path(location.path).parent
+            while not existing.exists() and existing != existing.parent:
+                existing = existing.parent
+            if not os.access(existing, os.W_OK):
+                raise StorageError(f"cannot write {location.uri}: {existing} is not writable")
+        elif location.scheme == "s3":
+            from botocore.exceptions import BotoCoreError, ClientError
+
+            try:
+                self.s3.head_bucket(Bucket=location.bucket)
+            except ClientError as exc:
+                if self._bucket_missing(exc):
+                    raise _missing_bucket(location, "write") from None
+            except BotoCoreError as exc:
+                raise _s3_error(exc, "write", location) from None
 
     def write(self, location: Location, data: bytes, *, durable: bool = False) -> None:
         """Write `data`; local files are replaced atomically, fsynced when `durable`."""
@@ -299,12 +327,36 @@ class Storage:
                     Config=config,
                 )
         except (ClientError, BotoCoreError) as exc:
-            raise _s3_error(exc, "write", location) from None
+            raise self._explain(exc, "write", location) from None
         except Exception as exc:  # the transfer manager wraps errors in its own types
             cause = exc.__cause__ or exc.__context__
             if isinstance(cause, ClientError | BotoCoreError):
-                raise _s3_error(cause, "write", location) from None
+                raise self._explain(cause, "write", location) from None
             raise
+
+    @staticmethod
+    def _bucket_missing(exc: Exception) -> bool:
+        error = getattr(exc, "response", {}).get("Error", {})
+        return str(error.get("Code")) in ("404", "NoSuchBucket", "NotFound")
+
+    def _explain(self, exc: Exception, action: str, location: Location) -> StorageError:
+        """Like `_s3_error`, but tells a missing bucket from a denied one.
+
+        Some S3-compatible stores (SeaweedFS among them) answer a write to a bucket that does
+        not exist with AccessDenied; a HEAD on the bucket tells the two apart.
+        """
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
+        if code in ("AccessDenied", "403", "Forbidden"):
+            try:
+                self.s3.head_bucket(Bucket=location.bucket)
+            except ClientError as head:
+                if self._bucket_missing(head):
+                    return _missing_bucket(location, action)
+            except BotoCoreError:
+                pass
+        return _s3_error(exc, action, location)
 
 
 def describe_s3_source(fetched: Fetched) -> dict[str, Any]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from kubemill.runner.contract import SUMMARY_LIMIT, ExitCode, build_summary, parse_secret_params
 
 
@@ -57,7 +56,10 @@ def test_small_summary_is_complete() -> None:
 def test_large_results_are_dropped_largest_first_and_named() -> None:
     results = {"small": 1, "big": "x" * 5000, "medium": "y" * 1000}
     data = build_summary(
-        exit_code=ExitCode.OK, output_url=None, results=results, failure=None,
+        exit_code=ExitCode.OK,
+        output_url=None,
+        results=results,
+        failure=None,
         duration_seconds=None,
     )
     summary = json.loads(data)
@@ -69,7 +71,10 @@ def test_large_results_are_dropped_largest_first_and_named() -> None:
 def test_huge_failure_text_is_cut_to_fit() -> None:
     failure = {"reason": "CellError", "message": "m" * 10000, "traceback": "t" * 10000}
     data = build_summary(
-        exit_code=ExitCode.CELL_ERROR, output_url=None, results={}, failure=failure,
+        exit_code=ExitCode.CELL_ERROR,
+        output_url=None,
+        results={},
+        failure=failure,
         duration_seconds=2.0,
     )
     summary = json.loads(data)
@@ -82,7 +87,10 @@ def test_huge_failure_text_is_cut_to_fit() -> None:
 def test_many_result_names_still_fit() -> None:
     results = {f"result_{i:05d}": "v" * 50 for i in range(500)}
     data = build_summary(
-        exit_code=ExitCode.OK, output_url=None, results=results, failure=None,
+        exit_code=ExitCode.OK,
+        output_url=None,
+        results=results,
+        failure=None,
         duration_seconds=None,
     )
     assert len(data) <= SUMMARY_LIMIT

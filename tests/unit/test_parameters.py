@@ -8,8 +8,6 @@ from typing import Any
 
 import nbformat
 import pytest
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
-
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import (
     INJECTED_TAG,
@@ -24,6 +22,7 @@ from kubemill.runner.parameters import (
     to_python,
     validate_parameters,
 )
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
 @pytest.mark.parametrize(
@@ -63,7 +62,7 @@ ROUND_TRIP = [
     1e-300,
     -0.0,
     "",
-    "it's \"quoted\"",
+    'it\'s "quoted"',
     "line one\nline two\r\n\ttabbed \\ backslash",
     "unicode: äöü ß 日本語 🚀 \u2028",
     [],
@@ -189,7 +188,9 @@ def test_type_checks(annotation: str, value: Any, expected: bool | None) -> None
 def test_validation_accepts_good_values() -> None:
     declared = declared_parameters(PARAMS_SOURCE)
     validate_parameters(
-        {"alpha": 1, "region": "us", "mode": "slow", "when": "2026"}, [], declared,
+        {"alpha": 1, "region": "us", "mode": "slow", "when": "2026"},
+        [],
+        declared,
         allow_unknown=False,
     )
 
@@ -197,9 +198,7 @@ def test_validation_accepts_good_values() -> None:
 def test_validation_reports_every_problem_in_one_message() -> None:
     declared = declared_parameters(PARAMS_SOURCE)
     with pytest.raises(BadInputError) as caught:
-        validate_parameters(
-            {"alpah": 0.2, "region": 5, "2x": 1}, [], declared, allow_unknown=False
-        )
+        validate_parameters({"alpah": 0.2, "region": 5, "2x": 1}, [], declared, allow_unknown=False)
     message = caught.value.message
     assert "unknown parameter 'alpah' (did you mean 'alpha'?)" in message
     assert "--allow-unknown-parameters" in message

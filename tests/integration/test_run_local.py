@@ -1,0 +1,407 @@
+"""`kubemill run` with a real ipykernel, local files: success, every failure kind, bad input."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pty
+import shutil
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import KUBEMILL, NOTEBOOKS, kubemill, runner_env
+from tests.integration.helpers import code_cells, load, start, stdout_text, stop, wait_for_line
+
+pytestmark = pytest.mark.integration
+
+
+def test_success_writes_notebook_results_lineage_and_summary(tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "params.ipynb"),
+            f"{out}/",
+            "-p",
+            "alpha",
+            "0.5",
+            "-r",
+            "region",
+            "us",
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    nb = load(out / "output.ipynb")
+    # The injected cell sits right after the parameters cell and carries the values.
+    assert nb["cells"][1]["metadata"]["tags"] == ["parameters"]
+    assert nb["cells"][2]["metadata"]["tags"] == ["injected-parameters"]
+    assert nb["cells"][2]["source"] == "# Parameters\nalpha = 0.5\nregion = 'us'\n"
+    assert "alpha=0.5 region=us" in stdout_text(nb)
+    assert all(c["execution_count"] for c in code_cells(nb))
+    expected = {"alpha": 0.5, "region": "us", "n": 3}
+    assert load(out / "results.json") == expected
+    assert nb["metadata"]["kubemill"]["results"] == expected
+    assert nb["metadata"]["papermill"]["parameters"] == {"alpha": 0.5, "region": "us"}
+
+    lineage = load(out / "run.json")
+    source = (NOTEBOOKS / "params.ipynb").read_bytes()
+    assert lineage["input"]["sha256"] == hashlib.sha256(source).hexdigest()
+    assert lineage["status"] == "Succeeded"
+    assert lineage["parameters"] == {"alpha": 0.5, "region": "us"}
+    assert lineage["kernel"]["name"] == "python3"
+    assert lineage["kernel"]["languageVersion"].count(".") == 2
+    assert [c["status"] for c in lineage["cells"]] == ["ok", "ok", "ok"]
+    assert all(c["durationSeconds"] >= 0 for c in lineage["cells"])
+
+    summary = load(summary_file)
+    assert summary["status"] == "Succeeded"
+    assert summary["exitCode"] == 0
+    assert summary["results"] == expected
+    assert summary["outputUrl"] == f"{out}/output.ipynb"
+    # The progress log names each cell as it runs.
+    assert "cell 3/3 started: import kubemill" in result.stderr
+    assert not list(out.glob(".*.tmp")), "a temporary file was left behind"
+
+
+def test_cell_error_saves_output_with_banner_and_anchor(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "fails.ipynb"),
+            str(tmp_path / "out.ipynb"),
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert result.returncode == 10
+    assert "kubemill: error" not in result.stderr  # a run failure is not a usage error
+    assert "ERROR   cell In [3] raised KeyError: 'x'" in result.stderr
+    nb = load(tmp_path / "out.ipynb")
+    banner = nb["cells"][0]
+    assert banner["metadata"]["tags"] == ["kubemill-banner"]
+    assert "Execution failed: CellError" in banner["source"]
+    assert 'href="#kubemill-failed-cell"' in banner["source"]
+    summary = load(summary_file)
+    failure = summary["failure"]
+    failed = nb["cells"][failure["cell"]]
+    assert failed["source"] == "raise KeyError('x')"
+    assert failed["id"] == failure["cellId"]
+    assert 'id="kubemill-failed-cell"' in nb["cells"][failure["cell"] - 1]["source"]
+    assert (failure["ename"], failure["evalue"], failure["executionCount"]) == (
+        "KeyError",
+        "'x'",
+        3,
+    )
+    assert "\x1b[" not in failure["traceback"]
+    assert nb["metadata"]["kubemill"]["failure"]["reason"] == "CellError"
+    # The cell after the failure did not run and shows no stale output.
+    assert nb["cells"][-1]["outputs"] == [] and nb["cells"][-1]["execution_count"] is None
+
+
+def test_allow_errors_keeps_going(tmp_path: Path) -> None:
+    result = kubemill(
+        ["run", str(NOTEBOOKS / "fails.ipynb"), str(tmp_path / "o.ipynb"), "--allow-errors"]
+    )
+    assert result.returncode == 0, result.stderr
+    nb = load(tmp_path / "o.ipynb")
+    assert "never runs" in stdout_text(nb)
+    assert nb["metadata"]["kubemill"]["tolerantCellErrors"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "reason", "message"),
+    [
+        (["--cell-timeout", "1.5"], 11, "CellTimeout", "did not finish within the cell timeout"),
+        (["--timeout", "3"], 12, "RunTimeout", "did not finish within its timeout of 3s"),
+    ],
+)
+def test_timeouts_interrupt_and_show_where_the_cell_was(
+    tmp_path: Path, args: list[str], code: int, reason: str, message: str
+) -> None:
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "sleep.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            *args,
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert result.returncode == code, result.stderr
+    summary = load(summary_file)
+    assert summary["reason"] == reason
+    assert message in summary["failure"]["message"]
+    nb = load(tmp_path / "o.ipynb")
+    stuck = nb["cells"][summary["failure"]["cell"]]
+    assert "time.sleep" in stuck["source"]
+    # The interrupt's traceback points at the line the cell was stuck on.
+    errors = [o for o in stuck["outputs"] if o["output_type"] == "error"]
+    assert errors and errors[0]["ename"] == "KeyboardInterrupt"
+    assert "started sleeping" in stdout_text(nb)
+
+
+def test_kernel_death_is_its_own_failure(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "dies.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert result.returncode == 13, result.stderr
+    summary = load(summary_file)
+    assert summary["reason"] == "KernelDied"
+    assert summary["failure"]["executionCount"] == 2
+    nb = load(tmp_path / "o.ipynb")
+    assert "about to die" in stdout_text(nb)
+    assert "Execution failed: KernelDied" in nb["cells"][0]["source"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_mid_cell_saves_output_and_exits_promptly(tmp_path: Path, signum: int) -> None:
+    summary_file = tmp_path / "summary.json"
+    process = start(
+        [
+            "run",
+            str(NOTEBOOKS / "sleep.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert process.stdout is not None and process.stderr is not None
+    wait_for_line(process.stdout, "started sleeping", timeout=60)
+    code, seconds, stderr = stop(process, signum)
+    assert code == 15, stderr
+    assert "interrupting the kernel" in stderr
+    # The documented bound (README: 5 s interrupt grace + save) is far inside Kubernetes' 30 s.
+    assert seconds < 20
+    summary = load(summary_file)
+    assert summary["reason"] == "Terminated"
+    assert signal.Signals(signum).name in summary["failure"]["message"]
+    nb = load(tmp_path / "o.ipynb")
+    assert "Execution failed: Terminated" in nb["cells"][0]["source"]
+    assert "started sleeping" in stdout_text(nb)
+
+
+def test_old_nbformat_is_upgraded_with_a_note(tmp_path: Path) -> None:
+    result = kubemill(["run", str(NOTEBOOKS / "v3.ipynb"), str(tmp_path / "o.ipynb")])
+    assert result.returncode == 0, result.stderr
+    assert "upgraded" in result.stderr and "from nbformat 3.0 to 4.5" in result.stderr
+    nb = load(tmp_path / "o.ipynb")
+    assert nb["nbformat"] == 4
+    assert nb["metadata"]["kubemill"]["results"] == {"answer": 42}
+
+
+def _write(path: Path, text: str) -> Path:
+    path.write_text(text)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("setup", "args", "message"),
+    [
+        (lambda d: _write(d / "x.ipynb", "print('hi')\n"), [], "is not JSON (line 1, column 1"),
+        (lambda d: _write(d / "x.ipynb", '{"cells": []}'), [], "not a Jupyter notebook"),
+        (lambda d: d / "missing.ipynb", [], "missing.ipynb: no such file"),
+        (lambda d: NOTEBOOKS / "params.ipynb", ["-p", "alpah", "0.2"], "did you mean 'alpha'?"),
+        (
+            lambda d: NOTEBOOKS / "params.ipynb",
+            ["-p", "n", "many"],
+            "parameter 'n' is declared as int but got \"many\" (str)",
+        ),
+        (lambda d: NOTEBOOKS / "params.ipynb", ["-k", "cobol"], "no Jupyter kernel named 'cobol'"),
+        (
+            lambda d: NOTEBOOKS / "params.ipynb",
+            ["-f", "PARAMS"],
+            "is not valid YAML at line 2",
+        ),
+        (
+            lambda d: NOTEBOOKS / "params.ipynb",
+            ["--secret-param", "token"],
+            "is not NAME=ENV_VAR",
+        ),
+        (
+            lambda d: NOTEBOOKS / "params.ipynb",
+            ["--secret-param", "anything=KM_UNSET_VARIABLE"],
+            "'KM_UNSET_VARIABLE', which is not set",
+        ),
+        (lambda d: NOTEBOOKS / "params.ipynb", ["--timeout", "soon"], "not a number of seconds"),
+    ],
+)
+def test_bad_input_is_one_clear_line_and_exit_2(
+    tmp_path: Path, setup: Any, args: list[str], message: str
+) -> None:
+    notebook = setup(tmp_path)
+    _write(tmp_path / "params.yaml", "a: [1, 2\n")
+    args = [str(tmp_path / "params.yaml") if a == "PARAMS" else a for a in args]
+    result = kubemill(["run", str(notebook), str(tmp_path / "o.ipynb"), *args])
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    errors = [line for line in result.stderr.splitlines() if "error" in line.lower()]
+    assert len(errors) == 1, result.stderr
+
+
+def test_debug_shows_the_traceback(tmp_path: Path) -> None:
+    result = kubemill(["run", str(tmp_path / "missing.ipynb"), "-", "--debug"])
+    assert result.returncode == 2
+    assert "Traceback" in result.stderr
+
+
+def test_bad_parameters_still_leave_an_output_that_says_why(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "params.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            "-p",
+            "alpah",
+            "1",
+            "--termination-message-path",
+            str(summary_file),
+        ]
+    )
+    assert result.returncode == 2
+    nb = load(tmp_path / "o.ipynb")
+    assert "Not executed: BadInput" in nb["cells"][0]["source"]
+    assert load(summary_file)["failure"]["reason"] == "BadInput"
+
+
+def test_stdin_to_stdout(tmp_path: Path) -> None:
+    result = kubemill(
+        ["run", "-", "-", "-p", "region", "stdin"],
+        stdin=(NOTEBOOKS / "params.ipynb").read_bytes(),
+    )
+    assert result.returncode == 0, result.stderr
+    nb = json.loads(result.stdout)  # the cells' own output went to stderr, not into the JSON
+    assert nb["metadata"]["kubemill"]["results"]["region"] == "stdin"
+    assert "alpha=0.1 region=stdin" in result.stderr
+
+
+def test_json_logs_are_one_object_per_line(tmp_path: Path) -> None:
+    result = kubemill(
+        [
+            "run",
+            str(NOTEBOOKS / "params.ipynb"),
+            str(tmp_path / "o.ipynb"),
+            "--log-format",
+            "json",
+        ]
+    )
+    assert result.returncode == 0, result.stderr
+    records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]
+    events = [r.get("event") for r in records]
+    assert events.count("cell_started") == 2 and events.count("cell_finished") == 2
+    outputs = [r for r in records if r.get("event") == "output"]
+    assert outputs and outputs[0]["stream"] == "stdout" and "alpha=0.1" in outputs[0]["message"]
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    leader, follower = pty.openpty()
+    process = subprocess.Popen(
+        [KUBEMILL, "run", str(NOTEBOOKS / "params.ipynb"), str(tmp_path / "o.ipynb")],
+        env=runner_env(),
+        stdout=subprocess.DEVNULL,
+        stderr=follower,
+    )
+    os.close(follower)
+    screen = b""
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closes when the process exits
+            break
+        if not chunk:
+            break
+        screen += chunk
+    os.close(leader)
+    assert process.wait(timeout=60) == 0
+    text = screen.decode(errors="replace")
+    assert "Executing" in text and "2/2" in text
+    assert "cell 1/2 started" not in text  # the bar replaces per-cell lines
+
+
+def test_html_rendering(tmp_path: Path) -> None:
+    result = kubemill(["run", str(NOTEBOOKS / "params.ipynb"), f"{tmp_path}/run/", "--html"])
+    assert result.returncode == 0, result.stderr
+    html = (tmp_path / "run" / "output.html").read_text()
+    assert html.lstrip().lower().startswith("<!doctype html") and "alpha=0.1" in html
+
+
+def test_cwd_sets_the_kernels_working_directory(tmp_path: Path) -> None:
+    notebook = tmp_path / "cwd.ipynb"
+    nb = load(NOTEBOOKS / "values.ipynb")
+    nb["cells"][1]["source"] = "import os, kubemill\nkubemill.record('cwd', os.getcwd())"
+    notebook.write_text(json.dumps(nb))
+    work = tmp_path / "work"
+    work.mkdir()
+    result = kubemill(["run", str(notebook), str(tmp_path / "o.ipynb"), "--cwd", str(work)])
+    assert result.returncode == 0, result.stderr
+    assert load(tmp_path / "o.ipynb")["metadata"]["kubemill"]["results"]["cwd"] == str(work)
+
+
+def test_inspect_lists_declared_parameters() -> None:
+    table = kubemill(["inspect", str(NOTEBOOKS / "params.ipynb")])
+    assert table.returncode == 0, table.stderr
+    lines = table.stdout.splitlines()
+    assert lines[0].split() == ["NAME", "TYPE", "DEFAULT", "HELP"]
+    assert lines[1].split()[:3] == ["alpha", "float", "0.1"] and "learning rate" in lines[1]
+    as_json = json.loads(kubemill(["inspect", str(NOTEBOOKS / "params.ipynb"), "--json"]).stdout)
+    assert as_json[1] == {
+        "name": "region",
+        "type": "str",
+        "default": '"eu"',
+        "help": "which region to report on",
+    }
+
+
+def test_results_command_reads_kubemill_and_scrapbook_records(tmp_path: Path) -> None:
+    result = kubemill(["run", str(NOTEBOOKS / "scrapbook_glue.ipynb"), f"{tmp_path}/run/"])
+    assert result.returncode == 0, result.stderr
+    printed = kubemill(["results", f"{tmp_path}/run/", "--json"])
+    assert json.loads(printed.stdout) == {"rows": 1204, "label": "daily", "accuracy": 0.93}
+    table = kubemill(["results", f"{tmp_path}/run/output.ipynb"])
+    assert "rows      1204" in table.stdout
+
+
+def test_papermill_outputs_run_again_cleanly(tmp_path: Path) -> None:
+    """A notebook papermill executed (and failed) runs unchanged; its old banner goes away."""
+    papermill = shutil.which("papermill", path=str(Path(KUBEMILL).parent))
+    assert papermill
+    first = subprocess.run(
+        [
+            papermill,
+            str(NOTEBOOKS / "fails.ipynb"),
+            str(tmp_path / "pm.ipynb"),
+            "--no-progress-bar",
+        ],
+        capture_output=True,
+        env=runner_env(),
+        check=False,
+    )
+    assert first.returncode == 1
+    pm_nb = load(tmp_path / "pm.ipynb")
+    assert any("papermill-error-cell-tag" in c["metadata"].get("tags", []) for c in pm_nb["cells"])
+    result = kubemill(
+        ["run", str(tmp_path / "pm.ipynb"), str(tmp_path / "again.ipynb"), "--allow-errors"]
+    )
+    assert result.returncode == 0, result.stderr
+    again = load(tmp_path / "again.ipynb")
+    tags = [t for c in again["cells"] for t in c["metadata"].get("tags", [])]
+    assert "papermill-error-cell-tag" not in tags and "kubemill-banner" not in tags
