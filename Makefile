@@ -1,6 +1,8 @@
 # Everything a developer or CI needs goes through here. The virtual environment lives in a cache
 # outside the repository, keyed by a hash of pyproject.toml, so a changed dependency list builds a
 # new one and an unchanged one is reused across clones, CI runs and sessions.
+# `python -P` wherever a module runs from the repository root: the folder operator/ would
+# otherwise shadow the standard library's operator module.
 SHELL := /bin/bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/kubemill
@@ -15,10 +17,10 @@ env: $(STAMP)
 
 $(STAMP): pyproject.toml
 	@mkdir -p $(CACHE)
-	$(PYTHON) -m venv $(VENV)
+	$(PYTHON) -P -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,html,dev]'
-	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
