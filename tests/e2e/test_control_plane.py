@@ -215,6 +215,9 @@ def test_deleting_a_job_garbage_collects_pods_and_processes(
             "long",
             "import time\nwhile True: time.sleep(0.1)",
             extra_args=(marker,),
+            # PID 1 of its namespace ignores SIGTERM without a handler, as in a container, so
+            # the process is SIGKILLed once this grace period is over.
+            grace=2,
         ),
     )
     pod = wait.wait_for(

@@ -33,7 +33,6 @@ import re
 import select
 import shutil
 import signal
-import ssl
 import subprocess
 import sys
 import threading
@@ -43,15 +42,14 @@ import uuid
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlparse
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from . import kube
+from .containerlogs import LogFile, parse_time, pump, read_log, serve_logs
 from .kube import JSON
 from .kubeconfig import api_client
 
@@ -69,17 +67,6 @@ BACKOFF_MAX = 300.0
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def now_nano() -> str:
-    t = time.time_ns()
-    secs, nanos = divmod(t, 1_000_000_000)
-    stamp = dt.datetime.fromtimestamp(secs, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{nanos:09d}Z"
-
-
-def parse_time(value: str) -> float:
-    return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)
@@ -167,7 +154,7 @@ class PodWorker(threading.Thread):
         self.namespace: str = meta["namespace"]
         self.pod_name: str = meta["name"]
         self.uid: str = meta["uid"]
-        self.dir = agent.config.workdir / "pods" / self.uid
+        self.dir: Path = agent.config.workdir / "pods" / self.uid
         self.wake = threading.Event()
         self.gone = threading.Event()
         self.lock = threading.Lock()
@@ -467,7 +454,7 @@ class PodWorker(threading.Thread):
         for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
             assert pipe is not None
             t = threading.Thread(
-                target=_pump, args=(pipe, stream, run.log_path, log_lock), daemon=True
+                target=pump, args=(pipe, stream, run.log_path, log_lock), daemon=True
             )
             t.start()
             run.readers.append(t)
@@ -639,8 +626,9 @@ class PodWorker(threading.Thread):
 
     def _volume_path(self, volume: JSON) -> Path:
         if "hostPath" in volume:
-            return Path(volume["hostPath"]["path"])
-        return self.dir / "volumes" / volume["name"]
+            host_path: str = volume["hostPath"]["path"]
+            return Path(host_path)
+        return self.dir / "volumes" / str(volume["name"])
 
     def _environment(self, c: JSON) -> dict[str, str]:
         # kubelet's order: the kubernetes Service, then envFrom, then env (later wins);
@@ -662,9 +650,9 @@ class PodWorker(threading.Thread):
             if "valueFrom" not in var:
                 env[name] = expand(var.get("value", ""), env)
                 continue
-            value = self._value_from(var["valueFrom"], c)
-            if value is not None:
-                env[name] = value
+            resolved = self._value_from(var["valueFrom"], c)
+            if resolved is not None:
+                env[name] = resolved
         return env
 
     def _value_from(self, source: JSON, c: JSON) -> str | None:
@@ -1092,32 +1080,6 @@ def _first_child(pid: int, timeout: float = 2.0) -> int | None:
     return None
 
 
-def _pump(pipe: Any, stream: str, path: Path, lock: threading.Lock) -> None:
-    """Copy one output stream into the container log in the CRI format the kubelet uses."""
-    with path.open("ab") as out:
-        for line in iter(pipe.readline, b""):
-            tag = b"F" if line.endswith(b"\n") else b"P"
-            body = line if tag == b"F" else line + b"\n"
-            with lock:
-                out.write(now_nano().encode() + b" " + stream.encode() + b" " + tag + b" " + body)
-                out.flush()
-    pipe.close()
-
-
-def read_log(path: Path, offset: int = 0) -> list[tuple[str, str, str]]:
-    """(timestamp, stream, text) per CRI line from byte ``offset``; partial lines joined."""
-    out = []
-    with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
-        f.seek(offset)
-        for raw in f:
-            line = raw.decode(errors="replace")
-            ts, stream, tag, text = line.split(" ", 3)
-            if tag == "P":
-                text = text[:-1]
-            out.append((ts, stream, text))
-    return out
-
-
 def expand(value: str, env: dict[str, str]) -> str:
     """Kubernetes ``$(VAR)`` expansion: unknown references stay, ``$$`` escapes."""
     out = []
@@ -1377,12 +1339,21 @@ class NodeAgent:
         except ApiException as e:
             log.info("event not recorded: %s", e.reason)
 
-    def find(self, namespace: str, name: str) -> PodWorker | None:
+    def locate_log(
+        self, namespace: str, pod: str, container: str, previous: bool
+    ) -> LogFile | tuple[int, str]:
         with self.lock:
-            for w in self.workers.values():
-                if w.namespace == namespace and w.pod_name == name:
-                    return w
-        return None
+            worker = next(
+                (w for w in self.workers.values() if (w.namespace, w.pod_name) == (namespace, pod)),
+                None,
+            )
+        if worker is None:
+            return 404, f"pod {namespace}/{pod} not found on node {self.config.node_name}"
+        run = worker.log_run(container, previous)
+        if run is None:
+            what = "previous terminated container" if previous else "container"
+            return 400, f'{what} "{container}" in pod "{pod}" not found'
+        return LogFile(run.log_path, lambda: run.running)
 
     def shutdown(self) -> None:
         self.stopping.set()
@@ -1390,105 +1361,6 @@ class NodeAgent:
             workers = list(self.workers.values())
         for w in workers:
             w._kill_all(0)
-
-
-class LogHandler(BaseHTTPRequestHandler):
-    """The kubelet's ``/containerLogs`` endpoint, as the API server calls it."""
-
-    agent: NodeAgent
-
-    def log_message(self, format: str, *args: Any) -> None:
-        log.debug("log server: " + format, *args)
-
-    def do_GET(self) -> None:
-        url = urlparse(self.path)
-        if url.path == "/healthz":
-            return self._reply(200, b"ok")
-        parts = url.path.strip("/").split("/")
-        if len(parts) != 4 or parts[0] != "containerLogs":
-            return self._reply(404, b"not found")
-        _, namespace, pod, container = parts
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
-        worker = self.agent.find(namespace, pod)
-        if worker is None:
-            return self._reply(404, f"pod {namespace}/{pod} not found on this node".encode())
-        previous = query.get("previous") == "true"
-        run = worker.log_run(container, previous)
-        if run is None:
-            what = "previous terminated container" if previous else "container"
-            msg = f'{what} "{container}" in pod "{pod}" not found'
-            return self._reply(400, msg.encode())
-        follow = query.get("follow") == "true"
-        timestamps = query.get("timestamps") == "true"
-        tail = int(query["tailLines"]) if "tailLines" in query else None
-        limit = int(query["limitBytes"]) if "limitBytes" in query else None
-        since = None
-        if "sinceSeconds" in query:
-            since = time.time() - int(query["sinceSeconds"])
-        elif "sinceTime" in query:
-            since = parse_time(query["sinceTime"])
-        self.send_response(200)
-        self.send_header("Content-Type", "text/plain")
-        self.end_headers()
-        sent = 0
-
-        def emit(entries: list[tuple[str, str, str]]) -> bool:
-            nonlocal sent
-            for ts, _, text in entries:
-                if since is not None and parse_time(ts[:26] + "Z") < since:
-                    continue
-                line = (f"{ts} {text}" if timestamps else text).encode()
-                if limit is not None:
-                    line = line[: max(0, limit - sent)]
-                self.wfile.write(line)
-                sent += len(line)
-                if limit is not None and sent >= limit:
-                    return False
-            self.wfile.flush()
-            return True
-
-        entries = read_log(run.log_path)
-        offset = run.log_path.stat().st_size if run.log_path.exists() else 0
-        if tail is not None:
-            entries = entries[-tail:] if tail > 0 else []
-        try:
-            if not emit(entries) or not follow:
-                return
-            while True:
-                done = not run.running
-                size = run.log_path.stat().st_size
-                if size > offset:
-                    more = read_log(run.log_path, offset)
-                    offset = size
-                    if not emit(more):
-                        return
-                elif done:
-                    return
-                time.sleep(0.1)
-        except (BrokenPipeError, ConnectionResetError):
-            return
-
-    def _reply(self, code: int, body: bytes) -> None:
-        self.send_response(code)
-        self.send_header("Content-Type", "text/plain")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-
-def serve_logs(agent: NodeAgent) -> ThreadingHTTPServer:
-    cfg = agent.config
-    handler = type("BoundLogHandler", (LogHandler,), {"agent": agent})
-    server = ThreadingHTTPServer(("127.0.0.1", cfg.log_port), handler)
-    server.daemon_threads = True
-    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    ctx.load_cert_chain(str(cfg.serving_cert), str(cfg.serving_key))
-    # Only the API server (its kubelet client certificate, signed by the cluster CA) may read.
-    ctx.verify_mode = ssl.CERT_REQUIRED
-    ctx.load_verify_locations(str(cfg.client_ca))
-    server.socket = ctx.wrap_socket(server.socket, server_side=True)
-    threading.Thread(target=server.serve_forever, name="log-server", daemon=True).start()
-    return server
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -1535,5 +1407,7 @@ def main(argv: list[str] | None = None) -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
-    serve_logs(agent)
+    serve_logs(
+        config.log_port, config.serving_cert, config.serving_key, config.client_ca, agent.locate_log
+    )
     agent.run()

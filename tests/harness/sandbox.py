@@ -74,6 +74,9 @@ def serve(state_dir: Path) -> None:
             "kubectl": str(cluster.kubectl_path),
             "startup_seconds": round(cluster.startup_seconds, 1),
             "s3": {
+                # tests.s3server starts weed without a parent-death signal, so `down` must be
+                # able to stop it itself if this supervisor was killed.
+                "pid": s3.process.pid,
                 "endpoint_url": s3.endpoint_url,
                 "access_key": s3.access_key,
                 "secret_key": s3.secret_key,
@@ -94,11 +97,20 @@ def serve(state_dir: Path) -> None:
         cluster.stop()
 
 
+def _stop_leftover_s3(state: dict[str, Any]) -> None:
+    pid = state.get("s3", {}).get("pid")
+    if pid is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(int(pid), signal.SIGKILL)
+
+
 def up(state_dir: Path, timeout: float) -> int:
     state = _read_state(state_dir)
     if state is not None and _alive(int(state["pid"])):
         print_instructions(state)
         return 0
+    if state is not None:
+        _stop_leftover_s3(state)
     state_dir.mkdir(parents=True, exist_ok=True)
     _state_file(state_dir).unlink(missing_ok=True)
     log = (state_dir / "sandbox.log").open("ab")
@@ -145,6 +157,7 @@ def down(state_dir: Path, timeout: float) -> int:
         # Its children carry a parent-death signal, so killing it takes them along.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
+    _stop_leftover_s3(state)
     _state_file(state_dir).unlink(missing_ok=True)
     print("sandbox: stopped")
     return 0

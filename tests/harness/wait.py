@@ -62,7 +62,7 @@ def wait_for(
             for item in listed.get("items", []):
                 last = item
                 if predicate("LISTED", item):
-                    return item
+                    return dict(item)
             version = listed["metadata"]["resourceVersion"]
         remaining = deadline - time.monotonic()
         if remaining <= 0:
@@ -77,7 +77,7 @@ def wait_for(
                     continue
                 last = obj
                 if predicate(event["type"], obj):
-                    return obj
+                    return dict(obj)
                 if time.monotonic() > deadline:
                     break
         except ApiException as e:
