@@ -34,4 +34,11 @@ def record(name: str, value: Any) -> None:
         ) from None
     from IPython.display import display
 
-    display({_MIMETYPE: {"name": name, "value": value}}, raw=True, metadata={})
+    # text/plain too, so the output notebook (and its HTML) shows a reader what was recorded.
+    shown = json.dumps(value, ensure_ascii=False)
+    shown = shown if len(shown) <= 200 else shown[:197] + "..."
+    display(
+        {_MIMETYPE: {"name": name, "value": value}, "text/plain": f"recorded {name} = {shown}"},
+        raw=True,
+        metadata={},
+    )
