@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
@@ -172,6 +173,7 @@ class PodWorker(threading.Thread):
         self.init_done = False
         self.killed = False
         self._last_status: JSON | None = None
+        self.adopted = False
 
     # -- events from the watch ------------------------------------------------------------
 
@@ -207,8 +209,10 @@ class PodWorker(threading.Thread):
 
     def _run(self) -> None:
         if self.pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
-            # Terminal before we saw it (an agent restart): nothing is left to run.
+            # Terminal before we saw it (an agent restart): nothing is left to run, and its
+            # recorded status is the truth.
             self.phase = self.pod["status"]["phase"]
+            self.adopted = True
             self._await_deletion()
             return
         if self.deletion_requested():
@@ -385,6 +389,8 @@ class PodWorker(threading.Thread):
 
     def _await_deletion(self) -> None:
         while not self.gone.is_set() and not self.deletion_requested():
+            # A no-op unless an earlier status write failed.
+            self._report()
             if self.wake.wait(1.0):
                 self.wake.clear()
         if not self.gone.is_set():
@@ -685,6 +691,8 @@ class PodWorker(threading.Thread):
         return "Failed"
 
     def _report(self) -> None:
+        if self.adopted:
+            return
         self.phase = self._compute_phase()
         terminal = self.phase in ("Succeeded", "Failed")
         containers = [self._container_status(c) for c in self.spec["containers"]]
@@ -746,6 +754,10 @@ class PodWorker(threading.Thread):
                 log.info("status of %s/%s not written: %s", self.namespace, self.pod_name, e.reason)
                 return
             raise
+        except (urllib3.exceptions.HTTPError, OSError) as e:
+            # The next change reports the whole status again.
+            log.warning("status of %s/%s not written: %s", self.namespace, self.pod_name, e)
+            return
         self._last_status = comparable
         with self.lock:
             self.pod = updated
@@ -932,25 +944,31 @@ class NodeAgent:
     def run(self) -> None:
         self.register()
         while not self.stopping.is_set():
-            listed = kube.get(self.api, "/api/v1/pods")
-            seen = set()
-            for pod in listed["items"]:
-                seen.add(pod["metadata"]["uid"])
-                self.handle("ADDED", pod)
-            with self.lock:
-                vanished = [w for uid, w in self.workers.items() if uid not in seen]
-            for w in vanished:
-                w.removed()
-            version = listed["metadata"]["resourceVersion"]
             try:
-                while not self.stopping.is_set():
-                    for event in kube.watch(self.api, "/api/v1/pods", version, timeout_seconds=60):
-                        version = event["object"]["metadata"]["resourceVersion"]
-                        if event["type"] != "BOOKMARK":
-                            self.handle(event["type"], event["object"])
-            except ApiException as e:
-                if e.status != 410:
-                    raise
+                self._list_and_watch()
+            except (ApiException, urllib3.exceptions.HTTPError, OSError) as e:
+                # A kubelet survives an API server hiccup: relist and carry on; running pods
+                # are unaffected. 410 only means the watch fell too far behind.
+                if not (isinstance(e, ApiException) and e.status == 410):
+                    log.warning("pod watch failed, relisting: %s", e)
+                    self.stopping.wait(1.0)
+
+    def _list_and_watch(self) -> None:
+        listed = kube.get(self.api, "/api/v1/pods")
+        seen = set()
+        for pod in listed["items"]:
+            seen.add(pod["metadata"]["uid"])
+            self.handle("ADDED", pod)
+        with self.lock:
+            vanished = [w for uid, w in self.workers.items() if uid not in seen]
+        for w in vanished:
+            w.removed()
+        version = listed["metadata"]["resourceVersion"]
+        while not self.stopping.is_set():
+            for event in kube.watch(self.api, "/api/v1/pods", version, timeout_seconds=60):
+                version = event["object"]["metadata"]["resourceVersion"]
+                if event["type"] != "BOOKMARK":
+                    self.handle(event["type"], event["object"])
 
     def handle(self, kind: str, pod: JSON) -> None:
         meta, spec = pod["metadata"], pod["spec"]
