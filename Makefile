@@ -6,7 +6,7 @@
 SHELL := /bin/bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/kubemill
-VENV_KEY := $(shell cat pyproject.toml | sha256sum | cut -c1-12)
+VENV_KEY := $(shell sed '/^\[tool\.pytest/,$$d' pyproject.toml | sha256sum | cut -c1-12)
 VENV ?= $(CACHE)/venv-$(VENV_KEY)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
@@ -15,7 +15,7 @@ STAMP := $(VENV)/.installed
 
 env: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP):
 	@mkdir -p $(CACHE)
 	$(PYTHON) -P -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip

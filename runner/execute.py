@@ -22,6 +22,11 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from jupyter_client.kernelspec import NoSuchKernel, find_kernel_specs
+from nbclient import NotebookClient
+from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
+from nbclient.util import ensure_async
+from nbformat import NotebookNode
+
 from kubemill.runner.errors import (
     BadInputError,
     CellError,
@@ -31,10 +36,6 @@ from kubemill.runner.errors import (
     RunTimeout,
     Terminated,
 )
-from nbclient import NotebookClient
-from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernelError
-from nbclient.util import ensure_async
-from nbformat import NotebookNode
 
 __all__ = ["CellTiming", "Execution", "ExecutionOptions", "Observer"]
 

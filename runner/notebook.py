@@ -10,12 +10,13 @@ import uuid
 from typing import Any
 
 import nbformat
-from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
-from kubemill.runner.errors import BadInputError
-from kubemill.runner.redact import Redactor
 from nbformat import NotebookNode
 from nbformat.v4 import new_markdown_cell
 from nbformat.v4.rwbase import rejoin_lines, strip_transient
+
+from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
+from kubemill.runner.errors import BadInputError
+from kubemill.runner.redact import Redactor
 
 __all__ = [
     "ANCHOR_TAG",
@@ -65,6 +66,9 @@ def parse_notebook(data: bytes, source: str) -> tuple[NotebookNode, list[str]]:
     cells_key = "cells" if major == 4 else "worksheets"
     if not isinstance(raw.get(cells_key, []), list):
         raise BadInputError(f"{source} is not a valid notebook: '{cells_key}' is not a list")
+    for index, cell in enumerate(raw.get("cells", []) if major == 4 else []):
+        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
+            raise BadInputError(f"{source}: cell {index} has no valid cell_type")
     nb = nbformat.from_dict(raw)
     minor = raw.get("nbformat_minor", 0)
     try:
@@ -80,8 +84,6 @@ def parse_notebook(data: bytes, source: str) -> tuple[NotebookNode, list[str]]:
         raise BadInputError(f"{source} is not a valid notebook: {exc!r}") from None
     seen: set[str] = set()
     for index, cell in enumerate(nb.cells):
-        if not isinstance(cell, dict) or cell.get("cell_type") not in ("code", "markdown", "raw"):
-            raise BadInputError(f"{source}: cell {index} has no valid cell_type")
         cell.setdefault("metadata", NotebookNode())
         if not isinstance(cell.get("source", ""), str):
             raise BadInputError(f"{source}: cell {index} has a source that is not text")

@@ -20,9 +20,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import yaml
-from kubemill.runner.errors import BadInputError
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
+
+from kubemill.runner.errors import BadInputError
 
 __all__ = [
     "INJECTED_TAG",

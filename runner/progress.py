@@ -13,9 +13,10 @@ import sys
 import time
 from typing import IO, Any
 
+from nbformat import NotebookNode
+
 from kubemill.runner.execute import CellTiming
 from kubemill.runner.redact import Redactor
-from nbformat import NotebookNode
 
 __all__ = ["Reporter"]
 

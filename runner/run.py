@@ -16,6 +16,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from nbformat import NotebookNode
+
 from kubemill.runner import __version__
 from kubemill.runner.contract import ExitCode, build_summary
 from kubemill.runner.errors import BadInputError, RunFailure, RunnerError, StorageError
@@ -38,7 +40,6 @@ from kubemill.runner.parameters import (
 from kubemill.runner.progress import Reporter
 from kubemill.runner.redact import Redactor
 from kubemill.runner.storage import Fetched, Location, Storage, describe_s3_source
-from nbformat import NotebookNode
 
 __all__ = ["RunOptions", "RunOutcome", "run_notebook"]
 

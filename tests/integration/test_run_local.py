@@ -151,12 +151,21 @@ def test_timeouts_interrupt_and_show_where_the_cell_was(
     assert "started sleeping" in stdout_text(nb)
 
 
-def test_kernel_death_is_its_own_failure(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    "death",
+    ["import os\nos._exit(3)", "import os, signal\nos.kill(os.getpid(), signal.SIGKILL)"],
+    ids=["os._exit", "SIGKILL as from the OOM killer"],
+)
+def test_kernel_death_is_its_own_failure(tmp_path: Path, death: str) -> None:
+    nb = load(NOTEBOOKS / "dies.ipynb")
+    nb["cells"][1]["source"] = death
+    notebook = tmp_path / "dies.ipynb"
+    notebook.write_text(json.dumps(nb))
     summary_file = tmp_path / "summary.json"
     result = kubemill(
         [
             "run",
-            str(NOTEBOOKS / "dies.ipynb"),
+            str(notebook),
             str(tmp_path / "o.ipynb"),
             "--termination-message-path",
             str(summary_file),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+
 from kubemill.runner.contract import SUMMARY_LIMIT, ExitCode, build_summary, parse_secret_params
 
 

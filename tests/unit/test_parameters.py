@@ -8,6 +8,8 @@ from typing import Any
 
 import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import (
     INJECTED_TAG,
@@ -22,7 +24,6 @@ from kubemill.runner.parameters import (
     to_python,
     validate_parameters,
 )
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 
 @pytest.mark.parametrize(
