@@ -10,9 +10,10 @@ import asyncio
 import contextlib
 import json
 import platform
+import signal
 import time
 import traceback
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +21,13 @@ from nbformat import NotebookNode
 
 from kubemill.runner import __version__
 from kubemill.runner.contract import ExitCode, build_summary
-from kubemill.runner.errors import BadInputError, RunFailure, RunnerError, StorageError
+from kubemill.runner.errors import (
+    BadInputError,
+    RunFailure,
+    RunnerError,
+    StorageError,
+    Terminated,
+)
 from kubemill.runner.execute import CellTiming, Execution, ExecutionOptions
 from kubemill.runner.notebook import (
     collect_results,
@@ -417,6 +424,30 @@ def render_html(notebook: bytes) -> bytes:
     return str(body).encode()
 
 
+def _raise_terminated(signum: int, _frame: object) -> None:
+    raise Terminated.by(signal.Signals(signum).name, None, None)
+
+
+@contextlib.contextmanager
+def _signals_deferred(reporter: Reporter, enabled: bool) -> Iterator[None]:
+    """While the final output is written, SIGTERM/SIGINT wait: the save is what they would
+    interrupt, and it is what makes the run's end visible. The kubelet's SIGKILL still ends it
+    after the grace period."""
+    if not enabled:
+        yield
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        reporter.warning(f"{signal.Signals(signum).name} while saving the output: saving first")
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
 def run_notebook(
     options: RunOptions,
     storage: Storage,
@@ -427,6 +458,11 @@ def run_notebook(
 ) -> RunOutcome:
     """Run one notebook; never raises for an expected failure, returns its outcome instead."""
     run = _Run(options, storage, reporter, environ, identity or {})
+    if options.handle_signals:
+        # Until the execution installs its own handlers: a signal while fetching the notebook
+        # still ends the run with a summary, not with a bare "killed by signal 15".
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, _raise_terminated)
     try:
         run.prepare()
         reporter.info(
@@ -440,15 +476,16 @@ def run_notebook(
         reporter.error(exc.message)
     storage_problem: StorageError | None = None
     if run.nb is not None:
-        run.finalize_notebook()
-        try:
-            run.save_final()
-        except StorageError as exc:
-            storage_problem = exc
-            reporter.error(f"the output could not be saved: {exc.message}")
-        except RunnerError as exc:  # rendering HTML without nbconvert
-            storage_problem = StorageError(exc.message)
-            reporter.error(exc.message)
+        with _signals_deferred(reporter, options.handle_signals):
+            run.finalize_notebook()
+            try:
+                run.save_final()
+            except StorageError as exc:
+                storage_problem = exc
+                reporter.error(f"the output could not be saved: {exc.message}")
+            except RunnerError as exc:  # rendering HTML without nbconvert
+                storage_problem = StorageError(exc.message)
+                reporter.error(exc.message)
     duration = time.time() - run.started
     failure = run.failure
     if failure is None and storage_problem is not None:
