@@ -176,7 +176,7 @@ def test_active_deadline_fails_job_and_sends_sigterm(
     create(
         api,
         jobs(namespace),
-        job_manifest(cluster, "slow", script, active_deadline=3, grace=20),
+        job_manifest(cluster, "slow", script, active_deadline=5, grace=20),
     )
     job = wait.wait_for(
         api, jobs(namespace), wait.job_finished, name="slow", timeout=TIMEOUT, what="job slow"
@@ -566,3 +566,82 @@ def test_pod_sees_volumes_and_environment_as_a_kubelet_builds_them(
         "sa_namespace": namespace,
         "in_cluster": True,
     }
+
+
+def test_pod_deletion_sends_sigterm_then_sigkill_after_the_grace_period(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    script = """
+        import signal, time
+
+        def on_term(signum, frame):
+            # Acknowledge, then keep running: only SIGKILL can end this process now.
+            with open("/dev/termination-log", "w") as f:
+                f.write("TERM received")
+
+        signal.signal(signal.SIGTERM, on_term)
+        print("armed", flush=True)
+        while True:
+            time.sleep(0.1)
+    """
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "stubborn"},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [
+                {
+                    "name": "main",
+                    "image": cluster.image,
+                    "command": ["python", "-c", textwrap.dedent(script)],
+                }
+            ],
+        },
+    }
+    create(api, pods(namespace), pod)
+    wait.wait_for(
+        api,
+        pods(namespace),
+        wait.pod_phase("Running"),
+        name="stubborn",
+        timeout=TIMEOUT,
+        what="the pod to run",
+    )
+    # Running means exec'd, not that the handler is installed yet; its log line says so.
+    procs.wait_until(
+        lambda: "armed" in kube.text(api, f"{pods(namespace)}/stubborn/log"),
+        TIMEOUT,
+        "the SIGTERM handler",
+    )
+    since = wait.resource_version(api, pods(namespace))
+    kube.request(api, "DELETE", f"{pods(namespace)}/stubborn")
+
+    def killed(_event: str, obj: Any) -> bool:
+        return terminated(obj) is not None
+
+    last = wait.wait_for(
+        api,
+        pods(namespace),
+        killed,
+        name="stubborn",
+        since=since,
+        timeout=TIMEOUT,
+        what="the pod's final status",
+    )
+    state = terminated(last)
+    assert state is not None
+    assert (state["exitCode"], state.get("message")) == (137, "TERM received")
+    wait.wait_gone(api, pods(namespace), "stubborn", timeout=TIMEOUT, what="the pod's removal")
+
+
+def test_finished_job_is_deleted_after_its_ttl(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    manifest = job_manifest(cluster, "brief", "print('done')")
+    manifest["spec"]["ttlSecondsAfterFinished"] = 0
+    create(api, jobs(namespace), manifest)
+    wait.wait_gone(
+        api, jobs(namespace), "brief", timeout=TIMEOUT, what="the ttl-after-finished controller"
+    )

@@ -46,6 +46,22 @@ def request(
     return json.loads(data) if data else {}
 
 
+def text(api: client.ApiClient, path: str, **query: Any) -> str:
+    """GET a plain-text resource, such as ``pods/<name>/log``."""
+    response = api.call_api(
+        path,
+        "GET",
+        query_params=list(query.items()),
+        header_params={"Accept": "*/*"},
+        auth_settings=AUTH,
+        _preload_content=False,
+        _return_http_data_only=True,
+        _request_timeout=30,
+    )
+    data: bytes = response.data
+    return data.decode(errors="replace")
+
+
 def get(api: client.ApiClient, path: str, **query: Any) -> JSON:
     return request(api, "GET", path, query=query)
 
