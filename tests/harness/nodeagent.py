@@ -115,6 +115,61 @@ class Spawner:
         return fut.result()
 
 
+class MountPoints:
+    """Mount points that are missing on the host: made for containers, removed after the last.
+
+    A runtime creates a volume's mount point inside the image's root file system; here the root
+    is the host's, so the agent creates it on the host, counts the containers using it, and takes
+    it away once none does. Paths are only removed while empty.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users: dict[str, int] = {}
+
+    def acquire(self, targets: list[tuple[str, bool]]) -> list[str]:
+        held: list[str] = []
+        with self._lock:
+            for target, is_file in targets:
+                target = os.path.normpath(target)
+                missing = []
+                path = target
+                while not os.path.lexists(path):
+                    missing.append(path)
+                    path = os.path.dirname(path)
+                for path in reversed(missing):
+                    if path == target and is_file:
+                        with open(path, "a"):
+                            pass
+                    else:
+                        os.mkdir(path, 0o755)
+                    self._users[path] = 0
+                path = target
+                while True:
+                    if path in self._users:
+                        self._users[path] += 1
+                        held.append(path)
+                    parent = os.path.dirname(path)
+                    if parent == path:
+                        break
+                    path = parent
+        return held
+
+    def release(self, held: list[str]) -> None:
+        with self._lock:
+            for path in held:
+                self._users[path] -= 1
+            unused = [p for p, n in self._users.items() if n <= 0]
+            # Deepest first, so a parent is empty by the time its turn comes.
+            for path in sorted(unused, key=len, reverse=True):
+                del self._users[path]
+                with contextlib.suppress(OSError):
+                    if os.path.isdir(path) and not os.path.islink(path):
+                        os.rmdir(path)
+                    elif os.path.isfile(path) and os.path.getsize(path) == 0:
+                        os.unlink(path)
+
+
 @dataclass
 class ContainerRun:
     """One start of one container (a restart is a new run)."""
@@ -133,6 +188,7 @@ class ContainerRun:
     message: str | None = None
     termination_log: Path | None = None
     container_id: str = ""
+    mount_points: list[str] = field(default_factory=list)
     readers: list[threading.Thread] = field(default_factory=list)
 
     @property
@@ -432,6 +488,9 @@ class PodWorker(threading.Thread):
                 self.waiting[name] = ("CreateContainerConfigError", str(e))
             raise
         runs.append(run)
+        run.mount_points = self.agent.mount_points.acquire(
+            [(m["target"], bool(m["file"])) for m in spec["mounts"]]
+        )
         read_fd, write_fd = os.pipe()
         spec["errorFd"] = write_fd
         spec_path = cdir / "podinit.json"
@@ -484,6 +543,8 @@ class PodWorker(threading.Thread):
             return False
         for t in run.readers:
             t.join(timeout=5)
+        self.agent.mount_points.release(run.mount_points)
+        run.mount_points = []
         run.finished_at = now()
         if run.error_fd is not None:
             run.start_error += _read_to_eof(run.error_fd, timeout=2.0)
@@ -856,6 +917,7 @@ class NodeAgent:
         self.config = config
         self.api = api
         self.spawner = Spawner()
+        self.mount_points = MountPoints()
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.bound: set[str] = set()

@@ -4,7 +4,7 @@ The agent runs this file (standard library only, by path, in isolated mode) as P
 PID and mount namespace made by ``unshare --mount --pid --fork --kill-child --mount-proc``:
 
 1. take ``O_PATH`` handles on every mount source first, so hiding ``/root`` below cannot hide them;
-2. create missing mount points (on the host file system, as a runtime creates them in an image);
+2. (the agent has already created mount points missing on the host; see ``MountPoints``)
 3. for a non-root user, replace ``/root`` (mode 0700 on the host) by a tmpfs holding only the
    toolchain directories, the way an image exposes its interpreter to any user;
 4. with ``readOnlyRootFilesystem``, remount every host mount read-only (``/proc``, ``/sys`` and
@@ -58,17 +58,6 @@ def _mount_points() -> list[str]:
     return points
 
 
-def _ensure_mount_point(target: str, is_file: bool) -> None:
-    if os.path.lexists(target):
-        return
-    if is_file:
-        os.makedirs(os.path.dirname(target) or "/", exist_ok=True)
-        with open(target, "a"):
-            pass
-    else:
-        os.makedirs(target, exist_ok=True)
-
-
 _error_fd = -1
 
 
@@ -97,9 +86,6 @@ def setup_and_exec(spec: dict[str, Any], hostname: str | None) -> None:
     keep: list[str] = spec.get("keepUnderPrivateHome", [])
     handles = [os.open(m["source"], os.O_PATH) for m in mounts]
     keep_handles = [(p, os.open(p, os.O_PATH)) for p in keep if os.path.exists(p)]
-
-    for m in mounts:
-        _ensure_mount_point(m["target"], m.get("file", False))
 
     uid = spec.get("uid")
     if uid not in (None, 0) and spec.get("privateHome"):
@@ -139,8 +125,11 @@ def setup_and_exec(spec: dict[str, Any], hostname: str | None) -> None:
 
     argv: list[str] = spec["argv"]
     env: dict[str, str] = spec["env"]
+    working_dir = spec.get("workingDir") or "/"
     try:
-        os.chdir(spec.get("workingDir") or "/")
+        # A runtime creates a missing working directory, typically inside a volume.
+        os.makedirs(working_dir, exist_ok=True)
+        os.chdir(working_dir)
     except OSError as e:
         _fail(f"cannot change to workingDir {spec.get('workingDir')}: {e.strerror}")
     # Tells the agent that setup is done and the command starts now; an exec error follows it.
