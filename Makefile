@@ -33,6 +33,9 @@ test-unit: env
 test-integration: env
 	$(BIN)/pytest tests/integration
 
+test-e2e: env control-plane
+	$(BIN)/pytest tests/e2e
+
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
@@ -46,7 +49,7 @@ typecheck: env
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.runner
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.runner -p kubemill.operator
 
 demo: env
 	$(BIN)/python examples/demo.py

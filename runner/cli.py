@@ -230,6 +230,40 @@ def build_parser() -> argparse.ArgumentParser:
     )
     logs.add_argument("-q", "--quiet", action="store_true", help="log only warnings and errors")
     logs.add_argument("--debug", action="store_true", help="show tracebacks of kubemill errors")
+    compat = run.add_argument_group(
+        "papermill compatibility",
+        "accepted so papermill command lines keep working",
+    )
+    compat.add_argument(
+        "--report-mode", action="store_true", help="hide the code cells' source in the output"
+    )
+    compat.add_argument(
+        "--prepare-only",
+        action="store_true",
+        help="inject the parameters and save the notebook without executing it",
+    )
+    compat.add_argument("-l", "--language", help="must be python (the only language injected)")
+    compat.add_argument("--engine", help="must be nbclient (the only engine)")
+    compat.add_argument(
+        "--log-level",
+        type=str.upper,
+        choices=("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"),
+        help="WARNING or above is the same as --quiet",
+    )
+    compat.add_argument(
+        "--request-save-on-cell-execute",
+        "--no-request-save-on-cell-execute",
+        action="store_true",
+        dest="ignored_save_flag",
+        help="ignored: the output is saved by time, see --checkpoint-interval",
+    )
+    compat.add_argument(
+        "--autosave-cell-every",
+        type=int,
+        metavar="SECONDS",
+        dest="ignored_autosave",
+        help="ignored: see --checkpoint-interval",
+    )
 
     inspect = commands.add_parser(
         "inspect",
@@ -262,7 +296,7 @@ def _storage(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
 
     endpoint = args.s3_endpoint_url or environ.get("AWS_ENDPOINT_URL")
     region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    return Storage(lambda: make_s3_client(endpoint, region))
+    return Storage(lambda quick: make_s3_client(endpoint, region, quick=quick))
 
 
 #: papermill's precedence (base64 < file < yaml < -p < -r), with JSON beside YAML, so a
@@ -333,6 +367,10 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     termination = _termination_path(args, environ)
     try:
+        if args.language and args.language.lower() != "python":
+            raise BadInputError(f"--language {args.language}: kubemill runs Python notebooks only")
+        if args.engine and args.engine != "nbclient":
+            raise BadInputError(f"--engine {args.engine}: kubemill's only engine is nbclient")
         options = RunOptions(
             input=args.notebook,
             output=args.output,
@@ -347,6 +385,8 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             allow_errors=args.allow_errors,
             checkpoint_interval=args.checkpoint_interval,
             html=args.html,
+            report_mode=args.report_mode,
+            prepare_only=args.prepare_only,
         )
     except RunnerError as exc:
         _write_summary(termination, _failure_summary(exc))
@@ -355,7 +395,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         log_format=args.log_format,
         progress_bar=args.progress_bar,
         log_output=args.log_output,
-        quiet=args.quiet,
+        quiet=args.quiet or args.log_level in ("WARNING", "ERROR", "CRITICAL"),
         debug=args.debug,
         cell_output=sys.stderr if args.output == "-" else sys.stdout,
     )

@@ -13,6 +13,7 @@ __all__ = [
     "BadInputError",
     "CellError",
     "CellTimeout",
+    "InternalError",
     "KernelDied",
     "RunFailure",
     "RunTimeout",
@@ -34,6 +35,12 @@ class RunnerError(Exception):
     def details(self) -> dict[str, Any]:
         """What goes into the summary's and the metadata's `failure` object."""
         return {"reason": self.exit_code.reason, "message": self.message}
+
+
+class InternalError(RunnerError):
+    """A bug in kubemill; the run still saves what it has and reports this."""
+
+    exit_code = ExitCode.INTERNAL
 
 
 class BadInputError(RunnerError):

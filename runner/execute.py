@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -27,6 +28,7 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
 
+from kubemill.runner.clock import iso
 from kubemill.runner.errors import (
     BadInputError,
     CellError,
@@ -49,7 +51,6 @@ class ExecutionOptions:
     run_timeout: float | None  # seconds left for the whole run when execution starts
     allow_errors: bool  # keep going after a cell raises
     interrupt_grace: float = 5.0  # seconds an interrupted cell gets to stop before we give up
-    handle_signals: bool = True  # install SIGTERM/SIGINT handlers (off when embedded)
     run_timeout_total: float | None = None  # the run timeout as the user gave it, for messages
 
 
@@ -75,7 +76,7 @@ class CellTiming:
         return {
             "index": self.index,
             "id": self.cell_id,
-            "startTime": _iso(self.start_time),
+            "startTime": iso(self.start_time),
             "durationSeconds": round(self.duration, 4),
             "status": self.status,
         }
@@ -87,10 +88,6 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 def _plain(text: str) -> str:
     """A traceback without terminal colours, for status, logs and JSON."""
     return _ANSI.sub("", text)
-
-
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(epoch)) + f".{int(epoch % 1 * 1e3):03d}Z"
 
 
 class _Client(NotebookClient):
@@ -147,9 +144,8 @@ class Execution:
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         started = time.monotonic()
-        if self.options.handle_signals:
-            for signum in (signal.SIGTERM, signal.SIGINT):
-                loop.add_signal_handler(signum, self._on_signal, signum)
+        if self._stop is not None:  # a signal came before the kernel was even started
+            raise self._stop(None, None)
         timer = None
         if self.options.run_timeout:
             timer = loop.call_later(self.options.run_timeout, self._on_run_timeout)
@@ -162,9 +158,6 @@ class Execution:
         finally:
             if timer is not None:
                 timer.cancel()
-            if self.options.handle_signals:
-                for signum in (signal.SIGTERM, signal.SIGINT):
-                    loop.remove_signal_handler(signum)
             self.observer.note(f"kernel stopped after {time.monotonic() - started:.2f}s")
         # A stop request fails the run even when the interrupted cell went on to finish.
         if self._stop is not None:
@@ -172,7 +165,8 @@ class Execution:
 
     # --- stopping -------------------------------------------------------------------------
 
-    def _on_signal(self, signum: int) -> None:
+    def on_signal(self, signum: int) -> None:
+        """SIGTERM/SIGINT, delivered by the runner's signal handler through the event loop."""
         name = signal.Signals(signum).name
         self.request_stop(lambda c, n: Terminated.by(name, c, n), f"received {name}")
 
@@ -187,7 +181,10 @@ class Execution:
 
         A second request cancels at once: a user pressing Ctrl-C twice means it.
         """
-        if self._task is None or self._task.done():
+        if self._task is None:
+            self._stop = self._stop or failure  # run() has not started: it fails at once
+            return
+        if self._task.done():
             return
         if self._stop is not None:
             self.observer.note(f"{why} again: stopping now")
@@ -225,13 +222,14 @@ class Execution:
             self.nb,
             self.observer,
             kernel_name=options.kernel_name,
-            timeout=int(options.cell_timeout) if options.cell_timeout else None,
-            startup_timeout=int(options.start_timeout),
+            # nbclient counts whole seconds; round up so 0.5 s is not "no limit".
+            timeout=math.ceil(options.cell_timeout) if options.cell_timeout else None,
+            startup_timeout=max(1, math.ceil(options.start_timeout)),
             allow_errors=options.allow_errors,
             interrupt_on_timeout=True,
             error_on_timeout={
                 "ename": "CellTimeoutError",
-                "evalue": f"the cell did not finish within {options.cell_timeout}s",
+                "evalue": f"the cell did not finish within {options.cell_timeout or 0:g}s",
                 "traceback": [],
             },
             record_timing=True,
@@ -271,6 +269,11 @@ class Execution:
         name = self.options.kernel_name
         try:
             await client.async_start_new_kernel()
+        except (FileNotFoundError, PermissionError) as exc:
+            raise KernelDied(
+                f"kernel {name!r} could not be started ({exc}); check the program in its "
+                "kernelspec (jupyter kernelspec list)"
+            ) from None
         except NoSuchKernel:
             known = ", ".join(sorted(find_kernel_specs())) or "none"
             raise BadInputError(
@@ -317,7 +320,9 @@ class Execution:
             except CellExecutionError as exc:
                 if client.timed_out:
                     timing.status = "timeout"
-                    raise CellTimeout.after(self.options.cell_timeout or 0, index, number) from None
+                    raise CellTimeout.after(
+                        math.ceil(self.options.cell_timeout or 0), index, number
+                    ) from None
                 timing.status = "interrupted" if self._stop else "error"
                 if self._stop is None:
                     raise CellError(
@@ -330,9 +335,11 @@ class Execution:
                 return  # run() turns the stop request into its failure
             except CellTimeoutError:
                 timing.status = "timeout"
-                raise CellTimeout.after(self.options.cell_timeout or 0, index, number) from None
+                raise CellTimeout.after(
+                    math.ceil(self.options.cell_timeout or 0), index, number
+                ) from None
             except DeadKernelError:
-                timing.status = "error"
+                timing.status = "interrupted" if self._stop is not None else "error"
                 if self._stop is not None:
                     return
                 raise KernelDied(
@@ -347,7 +354,7 @@ class Execution:
             finally:
                 timing.duration = time.monotonic() - began
                 cell.metadata["kubemill"] = {
-                    "startTime": _iso(timing.start_time),
+                    "startTime": iso(timing.start_time),
                     "durationSeconds": round(timing.duration, 4),
                     "status": timing.status,
                 }

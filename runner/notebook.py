@@ -135,7 +135,7 @@ def serialize(nb: dict[str, Any], redactor: Redactor | None = None) -> bytes:
 
     Skips nbformat's schema validation: it costs more than the write itself on large outputs.
     """
-    doc = redactor.tree(nb) if redactor else nb
+    doc = redactor.notebook(nb) if redactor else nb
     return (json.dumps(doc, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
 
 

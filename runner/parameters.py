@@ -9,6 +9,7 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import datetime
 import difflib
 import io
 import json
@@ -34,9 +35,11 @@ __all__ = [
     "find_tagged_cell",
     "infer_cli_value",
     "inject_parameters",
+    "json_safe",
     "load_json",
     "load_yaml",
     "load_yaml_base64",
+    "normalize",
     "to_python",
     "validate_parameters",
 ]
@@ -117,6 +120,42 @@ def load_json(text: str, what: str) -> dict[str, Any]:
         ) from None
 
 
+def normalize(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Parameter values as JSON shapes: YAML dates become ISO strings, tuples lists.
+
+    Done once, right after the sources are merged, so validation, injection and metadata all
+    see the same values.
+    """
+    return {str(name): _normal(value, name) for name, value in values.items()}
+
+
+def _normal(value: Any, name: str) -> Any:
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, datetime.date | datetime.datetime | datetime.time):
+        return value.isoformat()
+    if isinstance(value, list | tuple):
+        return [_normal(v, name) for v in value]
+    if isinstance(value, Mapping):
+        return {str(k): _normal(v, name) for k, v in value.items()}
+    raise BadInputError(
+        f"parameter {name!r} has a value of type {type(value).__name__}, which cannot be passed "
+        "to a notebook; use null, booleans, numbers, strings, lists or mappings"
+    )
+
+
+def json_safe(value: Any) -> Any:
+    """`value` with NaN and infinities spelt as strings, for metadata that must be strict JSON
+    (browsers' JSON.parse rejects a bare NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    return value
+
+
 # --- translating values to Python source ------------------------------------------------------
 
 
@@ -139,9 +178,6 @@ def to_python(value: Any) -> str:
         return "{" + items + "}"
     if isinstance(value, list | tuple):
         return "[" + ", ".join(to_python(v) for v in value) + "]"
-    # YAML can produce dates and timestamps; they reach the kernel as ISO strings.
-    if hasattr(value, "isoformat"):
-        return repr(value.isoformat())
     raise BadInputError(
         f"parameter value {value!r} of type {type(value).__name__} cannot be passed to a "
         "notebook; use null, booleans, numbers, strings, lists or mappings"
@@ -177,6 +213,31 @@ def _without_magics(source: str) -> str:
     )
 
 
+def _assignments(tree: ast.Module) -> list[ast.stmt]:
+    """Assignments at module level, also inside if/try/with/for blocks, not inside functions
+    or classes, since those names are not the notebook's globals."""
+    found: list[ast.stmt] = []
+    pending: list[ast.stmt] = list(tree.body)
+    while pending:
+        node = pending.pop(0)
+        if isinstance(node, ast.Assign | ast.AnnAssign):
+            found.append(node)
+        elif not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef):
+            for field in ("body", "orelse", "finalbody", "handlers"):
+                pending.extend(getattr(node, field, []) or [])
+    return found
+
+
+def _target_names(target: ast.expr) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, ast.Tuple | ast.List):
+        return [n for element in target.elts for n in _target_names(element)]
+    if isinstance(target, ast.Starred):
+        return _target_names(target.value)
+    return []
+
+
 def declared_parameters(source: str) -> list[Declared]:
     """The names a `parameters` cell assigns at top level, with type, default and help."""
     clean = _without_magics(source)
@@ -189,7 +250,7 @@ def declared_parameters(source: str) -> list[Declared]:
         ) from None
     comments = _comments_by_line(clean)
     found: dict[str, Declared] = {}
-    for node in tree.body:
+    for node in _assignments(tree):
         if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             annotation = ast.get_source_segment(clean, node.annotation)
             default = ast.get_source_segment(clean, node.value) if node.value else ""
@@ -197,7 +258,7 @@ def declared_parameters(source: str) -> list[Declared]:
         elif isinstance(node, ast.Assign):
             annotation = None
             default = ast.get_source_segment(clean, node.value) or ""
-            targets = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            targets = [name for t in node.targets for name in _target_names(t)]
         else:
             continue
         line = node.end_lineno or node.lineno
@@ -331,8 +392,12 @@ def validate_parameters(
             if spec is None or spec.type is None:
                 continue
             if check_type(spec.type, value) is False:
+                hint = ""
+                if check_type(spec.type, str(value)) is True and not isinstance(value, str):
+                    hint = f" (pass -r {name} VALUE to give it as a string)"
                 problems.append(
                     f"parameter {name!r} is declared as {spec.type} but got {_describe(value)}"
+                    + hint
                 )
         for name in secret_names:
             spec = by_name.get(name)

@@ -10,20 +10,16 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
+from collections.abc import Callable
 from typing import IO, Any
 
 from nbformat import NotebookNode
 
+from kubemill.runner.clock import iso
 from kubemill.runner.execute import CellTiming
 from kubemill.runner.redact import Redactor
 
 __all__ = ["Reporter"]
-
-
-def _now() -> str:
-    now = time.time()
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1e3):03d}Z"
 
 
 def _first_line(source: str, width: int = 60) -> str:
@@ -60,6 +56,11 @@ class Reporter:
             progress_bar = not self._json and self._log.isatty()
         self._bar_wanted = progress_bar and not self._json
         self._bar: Any = None
+        #: Called on every change to the notebook (the run points it at its checkpointer).
+        self.on_change: Callable[[], None] | None = None
+        # With secrets, cell output reaches the log a whole line at a time, so a secret
+        # written in several pieces on one line is still masked.
+        self._pending: dict[tuple[int, str], str] = {}
 
     # --- plain log lines ------------------------------------------------------------------
 
@@ -68,10 +69,10 @@ class Reporter:
             return
         message = self.redactor.text(message)
         if self._json:
-            record = {"time": _now(), "level": level, "message": message, **fields}
+            record = {"time": iso(), "level": level, "message": message, **fields}
             line = json.dumps(self.redactor.tree(record), ensure_ascii=False, default=str)
         else:
-            line = f"{_now()} kubemill {level.upper():7} {message}"
+            line = f"{iso()} kubemill {level.upper():7} {message}"
         if self._bar is not None:
             self._bar.write(line, file=self._log)
         else:
@@ -101,7 +102,8 @@ class Reporter:
     # --- the execution's observer methods -------------------------------------------------
 
     def changed(self) -> None:
-        """Checkpointing is the run's business, not the reporter's."""
+        if self.on_change is not None:
+            self.on_change()
 
     def cell_started(self, index: int, number: int, total: int, cell: NotebookNode) -> None:
         if self._bar_wanted and self._bar is None:
@@ -129,6 +131,7 @@ class Reporter:
         )
 
     def cell_finished(self, index: int, number: int, total: int, timing: CellTiming) -> None:
+        self._flush_pending(index)
         if self._bar is not None:
             self._bar.update(1)
             return
@@ -146,7 +149,21 @@ class Reporter:
     def stream(self, index: int, name: str, text: str) -> None:
         if not self._log_output or self._quiet:
             return
-        text = self.redactor.text(text)
+        if self.redactor:
+            text = self._pending.pop((index, name), "") + text
+            complete, newline, rest = text.rpartition("\n")
+            if rest:
+                self._pending[(index, name)] = rest
+            text = complete + newline
+            if not text:
+                return
+        self._write_stream(index, name, self.redactor.text(text))
+
+    def _flush_pending(self, index: int) -> None:
+        for key in [k for k in self._pending if k[0] == index]:
+            self._write_stream(index, key[1], self.redactor.text(self._pending.pop(key)))
+
+    def _write_stream(self, index: int, name: str, text: str) -> None:
         if self._json:
             self._emit("info", text, event="output", cell=index, stream=name)
             return

@@ -11,9 +11,7 @@ from typing import Any
 
 __all__ = ["record"]
 
-# Duplicated from kubemill.runner.contract on purpose: importing the contract would be cheap, but
-# this module must stay importable on its own from any kernel that has kubemill installed.
-_MIMETYPE = "application/vnd.kubemill.record+json"
+from kubemill.runner.contract import RECORD_MIMETYPE as _MIMETYPE
 
 
 def record(name: str, value: Any) -> None:

@@ -13,22 +13,25 @@ import platform
 import signal
 import time
 import traceback
-from collections.abc import Iterator, Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from nbformat import NotebookNode
 
 from kubemill.runner import __version__
+from kubemill.runner.clock import iso
 from kubemill.runner.contract import ExitCode, build_summary
 from kubemill.runner.errors import (
     BadInputError,
+    InternalError,
     RunFailure,
     RunnerError,
     StorageError,
     Terminated,
 )
-from kubemill.runner.execute import CellTiming, Execution, ExecutionOptions
+from kubemill.runner.execute import Execution, ExecutionOptions
 from kubemill.runner.notebook import (
     collect_results,
     error_anchor_cell,
@@ -42,13 +45,21 @@ from kubemill.runner.parameters import (
     declared_parameters,
     find_tagged_cell,
     inject_parameters,
+    json_safe,
+    normalize,
     validate_parameters,
 )
 from kubemill.runner.progress import Reporter
 from kubemill.runner.redact import Redactor
-from kubemill.runner.storage import Fetched, Location, Storage, describe_s3_source
+from kubemill.runner.storage import Fetched, Location, Storage, source_identity
 
-__all__ = ["RunOptions", "RunOutcome", "run_notebook"]
+__all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "display_uri", "run_notebook"]
+
+#: Seconds the final save may take after SIGTERM: with the 5 s interrupt grace and the kernel's
+#: shutdown, the runner exits within about 22 s, inside Kubernetes' default 30 s grace period.
+STOP_SAVE_BUDGET = 15.0
+#: Secrets shorter than this mask too much unrelated text; the run warns about them.
+SHORT_SECRET = 6
 
 
 @dataclass(frozen=True)
@@ -66,8 +77,10 @@ class RunOptions:
     allow_errors: bool = False
     checkpoint_interval: float = 10.0  # minimum seconds between two checkpoint saves
     html: bool = False
-    handle_signals: bool = True
+    handle_signals: bool = True  # route SIGTERM/SIGINT into the run (off when embedded)
     interrupt_grace: float = 5.0
+    report_mode: bool = False  # papermill's --report-mode: hide code cells' source
+    prepare_only: bool = False  # papermill's --prepare-only: inject parameters, do not execute
 
 
 @dataclass
@@ -80,8 +93,14 @@ class RunOutcome:
     summary: bytes
 
 
-def _iso(epoch: float) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+def display_uri(uri: str) -> str:
+    """A URI as it may be recorded: without user:password@ or query (presigned signatures)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _Targets:
@@ -106,17 +125,18 @@ class _Targets:
 class _Checkpointer:
     """Saves the running notebook at most once per interval, and only when it changed.
 
-    The bytes written therefore grow with the run's duration, not with cells times notebook size.
-    Saves never overlap, so an older checkpoint can never land after the final save.
+    The bytes written therefore grow with the run's duration, not with cells times notebook
+    size. Saves never overlap, so an older checkpoint can never land after the final save.
     """
 
-    def __init__(self, interval: float, save: Any, reporter: Reporter) -> None:
+    def __init__(
+        self, interval: float, save: Callable[[], Awaitable[None]], reporter: Reporter
+    ) -> None:
         self._interval = interval
         self._save = save
         self._reporter = reporter
         self._dirty = asyncio.Event()
         self._stopped = asyncio.Event()
-        self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self.saves = 0
 
@@ -129,13 +149,13 @@ class _Checkpointer:
 
     async def _loop(self) -> None:
         last = time.monotonic()
-        while not self._stopping:
+        while not self._stopped.is_set():
             await self._dirty.wait()
             wait = last + self._interval - time.monotonic()
             if wait > 0:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stopped.wait(), wait)
-            if self._stopping:
+            if self._stopped.is_set():
                 return
             self._dirty.clear()
             last = time.monotonic()
@@ -147,35 +167,48 @@ class _Checkpointer:
 
     async def stop(self) -> None:
         """Let an in-flight save finish, then stop; the caller does the final save."""
-        self._stopping = True
         self._stopped.set()
         self._dirty.set()
         if self._task is not None:
             await self._task
 
 
-class _Observer:
-    """Routes execution events to the reporter and the checkpointer."""
+class _SignalRouter:
+    """SIGTERM/SIGINT for the whole run, by phase.
+
+    Fetching and preparing: the run ends at once (with a summary). Executing: the execution
+    interrupts the kernel and stops. Saving: the signal waits, since the save is what makes the
+    run's end visible; the kubelet's SIGKILL still ends it after the grace period.
+    """
 
     def __init__(self, reporter: Reporter) -> None:
         self.reporter = reporter
-        self.checkpointer: _Checkpointer | None = None
+        self.execution: Execution | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.saving = False
+        self.received: str | None = None
 
-    def changed(self) -> None:
-        if self.checkpointer is not None:
-            self.checkpointer.changed()
+    def __call__(self, signum: int, _frame: object) -> None:
+        name = signal.Signals(signum).name
+        self.received = self.received or name
+        if self.execution is not None and self.loop is not None:
+            self.loop.call_soon_threadsafe(self.execution.on_signal, signum)
+        elif self.saving:
+            self.reporter.warning(f"{name} while saving the output: saving first")
+        else:
+            raise Terminated.by(name, None, None)
 
-    def cell_started(self, index: int, number: int, total: int, cell: NotebookNode) -> None:
-        self.reporter.cell_started(index, number, total, cell)
-
-    def cell_finished(self, index: int, number: int, total: int, timing: CellTiming) -> None:
-        self.reporter.cell_finished(index, number, total, timing)
-
-    def stream(self, index: int, name: str, text: str) -> None:
-        self.reporter.stream(index, name, text)
-
-    def note(self, message: str) -> None:
-        self.reporter.note(message)
+    @contextlib.contextmanager
+    def installed(self, enabled: bool) -> Iterator[None]:
+        if not enabled:
+            yield
+            return
+        previous = {s: signal.signal(s, self) for s in (signal.SIGTERM, signal.SIGINT)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
 
 
 class _Run:
@@ -186,17 +219,21 @@ class _Run:
         reporter: Reporter,
         environ: Mapping[str, str],
         identity: Mapping[str, str],
+        signals: _SignalRouter,
     ) -> None:
         self.options = options
         self.storage = storage
         self.reporter = reporter
         self.environ = environ
         self.identity = dict(identity)
+        self.signals = signals
         self.started = time.time()
-        self.targets = _Targets(options.output)
+        self.targets: _Targets | None = None
+        self.parameters: dict[str, Any] = {}
         self.nb: NotebookNode | None = None
         self.fetched: Fetched | None = None
         self.execution: Execution | None = None
+        self.checkpoints = 0
         self.redactor = Redactor()
         self.failure: RunnerError | None = None
         self.kernel_name = ""
@@ -205,20 +242,19 @@ class _Run:
 
     def prepare(self) -> None:
         options = self.options
-        secret_values: dict[str, str] = {}
-        for name, env in options.secrets.items():
-            if env not in self.environ:
+        self.targets = targets = _Targets(options.output)
+        self._read_secrets()
+        self.parameters = normalize(options.parameters)
+        if options.html:
+            try:
+                import nbconvert  # noqa: F401
+            except ImportError:
                 raise BadInputError(
-                    f"secret parameter {name!r} reads the environment variable {env!r}, "
-                    "which is not set"
-                )
-            secret_values[name] = self.environ[env]
-        self.redactor = Redactor(secret_values.values())
-        self.reporter.redactor = self.redactor  # cell output streams into the log
-        source = Location.parse(options.input)
-        self.fetched = self.storage.read(source)
-        self.storage.check_writable(self.targets.root)
-        nb, notes = parse_notebook(self.fetched.data, options.input)
+                    "--html needs nbconvert: pip install 'kubemill[html]'"
+                ) from None
+        self.fetched = self.storage.read(Location.parse(options.input))
+        self.storage.check_writable(targets.root)
+        nb, notes = parse_notebook(self.fetched.data, display_uri(options.input))
         for note in notes:
             self.reporter.info(note)
         self.nb = nb
@@ -230,61 +266,96 @@ class _Run:
                 cell.execution_count = None
                 cell.metadata.pop("kubemill", None)
                 cell.metadata.pop("execution", None)
+                if options.report_mode:
+                    cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
         self.kernel_name = (
             options.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
         )
+        self._parameterize(nb)
+        nb.metadata["papermill"] = {
+            "parameters": json_safe(self.parameters),
+            "input_path": display_uri(options.input),
+            "output_path": targets.notebook.uri,
+        }
+        self._set_metadata("Running")
+
+    def _read_secrets(self) -> None:
+        values: list[str] = []
+        for name, env in self.options.secrets.items():
+            if env not in self.environ:
+                raise BadInputError(
+                    f"secret parameter {name!r} reads the environment variable {env!r}, "
+                    "which is not set"
+                )
+            value = self.environ[env]
+            if len(value) < SHORT_SECRET:
+                self.reporter.warning(
+                    f"secret parameter {name!r} is shorter than {SHORT_SECRET} characters: "
+                    "masking it may also mask unrelated text in the output"
+                )
+            values.append(value)
+        self.redactor = Redactor(values)
+        self.reporter.redactor = self.redactor  # cell output streams into the log
+
+    def _parameterize(self, nb: NotebookNode) -> None:
+        options = self.options
+        if not (self.parameters or options.secrets):
+            return
+        language = (
+            nb.metadata.get("kernelspec", {}).get("language")
+            or nb.metadata.get("language_info", {}).get("name")
+            or "python"
+        )
+        if str(language).lower() != "python":
+            raise BadInputError(
+                f"the notebook's kernel language is {language!r}; kubemill injects parameters "
+                "as Python and runs Python notebooks only"
+            )
         index = find_tagged_cell(nb, PARAMETERS_TAG)
         declared = declared_parameters(nb.cells[index].source) if index >= 0 else None
         validate_parameters(
-            options.parameters,
+            self.parameters,
             options.secrets,
             declared,
             allow_unknown=options.allow_unknown_parameters,
         )
-        injected = options.parameters or options.secrets
-        if injected and not inject_parameters(nb, options.parameters, options.secrets):
+        if not inject_parameters(nb, self.parameters, options.secrets):
             self.reporter.warning(
                 "the notebook has no cell tagged 'parameters': the parameters were injected "
                 "into a new first cell, and their names could not be checked"
             )
-        nb.metadata["papermill"] = {
-            "parameters": dict(options.parameters),
-            "input_path": options.input,
-            "output_path": self.targets.notebook.uri,
-        }
-        self._set_metadata("Running")
 
     # --- metadata and lineage -------------------------------------------------------------
 
     def lineage(self, status: str) -> dict[str, Any]:
         fetched = self.fetched
         execution = self.execution
-        language = dict(execution.kernel_info.get("language_info", {})) if execution else {}
+        info = execution.kernel_info if execution else {}
+        language = dict(info.get("language_info", {}))
         now = time.time()
         out: dict[str, Any] = {
             "kubemillVersion": __version__,
             "status": status,
             "input": {
-                "uri": self.options.input,
-                **(describe_s3_source(fetched) if fetched else {}),
+                "uri": display_uri(self.options.input),
+                **(source_identity(fetched) if fetched else {}),
             },
-            "output": self.targets.notebook.uri,
-            "parameters": dict(self.options.parameters),
+            "output": self.targets.notebook.uri if self.targets else None,
+            "parameters": json_safe(self.parameters),
             "secretParameters": {n: {"fromEnv": e} for n, e in self.options.secrets.items()},
             "kernel": {
                 "name": self.kernel_name,
                 "language": language.get("name"),
                 "languageVersion": language.get("version"),
-                "implementation": execution.kernel_info.get("implementation")
-                if execution
-                else None,
+                "implementation": info.get("implementation"),
             },
             "runner": {"python": platform.python_version(), "platform": platform.platform()},
-            "startTime": _iso(self.started),
+            "startTime": iso(self.started),
             "durationSeconds": round(now - self.started, 3),
+            "checkpoints": self.checkpoints,
         }
         if status != "Running":
-            out["endTime"] = _iso(now)
+            out["endTime"] = iso(now)
         if self.identity:
             out["identity"] = dict(self.identity)
         if execution is not None:
@@ -314,21 +385,26 @@ class _Run:
             where = f" Cell In [{execution.current_number}] is running ({done} code cells done)."
         banner = status_banner(
             "This run is still in progress.",
-            f"Checkpoint saved at {_iso(time.time())}.{where} The final output replaces it.",
+            f"Checkpoint saved at {iso()}.{where} The final output replaces it.",
             link_to_cell=False,
             color="darkorange",
         )
         return {**self.nb, "cells": [banner, *self.nb.cells]}
 
     async def checkpoint(self) -> None:
+        assert self.targets is not None
         data = serialize(self._running_view(), self.redactor)
-        await asyncio.to_thread(self.storage.write, self.targets.notebook, data)
+        # Best effort with short timeouts: a slow checkpoint must not delay a stop.
+        await asyncio.to_thread(self.storage.write, self.targets.notebook, data, quick=True)
+        self.checkpoints += 1
 
     def finalize_notebook(self) -> None:
         """Banner and anchor for a failed run; final metadata for every run."""
         assert self.nb is not None
         failure = self.failure
         status = "Succeeded" if failure is None else "Failed"
+        if self.options.prepare_only and failure is None:
+            status = "Prepared"
         if isinstance(failure, RunFailure):
             cell = failure.cell
             if cell is not None:
@@ -358,28 +434,35 @@ class _Run:
         self._set_metadata(status)
 
     def save_final(self) -> None:
-        assert self.nb is not None
-        redactor = self.redactor
+        """Write every artifact; after a stop signal, within STOP_SAVE_BUDGET, notebook first."""
+        assert self.nb is not None and self.targets is not None
+        targets, redactor = self.targets, self.redactor
+        quick = self.signals.received is not None
+        deadline = time.monotonic() + STOP_SAVE_BUDGET
         notebook = serialize(self.nb, redactor)
-        self.storage.write(self.targets.notebook, notebook, durable=True)
+        self.storage.write(targets.notebook, notebook, durable=True, quick=quick)
         meta = self.nb.metadata["kubemill"]
-        if self.targets.results is not None:
-            results = json.dumps(redactor.tree(meta["results"]), indent=2, ensure_ascii=False)
-            self.storage.write(self.targets.results, (results + "\n").encode(), durable=True)
-        if self.targets.lineage is not None:
-            lineage = self.lineage(meta["status"])
-            lineage["results"] = meta["results"]
-            text = json.dumps(redactor.tree(lineage), indent=2, ensure_ascii=False)
-            self.storage.write(self.targets.lineage, (text + "\n").encode(), durable=True)
-        if self.options.html and self.targets.html is not None:
-            self.storage.write(self.targets.html, render_html(notebook), durable=True)
+        extras: list[tuple[Location, Callable[[], bytes]]] = []
+        if targets.results is not None:
+            extras.append((targets.results, lambda: _json_bytes(redactor.tree(meta["results"]))))
+        if targets.lineage is not None:
+            lineage = {**self.lineage(meta["status"]), "results": meta["results"]}
+            extras.append((targets.lineage, lambda: _json_bytes(redactor.tree(lineage))))
+        if self.options.html and targets.html is not None:
+            extras.append((targets.html, lambda: render_html(notebook)))
+        for location, content in extras:
+            if quick and time.monotonic() > deadline:
+                self.reporter.warning(f"out of time after the stop signal: {location.uri} skipped")
+                continue
+            self.storage.write(location, content(), durable=True, quick=quick)
 
     # --- the whole run --------------------------------------------------------------------
 
     async def execute(self) -> None:
-        assert self.nb is not None
-        observer = _Observer(self.reporter)
+        assert self.nb is not None and self.targets is not None
         options = self.options
+        if options.prepare_only:
+            return
         run_timeout = options.run_timeout
         if run_timeout:
             run_timeout = max(0.001, run_timeout - (time.time() - self.started))
@@ -394,58 +477,40 @@ class _Run:
                 run_timeout_total=options.run_timeout,
                 allow_errors=options.allow_errors,
                 interrupt_grace=options.interrupt_grace,
-                handle_signals=options.handle_signals,
             ),
-            observer,
+            self.reporter,
         )
         checkpointer = None
         if self.targets.notebook.scheme != "-":
             checkpointer = _Checkpointer(
                 options.checkpoint_interval, self.checkpoint, self.reporter
             )
-            observer.checkpointer = checkpointer
+            self.reporter.on_change = checkpointer.changed
             checkpointer.start()
+        self.signals.loop = asyncio.get_running_loop()
+        self.signals.execution = self.execution
         try:
             await self.execution.run()
         finally:
+            self.signals.execution = None
+            self.signals.saving = True
+            self.reporter.on_change = None
             self.reporter.close()
             if checkpointer is not None:
                 await checkpointer.stop()
 
 
+def _json_bytes(value: Any) -> bytes:
+    return (json.dumps(json_safe(value), indent=2, ensure_ascii=False) + "\n").encode()
+
+
 def render_html(notebook: bytes) -> bytes:
     """The executed notebook as a standalone HTML page (needs the `html` extra)."""
-    try:
-        import nbformat
-        from nbconvert import HTMLExporter
-    except ImportError:
-        raise BadInputError("--html needs nbconvert: pip install 'kubemill[html]'") from None
+    import nbformat
+    from nbconvert import HTMLExporter
+
     body, _ = HTMLExporter().from_notebook_node(nbformat.reads(notebook.decode(), as_version=4))
     return str(body).encode()
-
-
-def _raise_terminated(signum: int, _frame: object) -> None:
-    raise Terminated.by(signal.Signals(signum).name, None, None)
-
-
-@contextlib.contextmanager
-def _signals_deferred(reporter: Reporter, enabled: bool) -> Iterator[None]:
-    """While the final output is written, SIGTERM/SIGINT wait: the save is what they would
-    interrupt, and it is what makes the run's end visible. The kubelet's SIGKILL still ends it
-    after the grace period."""
-    if not enabled:
-        yield
-        return
-
-    def note(signum: int, _frame: object) -> None:
-        reporter.warning(f"{signal.Signals(signum).name} while saving the output: saving first")
-
-    previous = {s: signal.signal(s, note) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        yield
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
 
 
 def run_notebook(
@@ -456,36 +521,52 @@ def run_notebook(
     environ: Mapping[str, str],
     identity: Mapping[str, str] | None = None,
 ) -> RunOutcome:
-    """Run one notebook; never raises for an expected failure, returns its outcome instead."""
-    run = _Run(options, storage, reporter, environ, identity or {})
-    if options.handle_signals:
-        # Until the execution installs its own handlers: a signal while fetching the notebook
-        # still ends the run with a summary, not with a bare "killed by signal 15".
-        for signum in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(signum, _raise_terminated)
+    """Run one notebook; never raises, returns the outcome with its summary instead."""
+    signals = _SignalRouter(reporter)
+    with signals.installed(options.handle_signals):
+        run = _Run(options, storage, reporter, environ, identity or {}, signals)
+        try:
+            run.prepare()
+            assert run.targets is not None
+            reporter.info(
+                f"running {display_uri(options.input)} -> {run.targets.notebook.uri} "
+                f"with kernel {run.kernel_name}"
+            )
+            asyncio.run(run.execute())
+        except RunnerError as exc:
+            run.failure = exc
+            if reporter.debug:
+                reporter.error(traceback.format_exc())
+            reporter.error(exc.message)
+        except Exception as exc:
+            run.failure = InternalError(f"{type(exc).__name__}: {exc}")
+            if reporter.debug:
+                reporter.error(traceback.format_exc())
+            reporter.error(
+                f"internal error: {type(exc).__name__}: {exc} (run with --debug for the "
+                "traceback, and please report it)"
+            )
+        signals.saving = True
+        storage_problem = _save(run, reporter)
+    return _outcome(run, storage_problem, reporter)
+
+
+def _save(run: _Run, reporter: Reporter) -> StorageError | None:
+    if run.nb is None:
+        return None
+    run.finalize_notebook()
     try:
-        run.prepare()
-        reporter.info(
-            f"running {options.input} -> {run.targets.notebook.uri} with kernel {run.kernel_name}"
-        )
-        asyncio.run(run.execute())
-    except RunnerError as exc:
-        run.failure = exc
-        if reporter.debug:
-            reporter.error(traceback.format_exc())
-        reporter.error(exc.message)
-    storage_problem: StorageError | None = None
-    if run.nb is not None:
-        with _signals_deferred(reporter, options.handle_signals):
-            run.finalize_notebook()
-            try:
-                run.save_final()
-            except StorageError as exc:
-                storage_problem = exc
-                reporter.error(f"the output could not be saved: {exc.message}")
-            except RunnerError as exc:  # rendering HTML without nbconvert
-                storage_problem = StorageError(exc.message)
-                reporter.error(exc.message)
+        run.save_final()
+    except StorageError as exc:
+        reporter.error(f"the output could not be saved: {exc.message}")
+        return exc
+    except Exception as exc:  # e.g. nbconvert failing on an odd output while rendering HTML
+        reporter.error(f"the output could not be saved: {type(exc).__name__}: {exc}")
+        return StorageError(f"{type(exc).__name__}: {exc}")
+    return None
+
+
+def _outcome(run: _Run, storage_problem: StorageError | None, reporter: Reporter) -> RunOutcome:
     duration = time.time() - run.started
     failure = run.failure
     if failure is None and storage_problem is not None:
@@ -494,9 +575,15 @@ def run_notebook(
     details = run.redactor.tree(failure.details()) if failure is not None else None
     if details is not None and storage_problem is not None and failure is not storage_problem:
         details["storageError"] = storage_problem.message
-    results = run.redactor.tree(collect_results(run.nb)) if run.nb is not None else {}
-    saved = run.nb is not None and storage_problem is None and run.targets.notebook.scheme != "-"
-    output_url = run.targets.notebook.uri if saved else None
+    results = json_safe(run.redactor.tree(collect_results(run.nb))) if run.nb is not None else {}
+    targets = run.targets
+    saved = (
+        run.nb is not None
+        and storage_problem is None
+        and targets is not None
+        and targets.notebook.scheme != "-"
+    )
+    output_url = targets.notebook.uri if saved and targets is not None else None
     summary = build_summary(
         exit_code=exit_code,
         output_url=output_url,
@@ -504,6 +591,6 @@ def run_notebook(
         failure=details,
         duration_seconds=duration,
     )
-    if exit_code is ExitCode.OK:
-        reporter.info(f"succeeded in {duration:.2f}s; output: {run.targets.notebook.uri}")
+    if exit_code is ExitCode.OK and targets is not None:
+        reporter.info(f"succeeded in {duration:.2f}s; output: {targets.notebook.uri}")
     return RunOutcome(exit_code, output_url, results, details, duration, summary)

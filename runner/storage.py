@@ -31,6 +31,7 @@ __all__ = [
     "Storage",
     "content_type",
     "make_s3_client",
+    "source_identity",
 ]
 
 #: Outputs above this size go up in parts, so a large notebook is neither one huge request nor
@@ -97,19 +98,23 @@ class Fetched:
     version_id: str | None = None
 
 
-def make_s3_client(endpoint_url: str | None, region: str | None = None) -> S3Client:
+def make_s3_client(
+    endpoint_url: str | None, region: str | None = None, *, quick: bool = False
+) -> S3Client:
     """A boto3 S3 client using the standard credential chain.
 
     Path-style addressing for custom endpoints, because S3-compatible stores rarely serve
-    virtual-hosted buckets; standard retry mode with backoff for transient errors.
+    virtual-hosted buckets; standard retry mode with backoff for transient errors. A `quick`
+    client (checkpoints, the save after SIGTERM) gives up after about 14 s per object instead
+    of minutes, so a stop always fits in the pod's grace period.
     """
     import boto3
     from botocore.config import Config
 
     config = Config(
-        retries={"max_attempts": 5, "mode": "standard"},
-        connect_timeout=5,
-        read_timeout=60,
+        retries={"max_attempts": 2 if quick else 5, "mode": "standard"},
+        connect_timeout=2 if quick else 5,
+        read_timeout=5 if quick else 60,
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
     client: S3Client = boto3.session.Session().client(
@@ -169,21 +174,29 @@ class Storage:
 
     def __init__(
         self,
-        s3_client_factory: Callable[[], S3Client],
+        s3_client_factory: Callable[[bool], S3Client],
         *,
         http_timeout: float = 30.0,
         http_attempts: int = 3,
     ) -> None:
+        """`s3_client_factory(quick)` makes the normal (False) or the short-timeout client."""
         self._s3_factory = s3_client_factory
-        self._s3: S3Client | None = None
+        self._clients: dict[bool, S3Client] = {}
         self._http_timeout = http_timeout
         self._http_attempts = http_attempts
+        # Files get the mode a plain open() would give them, not one chosen here.
+        umask = os.umask(0o022)
+        os.umask(umask)
+        self._file_mode = 0o666 & ~umask
+
+    def _client(self, quick: bool = False) -> S3Client:
+        if quick not in self._clients:
+            self._clients[quick] = self._s3_factory(quick)
+        return self._clients[quick]
 
     @property
     def s3(self) -> S3Client:
-        if self._s3 is None:
-            self._s3 = self._s3_factory()
-        return self._s3
+        return self._client()
 
     # --- reading --------------------------------------------------------------------------
 
@@ -256,6 +269,11 @@ class Storage:
         so that case is left for the real write to decide.
         """
         if location.scheme == "file":
+            if not location.is_folder and Path(location.path).is_dir():
+                raise StorageError(
+                    f"cannot write {location.uri}: it is a directory; end the output with / "
+                    "to write a run folder into it"
+                )
             existing = Path(location.path) if location.is_folder else Path(location.path).parent
             while not existing.exists() and existing != existing.parent:
                 existing = existing.parent
@@ -272,20 +290,22 @@ class Storage:
             except BotoCoreError as exc:
                 raise _s3_error(exc, "write", location) from None
 
-    def write(self, location: Location, data: bytes, *, durable: bool = False) -> None:
-        """Write `data`; local files are replaced atomically, fsynced when `durable`."""
+    def write(
+        self, location: Location, data: bytes, *, durable: bool = False, quick: bool = False
+    ) -> None:
+        """Write `data`; local files are replaced atomically, fsynced when `durable`; `quick`
+        uses short S3 timeouts."""
         if location.scheme == "-":
             sys.stdout.buffer.write(data)
             sys.stdout.buffer.flush()
         elif location.scheme == "file":
             self._write_file(Path(location.path), data, durable)
         elif location.scheme == "s3":
-            self._write_s3(location, data)
+            self._write_s3(location, data, self._client(quick))
         else:
             raise BadInputError(f"cannot write to {location.uri}: use a local path, - or s3://")
 
-    @staticmethod
-    def _write_file(path: Path, data: bytes, durable: bool) -> None:
+    def _write_file(self, path: Path, data: bytes, durable: bool) -> None:
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -295,7 +315,7 @@ class Storage:
                     if durable:
                         handle.flush()
                         os.fsync(handle.fileno())
-                os.chmod(tmp, 0o644)
+                os.chmod(tmp, self._file_mode)
                 os.replace(tmp, path)
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
@@ -303,14 +323,14 @@ class Storage:
         except OSError as exc:
             raise StorageError(f"cannot write {path}: {exc.strerror or exc}") from None
 
-    def _write_s3(self, location: Location, data: bytes) -> None:
+    def _write_s3(self, location: Location, data: bytes, client: S3Client) -> None:
         from boto3.s3.transfer import TransferConfig
         from botocore.exceptions import BotoCoreError, ClientError
 
         kind = content_type(location.key)
         try:
             if len(data) < MULTIPART_THRESHOLD:
-                self.s3.put_object(
+                client.put_object(
                     Bucket=location.bucket, Key=location.key, Body=data, ContentType=kind
                 )
             else:
@@ -319,7 +339,7 @@ class Storage:
                     multipart_chunksize=MULTIPART_THRESHOLD,
                     max_concurrency=4,
                 )
-                self.s3.upload_fileobj(
+                client.upload_fileobj(
                     io.BytesIO(data),
                     location.bucket,
                     location.key,
@@ -359,7 +379,7 @@ class Storage:
         return _s3_error(exc, action, location)
 
 
-def describe_s3_source(fetched: Fetched) -> dict[str, Any]:
+def source_identity(fetched: Fetched) -> dict[str, Any]:
     """The identifying fields of an input, for lineage."""
     out: dict[str, Any] = {"sha256": fetched.sha256}
     if fetched.etag:

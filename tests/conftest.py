@@ -68,6 +68,8 @@ def runner_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
         for k, v in os.environ.items()
         if not k.startswith(("AWS_", "KUBEMILL_")) and k != "PYTEST_CURRENT_TEST"
     }
+    # Never the host's /dev/termination-log (the node agent creates it as a mount point).
+    env["KUBEMILL_TERMINATION_MESSAGE_PATH"] = os.devnull
     env.update(extra or {})
     return env
 

@@ -120,6 +120,11 @@ def start_s3(workdir: Path, *, timeout: float = 60.0) -> S3Server:
     log = (workdir / "weed.log").open("wb")
     process = subprocess.Popen(
         [
+            # Dies with whoever started it, even if that process is SIGKILLed.
+            "setpriv",
+            "--pdeathsig",
+            "KILL",
+            "--",
             _weed_binary(),
             "server",
             f"-dir={data}",

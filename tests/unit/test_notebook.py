@@ -92,15 +92,31 @@ def test_banners_from_earlier_runs_are_removed() -> None:
     assert [c.source for c in nb.cells] == ["keep"]
 
 
-def test_serialize_redacts_values_but_never_keys() -> None:
+def test_serialize_redacts_content_but_never_structure() -> None:
     nb = new_notebook(cells=[new_code_cell("print(token)")])
-    nb.cells[0].outputs = [new_output("stream", name="stdout", text="token=hunter2\n")]
-    nb.metadata["hunter2"] = "key stays, hunter2 value goes"
-    data = serialize(nb, Redactor(["hunter2"]))
-    doc = json.loads(data)
-    assert doc["cells"][0]["outputs"][0]["text"] == "token=***\n"
-    assert doc["metadata"]["hunter2"] == "key stays, *** value goes"
-    assert data.endswith(b"}\n")
+    nb.metadata["kernelspec"] = {"name": "python3", "language": "python"}
+    nb.metadata["kubemill"] = {"results": {"hunter2o": 1}}
+    nb.cells[0].outputs = [
+        new_output("stream", name="stdout", text="token=hunt"),
+        new_output("stream", name="stdout", text="er2o\n"),
+        new_output("error", ename="ValueError", evalue="'hunter2o'", traceback=["hunter2o"]),
+    ]
+    doc = json.loads(serialize(nb, Redactor(["hunter2o", "o"])))
+    assert doc["cells"][0]["cell_type"] == "code"  # the one-letter secret left structure alone
+    assert doc["metadata"]["kernelspec"]["name"] == "python3"
+    # pieces joined, then masked; the one-letter secret masks content too, as asked
+    assert doc["cells"][0]["outputs"][0]["text"] == "t***ken=***\n"
+    assert doc["cells"][0]["outputs"][1]["traceback"] == ["***"]
+    assert doc["metadata"]["kubemill"]["results"] == {"***": 1}
+    assert "hunter2o" not in json.dumps(doc)
+
+
+def test_escaped_spellings_of_a_secret_are_masked() -> None:
+    secret = 'quo"te\\back\u00df'
+    redactor = Redactor([secret])
+    assert redactor.text(repr(secret)) == "'***'"
+    assert redactor.text(json.dumps(secret)) == '"***"'
+    assert redactor.text(json.dumps(secret, ensure_ascii=False)) == '"***"'
 
 
 def test_redactor_masks_the_longest_secret_first() -> None:

@@ -18,9 +18,11 @@ from kubemill.runner.parameters import (
     declared_parameters,
     infer_cli_value,
     inject_parameters,
+    json_safe,
     load_json,
     load_yaml,
     load_yaml_base64,
+    normalize,
     to_python,
     validate_parameters,
 )
@@ -91,9 +93,29 @@ def test_unsupported_value_type_is_rejected() -> None:
         to_python(object())
 
 
-def test_yaml_dates_become_iso_strings() -> None:
-    values = load_yaml("day: 2026-11-27\n", "test")
-    assert eval(to_python(values["day"])) == "2026-11-27"
+def test_yaml_dates_and_tuples_are_normalized_once() -> None:
+    values = normalize(load_yaml("day: 2026-11-27\nat: 2026-11-27 06:00:00\n", "test"))
+    assert values == {"day": "2026-11-27", "at": "2026-11-27T06:00:00"}
+    assert normalize({"t": (1, (2,))}) == {"t": [1, [2]]}
+    with pytest.raises(BadInputError, match="'s' has a value of type set"):
+        normalize({"s": {1, 2}})
+
+
+def test_json_safe_spells_non_finite_floats() -> None:
+    assert json_safe({"a": [math.nan, math.inf, -math.inf, 1.5]}) == {
+        "a": ["NaN", "Infinity", "-Infinity", 1.5]
+    }
+
+
+def test_tuple_and_nested_assignments_are_declared() -> None:
+    source = "start, end = 1, 2\nif True:\n    limit = 10\ndef f():\n    hidden = 1\n"
+    assert [d.name for d in declared_parameters(source)] == ["start", "end", "limit"]
+
+
+def test_a_number_for_a_string_suggests_r() -> None:
+    declared = declared_parameters("code: str = 'a'\n")
+    with pytest.raises(BadInputError, match="pass -r code VALUE to give it as a string"):
+        validate_parameters({"code": 7}, [], declared, allow_unknown=False)
 
 
 @pytest.mark.parametrize(
