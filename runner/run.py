@@ -266,12 +266,14 @@ class _Run:
                 cell.execution_count = None
                 cell.metadata.pop("kubemill", None)
                 cell.metadata.pop("execution", None)
-                if options.report_mode:
-                    cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
         self.kernel_name = (
             options.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
         )
         self._parameterize(nb)
+        if options.report_mode:
+            for cell in nb.cells:
+                if cell.cell_type == "code":
+                    cell.metadata.setdefault("jupyter", {})["source_hidden"] = True
         nb.metadata["papermill"] = {
             "parameters": json_safe(self.parameters),
             "input_path": display_uri(options.input),

@@ -19,6 +19,8 @@ from tests.integration.helpers import code_cells, load, start, stdout_text, stop
 
 pytestmark = pytest.mark.integration
 
+ROOT = NOTEBOOKS.parents[1]
+
 
 def test_success_writes_notebook_results_lineage_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "run"
@@ -414,3 +416,57 @@ def test_papermill_outputs_run_again_cleanly(tmp_path: Path) -> None:
     again = load(tmp_path / "again.ipynb")
     tags = [t for c in again["cells"] for t in c["metadata"].get("tags", [])]
     assert "papermill-error-cell-tag" not in tags and "kubemill-banner" not in tags
+
+
+def test_checkpoints_are_bounded_by_time_not_by_outputs(tmp_path: Path) -> None:
+    nb = load(NOTEBOOKS / "values.ipynb")
+    nb["cells"][1]["source"] = (
+        "import time\nfor i in range(40):\n    print(i, flush=True)\n    time.sleep(0.1)"
+    )
+    notebook = tmp_path / "chatty.ipynb"
+    notebook.write_text(json.dumps(nb))
+    result = kubemill(["run", str(notebook), f"{tmp_path}/run/", "--checkpoint-interval", "1"])
+    assert result.returncode == 0, result.stderr
+    checkpoints = load(tmp_path / "run" / "run.json")["checkpoints"]
+    # 40 outputs over about 4 s: one save per second at most, not one per output.
+    assert 1 <= checkpoints <= 6
+
+
+def _strict(text: str) -> object:
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"{constant} is not strict JSON")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_nan_and_dates_as_parameters_give_strict_json(tmp_path: Path) -> None:
+    params = tmp_path / "p.yaml"
+    params.write_text("report_date: 2026-11-27\nthreshold: .nan\n")
+    result = kubemill(
+        [
+            "run", str(ROOT / "examples" / "daily_report.ipynb"), f"{tmp_path}/run/",
+            "-f", str(params),
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    nb = _strict((tmp_path / "run" / "output.ipynb").read_text())
+    lineage = _strict((tmp_path / "run" / "run.json").read_text())
+    assert lineage["parameters"] == {"report_date": "2026-11-27", "threshold": "NaN"}  # type: ignore[index]
+    assert nb["cells"][2]["source"].endswith(  # type: ignore[index]
+        "report_date = '2026-11-27'\nthreshold = float('nan')\n"
+    )
+
+
+def test_prepare_only_and_report_mode(tmp_path: Path) -> None:
+    result = kubemill(
+        [
+            "run", str(NOTEBOOKS / "params.ipynb"), str(tmp_path / "o.ipynb"),
+            "-p", "alpha", "0.3", "--prepare-only", "--report-mode",
+        ]
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    nb = load(tmp_path / "o.ipynb")
+    assert "alpha = 0.3" in nb["cells"][2]["source"]
+    assert all(c["execution_count"] is None for c in code_cells(nb))
+    assert all(c["metadata"]["jupyter"]["source_hidden"] for c in code_cells(nb))
+    assert nb["metadata"]["kubemill"]["status"] == "Prepared"

@@ -180,7 +180,8 @@ def test_checkpoint_is_visible_in_s3_while_a_cell_runs(
     assert final["metadata"]["kubemill"]["status"] == "Failed"
 
 
-CANARY = "canary-7f3a9c1e-SECRET"
+CANARY = 'canary-7f3a"9c1e\\SECRET'  # a quote and a backslash: escaped spellings differ
+SPELLINGS = {CANARY, repr(CANARY)[1:-1], json.dumps(CANARY)[1:-1]}
 
 
 @pytest.mark.parametrize("via", ["flag", "environment"])
@@ -208,11 +209,16 @@ def test_secret_canary_is_in_no_artifact(
         )
     assert len(everything) == 6  # stdout, stderr, summary, output.ipynb, results.json, run.json
     for text in everything:
-        assert CANARY not in text
+        for spelling in SPELLINGS:
+            assert spelling not in text
         assert base64.b64encode(CANARY.encode()).decode() not in text
     nb = _get(s3_admin, bucket, "secret/output.ipynb")
-    assert "the token is ***" in stdout_text(nb)
-    assert "bad token ***" in summary["failure"]["evalue"]
+    printed = stdout_text(nb)
+    assert "the token is ***" in printed
+    assert "\n***\n" in printed  # printed one character at a time, still masked
+    assert "{'token': '***'}" in printed
+    assert "bad token '***'" in summary["failure"]["evalue"]
+    assert summary["results"]["***"] == "the name is the secret"
     assert _get(s3_admin, bucket, "secret/run.json")["secretParameters"] == {
         "token": {"fromEnv": "KM_TOKEN"}
     }
