@@ -1,0 +1,103 @@
+"""`kubemill-operator`: settings, API client and kopf, wired together at start-up."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.handlers import AlreadyExists, register
+from kubemill.operator.meta import GROUP, PLURAL, VERSION
+from kubemill.operator.settings import Settings
+
+__all__ = ["KubernetesCluster", "main"]
+
+
+class KubernetesCluster:
+    """The handlers' API calls through the official client (kopf has no generic writer)."""
+
+    def __init__(self) -> None:
+        from kubernetes import client, config
+
+        try:
+            config.load_incluster_config()
+        except config.ConfigException:
+            config.load_kube_config()
+        self._batch = client.BatchV1Api()
+        self._custom = client.CustomObjectsApi()
+        self._error = client.ApiException
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
+        try:
+            self._batch.create_namespaced_job(namespace, dict(job))
+        except self._error as exc:
+            if exc.status == 409:
+                raise AlreadyExists(job["metadata"]["name"]) from None
+            if exc.status == 422:
+                raise InvalidSpec(f"the Job was rejected: {_api_message(exc)}") from None
+            if exc.status in (400, 403, 404):
+                raise kopf.TemporaryError(
+                    f"cannot create the Job ({exc.status}): {_api_message(exc)}", delay=30
+                ) from None
+            raise kopf.TemporaryError(f"cannot create the Job: {exc.reason}", delay=5) from None
+
+    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+            )
+        except self._error as exc:
+            if exc.status == 404:  # the run was deleted meanwhile
+                return
+            raise
+
+
+def _api_message(exc: Any) -> str:
+    try:
+        return str(json.loads(exc.body).get("message", exc.reason))
+    except (TypeError, ValueError):
+        return str(exc.reason)
+
+
+def main() -> None:
+    try:
+        settings = Settings.from_env(os.environ)
+    except ValueError as exc:
+        sys.exit(f"kubemill-operator: {exc}")
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s %(message)s"
+    )
+    registry = kopf.OperatorRegistry()
+    register(registry, settings, KubernetesCluster())
+
+    @kopf.on.startup(registry=registry)
+    def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+        # kopf's bookkeeping goes into annotations under our prefix, never into the status,
+        # which belongs to the API; only explicit Events are posted.
+        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
+            prefix="kubemill.dev"
+        )
+        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+            prefix="kubemill.dev", key="last-handled-configuration"
+        )
+        settings.posting.loggers = False
+        settings.execution.max_workers = 16
+        settings.watching.server_timeout = 300
+
+    kopf.run(
+        registry=registry,
+        standalone=True,
+        clusterwide=not settings.namespaces,
+        namespaces=settings.namespaces,
+        liveness_endpoint=settings.liveness_endpoint or None,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,82 @@
+"""Names, labels, annotations and owner references: plain functions over dicts.
+
+Children get deterministic names, which is what makes a restart safe: creating a Job that
+already exists fails with 409 and the existing one is adopted, never duplicated.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = [
+    "GROUP",
+    "KIND",
+    "LABEL_RUN",
+    "VERSION",
+    "child_labels",
+    "copied_annotations",
+    "copied_labels",
+    "job_name",
+    "owner_reference",
+]
+
+GROUP = "kubemill.dev"
+VERSION = "v1alpha1"
+KIND = "NotebookRun"
+PLURAL = "notebookruns"
+#: The label that ties a Job and its pods to their NotebookRun.
+LABEL_RUN = "kubemill.dev/run"
+MANAGED_BY = {"app.kubernetes.io/managed-by": "kubemill"}
+
+# Never copied to children: tools' own bookkeeping, which would confuse them on the child.
+_FOREIGN_PREFIXES = ("kopf.zalando.org/", "kubectl.kubernetes.io/", "kubemill.dev/")
+_MAX_NAME = 63
+
+
+def _ours(key: str) -> bool:
+    return not any(key.startswith(p) for p in _FOREIGN_PREFIXES)
+
+
+def copied_labels(labels: Mapping[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (labels or {}).items() if _ours(k)}
+
+
+def copied_annotations(annotations: Mapping[str, str] | None) -> dict[str, str]:
+    return {k: v for k, v in (annotations or {}).items() if _ours(k)}
+
+
+def job_name(run_name: str, run_uid: str) -> str:
+    """`<run>-<hash of uid>`, at most 63 characters (Job names become pod labels).
+
+    The uid in the hash keeps a recreated run of the same name from adopting its
+    predecessor's Job.
+    """
+    digest = hashlib.sha256(run_uid.encode()).hexdigest()[:8]
+    stem = run_name[: _MAX_NAME - len(digest) - 1].rstrip("-.")
+    return f"{stem}-{digest}"
+
+
+def child_labels(run: Mapping[str, Any]) -> dict[str, str]:
+    """The user's labels plus ours; ours win, since selectors depend on them."""
+    meta = run["metadata"]
+    return {
+        **copied_labels(meta.get("labels")),
+        **MANAGED_BY,
+        "app.kubernetes.io/name": "kubemill",
+        "app.kubernetes.io/component": "notebook-run",
+        LABEL_RUN: meta["name"],
+    }
+
+
+def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
+    meta = run["metadata"]
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": KIND,
+        "name": meta["name"],
+        "uid": meta["uid"],
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }

@@ -1,0 +1,83 @@
+"""Operator settings, read once at start-up from the environment into a frozen dataclass.
+
+Every setting has a default that works in the local sandbox; the Deployment in deploy/ sets
+them from the `kubemill-operator` ConfigMap.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+__all__ = ["Settings"]
+
+
+def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not a whole number") from None
+
+
+@dataclass(frozen=True)
+class Settings:
+    #: Runner image for runs that name none (spec.image).
+    runner_image: str = "ghcr.io/kubemill/kubemill-runner:0.1.0"
+    #: The runner's command inside that image (its ENTRYPOINT), set explicitly so that a
+    #: cluster never depends on an image's entrypoint metadata.
+    runner_command: str = "kubemill"
+    #: Where outputs go when a run names no spec.output: s3://BUCKET/PREFIX/; each run writes
+    #: to <prefix><namespace>/<name>/.
+    output_prefix: str = ""
+    #: S3-compatible endpoint given to runner pods as AWS_ENDPOINT_URL; empty for AWS itself.
+    s3_endpoint_url: str = ""
+    #: Name of a Secret, in each run's namespace, whose keys (AWS_ACCESS_KEY_ID, …) become the
+    #: runner's environment; empty to rely on the pod's identity (IRSA, workload identity).
+    s3_credentials_secret: str = ""
+    #: Namespaces to watch; empty for all (cluster-wide, needs the ClusterRole).
+    namespaces: tuple[str, ...] = ()
+    #: Seconds a finished Job (and its pod, with its log) is kept when a run says nothing.
+    default_ttl_seconds: int | None = 7 * 24 * 3600
+    #: Seconds the runner pod gets between SIGTERM and SIGKILL; the runner needs about 10.
+    termination_grace_seconds: int = 30
+    #: Log level of the operator (DEBUG, INFO, WARNING, ERROR).
+    log_level: str = "INFO"
+    #: Address of the liveness endpoint kopf serves (the Deployment's probe).
+    liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Settings:
+        defaults = cls()
+        namespaces = tuple(
+            n.strip() for n in environ.get("KUBEMILL_NAMESPACES", "").split(",") if n.strip()
+        )
+        prefix = environ.get("KUBEMILL_OUTPUT_PREFIX", defaults.output_prefix).strip()
+        if prefix and not prefix.startswith("s3://"):
+            raise ValueError(f"KUBEMILL_OUTPUT_PREFIX={prefix!r} must start with s3://")
+        if prefix and not prefix.endswith("/"):
+            prefix += "/"
+        level = environ.get("KUBEMILL_LOG_LEVEL", defaults.log_level).strip().upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError(f"KUBEMILL_LOG_LEVEL={level!r} is not DEBUG, INFO, WARNING or ERROR")
+        return cls(
+            runner_image=environ.get("KUBEMILL_RUNNER_IMAGE", defaults.runner_image).strip(),
+            runner_command=environ.get("KUBEMILL_RUNNER_COMMAND", defaults.runner_command),
+            output_prefix=prefix,
+            s3_endpoint_url=environ.get("KUBEMILL_S3_ENDPOINT_URL", "").strip(),
+            s3_credentials_secret=environ.get("KUBEMILL_S3_CREDENTIALS_SECRET", "").strip(),
+            namespaces=namespaces,
+            default_ttl_seconds=_int(
+                environ, "KUBEMILL_DEFAULT_TTL_SECONDS", defaults.default_ttl_seconds
+            ),
+            termination_grace_seconds=_int(
+                environ, "KUBEMILL_TERMINATION_GRACE_SECONDS", defaults.termination_grace_seconds
+            )
+            or defaults.termination_grace_seconds,
+            log_level=level,
+            liveness_endpoint=environ.get(
+                "KUBEMILL_LIVENESS_ENDPOINT", defaults.liveness_endpoint
+            ).strip(),
+        )

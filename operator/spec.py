@@ -1,0 +1,62 @@
+"""Reading a NotebookRun's spec: durations, the notebook source, the output folder.
+
+The CRD schema rejects bad manifests at the API server; these functions still check what they
+rely on, because a CRD can be older than the operator.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.settings import Settings
+
+__all__ = ["NOTEBOOK_MOUNT", "notebook_input", "output_folder", "parse_duration"]
+
+#: Where a notebook taken from a ConfigMap appears inside the runner pod.
+NOTEBOOK_MOUNT = "/var/run/kubemill/notebook"
+
+_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
+_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def parse_duration(text: str, field: str) -> float:
+    """Seconds in a Go-style duration such as `90s`, `10m`, `1h30m` or `250ms`."""
+    if not isinstance(text, str) or not _DURATION.match(text.strip()):
+        raise InvalidSpec(f"{field} {text!r} is not a duration; write e.g. 90s, 10m or 2h")
+    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.strip()))
+
+
+def notebook_input(spec: Mapping[str, Any]) -> str:
+    """The runner's input: the URL as given, or the mounted ConfigMap file."""
+    url = spec.get("notebook")
+    source = spec.get("notebookFrom")
+    if bool(url) == bool(source):
+        raise InvalidSpec(
+            "set exactly one of spec.notebook (an s3:// or https:// URL) or "
+            "spec.notebookFrom.configMapKeyRef"
+        )
+    if url:
+        if not re.match(r"^(s3://[^/]+/.+|https?://.+)$", url):
+            raise InvalidSpec(f"spec.notebook {url!r} must be an s3://BUCKET/KEY or https:// URL")
+        return str(url)
+    ref = (source or {}).get("configMapKeyRef") or {}
+    if not ref.get("name") or not ref.get("key"):
+        raise InvalidSpec("spec.notebookFrom.configMapKeyRef needs both name and key")
+    return f"{NOTEBOOK_MOUNT}/{ref['key']}"
+
+
+def output_folder(spec: Mapping[str, Any], namespace: str, name: str, settings: Settings) -> str:
+    """The run folder: <spec.output or the operator's prefix><namespace>/<name>/."""
+    prefix = spec.get("output") or settings.output_prefix
+    if not prefix:
+        raise InvalidSpec(
+            "spec.output is not set and the operator has no default output prefix; set "
+            "spec.output to s3://BUCKET/PREFIX/ (or KUBEMILL_OUTPUT_PREFIX for the operator)"
+        )
+    if not str(prefix).startswith("s3://"):
+        raise InvalidSpec(f"spec.output {prefix!r} must start with s3://")
+    return f"{str(prefix).rstrip('/')}/{namespace}/{name}/"
