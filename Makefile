@@ -39,7 +39,7 @@ test-e2e: env control-plane
 lint: env
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/hadolint Dockerfile.runner
+	$(BIN)/hadolint Dockerfile.runner Dockerfile.operator
 
 # mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping,
 # so it reads the packages through a tree of symlinks with the installed layout.

@@ -128,15 +128,16 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     on_run = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
     owned = {"labels": {LABEL_RUN: kopf.PRESENT}, "registry": registry}
 
-    @kopf.index(**on_run)  # type: ignore[arg-type]
+    # The ids name the keyword arguments through which kopf hands the indexes to handlers.
+    @kopf.index(id="runs", **on_run)  # type: ignore[arg-type]
     def runs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, name): _plain(body)}
 
-    @kopf.index("batch", "v1", "jobs", **owned)  # type: ignore[arg-type]
+    @kopf.index("batch", "v1", "jobs", id="jobs", **owned)  # type: ignore[arg-type]
     def jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, labels[LABEL_RUN]): _plain(body)}
 
-    @kopf.index("", "v1", "pods", **owned)  # type: ignore[arg-type]
+    @kopf.index("", "v1", "pods", id="pods", **owned)  # type: ignore[arg-type]
     def pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
         return {(namespace, labels[LABEL_RUN]): _plain(body)}
 

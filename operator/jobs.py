@@ -29,8 +29,10 @@ TERMINATION_LOG = "/dev/termination-log"
 
 def runner_timeout(deadline: float) -> float:
     """The runner's own --timeout, shorter than the Job's deadline so that the runner, not the
-    job controller, stops the notebook and saves it with reason RunTimeout."""
-    margin = min(30.0, deadline * 0.1)
+    job controller, stops the notebook and saves it with reason RunTimeout. The margin covers
+    pod start-up, which the deadline counts and the runner does not: a quarter of the deadline,
+    at least 5 s, at most 60 s."""
+    margin = min(60.0, max(5.0, deadline * 0.25))
     return max(1.0, deadline - margin)
 
 

@@ -76,6 +76,11 @@ def main() -> None:
     registry = kopf.OperatorRegistry()
     register(registry, settings, KubernetesCluster())
 
+    @kopf.on.login(registry=registry)
+    def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+        # The same credentials the official client finds: in-cluster, else $KUBECONFIG.
+        return kopf.login_via_client(**kwargs)
+
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         # kopf's bookkeeping goes into annotations under our prefix, never into the status,
@@ -87,6 +92,9 @@ def main() -> None:
             prefix="kubemill.dev", key="last-handled-configuration"
         )
         settings.posting.loggers = False
+        # No watching of CRDs and namespaces for changes: that would need cluster-wide read
+        # access to both; install crds/ before the operator, restart it after upgrading them.
+        settings.scanning.disabled = True
         settings.execution.max_workers = 16
         settings.watching.server_timeout = 300
 

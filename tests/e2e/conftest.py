@@ -14,13 +14,16 @@ import secrets
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
 
+from tests.conftest import NOTEBOOKS
 from tests.harness import kube, wait
 from tests.harness.cluster import start_local_cluster
 from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig
@@ -130,3 +133,118 @@ def service_account_kubeconfig(
         )
 
     return mint
+
+
+# --- kubemill on the cluster --------------------------------------------------------------------
+
+RESULTS_BUCKET = "kubemill-e2e"
+
+
+@pytest.fixture(scope="session")
+def kubemill_installed(cluster: Cluster) -> Cluster:
+    """The CRDs and the operator's RBAC, applied from crds/ and deploy/ as a user would."""
+    from tests.e2e.operator import ROOT, manifests_without_deployment
+
+    cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
+    cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s",
+        "crd/notebookruns.kubemill.dev",
+    )  # fmt: skip
+    _await_parameters_policy(cluster)
+    manifests = manifests_without_deployment(cluster.kubectl)
+    subprocess.run(
+        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "apply",
+         "--server-side", "-f", "-"],
+        input=manifests, text=True, check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
+    return cluster
+
+
+def _await_parameters_policy(cluster: Cluster, timeout: float = 30) -> None:
+    """The admission policy in crds/ takes effect a moment after it is created; probe it with a
+    server-side dry run until it rejects what it must."""
+    probe = (
+        "apiVersion: kubemill.dev/v1alpha1\nkind: NotebookRun\n"
+        "metadata: {name: policy-probe, namespace: default}\n"
+        'spec: {notebook: "s3://b/n.ipynb", parameters: {"2x": 1}}\n'
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = subprocess.run(
+            [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "create",
+             "--dry-run=server", "-f", "-"],
+            input=probe, text=True, capture_output=True, timeout=30, check=False,
+        )  # fmt: skip
+        if "is not a Python identifier" in result.stderr:
+            return
+        time.sleep(0.5)  # the policy compiles asynchronously; no object reports when it is done
+    raise AssertionError("the NotebookRun parameters admission policy never took effect")
+
+
+@pytest.fixture(scope="session")
+def results_bucket(s3_server: Any) -> str:
+    from tests.conftest import s3_client
+
+    client_ = s3_client(s3_server)
+    client_.create_bucket(Bucket=RESULTS_BUCKET)
+    for notebook in NOTEBOOKS.glob("*.ipynb"):
+        client_.upload_file(str(notebook), RESULTS_BUCKET, f"notebooks/{notebook.name}")
+    return RESULTS_BUCKET
+
+
+@pytest.fixture(scope="session")
+def operator(
+    kubemill_installed: Cluster,
+    api: client.ApiClient,
+    s3_server: Any,
+    results_bucket: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Any]:
+    """One operator for the session, with exactly the RBAC deploy/ grants it."""
+    from tests.e2e.operator import NAMESPACE, SERVICE_ACCOUNT, OperatorProcess
+
+    workdir = tmp_path_factory.mktemp("operator")
+    kubeconfig = mint_service_account_kubeconfig(
+        api, kubemill_installed.kubeconfig, NAMESPACE, SERVICE_ACCOUNT,
+        workdir / "operator.kubeconfig", expiration_seconds=6 * 3600,
+    )  # fmt: skip
+    process = OperatorProcess(
+        kubeconfig,
+        {
+            "KUBEMILL_OUTPUT_PREFIX": f"s3://{results_bucket}/runs/",
+            "KUBEMILL_S3_ENDPOINT_URL": s3_server.endpoint_url,
+            "KUBEMILL_S3_CREDENTIALS_SECRET": "kubemill-s3",
+            "KUBEMILL_RUNNER_IMAGE": "kubemill-runner:e2e",
+            "KUBEMILL_DEFAULT_TTL_SECONDS": "3600",
+            "KUBEMILL_TERMINATION_GRACE_SECONDS": "30",
+        },
+        workdir / "operator.log",
+    )
+    process.start()
+    try:
+        yield process
+    finally:
+        process.stop()
+
+
+@pytest.fixture
+def run_namespace(namespace: str, api: client.ApiClient, operator: Any, s3_server: Any) -> str:
+    """A test namespace with the S3 credentials Secret runner pods read (the writer identity)."""
+    from tests.s3server import WRITER_KEY
+
+    kube.request(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{namespace}/secrets",
+        body={
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "kubemill-s3"},
+            "stringData": {
+                "AWS_ACCESS_KEY_ID": WRITER_KEY[0],
+                "AWS_SECRET_ACCESS_KEY": WRITER_KEY[1],
+                "AWS_DEFAULT_REGION": "us-east-1",
+            },
+        },
+    )
+    return namespace

@@ -145,7 +145,7 @@ def test_everything_a_run_can_say() -> None:
     assert parameters == {"alpha": 0.1, "nested": {"a": [1, None]}, "region": "eu"}
     assert args[args.index("--kernel") + 1] == "python3"
     assert args[args.index("--cell-timeout") + 1] == "600"
-    assert args[args.index("--timeout") + 1] == "7170"  # the runner stops first
+    assert args[args.index("--timeout") + 1] == "7140"  # the runner stops first
     assert "--html" in args and "--allow-unknown-parameters" in args
     assert main["image"] == "custom:2"
     assert main["resources"] == {"limits": {"memory": "2Gi"}}
@@ -222,8 +222,9 @@ def test_durations(text: str, seconds: float) -> None:
 
 
 def test_runner_timeout_leaves_room_before_the_deadline() -> None:
-    assert runner_timeout(7200) == 7170
-    assert runner_timeout(60) == 54
+    assert runner_timeout(7200) == 7140
+    assert runner_timeout(60) == 45
+    assert runner_timeout(8) == 3
     assert runner_timeout(1) == 1
 
 

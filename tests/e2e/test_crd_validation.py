@@ -1,0 +1,143 @@
+"""The API server itself rejects bad NotebookRuns, each with a message that says how to fix it.
+
+Also: the manifests in crds/ and deploy/ apply cleanly (server-side dry run)."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Any
+
+import pytest
+import yaml
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.operator import ROOT
+
+pytestmark = pytest.mark.e2e
+
+GOOD: dict[str, Any] = {"notebook": "s3://bucket/n.ipynb"}
+
+INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    # (id, metadata overrides, spec, expected message fragment)
+    ("no-notebook", {}, {}, "set exactly one of spec.notebook"),
+    (
+        "both-sources",
+        {},
+        {**GOOD, "notebookFrom": {"configMapKeyRef": {"name": "nb", "key": "a.ipynb"}}},
+        "set exactly one of spec.notebook",
+    ),
+    ("bad-scheme", {}, {"notebook": "ftp://host/n.ipynb"}, "must be s3://BUCKET/KEY or an http"),
+    ("bad-output", {}, {**GOOD, "output": "/tmp/out"}, "spec.output must be an S3 prefix"),
+    ("bad-timeout", {}, {**GOOD, "timeout": "2 hours"}, "spec.timeout must be a duration"),
+    ("bad-cell-timeout", {}, {**GOOD, "cellTimeout": "ten"}, "spec.cellTimeout must be a duration"),
+    (
+        "bad-parameter-name",
+        {},
+        {**GOOD, "parameters": {"2fast": 1}},
+        'spec.parameters name "2fast" is not a Python identifier',
+    ),
+    (
+        "bad-secret-parameter-name",
+        {},
+        {
+            **GOOD,
+            "parametersFrom": [{"name": "my-token", "secretKeyRef": {"name": "s", "key": "k"}}],
+        },
+        "parametersFrom[0].name",
+    ),
+    (
+        "parameter-twice",
+        {},
+        {
+            **GOOD,
+            "parameters": {"token": "x"},
+            "parametersFrom": [{"name": "token", "secretKeyRef": {"name": "s", "key": "k"}}],
+        },
+        'parameter "token" is set both in spec.parameters and in spec.parametersFrom',
+    ),
+    ("negative-retries", {}, {**GOOD, "retries": -1}, "spec.retries"),
+    ("too-many-retries", {}, {**GOOD, "retries": 50}, "spec.retries"),
+    ("bad-kernel", {}, {**GOOD, "kernel": "python 3"}, "spec.kernel"),
+    ("long-name", {"name": "r" * 64}, GOOD, "at most 63 characters"),
+    ("unknown-field", {}, {**GOOD, "paramters": {"a": 1}}, ".spec.paramters: field not declared"),
+    (
+        "secret-without-ref",
+        {},
+        {**GOOD, "parametersFrom": [{"name": "token"}]},
+        "spec.parametersFrom[0].secretKeyRef: Required value",
+    ),
+]
+
+
+def _apply(
+    cluster: Cluster, namespace: str, doc: dict[str, Any]
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "-n", namespace,
+         "apply", "--server-side", "--field-manager=e2e", "-f", "-"],
+        input=yaml.safe_dump(doc), text=True, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("metadata", "spec", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+)
+def test_invalid_notebookruns_are_rejected_with_a_fix(
+    kubemill_installed: Cluster,
+    namespace: str,
+    metadata: dict[str, Any],
+    spec: dict[str, Any],
+    message: str,
+) -> None:
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookRun",
+        "metadata": {"name": "invalid", **metadata},
+        "spec": spec,
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode != 0, f"accepted: {doc}"
+    assert message in result.stderr, result.stderr
+
+
+def test_the_spec_cannot_change_once_the_run_exists(
+    kubemill_installed: Cluster, namespace: str
+) -> None:
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookRun",
+        "metadata": {"name": "fixed"},
+        "spec": {**GOOD, "parameters": {"a": 1}},
+    }
+    assert _apply(kubemill_installed, namespace, doc).returncode == 0
+    doc["spec"]["parameters"] = {"a": 2}
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode != 0
+    assert "spec is immutable: a NotebookRun is one execution" in result.stderr
+    labels_only = {**doc, "metadata": {"name": "fixed", "labels": {"ok": "yes"}}}
+    labels_only["spec"] = {**GOOD, "parameters": {"a": 1}}
+    assert _apply(kubemill_installed, namespace, labels_only).returncode == 0
+
+
+def test_kubectl_explain_teaches_the_api(kubemill_installed: Cluster) -> None:
+    explained = kubemill_installed.kubectl("explain", "nbrun.spec.parametersFrom").stdout
+    assert "never written to the output notebook" in " ".join(explained.split())
+    assert "secretKeyRef" in explained
+
+
+@pytest.mark.parametrize("path", ["crds", "deploy/base"])
+def test_manifests_apply_server_side(kubemill_installed: Cluster, path: str) -> None:
+    result = kubemill_installed.kubectl(
+        "apply", "--server-side", "--dry-run=server", "--force-conflicts", "-k", str(ROOT / path),
+        check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "serverside-applied (server dry run)" in result.stdout
+
+
+def test_sample_run_is_valid(kubemill_installed: Cluster, namespace: str) -> None:
+    result = kubemill_installed.kubectl(
+        "-n", namespace, "create", "--dry-run=server", "-f",
+        str(ROOT / "deploy" / "samples" / "notebookrun.yaml"), check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
