@@ -51,8 +51,8 @@ typecheck: env
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.runner -p kubemill.operator
 
-demo: env
-	$(BIN)/python examples/demo.py
+demo: env control-plane
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python examples/demo.py
 
 bench: env
 	$(BIN)/python benchmarks/bench_runner.py

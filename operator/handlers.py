@@ -163,10 +163,10 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
             kopf.event(_body(run), type="Warning", reason="InvalidSpec", message=exc.message)
             raise kopf.PermanentError(exc.message) from None
 
-    kopf.on.create(**on_run)(ensure_job)  # type: ignore[arg-type]
-    kopf.on.resume(**on_run)(ensure_job)  # type: ignore[arg-type]
+    kopf.on.create(id="create-job", **on_run)(ensure_job)  # type: ignore[arg-type]
+    kopf.on.resume(id="adopt-job", **on_run)(ensure_job)  # type: ignore[arg-type]
 
-    @kopf.on.event("batch", "v1", "jobs", **owned)  # type: ignore[arg-type]
+    @kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)  # type: ignore[arg-type]
     def job_changed(
         namespace: str,
         labels: kopf.Labels,
@@ -177,7 +177,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     ) -> None:
         reconciler.reconcile((namespace, labels[LABEL_RUN]), runs, jobs, pods)
 
-    @kopf.on.event("", "v1", "pods", **owned)  # type: ignore[arg-type]
+    @kopf.on.event("", "v1", "pods", id="pod-changed", **owned)  # type: ignore[arg-type]
     def pod_changed(
         namespace: str,
         labels: kopf.Labels,
@@ -188,7 +188,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     ) -> None:
         reconciler.reconcile((namespace, labels[LABEL_RUN]), runs, jobs, pods)
 
-    @kopf.on.event(**on_run)  # type: ignore[arg-type]
+    @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
     def run_changed(
         namespace: str,
         name: str,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import sys
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 import kopf
 
@@ -65,6 +66,15 @@ def _api_message(exc: Any) -> str:
         return str(exc.reason)
 
 
+class _QuietSuccess(logging.Filter):
+    """Drops kopf's "Handler '…' succeeded." lines: one per watch event, they would drown the
+    lines that matter (Jobs created, failures) in a busy cluster."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not (message.startswith("Handler '") and message.endswith("succeeded."))
+
+
 def main() -> None:
     try:
         settings = Settings.from_env(os.environ)
@@ -73,6 +83,9 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)-7s %(name)s %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        for handler in logging.getLogger().handlers:
+            handler.addFilter(_QuietSuccess())
     registry = kopf.OperatorRegistry()
     register(registry, settings, KubernetesCluster())
 
@@ -100,6 +113,9 @@ def main() -> None:
 
     kopf.run(
         registry=registry,
+        # Named here, not by kopf from the user name: a uid without a passwd entry (random
+        # uids on OpenShift, any uid on a read-only image) would crash kopf's own lookup.
+        identity=cast(Any, f"kubemill-operator@{socket.gethostname()}"),
         standalone=True,
         clusterwide=not settings.namespaces,
         namespaces=settings.namespaces,
