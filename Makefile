@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(VENV_KEY)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env test test-unit test-integration test-e2e lint typecheck demo bench clean-env
+.PHONY: env test test-unit test-integration test-e2e lint typecheck demo bench bench-operator clean-env
 
 env: $(STAMP)
 
@@ -56,6 +56,9 @@ demo: env control-plane
 
 bench: env
 	$(BIN)/python benchmarks/bench_runner.py
+
+bench-operator: env control-plane
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_operator.py
 
 clean-env:
 	rm -rf $(VENV)

@@ -154,7 +154,7 @@ def kubemill_installed(cluster: Cluster) -> Cluster:
     manifests = manifests_without_deployment(cluster.kubectl)
     subprocess.run(
         [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "apply",
-         "--server-side", "-f", "-"],
+         "--server-side", "--force-conflicts", "-f", "-"],
         input=manifests, text=True, check=True, capture_output=True, timeout=120,
     )  # fmt: skip
     return cluster

@@ -257,3 +257,26 @@ def test_deleting_a_running_run_stops_it_and_keeps_its_partial_output(
     nb = s3_json(s3_admin, url)
     assert "Execution failed: Terminated" in nb["cells"][0]["source"]
     assert run["status"]["jobName"]
+
+
+def test_notebook_from_a_config_map(
+    api: client.ApiClient, run_namespace: str, s3_admin: Any
+) -> None:
+    """The GitOps path: the notebook ships in a ConfigMap next to the run."""
+    from tests.conftest import NOTEBOOKS
+
+    kube.request(
+        api, "POST", f"/api/v1/namespaces/{run_namespace}/configmaps",
+        body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "notebooks"},
+              "data": {"report.ipynb": (NOTEBOOKS / "params.ipynb").read_text()}},
+    )  # fmt: skip
+    create_run(
+        api, run_namespace, "from-config-map",
+        notebookFrom={"configMapKeyRef": {"name": "notebooks", "key": "report.ipynb"}},
+        parameters={"region": "gitops"},
+    )  # fmt: skip
+    run = wait_run(api, run_namespace, "from-config-map", "Succeeded", "Failed")
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["results"]["region"] == "gitops"
+    nb = s3_json(s3_admin, run["status"]["outputUrl"])
+    assert nb["metadata"]["kubemill"]["input"]["uri"].endswith("/report.ipynb")
