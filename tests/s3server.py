@@ -140,7 +140,8 @@ def start_s3(workdir: Path, *, timeout: float = 60.0) -> S3Server:
             "-s3.port.iceberg=0",
             "-s3.port.lance=0",
             "-master.volumeSizeLimitMB=64",
-            "-volume.max=30",
+            # Every bucket is a collection with volumes of its own: leave room for many.
+            "-volume.max=1000",
             "-metricsPort=0",
         ],
         stdout=log,

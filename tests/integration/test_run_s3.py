@@ -199,6 +199,7 @@ def test_secret_canary_is_in_no_artifact(
     result = kubemill(args, env=env)
     assert result.returncode == 10, result.stderr  # the last cell fails, quoting the token
     summary = load(tmp_path / "summary.json")
+    assert summary["outputUrl"] == f"s3://{bucket}/secret/output.ipynb", summary
     # The kernel really had the value: its length was recorded.
     assert summary["results"]["token_length"] == len(CANARY)
     assert summary["results"]["echo"] == "prefix-***"
