@@ -1,51 +1,77 @@
-"""kopf handlers for NotebookRuns: thin edges around the pure builders in jobs.py and status.py.
+"""The NotebookRun controller: kopf watches, a coalescing work queue, and the pure builders.
 
 Nothing is registered at import time: `register()` fills the registry main.py creates.
 
-- create/resume of a run: build its Job and create it; a Job that already exists (a restart
-  after the create went through) is adopted. The deterministic name is the lock.
-- events of the run's Job and pods: recompute the run's status from what the watches have seen
-  (kopf indexes) and patch it when it changed, posting an Event for each transition.
+It is level-triggered, like controllers built with controller-runtime: every watch event of a
+run, its Job or its pods only queues the run's key; a worker then looks at the run, its Job and
+its pods as kopf's indexes hold them, creates the Job if there is none (the deterministic name
+makes a second create fail with 409, and the existing Job is adopted), and patches the status
+when it differs. Nothing is remembered between events but what the cluster says, so a restart at
+any point resumes where the last one stopped, and kopf writes no bookkeeping onto the runs.
 """
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
 import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.jobs import build_job
-from kubemill.operator.meta import GROUP, LABEL_RUN, PLURAL, VERSION
+from kubemill.operator.meta import GROUP, LABEL_RUN, PLURAL, VERSION, job_name
 from kubemill.operator.settings import Settings
 from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
+from kubemill.operator.workqueue import WorkQueue
 
-__all__ = ["AlreadyExists", "Cluster", "Reconciler", "register"]
+__all__ = ["AlreadyExists", "Cluster", "Reconciler", "TransientError", "register"]
 
-
-class Cluster(Protocol):
-    """The few API calls the handlers make, so tests and main.py choose the client."""
-
-    def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
-        """Create the Job; raise AlreadyExists if it exists, InvalidSpec if it is rejected."""
-
-    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the run's status subresource (None values delete keys)."""
+Key = tuple[str, str]
 
 
 class AlreadyExists(Exception):
     """The object to create exists already."""
 
 
-def _plain(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A detached copy of a kopf body, safe to keep in an index."""
+class TransientError(Exception):
+    """An API call failed in a way that may pass: try again later."""
+
+
+class Cluster(Protocol):
+    """The few API calls the controller makes, so tests and main.py choose the client."""
+
+    def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
+        """Create the Job; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+
+    def job_exists(self, namespace: str, name: str) -> bool:
+        """Ask the API server directly, past any watch that may lag."""
+
+    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the run's status subresource (None values delete keys)."""
+
+
+_KEPT_METADATA = (
+    "name",
+    "namespace",
+    "uid",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "creationTimestamp",
+    "resourceVersion",
+)
+
+
+def _plain(body: Mapping[str, Any], *, spec: bool = True) -> dict[str, Any]:
+    """A detached copy of what the controller uses from a body, small enough to keep in an
+    index: no managedFields, and no pod or Job spec, which would triple the memory per run."""
+    meta = body.get("metadata") or {}
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": dict(body.get("metadata") or {}),
-        "spec": dict(body.get("spec") or {}),
+        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
+        "spec": dict(body.get("spec") or {}) if spec else {},
         "status": dict(body.get("status") or {}),
     }
 
@@ -55,76 +81,100 @@ def _body(run: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, run))
 
 
-class Reconciler:
-    """Mirrors Jobs and pods into NotebookRun statuses, one run at a time."""
+def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
+    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
-    def __init__(self, cluster: Cluster) -> None:
+
+class Reconciler:
+    """Brings each NotebookRun's Job and status in line with the cluster, one run at a time."""
+
+    def __init__(self, cluster: Cluster, settings: Settings, *, workers: int = 8) -> None:
         self.cluster = cluster
-        self._locks: dict[tuple[str, str], threading.Lock] = {}
-        self._guard = threading.Lock()
+        self.settings = settings
         #: Statuses this process wrote last, newer than the run index until its watch catches up.
         self._written: dict[str, dict[str, Any]] = {}
-
-    def _lock(self, key: tuple[str, str]) -> threading.Lock:
-        with self._guard:
-            return self._locks.setdefault(key, threading.Lock())
+        self._indexes: tuple[Any, Any, Any] | None = None
+        # One key is never worked on by two threads at once: the queue guarantees it.
+        self._queue = WorkQueue(self._work, workers=workers)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
 
-    def reconcile(
-        self,
-        key: tuple[str, str],
-        runs: kopf.Index[Any, Any],
-        jobs: kopf.Index[Any, Any],
-        pods: kopf.Index[Any, Any],
+    def enqueue(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
+        """Reconcile the run soon; bursts of events for one run become one pass."""
+        self._indexes = (runs, jobs, pods)  # kopf's live indexes, the same objects every time
+        self._queue.add(key)
+
+    def _work(self, key: Hashable) -> None:
+        assert self._indexes is not None
+        try:
+            self.reconcile(cast(Key, key), *self._indexes)
+        except TransientError:
+            self._queue.retry(key)
+        else:
+            self._queue.forget(key)
+
+    def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
+        run = next(iter(runs.get(key, [])), None)
+        if run is None:
+            return  # deleted; its Job and pods go with it through owner references
+        uid = run["metadata"]["uid"]
+        old = self._written.get(uid, run.get("status") or {})
+        job = next((j for j in jobs.get(key, []) if _owned_by(j, uid)), None)
+        now = now_rfc3339()
+        if job is None and old.get("phase") not in TERMINAL:
+            job, failure = self._ensure_job(run, old)
+            if failure is not None:
+                new = derive_status({**run, "status": {**old, **failure}}, None, [], now)
+                return self._write(key, run, old, new)
+        owned_pods = [
+            p for p in pods.get(key, []) if job and _owned_by(p, job["metadata"].get("uid"))
+        ]
+        new = derive_status({**run, "status": old}, job, owned_pods, now)
+        self._write(key, run, old, new)
+
+    def _ensure_job(
+        self, run: dict[str, Any], old: Mapping[str, Any]
+    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+        """The run's Job (created now if needed) or the status fields of why there is none."""
+        meta = run["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        expected = job_name(name, meta["uid"])
+        placeholder = {"metadata": {"name": expected}, "status": {}}
+        if old.get("jobName"):
+            # Created earlier: either the Job watch lags behind, or someone deleted the Job.
+            if self.cluster.job_exists(namespace, expected):
+                return placeholder, None
+            return None, {
+                "phase": "Failed",
+                "reason": "JobDeleted",
+                "message": "the Job was deleted before the notebook finished; create a new "
+                "NotebookRun to run it again",
+            }
+        try:
+            self.cluster.create_job(namespace, build_job(run, self.settings))
+        except AlreadyExists:
+            pass  # created before a restart: adopt it
+        except InvalidSpec as exc:
+            return None, {"phase": "Failed", "reason": "InvalidSpec", "message": exc.message}
+        return placeholder, None
+
+    def _write(
+        self, key: Key, run: dict[str, Any], old: Mapping[str, Any], new: dict[str, Any]
     ) -> None:
-        with self._lock(key):
-            run = next(iter(runs.get(key, [])), None)
-            if run is None:
-                return
-            uid = run["metadata"]["uid"]
-            old = self._written.get(uid, run.get("status") or {})
-            job = next(
-                (
-                    j
-                    for j in jobs.get(key, [])
-                    if any(r.get("uid") == uid for r in j["metadata"].get("ownerReferences") or [])
-                ),
-                None,
-            )
-            owned_pods = []
-            if job is not None:
-                job_uid = job["metadata"].get("uid")
-                owned_pods = [
-                    p
-                    for p in pods.get(key, [])
-                    if any(
-                        r.get("uid") == job_uid for r in p["metadata"].get("ownerReferences") or []
-                    )
-                ]
-            new = derive_status({**run, "status": old}, job, owned_pods, now_rfc3339())
-            if job is None and old.get("jobName") and old.get("phase") not in TERMINAL:
-                new.update(
-                    phase="Failed",
-                    reason="JobDeleted",
-                    message="the Job was deleted before the notebook finished; create a new "
-                    "NotebookRun to run it again",
-                )
-                new = derive_status({**run, "status": new}, None, [], now_rfc3339())
-            if new == old:
-                return
-            patch: dict[str, Any] = {k: None for k in old if k not in new}
-            patch.update(new)
-            self.cluster.patch_run_status(key[0], key[1], patch)
-            self._written[uid] = new
-            for kind, reason, message in transitions(old, new):
-                kopf.event(_body(run), type=kind, reason=reason, message=message)
+        if new == old:
+            return
+        patch: dict[str, Any] = {k: None for k in old if k not in new}
+        patch.update(new)
+        self.cluster.patch_run_status(key[0], key[1], patch)
+        self._written[run["metadata"]["uid"]] = new
+        for kind, reason, message in transitions(old, new):
+            kopf.event(_body(run), type=kind, reason=reason, message=message)
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Cluster) -> Reconciler:
-    """Register every handler of the NotebookRun controller into `registry`."""
-    reconciler = Reconciler(cluster)
+    """Register the NotebookRun controller's indexes and watches into `registry`."""
+    reconciler = Reconciler(cluster, settings)
     on_run = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
     owned = {"labels": {LABEL_RUN: kopf.PRESENT}, "registry": registry}
 
@@ -135,58 +185,11 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
 
     @kopf.index("batch", "v1", "jobs", id="jobs", **owned)  # type: ignore[arg-type]
     def jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): _plain(body)}
+        return {(namespace, labels[LABEL_RUN]): _plain(body, spec=False)}
 
     @kopf.index("", "v1", "pods", id="pods", **owned)  # type: ignore[arg-type]
     def pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): _plain(body)}
-
-    def ensure_job(
-        body: kopf.Body, namespace: str, name: str, logger: kopf.Logger, **_: Any
-    ) -> None:
-        run = _plain(body)
-        if run["status"].get("phase") in TERMINAL:
-            return
-        try:
-            job = build_job(run, settings)
-            try:
-                cluster.create_job(namespace, job)
-                logger.info("created Job %s", job["metadata"]["name"])
-            except AlreadyExists:
-                logger.info("adopted the existing Job %s", job["metadata"]["name"])
-        except InvalidSpec as exc:
-            now = now_rfc3339()
-            status = derive_status(run, None, [], now)
-            status.update(phase="Failed", reason="InvalidSpec", message=exc.message)
-            status = derive_status({**run, "status": status}, None, [], now)
-            cluster.patch_run_status(namespace, name, status)
-            kopf.event(_body(run), type="Warning", reason="InvalidSpec", message=exc.message)
-            raise kopf.PermanentError(exc.message) from None
-
-    kopf.on.create(id="create-job", **on_run)(ensure_job)  # type: ignore[arg-type]
-    kopf.on.resume(id="adopt-job", **on_run)(ensure_job)  # type: ignore[arg-type]
-
-    @kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)  # type: ignore[arg-type]
-    def job_changed(
-        namespace: str,
-        labels: kopf.Labels,
-        runs: kopf.Index[Any, Any],
-        jobs: kopf.Index[Any, Any],
-        pods: kopf.Index[Any, Any],
-        **_: Any,
-    ) -> None:
-        reconciler.reconcile((namespace, labels[LABEL_RUN]), runs, jobs, pods)
-
-    @kopf.on.event("", "v1", "pods", id="pod-changed", **owned)  # type: ignore[arg-type]
-    def pod_changed(
-        namespace: str,
-        labels: kopf.Labels,
-        runs: kopf.Index[Any, Any],
-        jobs: kopf.Index[Any, Any],
-        pods: kopf.Index[Any, Any],
-        **_: Any,
-    ) -> None:
-        reconciler.reconcile((namespace, labels[LABEL_RUN]), runs, jobs, pods)
+        return {(namespace, labels[LABEL_RUN]): _plain(body, spec=False)}
 
     @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
     def run_changed(
@@ -200,9 +203,20 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     ) -> None:
         if kwargs.get("type") == "DELETED":
             reconciler.forget(body["metadata"]["uid"])
-            return
-        # A run whose Job events came before the run reached the index catches up here.
-        if (body.get("status") or {}).get("phase") not in TERMINAL:
-            reconciler.reconcile((namespace, name), runs, jobs, pods)
+        elif (body.get("status") or {}).get("phase") not in TERMINAL:
+            reconciler.enqueue((namespace, name), runs, jobs, pods)
 
+    def child_changed(
+        namespace: str,
+        labels: kopf.Labels,
+        runs: kopf.Index[Any, Any],
+        jobs: kopf.Index[Any, Any],
+        pods: kopf.Index[Any, Any],
+        **_: Any,
+    ) -> None:
+        reconciler.enqueue((namespace, labels[LABEL_RUN]), runs, jobs, pods)
+
+    # A Job or one of its pods changed: the run's status may have changed with it.
+    kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)(child_changed)  # type: ignore[arg-type]
+    kopf.on.event("", "v1", "pods", id="pod-changed", **owned)(child_changed)  # type: ignore[arg-type]
     return reconciler

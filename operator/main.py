@@ -13,7 +13,7 @@ from typing import Any, cast
 import kopf
 
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import AlreadyExists, register
+from kubemill.operator.handlers import AlreadyExists, TransientError, register
 from kubemill.operator.meta import GROUP, PLURAL, VERSION
 from kubemill.operator.settings import Settings
 
@@ -42,11 +42,22 @@ class KubernetesCluster:
                 raise AlreadyExists(job["metadata"]["name"]) from None
             if exc.status == 422:
                 raise InvalidSpec(f"the Job was rejected: {_api_message(exc)}") from None
-            if exc.status in (400, 403, 404):
-                raise kopf.TemporaryError(
-                    f"cannot create the Job ({exc.status}): {_api_message(exc)}", delay=30
-                ) from None
-            raise kopf.TemporaryError(f"cannot create the Job: {exc.reason}", delay=5) from None
+            logging.getLogger(__name__).warning(
+                "cannot create Job %s/%s (%s): %s; retrying",
+                namespace, job["metadata"]["name"], exc.status, _api_message(exc),
+            )  # fmt: skip
+            raise TransientError(str(exc.status)) from None
+        except OSError as exc:  # connection refused or reset: the API server may be restarting
+            raise TransientError(str(exc)) from None
+
+    def job_exists(self, namespace: str, name: str) -> bool:
+        try:
+            self._batch.read_namespaced_job(name, namespace)
+        except self._error as exc:
+            if exc.status == 404:
+                return False
+            raise TransientError(str(exc.status)) from None
+        return True
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:
@@ -56,7 +67,9 @@ class KubernetesCluster:
         except self._error as exc:
             if exc.status == 404:  # the run was deleted meanwhile
                 return
-            raise
+            raise TransientError(str(exc.status)) from None
+        except OSError as exc:
+            raise TransientError(str(exc)) from None
 
 
 def _api_message(exc: Any) -> str:
@@ -96,14 +109,7 @@ def main() -> None:
 
     @kopf.on.startup(registry=registry)
     def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
-        # kopf's bookkeeping goes into annotations under our prefix, never into the status,
-        # which belongs to the API; only explicit Events are posted.
-        settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(
-            prefix="kubemill.dev"
-        )
-        settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
-            prefix="kubemill.dev", key="last-handled-configuration"
-        )
+        # Only explicit Events are posted, never log lines.
         settings.posting.loggers = False
         # No watching of CRDs and namespaces for changes: that would need cluster-wide read
         # access to both; install crds/ before the operator, restart it after upgrading them.

@@ -1,0 +1,89 @@
+"""A coalescing work queue, like controller-runtime's: a key queued while it waits is queued
+once; a key queued while it is being worked on is worked on once more afterwards.
+
+Watch events for a run arrive in bursts (the Job, its pod, their status updates); the status
+is recomputed from the latest state anyway, so one pass per burst is enough. Doing that work on
+a few threads of its own also keeps kopf's handler threads free for creating Jobs.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextvars
+import logging
+import threading
+from collections.abc import Callable, Hashable
+
+__all__ = ["WorkQueue"]
+
+_log = logging.getLogger(__name__)
+
+
+class WorkQueue:
+    def __init__(self, work: Callable[[Hashable], None], *, workers: int = 4) -> None:
+        self._work = work
+        self._workers = workers
+        self._order: collections.deque[Hashable] = collections.deque()
+        self._queued: set[Hashable] = set()
+        self._active: set[Hashable] = set()
+        self._again: set[Hashable] = set()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._failures: dict[Hashable, int] = {}
+
+    def add(self, key: Hashable) -> None:
+        """Queue `key`; the workers run in a copy of the caller's context (kopf's included)."""
+        with self._cond:
+            if not self._threads:
+                self._start(contextvars.copy_context())
+            if key in self._active:
+                self._again.add(key)
+            elif key not in self._queued:
+                self._queued.add(key)
+                self._order.append(key)
+                self._cond.notify()
+
+    def retry(self, key: Hashable) -> None:
+        """Queue `key` again after an exponential backoff (1 s, 2 s, … at most 60 s)."""
+        with self._cond:
+            failures = self._failures[key] = self._failures.get(key, 0) + 1
+        timer = threading.Timer(min(60.0, 2.0 ** (failures - 1)), self.add, args=(key,))
+        timer.daemon = True
+        timer.start()
+
+    def forget(self, key: Hashable) -> None:
+        """`key` succeeded: its next failure starts the backoff from the beginning."""
+        with self._cond:
+            self._failures.pop(key, None)
+
+    def _start(self, context: contextvars.Context) -> None:
+        for number in range(self._workers):
+            thread = threading.Thread(
+                target=context.copy().run,
+                args=(self._loop,),
+                name=f"kubemill-status-{number}",
+                daemon=True,  # status work is redone from the watches after a restart
+            )
+            thread.start()
+            self._threads.append(thread)
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                while not self._order:
+                    self._cond.wait()
+                key = self._order.popleft()
+                self._queued.discard(key)
+                self._active.add(key)
+            try:
+                self._work(key)
+            except Exception:
+                _log.exception("status update for %s failed; it is retried on its next event", key)
+            finally:
+                with self._cond:
+                    self._active.discard(key)
+                    if key in self._again:
+                        self._again.discard(key)
+                        self._queued.add(key)
+                        self._order.append(key)
+                        self._cond.notify()
