@@ -12,6 +12,7 @@ any point resumes where the last one stopped, and kopf writes no bookkeeping ont
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
 
@@ -19,12 +20,21 @@ import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.jobs import build_job
-from kubemill.operator.meta import GROUP, LABEL_RUN, PLURAL, VERSION, job_name
+from kubemill.operator.meta import GROUP, JOB_FINALIZER, LABEL_RUN, PLURAL, VERSION, job_name
 from kubemill.operator.settings import Settings
 from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
 from kubemill.operator.workqueue import WorkQueue
 
-__all__ = ["AlreadyExists", "Cluster", "Reconciler", "TransientError", "register"]
+__all__ = [
+    "AlreadyExists",
+    "Cluster",
+    "Reconciler",
+    "TransientError",
+    "merge_patch",
+    "register",
+]
+
+_log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
 
@@ -43,14 +53,16 @@ class Cluster(Protocol):
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         """Create the Job; AlreadyExists, InvalidSpec (rejected) or TransientError."""
 
-    def job_exists(self, namespace: str, name: str) -> bool:
-        """Ask the API server directly, past any watch that may lag."""
+    def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
+        """Take kubemill's finalizer off the Job (no error if it is gone already)."""
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the run's status subresource (None values delete keys)."""
 
 
 _KEPT_METADATA = (
+    "deletionTimestamp",
+    "finalizers",
     "name",
     "namespace",
     "uid",
@@ -81,6 +93,21 @@ def _body(run: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, run))
 
 
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `old` into `new`: removed keys become None at every
+    depth, so a later attempt's results replace an earlier one's instead of merging."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch
+
+
 def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
     return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
@@ -109,7 +136,9 @@ class Reconciler:
         assert self._indexes is not None
         try:
             self.reconcile(cast(Key, key), *self._indexes)
-        except TransientError:
+        except Exception as exc:  # any failure is retried with backoff, as controllers do
+            level = logging.INFO if isinstance(exc, TransientError) else logging.WARNING
+            _log.log(level, "reconciling %s failed (%s); retrying", key, exc)
             self._queue.retry(key)
         else:
             self._queue.forget(key)
@@ -117,56 +146,56 @@ class Reconciler:
     def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
         run = next(iter(runs.get(key, [])), None)
         if run is None:
-            return  # deleted; its Job and pods go with it through owner references
+            # Deleted: its Jobs go through owner references once our finalizer is off them.
+            for job in jobs.get(key, []):
+                self._release(job)
+            return
         uid = run["metadata"]["uid"]
         old = self._written.get(uid, run.get("status") or {})
         job = next((j for j in jobs.get(key, []) if _owned_by(j, uid)), None)
         now = now_rfc3339()
-        if job is None and old.get("phase") not in TERMINAL:
-            job, failure = self._ensure_job(run, old)
-            if failure is not None:
-                new = derive_status({**run, "status": {**old, **failure}}, None, [], now)
-                return self._write(key, run, old, new)
+        deleting = bool(run["metadata"].get("deletionTimestamp"))
+        if job is None and old.get("phase") not in TERMINAL and not deleting:
+            job, invalid = self._ensure_job(run)
+            if invalid is not None:
+                failed = {**old, "phase": "Failed", "reason": "InvalidSpec", "message": invalid}
+                new = derive_status({**run, "status": failed}, None, [], now)
+                self._write(key, run, old, new)
+                return
         owned_pods = [
             p for p in pods.get(key, []) if job and _owned_by(p, job["metadata"].get("uid"))
         ]
         new = derive_status({**run, "status": old}, job, owned_pods, now)
         self._write(key, run, old, new)
+        if job is not None and new.get("phase") in TERMINAL:
+            self._release(job)
 
-    def _ensure_job(
-        self, run: dict[str, Any], old: Mapping[str, Any]
-    ) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
-        """The run's Job (created now if needed) or the status fields of why there is none."""
+    def _release(self, job: Mapping[str, Any]) -> None:
+        if JOB_FINALIZER in (job["metadata"].get("finalizers") or []):
+            self.cluster.remove_job_finalizer(job)
+
+    def _ensure_job(self, run: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+        """The run's Job, created now if the watch has not shown one, or why it cannot be.
+
+        Creating is safe to repeat: the name is deterministic, so a Job created before a
+        restart, or one the watch has not delivered yet, answers 409 and is adopted. Our
+        finalizer keeps a Job until its outcome is recorded, so a missing Job was never made.
+        """
         meta = run["metadata"]
-        namespace, name = meta["namespace"], meta["name"]
-        expected = job_name(name, meta["uid"])
-        placeholder = {"metadata": {"name": expected}, "status": {}}
-        if old.get("jobName"):
-            # Created earlier: either the Job watch lags behind, or someone deleted the Job.
-            if self.cluster.job_exists(namespace, expected):
-                return placeholder, None
-            return None, {
-                "phase": "Failed",
-                "reason": "JobDeleted",
-                "message": "the Job was deleted before the notebook finished; create a new "
-                "NotebookRun to run it again",
-            }
         try:
-            self.cluster.create_job(namespace, build_job(run, self.settings))
+            self.cluster.create_job(meta["namespace"], build_job(run, self.settings))
         except AlreadyExists:
-            pass  # created before a restart: adopt it
+            pass
         except InvalidSpec as exc:
-            return None, {"phase": "Failed", "reason": "InvalidSpec", "message": exc.message}
-        return placeholder, None
+            return None, exc.message
+        return {"metadata": {"name": job_name(meta["name"], meta["uid"])}, "status": {}}, None
 
     def _write(
         self, key: Key, run: dict[str, Any], old: Mapping[str, Any], new: dict[str, Any]
     ) -> None:
         if new == old:
             return
-        patch: dict[str, Any] = {k: None for k in old if k not in new}
-        patch.update(new)
-        self.cluster.patch_run_status(key[0], key[1], patch)
+        self.cluster.patch_run_status(key[0], key[1], merge_patch(old, new))
         self._written[run["metadata"]["uid"]] = new
         for kind, reason, message in transitions(old, new):
             kopf.event(_body(run), type=kind, reason=reason, message=message)
@@ -203,6 +232,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     ) -> None:
         if kwargs.get("type") == "DELETED":
             reconciler.forget(body["metadata"]["uid"])
+            reconciler.enqueue((namespace, name), runs, jobs, pods)  # to release its Jobs
         elif (body.get("status") or {}).get("phase") not in TERMINAL:
             reconciler.enqueue((namespace, name), runs, jobs, pods)
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.meta import (
+    JOB_FINALIZER,
     child_labels,
     copied_annotations,
     copied_labels,
@@ -221,6 +222,7 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
             "labels": labels,
             "annotations": annotations,
             "ownerReferences": [owner_reference(run)],
+            "finalizers": [JOB_FINALIZER],
         },
         "spec": job_spec,
     }

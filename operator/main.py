@@ -14,7 +14,7 @@ import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.handlers import AlreadyExists, TransientError, register
-from kubemill.operator.meta import GROUP, PLURAL, VERSION
+from kubemill.operator.meta import GROUP, JOB_FINALIZER, PLURAL, VERSION
 from kubemill.operator.settings import Settings
 
 __all__ = ["KubernetesCluster", "main"]
@@ -47,17 +47,23 @@ class KubernetesCluster:
                 namespace, job["metadata"]["name"], exc.status, _api_message(exc),
             )  # fmt: skip
             raise TransientError(str(exc.status)) from None
-        except OSError as exc:  # connection refused or reset: the API server may be restarting
-            raise TransientError(str(exc)) from None
 
-    def job_exists(self, namespace: str, name: str) -> bool:
+    def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
+        meta = job["metadata"]
+        finalizers = list(meta.get("finalizers") or [])
+        if JOB_FINALIZER not in finalizers:
+            return
+        at = f"/metadata/finalizers/{finalizers.index(JOB_FINALIZER)}"
+        # A JSON patch that tests before it removes: a list changed meanwhile fails the test
+        # (422) and is retried with the fresh list, never dropping someone else's finalizer.
+        # (A strategic merge patch would merge the list and remove nothing.)
+        patch = [{"op": "test", "path": at, "value": JOB_FINALIZER}, {"op": "remove", "path": at}]
         try:
-            self._batch.read_namespaced_job(name, namespace)
+            self._batch.patch_namespaced_job(meta["name"], meta["namespace"], patch)
         except self._error as exc:
             if exc.status == 404:
-                return False
-            raise TransientError(str(exc.status)) from None
-        return True
+                return
+            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         try:
@@ -67,9 +73,7 @@ class KubernetesCluster:
         except self._error as exc:
             if exc.status == 404:  # the run was deleted meanwhile
                 return
-            raise TransientError(str(exc.status)) from None
-        except OSError as exc:
-            raise TransientError(str(exc)) from None
+            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
 
 def _api_message(exc: Any) -> str:

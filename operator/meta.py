@@ -12,6 +12,7 @@ from typing import Any
 
 __all__ = [
     "GROUP",
+    "JOB_FINALIZER",
     "KIND",
     "LABEL_RUN",
     "VERSION",
@@ -28,6 +29,10 @@ KIND = "NotebookRun"
 PLURAL = "notebookruns"
 #: The label that ties a Job and its pods to their NotebookRun.
 LABEL_RUN = "kubemill.dev/run"
+#: Keeps a Job (and so its pods and their termination messages) until the operator has written
+#: the run's final status: neither ttlSecondsAfterFinished nor a deletion can take the outcome
+#: away while the operator is down or busy.
+JOB_FINALIZER = "kubemill.dev/status-recorded"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubemill"}
 
 # Never copied to children: tools' own bookkeeping, which would confuse them on the child.

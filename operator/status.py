@@ -126,6 +126,11 @@ def _failure(
 ) -> tuple[str, str, dict[str, Any]]:
     """Reason, message and failure details of a failed run, most specific source first."""
     job_reason = job_failed.get("reason", "Failed")
+    if job_reason == "JobDeleted":
+        message = str(job_failed.get("message"))
+        failure = {**((summary or {}).get("failure") or {}), "reason": job_reason}
+        failure["message"] = message
+        return job_reason, message, failure
     if job_reason == "DeadlineExceeded":
         message = (
             f"the run exceeded spec.timeout ({spec.get('timeout')}) and was stopped; "
@@ -182,11 +187,14 @@ def derive_status(
         if terminated is not None:
             break
     if summary:
-        for key, field in (("outputUrl", "outputUrl"), ("results", "results")):
-            if summary.get(key) is not None:
-                status[field] = summary[key]
+        # The latest attempt's account replaces an earlier one's, results included.
+        if summary.get("outputUrl") is not None:
+            status["outputUrl"] = summary["outputUrl"]
+        status["results"] = dict(summary.get("results") or {})
         if summary.get("resultsTruncated"):
             status["resultsTruncated"] = summary["resultsTruncated"]
+        else:
+            status.pop("resultsTruncated", None)
 
     terminal = old.get("phase") in TERMINAL
     if job is not None:
@@ -200,6 +208,13 @@ def derive_status(
     if not terminal and job is not None:
         complete = _job_condition(job, "Complete")
         failed = _job_condition(job, "Failed")
+        if job["metadata"].get("deletionTimestamp") and not (complete or failed):
+            # Someone deleted the Job before it finished; our finalizer kept it to tell us.
+            failed = {
+                "reason": "JobDeleted",
+                "message": "the Job was deleted before the notebook finished; create a new "
+                "NotebookRun to run it again",
+            }
         running = any(p.get("status", {}).get("phase") == "Running" for p in pods[-1:])
         if complete:
             status.update(phase="Succeeded", reason="Succeeded", message="the notebook ran")
@@ -233,12 +248,14 @@ def derive_status(
 
     phase = status.get("phase", "Pending")
     reason, message = status.get("reason", phase), status.get("message", "")
+    # A Job deleted after the run ended (its TTL) was still created: the condition stays.
+    created = job is not None or bool(status.get("jobName"))
     status["conditions"] = [
         condition(
             "JobCreated",
-            job is not None,
-            "JobCreated" if job is not None else "Pending",
-            f"Job {job['metadata']['name']}" if job is not None else "creating the Job",
+            created,
+            "JobCreated" if created else "Pending",
+            f"Job {status['jobName']}" if created else "creating the Job",
             generation,
             previous,
             now,
