@@ -234,7 +234,7 @@ def test_deleting_a_running_run_stops_it_and_keeps_its_partial_output(
         api, run_namespace, "deleted",
         notebook=f"s3://{results_bucket}/notebooks/sleep.ipynb",
     )  # fmt: skip
-    run = wait_run(api, run_namespace, "deleted", "Running")
+    wait_run(api, run_namespace, "deleted", "Running")
     pods = f"/api/v1/namespaces/{run_namespace}/pods"
     pod = wait.wait_for(
         api, pods, lambda e, p: e != "DELETED" and p.get("status", {}).get("phase") == "Running",
