@@ -30,6 +30,8 @@ class LogFile:
     path: Path
     # While true, a follow request keeps waiting for more output.
     running: Callable[[], bool]
+    # Notified by the pumps on every write and when a stream ends.
+    written: threading.Condition
 
 
 # (namespace, pod, container, previous) -> the log, or an (HTTP status, message) error.
@@ -51,16 +53,20 @@ def parse_time(value: str) -> float:
     return dt.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
 
 
-def pump(pipe: IO[bytes], stream: str, path: Path, lock: threading.Lock) -> None:
-    """Copy one output stream into the container log, a timestamped line at a time."""
+def pump(pipe: IO[bytes], stream: str, path: Path, written: threading.Condition) -> None:
+    """Copy one output stream into the container log, a timestamped line at a time, and wake
+    whoever follows the log."""
     with path.open("ab") as out:
         for line in iter(pipe.readline, b""):
             tag = b"F" if line.endswith(b"\n") else b"P"
             body = line if tag == b"F" else line + b"\n"
-            with lock:
+            with written:
                 out.write(f"{now_nano()} {stream} ".encode() + tag + b" " + body)
                 out.flush()
+                written.notify_all()
     pipe.close()
+    with written:
+        written.notify_all()
 
 
 def read_log(path: Path, offset: int = 0) -> list[Entry]:
@@ -146,18 +152,21 @@ class LogHandler(BaseHTTPRequestHandler):
         if not emit(entries) or not follow:
             return
         while True:
-            done = not source.running()
-            size = source.path.stat().st_size
+            with source.written:
+                done = not source.running()
+                size = source.path.stat().st_size
+                if size == offset and not done:
+                    # Writes happen under this lock, so none can slip in before the wait.
+                    # The bound only lets the loop notice a container that ended quietly.
+                    source.written.wait(timeout=1.0)
+                    continue
             if size > offset:
                 more = read_log(source.path, offset)
                 offset = size
                 if not emit(more):
                     return
-            elif done:
-                return
             else:
-                # New output has no event to wait on but the file growing.
-                time.sleep(0.1)
+                return
 
     def _reply(self, code: int, body: str) -> None:
         data = body.encode()

@@ -190,6 +190,7 @@ class ContainerRun:
     container_id: str = ""
     mount_points: list[str] = field(default_factory=list)
     readers: list[threading.Thread] = field(default_factory=list)
+    log_written: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def running(self) -> bool:
@@ -519,11 +520,10 @@ class PodWorker(threading.Thread):
         finally:
             os.close(write_fd)
         run.pid1 = _first_child(run.popen.pid)
-        log_lock = threading.Lock()
         for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
             assert pipe is not None
             t = threading.Thread(
-                target=pump, args=(pipe, stream, run.log_path, log_lock), daemon=True
+                target=pump, args=(pipe, stream, run.log_path, run.log_written), daemon=True
             )
             t.start()
             run.readers.append(t)
@@ -1136,7 +1136,7 @@ class NodeAgent:
         if run is None:
             what = "previous terminated container" if previous else "container"
             return 400, f'{what} "{container}" in pod "{pod}" not found'
-        return LogFile(run.log_path, lambda: run.running)
+        return LogFile(run.log_path, lambda: run.running, run.log_written)
 
     def shutdown(self) -> None:
         self.stopping.set()

@@ -11,12 +11,12 @@ import argparse
 import contextlib
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 from typing import Any
 
@@ -51,8 +51,9 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def serve(state_dir: Path) -> None:
-    """Run everything in this process's care until SIGTERM."""
+def serve(state_dir: Path, ready_fd: int | None = None) -> None:
+    """Run everything in this process's care until SIGTERM; write a line to `ready_fd` once
+    the state file is in place, so `up` waits on that instead of polling for the file."""
     from tests.s3server import start_s3
 
     procs.install_exit_hooks()
@@ -85,6 +86,9 @@ def serve(state_dir: Path) -> None:
         tmp = _state_file(state_dir).with_suffix(".tmp")
         tmp.write_text(json.dumps(state, indent=2))
         tmp.replace(_state_file(state_dir))
+        if ready_fd is not None:
+            os.write(ready_fd, b"ready\n")
+            os.close(ready_fd)
         while not stop.wait(1.0):
             if not cluster.agent.alive() or any(
                 not p.alive() for p in cluster.control_plane.processes
@@ -118,28 +122,52 @@ def up(state_dir: Path, timeout: float) -> int:
         "import sys; sys.path.append(sys.argv.pop(1)); "
         "from tests.harness.sandbox import main; main()"
     )
+    ready, ready_w = os.pipe()
     supervisor = subprocess.Popen(
-        [sys.executable, "-c", boot, str(REPO_ROOT), "serve", "--dir", str(state_dir)],
+        [
+            sys.executable, "-c", boot, str(REPO_ROOT), "serve", "--dir", str(state_dir),
+            "--ready-fd", str(ready_w),
+        ],
         stdin=subprocess.DEVNULL,
         stdout=log,
         stderr=subprocess.STDOUT,
+        pass_fds=(ready_w,),
         # Its own session: it must outlive this command and the terminal that ran it.
         start_new_session=True,
-    )
+    )  # fmt: skip
     log.close()
-    deadline = time.monotonic() + timeout
-    while (state := _read_state(state_dir)) is None:
-        if supervisor.poll() is not None:
-            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-3000:]
-            print(f"sandbox: failed to start:\n{tail}", file=sys.stderr)
-            return 1
-        if time.monotonic() > deadline:
-            os.killpg(supervisor.pid, signal.SIGTERM)
-            print(f"sandbox: not ready after {timeout:.0f}s", file=sys.stderr)
-            return 1
-        time.sleep(0.2)
+    os.close(ready_w)
+    try:
+        # A line means ready; end of file means the supervisor died first.
+        answered, _, _ = select.select([ready], [], [], timeout)
+        line = os.read(ready, 64) if answered else None
+    finally:
+        os.close(ready)
+    state = _read_state(state_dir)
+    if line is None:
+        os.killpg(supervisor.pid, signal.SIGTERM)
+        print(f"sandbox: not ready after {timeout:.0f}s", file=sys.stderr)
+        return 1
+    if not line or state is None:
+        supervisor.wait(timeout=30)
+        tail = (state_dir / "sandbox.log").read_text(errors="replace")[-3000:]
+        print(f"sandbox: failed to start:\n{tail}", file=sys.stderr)
+        return 1
     print_instructions(state)
     return 0
+
+
+def _exited_within(pid: int, timeout: float) -> bool:
+    """Wait for `pid` (not our child) to exit, on a pidfd rather than by polling."""
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return True
+    try:
+        answered, _, _ = select.select([pidfd], [], [], timeout)
+        return bool(answered)
+    finally:
+        os.close(pidfd)
 
 
 def down(state_dir: Path, timeout: float) -> int:
@@ -150,10 +178,7 @@ def down(state_dir: Path, timeout: float) -> int:
     pid = int(state["pid"])
     with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signal.SIGTERM)
-    deadline = time.monotonic() + timeout
-    while _alive(pid) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    if _alive(pid):
+    if not _exited_within(pid, timeout):
         # Its children carry a parent-death signal, so killing it takes them along.
         with contextlib.suppress(ProcessLookupError):
             os.killpg(pid, signal.SIGKILL)
@@ -191,9 +216,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("command", choices=["up", "down", "status", "serve"])
     parser.add_argument("--dir", type=Path, default=DEFAULT_DIR)
     parser.add_argument("--timeout", type=float, default=120.0)
+    parser.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.command == "serve":
-        serve(args.dir)
+        serve(args.dir, args.ready_fd)
         return
     if args.command == "up":
         sys.exit(up(args.dir, args.timeout))
