@@ -51,6 +51,19 @@ def wait_run(
     )
 
 
+def wait_event(api: client.ApiClient, namespace: str, run: str, reason: str) -> dict[str, Any]:
+    """Events are posted after the status is written: wait for one rather than read once."""
+    return wait.wait_for(
+        api,
+        f"/api/v1/namespaces/{namespace}/events",
+        lambda e, o: (
+            e != "DELETED" and o["involvedObject"].get("name") == run and o.get("reason") == reason
+        ),
+        timeout=30,
+        what=f"a {reason} Event on {run}",
+    )
+
+
 def s3_json(s3_admin: Any, url: str) -> Any:
     bucket, key = url.removeprefix("s3://").split("/", 1)
     return json.loads(s3_admin.get_object(Bucket=bucket, Key=key)["Body"].read())
@@ -104,12 +117,8 @@ def test_run_with_parameters_succeeds(
     job = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs/{status['jobName']}")
     assert job["metadata"]["labels"]["team"] == "e2e"
     assert job["metadata"]["ownerReferences"][0]["name"] == "params"
-    events = kube.get(
-        api, f"/api/v1/namespaces/{run_namespace}/events",
-        fieldSelector="involvedObject.name=params",
-    )  # fmt: skip
-    reasons = [e["reason"] for e in events["items"]]
-    assert "JobCreated" in reasons and "Succeeded" in reasons
+    wait_event(api, run_namespace, "params", "JobCreated")
+    wait_event(api, run_namespace, "params", "Succeeded")
     pods = kube.get(
         api, f"/api/v1/namespaces/{run_namespace}/pods", labelSelector="kubemill.dev/run=params"
     )
@@ -155,6 +164,7 @@ def test_failures_name_the_reason_and_cell_and_keep_the_output(
     assert failed_cell["id"] == failure["cellId"]
     assert failed_cell["outputs"], "the failing cell's partial output is kept"
     assert {c["type"]: c["status"] for c in status["conditions"]}["Failed"] == "True"
+    wait_event(api, run_namespace, "failing", reason)
     events = kube.get(
         api, f"/api/v1/namespaces/{run_namespace}/events",
         fieldSelector="involvedObject.name=failing",
