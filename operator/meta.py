@@ -14,7 +14,12 @@ __all__ = [
     "GROUP",
     "JOB_FINALIZER",
     "KIND",
+    "LABEL_ORIGIN",
     "LABEL_RUN",
+    "LABEL_SCHEDULE",
+    "SCHEDULED_TIME",
+    "SCHEDULE_PLURAL",
+    "TRIGGER",
     "VERSION",
     "child_labels",
     "copied_annotations",
@@ -27,8 +32,18 @@ GROUP = "kubemill.dev"
 VERSION = "v1alpha1"
 KIND = "NotebookRun"
 PLURAL = "notebookruns"
+SCHEDULE_PLURAL = "notebookschedules"
 #: The label that ties a Job and its pods to their NotebookRun.
 LABEL_RUN = "kubemill.dev/run"
+#: The label that ties a NotebookRun to the NotebookSchedule that created it.
+LABEL_SCHEDULE = "kubemill.dev/schedule"
+#: How a schedule's run came to be: schedule (its slot came), manual (a trigger), backfill.
+LABEL_ORIGIN = "kubemill.dev/origin"
+#: The slot a schedule's run is for (RFC 3339, UTC), whenever it was actually created.
+SCHEDULED_TIME = "kubemill.dev/scheduled-time"
+#: Set on a NotebookSchedule (to any new value, `kubemill trigger` uses the time) to run its
+#: template now.
+TRIGGER = "kubemill.dev/trigger"
 #: Keeps a Job (and so its pods and their termination messages) until the operator has written
 #: the run's final status: neither ttlSecondsAfterFinished nor a deletion can take the outcome
 #: away while the operator is down or busy.

@@ -1,0 +1,434 @@
+"""What a NotebookSchedule should do now: pure functions from the schedule, its runs and the
+clock to the runs to create and delete, the Events to post and the status to write.
+
+The controller (schedule_controller.py) feeds in what the watches saw and carries the plan out.
+Keeping the decisions here means every rule below is a table test without a cluster:
+
+- Each slot has one deterministic NotebookRun name, `<schedule>-<YYYYMMDD-HHMMSS>` in UTC, the
+  lock against duplicate runs: creating it twice fails with 409 and is success.
+- `status.lastConsideredTime` is the watermark: every slot at or before it has been handled
+  (a run was created, or it was skipped on purpose). Only later slots are ever looked at, so a
+  slot skipped by Forbid never runs late, and creating, editing or resuming a schedule never
+  fires a run for a slot before that moment (CronJob does both).
+- After downtime only the newest missed slot runs, if it is within startingDeadlineSeconds,
+  however many were missed: there is no limit of 100 that stops the schedule.
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubemill.operator.cron import CronError, Schedule
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.meta import (
+    GROUP,
+    LABEL_ORIGIN,
+    LABEL_SCHEDULE,
+    SCHEDULED_TIME,
+    TRIGGER,
+    VERSION,
+    copied_annotations,
+    copied_labels,
+)
+from kubemill.operator.status import TERMINAL, condition
+
+__all__ = [
+    "TEMPLATE_VARIABLES",
+    "Plan",
+    "build_run",
+    "finished_to_prune",
+    "manual_run_name",
+    "parse_schedule",
+    "plan",
+    "render_parameters",
+    "rfc3339",
+    "slot_run_name",
+]
+
+#: What `{{ … }}` in a string parameter of the run template may name.
+TEMPLATE_VARIABLES = {
+    "scheduledTime": "the slot in the schedule's time zone, e.g. 2027-03-28T06:00:00+02:00",
+    "scheduledTimeUTC": "the slot in UTC, e.g. 2027-03-28T04:00:00Z",
+    "scheduledDate": "the slot's date in the schedule's time zone, e.g. 2027-03-28",
+    "scheduleName": "the NotebookSchedule's name",
+    "runName": "the NotebookRun's name",
+}
+#: Counting missed slots stops here; the Event then says "more than".
+MISSED_COUNT_LIMIT = 100_000
+#: Longest schedule name: its runs add `-YYYYMMDD-HHMMSS` and stay within 63 characters.
+MAX_SCHEDULE_NAME = 47
+
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
+_UTC = datetime.UTC
+
+
+def rfc3339(moment: datetime.datetime) -> str:
+    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _time(text: Any) -> datetime.datetime | None:
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(_UTC)
+    except ValueError:
+        return None
+
+
+def slot_run_name(schedule_name: str, slot: datetime.datetime) -> str:
+    """The one name a slot's run can have, so no slot ever gets two runs."""
+    return f"{schedule_name}-{slot.astimezone(_UTC):%Y%m%d-%H%M%S}"
+
+
+def manual_run_name(schedule_name: str, token: str) -> str:
+    """A triggered run's name, from the trigger annotation's value: one run per trigger."""
+    return f"{schedule_name}-manual-{hashlib.sha256(token.encode()).hexdigest()[:8]}"
+
+
+def parse_schedule(spec: Mapping[str, Any]) -> Schedule:
+    """The spec's schedule, or InvalidSpec; also one that parses but never fires
+    (`0 0 30 2 *`), which the CRD's pattern cannot tell."""
+    try:
+        schedule = Schedule.parse(str(spec.get("schedule", "")), str(spec.get("timeZone") or "UTC"))
+        schedule.next_after(datetime.datetime(2000, 1, 1, tzinfo=_UTC))
+    except CronError as exc:
+        raise InvalidSpec(exc.message) from None
+    return schedule
+
+
+def _render(value: Any, variables: Mapping[str, str], where: str) -> Any:
+    if isinstance(value, str):
+
+        def substitute(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in variables:
+                known = ", ".join(sorted(variables))
+                raise InvalidSpec(
+                    f"{where}: unknown template variable {{{{ {name} }}}}; use one of {known}"
+                )
+            return variables[name]
+
+        text = _PLACEHOLDER.sub(substitute, value)
+        if "{{" in _PLACEHOLDER.sub("", value) or "}}" in _PLACEHOLDER.sub("", value):
+            raise InvalidSpec(
+                f"{where}: {value!r} has an unclosed or malformed {{{{ }}}} placeholder; "
+                "write e.g. {{ scheduledDate }}"
+            )
+        return text
+    if isinstance(value, list):
+        return [_render(v, variables, f"{where}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _render(v, variables, f"{where}.{k}") for k, v in value.items()}
+    return value
+
+
+def template_variables(
+    schedule: Mapping[str, Any], slot: datetime.datetime, run_name: str
+) -> dict[str, str]:
+    zone = parse_schedule(schedule.get("spec") or {}).zone
+    local = slot.astimezone(zone)
+    return {
+        "scheduledTime": local.isoformat(),
+        "scheduledTimeUTC": rfc3339(slot),
+        "scheduledDate": local.date().isoformat(),
+        "scheduleName": str(schedule["metadata"]["name"]),
+        "runName": run_name,
+    }
+
+
+def render_parameters(parameters: Mapping[str, Any], variables: Mapping[str, str]) -> Any:
+    """The template's parameters with every `{{ variable }}` in their strings filled in."""
+    return _render(dict(parameters), variables, "spec.runTemplate.spec.parameters")
+
+
+def build_run(
+    schedule: Mapping[str, Any], slot: datetime.datetime, name: str, origin: str
+) -> dict[str, Any]:
+    """The NotebookRun for one slot (origin "schedule" or "backfill") or trigger ("manual")."""
+    meta = schedule["metadata"]
+    template = (schedule.get("spec") or {}).get("runTemplate") or {}
+    template_meta = template.get("metadata") or {}
+    spec = dict(template.get("spec") or {})
+    if "parameters" in spec:
+        variables = template_variables(schedule, slot, name)
+        spec["parameters"] = render_parameters(spec["parameters"], variables)
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "NotebookRun",
+        "metadata": {
+            "name": name,
+            "namespace": meta["namespace"],
+            "labels": {
+                **copied_labels(template_meta.get("labels")),
+                "app.kubernetes.io/managed-by": "kubemill",
+                LABEL_SCHEDULE: meta["name"],
+                LABEL_ORIGIN: origin,
+            },
+            "annotations": {
+                **copied_annotations(template_meta.get("annotations")),
+                SCHEDULED_TIME: rfc3339(slot),
+            },
+            "ownerReferences": [
+                {
+                    "apiVersion": f"{GROUP}/{VERSION}",
+                    "kind": "NotebookSchedule",
+                    "name": meta["name"],
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        },
+        "spec": spec,
+    }
+
+
+def _scheduled(run: Mapping[str, Any]) -> datetime.datetime | None:
+    return _time((run["metadata"].get("annotations") or {}).get(SCHEDULED_TIME))
+
+
+def _order(run: Mapping[str, Any]) -> tuple[str, str, str]:
+    slot = _scheduled(run)
+    meta = run["metadata"]
+    return (rfc3339(slot) if slot else "", meta.get("creationTimestamp") or "", meta["name"])
+
+
+def finished_to_prune(
+    runs: Sequence[Mapping[str, Any]], successful_limit: int, failed_limit: int
+) -> list[Mapping[str, Any]]:
+    """Finished runs beyond the history limits, oldest slot first (creation time breaks ties)."""
+    doomed: list[Mapping[str, Any]] = []
+    for phase, limit in (("Succeeded", successful_limit), ("Failed", failed_limit)):
+        finished = sorted(
+            (r for r in runs if (r.get("status") or {}).get("phase") == phase), key=_order
+        )
+        doomed.extend(finished[: max(0, len(finished) - max(0, limit))])
+    return doomed
+
+
+@dataclass
+class Plan:
+    """What to do now; the controller does it in this order: delete, create, patch status."""
+
+    create: list[dict[str, Any]] = field(default_factory=list)
+    #: (run name, why) of runs to delete: replaced by a newer slot, or beyond a history limit.
+    delete: list[tuple[str, str]] = field(default_factory=list)
+    #: (type, reason, message) Events on the schedule.
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    #: When to look again even if nothing changes: the next slot.
+    wake_at: datetime.datetime | None = None
+
+
+def _fingerprint(spec: Mapping[str, Any]) -> str:
+    return f"{spec.get('schedule', '')} {spec.get('timeZone') or 'UTC'}"
+
+
+def _is_active(run: Mapping[str, Any]) -> bool:
+    return (run.get("status") or {}).get("phase") not in TERMINAL
+
+
+def plan(
+    schedule: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    now: datetime.datetime,
+) -> Plan:
+    """Decide, from the schedule, its runs (as last seen) and the time, what to do."""
+    meta = schedule["metadata"]
+    spec: Mapping[str, Any] = schedule.get("spec") or {}
+    old: Mapping[str, Any] = schedule.get("status") or {}
+    generation = int(meta.get("generation", 1))
+    previous = old.get("conditions") or []
+    stamp = rfc3339(now)
+    result = Plan()
+    status: dict[str, Any] = {
+        k: v for k, v in old.items() if k not in ("conditions", "active", "activeCount")
+    }
+    status["observedGeneration"] = generation
+    suspended = bool(spec.get("suspend"))
+
+    try:
+        cron = parse_schedule(spec)
+        if spec.get("runTemplate", {}).get("spec", {}).get("parameters"):
+            probe = datetime.datetime(2000, 1, 1, tzinfo=_UTC)
+            build_run(schedule, probe, slot_run_name(meta["name"], probe), "schedule")
+    except InvalidSpec as exc:
+        reason = "InvalidTemplate" if "runTemplate" in exc.message else "InvalidSchedule"
+        status["nextScheduleTime"] = None
+        status["conditions"] = [
+            condition("Ready", False, reason, exc.message, generation, previous, stamp),
+            condition("Suspended", suspended, "Suspended", "", generation, previous, stamp),
+        ]
+        if _condition_reason(previous, "Ready") != reason:
+            result.events.append(("Warning", reason, exc.message))
+        result.status = _finish(status, runs)
+        return result
+
+    # The watermark: slots at or before it are handled. Runs the schedule created carry their
+    # slot, so a crash between creating a run and writing this status loses nothing.
+    created = _time(meta.get("creationTimestamp")) or now
+    considered = max(
+        [created, _time(old.get("lastConsideredTime")) or created]
+        + [s for r in runs if _origin(r) == "schedule" and (s := _scheduled(r))]
+    )
+    changed = "observedSchedule" in old and old["observedSchedule"] != _fingerprint(spec)
+    resumed = _condition_status(previous, "Suspended") == "True" and not suspended
+    # Fixed after being unusable: the slots it could not run are not run now either.
+    repaired = _condition_reason(previous, "Ready") in ("InvalidSchedule", "InvalidTemplate")
+    if changed or resumed or repaired:
+        # Slots before this moment belong to a schedule that was off, or was another schedule.
+        considered = max(considered, now)
+    status["observedSchedule"] = _fingerprint(spec)
+
+    active = [r for r in runs if _is_active(r)]
+    # While suspended the watermark stays put (moving it with the clock would rewrite the
+    # status on every pass); resuming moves it to that moment instead.
+    latest = None if suspended else cron.latest_at_or_before(now, after=considered)
+    if latest is not None:
+        missed = cron.count(considered, now, limit=MISSED_COUNT_LIMIT) - 1
+        _fire(result, schedule, cron, latest, missed, active, now)
+        considered = latest
+        if result.create:
+            status["lastScheduleTime"] = rfc3339(latest)
+    status["lastConsideredTime"] = rfc3339(considered)
+
+    token = (meta.get("annotations") or {}).get(TRIGGER)
+    if token and token != old.get("lastTrigger"):
+        moment = _time(token) or now
+        name = manual_run_name(meta["name"], token)
+        result.create.append(build_run(schedule, moment, name, "manual"))
+        result.events.append(("Normal", "Triggered", f"created run {name} (manual trigger)"))
+        status["lastTrigger"] = token
+
+    creating = {r["metadata"]["name"] for r in result.create}
+    replaced = {name for name, _ in result.delete}
+    kept = [r for r in runs if r["metadata"]["name"] not in replaced]
+    for run in finished_to_prune(
+        kept,
+        int(spec.get("successfulRunsHistoryLimit", 3)),
+        int(spec.get("failedRunsHistoryLimit", 1)),
+    ):
+        if run["metadata"]["name"] not in creating:
+            phase = run["status"]["phase"]
+            result.delete.append((run["metadata"]["name"], f"history limit ({phase})"))
+
+    status["nextScheduleTime"] = None if suspended else rfc3339(cron.next_after(now))
+    result.wake_at = None if suspended else cron.next_after(now)
+    ready = ("Suspended", "spec.suspend is true") if suspended else ("Scheduling", "")
+    status["conditions"] = [
+        condition("Ready", not suspended, ready[0], ready[1], generation, previous, stamp),
+        condition(
+            "Suspended",
+            suspended,
+            "Suspended" if suspended else "Active",
+            "",
+            generation,
+            previous,
+            stamp,
+        ),
+    ]
+    gone = replaced | {name for name, _ in result.delete}
+    result.status = _finish(status, [r for r in runs if r["metadata"]["name"] not in gone])
+    return result
+
+
+def _fire(
+    result: Plan,
+    schedule: Mapping[str, Any],
+    cron: Schedule,
+    slot: datetime.datetime,
+    missed: int,
+    active: Sequence[Mapping[str, Any]],
+    now: datetime.datetime,
+) -> None:
+    """Run the newest due slot, or say why not."""
+    meta, spec = schedule["metadata"], schedule.get("spec") or {}
+    when = rfc3339(slot)
+    if missed > 0:
+        count = f"more than {missed}" if missed + 1 >= MISSED_COUNT_LIMIT else str(missed)
+        result.events.append(
+            (
+                "Warning",
+                "MissedSchedules",
+                f"skipped {count} missed slot{'s' if missed != 1 else ''} before {when} (the "
+                "operator was down or behind); only the latest runs, use kubemill backfill for "
+                "the others",
+            )
+        )
+    deadline = spec.get("startingDeadlineSeconds")
+    late = (now - slot).total_seconds()
+    if deadline is not None and late > int(deadline):
+        result.events.append(
+            (
+                "Warning",
+                "MissedDeadline",
+                f"slot {when} not run: it is {late:.0f}s late, more than startingDeadlineSeconds "
+                f"({deadline})",
+            )
+        )
+        return
+    name = slot_run_name(meta["name"], slot)
+    others = [r for r in active if r["metadata"]["name"] != name]
+    policy = spec.get("concurrencyPolicy", "Allow")
+    if others and policy == "Forbid":
+        names = ", ".join(r["metadata"]["name"] for r in others)
+        result.events.append(
+            (
+                "Normal",
+                "SkippedActive",
+                f"slot {when} skipped: {names} still running (concurrencyPolicy Forbid)",
+            )
+        )
+        return
+    if others and policy == "Replace":
+        for run in others:
+            result.delete.append((run["metadata"]["name"], f"replaced by {name}"))
+            result.events.append(
+                (
+                    "Normal",
+                    "Replaced",
+                    f"stopped {run['metadata']['name']} for {name} (concurrencyPolicy Replace)",
+                )
+            )
+    result.create.append(build_run(schedule, slot, name, "schedule"))
+    result.events.append(("Normal", "RunCreated", f"created run {name} for slot {when}"))
+
+
+def _origin(run: Mapping[str, Any]) -> str:
+    return str((run["metadata"].get("labels") or {}).get(LABEL_ORIGIN, ""))
+
+
+def _condition_status(conditions: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    return next((str(c.get("status")) for c in conditions if c.get("type") == kind), None)
+
+
+def _condition_reason(conditions: Sequence[Mapping[str, Any]], kind: str) -> str | None:
+    return next((str(c.get("reason")) for c in conditions if c.get("type") == kind), None)
+
+
+def _finish(status: dict[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Fill in what follows from the runs: the active ones and the last success."""
+    active = sorted((r for r in runs if _is_active(r)), key=_order)
+    status["active"] = [
+        {
+            "name": r["metadata"]["name"],
+            **({"scheduledTime": rfc3339(s)} if (s := _scheduled(r)) else {}),
+        }
+        for r in active
+    ]
+    status["activeCount"] = len(active)
+    successes = [
+        t
+        for r in runs
+        if (r.get("status") or {}).get("phase") == "Succeeded"
+        and (t := _time(r["status"].get("completionTime")))
+    ]
+    last = _time(status.get("lastSuccessfulTime"))
+    if successes and (last is None or max(successes) > last):
+        status["lastSuccessfulTime"] = rfc3339(max(successes))
+    return status

@@ -1,0 +1,344 @@
+"""What a NotebookSchedule does at a moment, given its runs: table tests, no cluster."""
+
+from __future__ import annotations
+
+import datetime
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kubemill.operator.schedules import (
+    Plan,
+    build_run,
+    finished_to_prune,
+    manual_run_name,
+    plan,
+    slot_run_name,
+)
+
+UTC = datetime.UTC
+CREATED = "2027-01-10T05:00:00Z"
+
+
+def at(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def schedule(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "daily",
+            "namespace": "ns",
+            "uid": "sched-uid",
+            "generation": 1,
+            "creationTimestamp": CREATED,
+            "annotations": spec.pop("annotations", {}),
+        },
+        "spec": {
+            "schedule": "0 6 * * *",
+            "runTemplate": {
+                "metadata": {
+                    "labels": {"team": "reports", "kubectl.kubernetes.io/x": "no"},
+                    "annotations": {"note": "yes", "kopf.zalando.org/last": "no"},
+                },
+                "spec": {
+                    "notebook": "s3://b/n.ipynb",
+                    "parameters": {"day": "{{ scheduledDate }}"},
+                },
+            },
+            **spec,
+        },
+        "status": status or {},
+    }
+
+
+def run(slot: str, phase: str | None, origin: str = "schedule", done: str = "") -> dict[str, Any]:
+    name = slot_run_name("daily", at(slot))
+    status: dict[str, Any] = {"phase": phase} if phase else {}
+    if done:
+        status["completionTime"] = done
+    return {
+        "metadata": {
+            "name": name,
+            "creationTimestamp": slot,
+            "labels": {"kubemill.dev/schedule": "daily", "kubemill.dev/origin": origin},
+            "annotations": {"kubemill.dev/scheduled-time": slot},
+        },
+        "status": status,
+    }
+
+
+def created(result: Plan) -> list[str]:
+    return [r["metadata"]["name"] for r in result.create]
+
+
+def reasons(result: Plan) -> list[str]:
+    return [reason for _, reason, _ in result.events]
+
+
+ACTIVE = run("2027-01-11T06:00:00Z", "Running")
+DUE = at("2027-01-12T06:00:00.2Z")
+AFTER_FIRST = {"lastConsideredTime": "2027-01-11T06:00:00Z"}
+
+
+def test_run_names_are_one_per_slot_whatever_the_zone() -> None:
+    slot = at("2027-03-28T01:00:00Z")
+    berlin = slot.astimezone(datetime.timezone(datetime.timedelta(hours=2)))
+    assert slot_run_name("daily", slot) == slot_run_name("daily", berlin) == "daily-20270328-010000"
+    assert len(slot_run_name("x" * 47, slot)) == 63
+    assert (
+        manual_run_name("daily", "a")
+        == manual_run_name("daily", "a")
+        != manual_run_name("daily", "b")
+    )
+
+
+def test_nothing_before_the_first_slot_after_creation() -> None:
+    result = plan(schedule(), [], at("2027-01-10T05:59:59Z"))
+    assert result.create == [] and result.events == []
+    assert result.status["nextScheduleTime"] == "2027-01-10T06:00:00Z"
+    assert result.wake_at == at("2027-01-10T06:00:00Z")
+    assert result.status["lastConsideredTime"] == CREATED
+
+
+def test_a_due_slot_creates_its_run_with_rendered_parameters() -> None:
+    result = plan(schedule(timeZone="Asia/Tokyo", schedule="30 8 * * *"), [],
+                  at("2027-01-10T23:30:01Z"))  # fmt: skip
+    assert created(result) == ["daily-20270110-233000"]
+    body = result.create[0]
+    # 23:30 UTC is 08:30 of the next day in Tokyo: the date is the zone's.
+    assert body["spec"]["parameters"] == {"day": "2027-01-11"}
+    assert body["metadata"]["labels"] == {
+        "team": "reports",
+        "app.kubernetes.io/managed-by": "kubemill",
+        "kubemill.dev/schedule": "daily",
+        "kubemill.dev/origin": "schedule",
+    }
+    assert body["metadata"]["annotations"] == {
+        "note": "yes",
+        "kubemill.dev/scheduled-time": "2027-01-10T23:30:00Z",
+    }
+    owner = body["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"], owner["controller"]) == (
+        "NotebookSchedule",
+        "sched-uid",
+        True,
+    )
+    assert result.status["lastScheduleTime"] == "2027-01-10T23:30:00Z"
+    assert result.status["lastConsideredTime"] == "2027-01-10T23:30:00Z"
+    assert result.status["nextScheduleTime"] == "2027-01-11T23:30:00Z"
+    assert result.status["activeCount"] == 0  # the new run shows once the watch has it
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("scheduledTime", "2027-03-28T03:00:00+02:00"),
+        ("scheduledTimeUTC", "2027-03-28T01:00:00Z"),
+        ("scheduledDate", "2027-03-28"),
+        ("scheduleName", "daily"),
+        ("runName", "daily-20270328-010000"),
+    ],
+)
+def test_template_variables(variable: str, value: str) -> None:
+    spec = schedule(timeZone="Europe/Berlin")
+    spec["spec"]["runTemplate"]["spec"]["parameters"] = {
+        "v": f"{{{{{variable}}}}}", "nested": [{"x": f"at {{{{ {variable} }}}}!"}], "n": 3
+    }  # fmt: skip
+    body = build_run(spec, at("2027-03-28T01:00:00Z"), "daily-20270328-010000", "schedule")
+    assert body["spec"]["parameters"] == {"v": value, "nested": [{"x": f"at {value}!"}], "n": 3}
+
+
+@pytest.mark.parametrize(
+    ("parameter", "message"),
+    [
+        ("{{ scheduled_date }}", "unknown template variable {{ scheduled_date }}"),
+        ("{{ scheduledDate", "unclosed or malformed"),
+        ("{{ scheduledDate }} }}", "unclosed or malformed"),
+    ],
+)
+def test_a_bad_template_makes_the_schedule_not_ready(parameter: str, message: str) -> None:
+    spec = schedule()
+    spec["spec"]["runTemplate"]["spec"]["parameters"] = {"day": parameter}
+    result = plan(spec, [], at("2027-01-11T06:00:00Z"))
+    assert result.create == []
+    ready = result.status["conditions"][0]
+    assert (ready["type"], ready["status"], ready["reason"]) == (
+        "Ready",
+        "False",
+        "InvalidTemplate",
+    )
+    assert message in ready["message"] and reasons(result) == ["InvalidTemplate"]
+    # The Event is posted once, not on every pass.
+    again = plan({**spec, "status": result.status}, [], at("2027-01-11T06:00:05Z"))
+    assert again.events == []
+
+
+def test_an_unparsable_schedule_is_reported_and_fixing_it_runs_no_old_slot() -> None:
+    result = plan(schedule(AFTER_FIRST, schedule="61 6 * * *"), [], at("2027-01-11T06:00:00Z"))
+    ready = result.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
+    assert "minute" in ready["message"] and result.status["nextScheduleTime"] is None
+    fixed = plan(schedule(result.status, schedule="1 6 * * *"), [], at("2027-01-13T07:00:00Z"))
+    assert fixed.create == [] and fixed.events == []
+    assert fixed.status["nextScheduleTime"] == "2027-01-14T06:01:00Z"
+
+
+def test_a_schedule_that_never_fires_is_reported() -> None:
+    result = plan(schedule(schedule="0 0 30 2 *"), [], at("2027-01-11T06:00:00Z"))
+    ready = result.status["conditions"][0]
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidSchedule")
+    assert result.create == [] and reasons(result) == ["InvalidSchedule"]
+
+
+def test_after_downtime_only_the_newest_missed_slot_runs() -> None:
+    status = {"lastConsideredTime": "2027-01-11T06:00:00Z", "observedSchedule": "0 6 * * * UTC"}
+    result = plan(schedule(status), [], at("2027-01-21T07:00:00Z"))
+    assert created(result) == ["daily-20270121-060000"]
+    missed = next(m for _, r, m in result.events if r == "MissedSchedules")
+    assert missed.startswith("skipped 9 missed slots before 2027-01-21T06:00:00Z")
+
+
+def test_no_limit_of_100_missed_slots() -> None:
+    """CronJob gives up after 100 missed slots; a per-second schedule misses 86400 a day."""
+    status = {"lastConsideredTime": "2027-01-11T06:00:00Z", "observedSchedule": "* * * * * * UTC"}
+    result = plan(schedule(status, schedule="* * * * * *"), [], at("2027-01-12T06:00:00.5Z"))
+    assert created(result) == ["daily-20270112-060000"]
+    assert any(m.startswith("skipped 86399 missed slots") for _, _, m in result.events)
+
+
+def test_a_slot_past_its_starting_deadline_is_skipped_and_not_retried() -> None:
+    status = {"lastConsideredTime": "2027-01-11T06:00:00Z"}
+    result = plan(schedule(status, startingDeadlineSeconds=300), [], at("2027-01-12T06:05:01Z"))
+    assert result.create == [] and "MissedDeadline" in reasons(result)
+    assert result.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
+    later = plan(
+        schedule(result.status, startingDeadlineSeconds=300), [], at("2027-01-12T07:00:00Z")
+    )
+    assert later.create == [] and later.events == []
+
+
+def test_within_the_deadline_a_late_slot_runs() -> None:
+    status = {"lastConsideredTime": "2027-01-11T06:00:00Z"}
+    result = plan(schedule(status, startingDeadlineSeconds=300), [], at("2027-01-12T06:04:59Z"))
+    assert created(result) == ["daily-20270112-060000"]
+
+
+def test_forbid_skips_the_slot_for_good() -> None:
+    result = plan(schedule(AFTER_FIRST, concurrencyPolicy="Forbid"), [ACTIVE], DUE)
+    assert result.create == [] and reasons(result) == ["SkippedActive"]
+    assert "daily-20270111-060000 still running" in result.events[0][2]
+    assert result.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
+    # The run finishing later does not make the skipped slot run late (CronJob's would).
+    finished = run("2027-01-11T06:00:00Z", "Succeeded", done="2027-01-12T06:30:00Z")
+    later = plan(schedule(result.status, concurrencyPolicy="Forbid"), [finished],
+                 at("2027-01-12T06:30:01Z"))  # fmt: skip
+    assert later.create == [] and later.events == []
+
+
+def test_replace_stops_the_active_run_and_starts_the_new_one() -> None:
+    result = plan(schedule(AFTER_FIRST, concurrencyPolicy="Replace"), [ACTIVE], DUE)
+    assert result.delete == [("daily-20270111-060000", "replaced by daily-20270112-060000")]
+    assert created(result) == ["daily-20270112-060000"]
+    assert reasons(result) == ["Replaced", "RunCreated"]
+
+
+def test_allow_runs_alongside_and_is_the_default() -> None:
+    result = plan(schedule(AFTER_FIRST), [ACTIVE], DUE)
+    assert created(result) == ["daily-20270112-060000"] and result.delete == []
+    assert result.status["active"] == [
+        {"name": "daily-20270111-060000", "scheduledTime": "2027-01-11T06:00:00Z"}
+    ]
+
+
+def test_a_run_created_before_a_crash_is_not_created_again() -> None:
+    """The status write after the create was lost; the run's annotation says it exists."""
+    made = run("2027-01-12T06:00:00Z", "Pending")
+    result = plan(schedule(AFTER_FIRST), [made], at("2027-01-12T06:00:03Z"))
+    assert result.create == [] and result.events == []
+    assert result.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
+
+
+def test_suspend_stops_new_runs_and_resuming_runs_no_old_slot() -> None:
+    suspended = plan(schedule(AFTER_FIRST, suspend=True), [], at("2027-01-12T06:00:01Z"))
+    assert suspended.create == [] and suspended.wake_at is None
+    assert suspended.status["nextScheduleTime"] is None
+    conditions = {c["type"]: (c["status"], c["reason"]) for c in suspended.status["conditions"]}
+    assert conditions == {"Ready": ("False", "Suspended"), "Suspended": ("True", "Suspended")}
+    # Resumed three days later: the slots in between do not run.
+    resumed = plan(schedule(suspended.status), [], at("2027-01-15T09:00:00Z"))
+    assert resumed.create == [] and resumed.events == []
+    assert resumed.status["nextScheduleTime"] == "2027-01-16T06:00:00Z"
+    assert resumed.status["lastConsideredTime"] == "2027-01-15T09:00:00Z"
+
+
+def test_editing_the_schedule_fires_no_run_for_an_earlier_slot() -> None:
+    """CronJob's known bug: after an edit, a slot of the new schedule between the last run
+    and now fires at once."""
+    before = {**AFTER_FIRST, "observedSchedule": "0 6 * * * UTC"}
+    result = plan(schedule(before, schedule="0 3 * * *"), [], at("2027-01-12T05:00:00Z"))
+    assert result.create == []
+    assert result.status["lastConsideredTime"] == "2027-01-12T05:00:00Z"
+    assert result.status["observedSchedule"] == "0 3 * * * UTC"
+    following = plan(schedule(result.status, schedule="0 3 * * *"), [], at("2027-01-13T03:00:01Z"))
+    assert created(following) == ["daily-20270113-030000"]
+
+
+def test_trigger_runs_the_template_once_per_annotation_value() -> None:
+    token = "2027-01-12T05:11:12.345678Z"
+    spec = schedule(AFTER_FIRST, annotations={"kubemill.dev/trigger": token})
+    result = plan(spec, [ACTIVE], at("2027-01-12T05:11:13Z"))
+    assert created(result) == [manual_run_name("daily", token)]
+    body = result.create[0]
+    assert body["metadata"]["labels"]["kubemill.dev/origin"] == "manual"
+    assert body["spec"]["parameters"] == {"day": "2027-01-12"}
+    assert result.status["lastTrigger"] == token
+    again = plan({**spec, "status": result.status}, [ACTIVE], at("2027-01-12T05:11:20Z"))
+    assert again.create == []
+
+
+def test_history_limits_prune_the_oldest_slots_first() -> None:
+    runs = [
+        # Backfilled late (created last) but for the oldest slot: pruned first all the same.
+        run("2027-01-01T06:00:00Z", "Succeeded", origin="backfill") | {},
+        run("2027-01-03T06:00:00Z", "Succeeded"),
+        run("2027-01-02T06:00:00Z", "Failed"),
+        run("2027-01-04T06:00:00Z", "Succeeded"),
+        run("2027-01-05T06:00:00Z", "Failed"),
+        run("2027-01-06T06:00:00Z", "Succeeded"),
+        run("2027-01-07T06:00:00Z", "Running"),
+    ]
+    runs[0]["metadata"]["creationTimestamp"] = "2027-01-08T00:00:00Z"
+    pruned = [r["metadata"]["name"] for r in finished_to_prune(runs, 2, 1)]
+    assert pruned == ["daily-20270101-060000", "daily-20270103-060000", "daily-20270102-060000"]
+    assert [r["metadata"]["name"] for r in finished_to_prune(runs, 0, 0)][-1] == (
+        "daily-20270105-060000"
+    )
+    result = plan(schedule(AFTER_FIRST, successfulRunsHistoryLimit=2), runs,
+                  at("2027-01-11T07:00:00Z"))  # fmt: skip
+    assert [name for name, _ in result.delete] == pruned
+    assert result.status["activeCount"] == 1
+
+
+def test_last_successful_time_only_moves_forward() -> None:
+    old = {**AFTER_FIRST, "lastSuccessfulTime": "2027-01-11T07:00:00Z"}
+    runs = [run("2027-01-10T06:00:00Z", "Succeeded", done="2027-01-10T06:10:00Z")]
+    result = plan(schedule(old), runs, at("2027-01-11T08:00:00Z"))
+    assert result.status["lastSuccessfulTime"] == "2027-01-11T07:00:00Z"
+    newer = [run("2027-01-11T06:00:00Z", "Succeeded", done="2027-01-11T07:30:00Z")]
+    result = plan(schedule(old), newer, at("2027-01-11T08:00:00Z"))
+    assert result.status["lastSuccessfulTime"] == "2027-01-11T07:30:00Z"
+
+
+def test_the_schedule_crd_is_generated_from_its_sources() -> None:
+    """crds/kubemill.dev_notebookschedules.yaml is written by hack/gen_schedule_crd.py from
+    the NotebookRun CRD and the cron pattern; run `make crds` after changing either."""
+    root = Path(__file__).resolve().parents[2]
+    sys.path.append(str(root / "hack"))
+    import gen_schedule_crd  # type: ignore[import-not-found]
+
+    assert (root / "crds" / "kubemill.dev_notebookschedules.yaml").read_text() == (
+        gen_schedule_crd.render()
+    ), "the schedule CRD is stale: run make crds"
