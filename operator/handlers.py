@@ -31,6 +31,7 @@ __all__ = [
     "Reconciler",
     "TransientError",
     "merge_patch",
+    "plain",
     "register",
 ]
 
@@ -75,7 +76,7 @@ _KEPT_METADATA = (
 )
 
 
-def _plain(body: Mapping[str, Any], *, spec: bool = True) -> dict[str, Any]:
+def plain(body: Mapping[str, Any], *, spec: bool = True) -> dict[str, Any]:
     """A detached copy of what the controller uses from a body, small enough to keep in an
     index: no managedFields, and no pod or Job spec, which would triple the memory per run."""
     meta = body.get("metadata") or {}
@@ -210,15 +211,15 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     # The ids name the keyword arguments through which kopf hands the indexes to handlers.
     @kopf.index(id="runs", **on_run)  # type: ignore[arg-type]
     def runs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): _plain(body)}
+        return {(namespace, name): plain(body)}
 
     @kopf.index("batch", "v1", "jobs", id="jobs", **owned)  # type: ignore[arg-type]
     def jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): _plain(body, spec=False)}
+        return {(namespace, labels[LABEL_RUN]): plain(body, spec=False)}
 
     @kopf.index("", "v1", "pods", id="pods", **owned)  # type: ignore[arg-type]
     def pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): _plain(body, spec=False)}
+        return {(namespace, labels[LABEL_RUN]): plain(body, spec=False)}
 
     @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
     def run_changed(

@@ -14,14 +14,15 @@ import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.handlers import AlreadyExists, TransientError, register
-from kubemill.operator.meta import GROUP, JOB_FINALIZER, PLURAL, VERSION
+from kubemill.operator.meta import GROUP, JOB_FINALIZER, PLURAL, SCHEDULE_PLURAL, VERSION
+from kubemill.operator.schedule_controller import register as register_schedules
 from kubemill.operator.settings import Settings
 
 __all__ = ["KubernetesCluster", "main"]
 
 
 class KubernetesCluster:
-    """The handlers' API calls through the official client (kopf has no generic writer)."""
+    """The controllers' API calls through the official client (kopf has no generic writer)."""
 
     def __init__(self) -> None:
         from kubernetes import client, config
@@ -30,8 +31,13 @@ class KubernetesCluster:
             config.load_incluster_config()
         except config.ConfigException:
             config.load_kube_config()
-        self._batch = client.BatchV1Api()
-        self._custom = client.CustomObjectsApi()
+        configuration = client.Configuration.get_default_copy()
+        # One connection per worker thread of both controllers (8 + 4) and kopf's handlers; the
+        # client's default (5 per CPU) drops and re-handshakes connections in bursts otherwise.
+        configuration.connection_pool_maxsize = 32
+        api = client.ApiClient(configuration)
+        self._batch = client.BatchV1Api(api)
+        self._custom = client.CustomObjectsApi(api)
         self._error = client.ApiException
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
@@ -75,6 +81,40 @@ class KubernetesCluster:
                 return
             raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
+    def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
+        try:
+            self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, dict(run)
+            )
+        except self._error as exc:
+            if exc.status == 409:
+                raise AlreadyExists(run["metadata"]["name"]) from None
+            if exc.status in (400, 422):
+                raise InvalidSpec(
+                    f"run {run['metadata']['name']} was rejected: {_api_message(exc)}; fix "
+                    "spec.runTemplate"
+                ) from None
+            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+            )
+        except self._error as exc:
+            if exc.status != 404:
+                raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+
+    def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        try:
+            self._custom.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, SCHEDULE_PLURAL, name, {"status": dict(status)}
+            )
+        except self._error as exc:
+            if exc.status == 404:  # the schedule was deleted meanwhile
+                return
+            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+
 
 def _api_message(exc: Any) -> str:
     try:
@@ -104,7 +144,9 @@ def main() -> None:
         for handler in logging.getLogger().handlers:
             handler.addFilter(_QuietSuccess())
     registry = kopf.OperatorRegistry()
-    register(registry, settings, KubernetesCluster())
+    cluster = KubernetesCluster()
+    register(registry, settings, cluster)
+    register_schedules(registry, cluster)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

@@ -1,5 +1,6 @@
 """A coalescing work queue, like controller-runtime's: a key queued while it waits is queued
-once; a key queued while it is being worked on is worked on once more afterwards.
+once; a key queued while it is being worked on is worked on once more afterwards; a key can
+also be queued for later (a retry's backoff, a schedule's next slot).
 
 Watch events for a run arrive in bursts (the Job, its pod, their status updates); the status
 is recomputed from the latest state anyway, so one pass per burst is enough. Doing that work on
@@ -10,8 +11,10 @@ from __future__ import annotations
 
 import collections
 import contextvars
+import heapq
 import logging
 import threading
+import time
 from collections.abc import Callable, Hashable
 
 __all__ = ["WorkQueue"]
@@ -30,26 +33,46 @@ class WorkQueue:
         self._cond = threading.Condition()
         self._threads: list[threading.Thread] = []
         self._failures: dict[Hashable, int] = {}
+        #: Delayed keys: a heap of (monotonic due time, sequence, key), and each key's earliest
+        #: due time, so that repeated requests for one key keep one entry that counts.
+        self._timers: list[tuple[float, int, Hashable]] = []
+        self._due: dict[Hashable, float] = {}
+        self._sequence = 0
 
     def add(self, key: Hashable) -> None:
         """Queue `key`; the workers run in a copy of the caller's context (kopf's included)."""
         with self._cond:
             if not self._threads:
                 self._start(contextvars.copy_context())
-            if key in self._active:
-                self._again.add(key)
-            elif key not in self._queued:
-                self._queued.add(key)
-                self._order.append(key)
-                self._cond.notify()
+            self._add(key)
+
+    def _add(self, key: Hashable) -> None:
+        if key in self._active:
+            self._again.add(key)
+        elif key not in self._queued:
+            self._queued.add(key)
+            self._order.append(key)
+            self._cond.notify_all()
+
+    def add_after(self, key: Hashable, delay: float) -> None:
+        """Queue `key` once `delay` seconds have passed (a schedule's next slot); an earlier
+        request for the same key stands, a later one is folded into it."""
+        due = time.monotonic() + max(0.0, delay)
+        with self._cond:
+            if not self._threads:
+                self._start(contextvars.copy_context())
+            if self._due.get(key, float("inf")) <= due:
+                return
+            self._due[key] = due
+            self._sequence += 1
+            heapq.heappush(self._timers, (due, self._sequence, key))
+            self._cond.notify_all()
 
     def retry(self, key: Hashable) -> None:
         """Queue `key` again after an exponential backoff (1 s, 2 s, … at most 60 s)."""
         with self._cond:
             failures = self._failures[key] = self._failures.get(key, 0) + 1
-        timer = threading.Timer(min(60.0, 2.0 ** (failures - 1)), self.add, args=(key,))
-        timer.daemon = True
-        timer.start()
+        self.add_after(key, min(60.0, 2.0 ** (failures - 1)))
 
     def forget(self, key: Hashable) -> None:
         """`key` succeeded: its next failure starts the backoff from the beginning."""
@@ -57,6 +80,11 @@ class WorkQueue:
             self._failures.pop(key, None)
 
     def _start(self, context: contextvars.Context) -> None:
+        timers = threading.Thread(
+            target=context.copy().run, args=(self._wake,), name="kubemill-timers", daemon=True
+        )
+        timers.start()
+        self._threads.append(timers)
         for number in range(self._workers):
             thread = threading.Thread(
                 target=context.copy().run,
@@ -66,6 +94,19 @@ class WorkQueue:
             )
             thread.start()
             self._threads.append(thread)
+
+    def _wake(self) -> None:
+        """Moves delayed keys into the queue when they are due."""
+        with self._cond:
+            while True:
+                now = time.monotonic()
+                while self._timers and self._timers[0][0] <= now:
+                    due, _, key = heapq.heappop(self._timers)
+                    if self._due.get(key) == due:
+                        del self._due[key]
+                        self._add(key)
+                timeout = self._timers[0][0] - now if self._timers else None
+                self._cond.wait(timeout)
 
     def _loop(self) -> None:
         while True:
@@ -86,4 +127,4 @@ class WorkQueue:
                         self._again.discard(key)
                         self._queued.add(key)
                         self._order.append(key)
-                        self._cond.notify()
+                        self._cond.notify_all()

@@ -1,0 +1,177 @@
+"""The NotebookSchedule controller: watches, a work queue with timers, and the pure plan.
+
+Level-triggered like the run controller: a schedule's key is queued when the schedule or one of
+its runs changes, and at its next slot; a worker then asks `schedules.plan` what to do given the
+schedule, its runs and the clock, and does it (delete, create, patch status, post Events).
+
+Two things are remembered between passes, both only until the watches catch up: the status this
+process wrote last, and the runs it created. Without the second, a per-second schedule with
+concurrencyPolicy Forbid could start a run before the watch shows the previous one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import logging
+from collections.abc import Hashable, Mapping
+from typing import Any, Protocol, cast
+
+import kopf
+
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.handlers import AlreadyExists, TransientError, merge_patch, plain
+from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
+from kubemill.operator.schedules import plan
+from kubemill.operator.workqueue import WorkQueue
+
+__all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
+
+_log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class ScheduleCluster(Protocol):
+    """The API calls the schedule controller makes."""
+
+    def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
+        """Create the NotebookRun; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        """Delete the NotebookRun (its Job and pod follow); no error if it is gone."""
+
+    def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch the schedule's status subresource."""
+
+
+def _now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.UTC)
+
+
+class ScheduleReconciler:
+    def __init__(self, cluster: ScheduleCluster, *, workers: int = 4) -> None:
+        self.cluster = cluster
+        self._written: dict[str, dict[str, Any]] = {}
+        #: Runs created by this process that the run watch has not shown yet, by schedule uid.
+        self._created: dict[str, dict[str, dict[str, Any]]] = {}
+        self._indexes: tuple[Any, Any] | None = None
+        self._queue = WorkQueue(self._work, workers=workers)
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
+        self._created.pop(uid, None)
+
+    def enqueue(self, key: Key, schedules: Any, runs: Any) -> None:
+        self._indexes = (schedules, runs)
+        self._queue.add(key)
+
+    def _work(self, key: Hashable) -> None:
+        assert self._indexes is not None
+        try:
+            self.reconcile(cast(Key, key), *self._indexes)
+        except Exception as exc:  # any failure is retried with backoff, as controllers do
+            level = logging.INFO if isinstance(exc, TransientError) else logging.WARNING
+            _log.log(level, "reconciling schedule %s failed (%s); retrying", key, exc)
+            self._queue.retry(key)
+        else:
+            self._queue.forget(key)
+
+    def reconcile(self, key: Key, schedules: Any, runs: Any) -> None:
+        schedule = next(iter(schedules.get(key, [])), None)
+        if schedule is None or schedule["metadata"].get("deletionTimestamp"):
+            return  # its runs go with it through their owner references
+        uid = schedule["metadata"]["uid"]
+        old = self._written.get(uid, schedule.get("status") or {})
+        children = [
+            r
+            for r in runs.get(key, [])
+            if any(o.get("uid") == uid for o in r["metadata"].get("ownerReferences") or [])
+        ]
+        seen = {r["metadata"]["name"] for r in children}
+        created = self._created.setdefault(uid, {})
+        for name in seen & created.keys():
+            del created[name]
+        now = _now()
+        decided = plan({**schedule, "status": old}, [*children, *created.values()], now)
+        namespace, name = key
+        for run_name, why in decided.delete:
+            _log.info("deleting run %s/%s: %s", namespace, run_name, why)
+            self.cluster.delete_run(namespace, run_name)
+            created.pop(run_name, None)
+        body = kopf.Body(cast(kopf.RawBody, schedule))
+        for run in decided.create:
+            run_name = run["metadata"]["name"]
+            try:
+                self.cluster.create_run(namespace, run)
+            except AlreadyExists:
+                continue  # created before a restart, or a backfill made it: the lock held
+            except InvalidSpec as exc:
+                kopf.event(body, type="Warning", reason="RunRejected", message=exc.message)
+                continue
+            _log.info("created run %s/%s", namespace, run_name)
+            created[run_name] = {
+                "metadata": {**run["metadata"], "creationTimestamp": now.isoformat()},
+                "status": {},
+            }
+        if decided.status != old:
+            self.cluster.patch_schedule_status(namespace, name, merge_patch(old, decided.status))
+            self._written[uid] = decided.status
+        for kind, reason, message in decided.events:
+            kopf.event(body, type=kind, reason=reason, message=message)
+        if decided.wake_at is not None:
+            self._queue.add_after(key, (decided.wake_at - _now()).total_seconds())
+
+
+def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> ScheduleReconciler:
+    """Register the NotebookSchedule controller's indexes and watches into `registry`."""
+    reconciler = ScheduleReconciler(cluster)
+    on_schedule = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": SCHEDULE_PLURAL,
+        "registry": registry,
+    }
+    on_child = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": PLURAL,
+        "labels": {LABEL_SCHEDULE: kopf.PRESENT},
+        "registry": registry,
+    }
+
+    @kopf.index(id="schedules", **on_schedule)  # type: ignore[arg-type]
+    def schedules(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
+        return {(namespace, name): plain(body)}
+
+    @kopf.index(id="scheduled_runs", **on_child)  # type: ignore[arg-type]
+    def scheduled_runs(
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+    ) -> dict[Any, Any]:
+        return {(namespace, labels[LABEL_SCHEDULE]): plain(body, spec=False)}
+
+    @kopf.on.event(id="schedule-changed", **on_schedule)  # type: ignore[arg-type]
+    def schedule_changed(
+        namespace: str,
+        name: str,
+        body: kopf.Body,
+        schedules: kopf.Index[Any, Any],
+        scheduled_runs: kopf.Index[Any, Any],
+        **kwargs: Any,
+    ) -> None:
+        if kwargs.get("type") == "DELETED":
+            reconciler.forget(body["metadata"]["uid"])
+            return
+        reconciler.enqueue((namespace, name), schedules, scheduled_runs)
+
+    @kopf.on.event(id="scheduled-run-changed", **on_child)  # type: ignore[arg-type]
+    def scheduled_run_changed(
+        namespace: str,
+        labels: kopf.Labels,
+        schedules: kopf.Index[Any, Any],
+        scheduled_runs: kopf.Index[Any, Any],
+        **_: Any,
+    ) -> None:
+        # Its phase decides Forbid and Replace, the history and lastSuccessfulTime.
+        reconciler.enqueue((namespace, labels[LABEL_SCHEDULE]), schedules, scheduled_runs)
+
+    return reconciler
