@@ -71,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="kubemill",
         description="Run Jupyter notebooks as batch work (papermill-compatible).",
+        epilog="NotebookSchedule commands: kubemill schedule preview, kubemill trigger, "
+        "kubemill backfill (see kubemill schedule -h).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"kubemill {__version__}")
