@@ -148,7 +148,7 @@ def kubemill_installed(cluster: Cluster) -> Cluster:
     cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
-        "crd/notebookruns.kubemill.dev",
+        "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
     )  # fmt: skip
     _await_parameters_policy(cluster)
     manifests = manifests_without_deployment(cluster.kubectl)
@@ -161,24 +161,30 @@ def kubemill_installed(cluster: Cluster) -> Cluster:
 
 
 def _await_parameters_policy(cluster: Cluster, timeout: float = 30) -> None:
-    """The admission policy in crds/ takes effect a moment after it is created; probe it with a
-    server-side dry run until it rejects what it must."""
-    probe = (
+    """The admission policies in crds/ take effect a moment after they are created; probe them
+    with a server-side dry run until they reject what they must."""
+    probes = [
         "apiVersion: kubemill.dev/v1alpha1\nkind: NotebookRun\n"
         "metadata: {name: policy-probe, namespace: default}\n"
-        'spec: {notebook: "s3://b/n.ipynb", parameters: {"2x": 1}}\n'
-    )
+        'spec: {notebook: "s3://b/n.ipynb", parameters: {"2x": 1}}\n',
+        "apiVersion: kubemill.dev/v1alpha1\nkind: NotebookSchedule\n"
+        "metadata: {name: policy-probe, namespace: default}\n"
+        'spec: {schedule: "@daily", runTemplate: {spec: {notebook: "s3://b/n.ipynb", '
+        'parameters: {"2x": 1}}}}\n',
+    ]
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while probes and time.monotonic() < deadline:
         result = subprocess.run(
             [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "create",
              "--dry-run=server", "-f", "-"],
-            input=probe, text=True, capture_output=True, timeout=30, check=False,
+            input=probes[0], text=True, capture_output=True, timeout=30, check=False,
         )  # fmt: skip
         if "is not a Python identifier" in result.stderr:
-            return
+            probes.pop(0)
+            continue
         time.sleep(0.5)  # the policy compiles asynchronously; no object reports when it is done
-    raise AssertionError("the NotebookRun parameters admission policy never took effect")
+    if probes:
+        raise AssertionError(f"an admission policy in crds/ never took effect: {probes[0]}")
 
 
 @pytest.fixture(scope="session")

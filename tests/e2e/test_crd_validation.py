@@ -1,4 +1,5 @@
-"""The API server itself rejects bad NotebookRuns, each with a message that says how to fix it.
+"""The API server itself rejects bad NotebookRuns and NotebookSchedules, each with a message that
+says how to fix it.
 
 Also: the manifests in crds/ and deploy/ apply cleanly (server-side dry run)."""
 
@@ -69,6 +70,48 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 ]
 
 
+TEMPLATE: dict[str, Any] = {"spec": GOOD}
+SCHEDULE: dict[str, Any] = {"schedule": "30 2 * * *", "runTemplate": TEMPLATE}
+
+INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("minute-out-of-range", {}, {**SCHEDULE, "schedule": "61 * * * *"}, "5 cron fields"),
+    ("four-fields", {}, {**SCHEDULE, "schedule": "0 * * *"}, "5 cron fields"),
+    ("step-zero", {}, {**SCHEDULE, "schedule": "*/0 * * * *"}, "5 cron fields"),
+    ("every", {}, {**SCHEDULE, "schedule": "@every 5m"}, "5 cron fields"),
+    ("tz-prefix", {}, {**SCHEDULE, "schedule": "TZ=UTC 0 * * * *"}, "set spec.timeZone"),
+    ("unknown-zone", {}, {**SCHEDULE, "timeZone": "Europe/Berln"}, "not a known IANA time zone"),
+    ("local-zone", {}, {**SCHEDULE, "timeZone": "Local"}, "must be an IANA time zone name"),
+    ("bad-policy", {}, {**SCHEDULE, "concurrencyPolicy": "Queue"}, "concurrencyPolicy"),
+    ("zero-deadline", {}, {**SCHEDULE, "startingDeadlineSeconds": 0}, "startingDeadlineSeconds"),
+    ("negative-history", {}, {**SCHEDULE, "failedRunsHistoryLimit": -1}, "failedRunsHistoryLimit"),
+    ("long-name", {"name": "s" * 48}, SCHEDULE, "at most 47 characters"),
+    (
+        "template-without-notebook",
+        {},
+        {**SCHEDULE, "runTemplate": {"spec": {"parameters": {"a": 1}}}},
+        "set exactly one of spec.notebook",
+    ),
+    (
+        "unknown-template-variable",
+        {},
+        {**SCHEDULE, "runTemplate": {"spec": {**GOOD, "parameters": {"day": "{{ date }}"}}}},
+        "spec.runTemplate.spec.parameters.day names an unknown {{ variable }}",
+    ),
+    (
+        "bad-template-parameter-name",
+        {},
+        {**SCHEDULE, "runTemplate": {"spec": {**GOOD, "parameters": {"2x": 1}}}},
+        'spec.runTemplate.spec.parameters name "2x" is not a Python identifier',
+    ),
+    (
+        "template-typo",
+        {},
+        {**SCHEDULE, "runTemplate": {"spec": {**GOOD, "retries": 50}}},
+        "retries",
+    ),
+]
+
+
 def _apply(
     cluster: Cluster, namespace: str, doc: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -100,6 +143,57 @@ def test_invalid_notebookruns_are_rejected_with_a_fix(
     assert message in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    ("metadata", "spec", "message"),
+    [c[1:] for c in INVALID_SCHEDULES],
+    ids=[c[0] for c in INVALID_SCHEDULES],
+)
+def test_invalid_notebookschedules_are_rejected_with_a_fix(
+    kubemill_installed: Cluster,
+    namespace: str,
+    metadata: dict[str, Any],
+    spec: dict[str, Any],
+    message: str,
+) -> None:
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookSchedule",
+        "metadata": {"name": "invalid", **metadata},
+        "spec": spec,
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode != 0, f"accepted: {doc}"
+    assert message in result.stderr, result.stderr
+
+
+@pytest.mark.parametrize(
+    "schedule",
+    ["*/15 * * * * *", "0 6 * * MON-FRI", "@daily", "30 2 1,15 JAN-MAR ?", "0 0 29 2 *"],
+)
+def test_valid_schedules_are_accepted_with_defaults(
+    kubemill_installed: Cluster, namespace: str, schedule: str
+) -> None:
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookSchedule",
+        "metadata": {"name": "valid"},
+        "spec": {
+            **SCHEDULE,
+            "schedule": schedule,
+            "timeZone": "Australia/Lord_Howe",
+            "runTemplate": {"spec": {**GOOD, "parameters": {"day": "{{ scheduledDate }}"}}},
+        },
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode == 0, result.stderr
+    created = yaml.safe_load(
+        kubemill_installed.kubectl("-n", namespace, "get", "nbsched", "valid", "-o", "yaml").stdout
+    )
+    spec = created["spec"]
+    assert (spec["concurrencyPolicy"], spec["suspend"]) == ("Allow", False)
+    assert (spec["successfulRunsHistoryLimit"], spec["failedRunsHistoryLimit"]) == (3, 1)
+
+
 def test_the_spec_cannot_change_once_the_run_exists(
     kubemill_installed: Cluster, namespace: str
 ) -> None:
@@ -123,6 +217,10 @@ def test_kubectl_explain_teaches_the_api(kubemill_installed: Cluster) -> None:
     explained = kubemill_installed.kubectl("explain", "nbrun.spec.parametersFrom").stdout
     assert "never written to the output notebook" in " ".join(explained.split())
     assert "secretKeyRef" in explained
+    explained = kubemill_installed.kubectl("explain", "nbsched.spec").stdout
+    assert "kubemill schedule preview" in " ".join(explained.split())
+    template = kubemill_installed.kubectl("explain", "nbsched.spec.runTemplate.spec").stdout
+    assert "{{ variable }} placeholders" in " ".join(template.split())
 
 
 @pytest.mark.parametrize("path", ["crds", "deploy/base"])
@@ -135,9 +233,10 @@ def test_manifests_apply_server_side(kubemill_installed: Cluster, path: str) -> 
     assert "serverside-applied (server dry run)" in result.stdout
 
 
-def test_sample_run_is_valid(kubemill_installed: Cluster, namespace: str) -> None:
+@pytest.mark.parametrize("sample", ["notebookrun.yaml", "notebookschedule.yaml"])
+def test_samples_are_valid(kubemill_installed: Cluster, namespace: str, sample: str) -> None:
     result = kubemill_installed.kubectl(
         "-n", namespace, "create", "--dry-run=server", "-f",
-        str(ROOT / "deploy" / "samples" / "notebookrun.yaml"), check=False,
+        str(ROOT / "deploy" / "samples" / sample), check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

@@ -1,0 +1,323 @@
+"""NotebookSchedule end to end, with seconds-level schedules: the operator (deploy/'s RBAC) creates
+runs on time, the run controller executes them in runner pods with a real kernel and real S3."""
+
+from __future__ import annotations
+
+import datetime
+import itertools
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.conftest import Cluster
+from tests.e2e.operator import RUNS
+from tests.e2e.test_notebookrun import s3_json, wait_run
+from tests.harness import kube, wait
+
+pytestmark = pytest.mark.e2e
+
+SCHEDULES = "/apis/kubemill.dev/v1alpha1/namespaces/{}/notebookschedules"
+KUBEMILL = str(Path(sys.executable).with_name("kubemill"))
+
+
+def create_schedule(
+    api: client.ApiClient, namespace: str, name: str, notebook: str, **spec: Any
+) -> dict[str, Any]:
+    parameters = spec.pop("parameters", {})
+    body = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookSchedule",
+        "metadata": {"name": name},
+        "spec": {
+            "runTemplate": {
+                "metadata": {"labels": {"team": "e2e"}},
+                "spec": {"notebook": notebook, "parameters": parameters},
+            },
+            **spec,
+        },
+    }
+    return kube.request(api, "POST", SCHEDULES.format(namespace), body=body)
+
+
+def patch_schedule(api: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
+    kube.merge_patch(api, f"{SCHEDULES.format(namespace)}/{name}", {"spec": spec})
+
+
+def runs_of(api: client.ApiClient, namespace: str, schedule: str) -> list[dict[str, Any]]:
+    listed = kube.get(
+        api, RUNS.format(namespace), labelSelector=f"kubemill.dev/schedule={schedule}"
+    )
+    return sorted(listed["items"], key=lambda r: r["metadata"]["name"])
+
+
+def slot_of(run: dict[str, Any]) -> datetime.datetime:
+    text = run["metadata"]["annotations"]["kubemill.dev/scheduled-time"]
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def created_at(run: dict[str, Any]) -> datetime.datetime:
+    text = run["metadata"]["creationTimestamp"]
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def wait_schedule_event(
+    api: client.ApiClient, namespace: str, schedule: str, reason: str, timeout: float = 60
+) -> dict[str, Any]:
+    return wait.wait_for(
+        api,
+        f"/api/v1/namespaces/{namespace}/events",
+        lambda e, o: (
+            e != "DELETED"
+            and o["involvedObject"].get("name") == schedule
+            and o["involvedObject"].get("kind") == "NotebookSchedule"
+            and o.get("reason") == reason
+        ),
+        timeout=timeout,
+        what=f"a {reason} Event on {schedule}",
+    )
+
+
+def wait_runs(
+    api: client.ApiClient, namespace: str, schedule: str, count: int, *phases: str,
+    timeout: float = 120,
+) -> None:  # fmt: skip
+    """Until `count` runs of the schedule exist (in one of `phases`, if given)."""
+    seen: dict[str, str] = {}
+
+    def enough(event: str, run: dict[str, Any]) -> bool:
+        phase = (run.get("status") or {}).get("phase", "")
+        if event == "DELETED":
+            seen.pop(run["metadata"]["name"], None)
+        else:
+            seen[run["metadata"]["name"]] = phase
+        return sum(1 for p in seen.values() if not phases or p in phases) >= count
+
+    wait.wait_for(
+        api, RUNS.format(namespace), enough, label_selector=f"kubemill.dev/schedule={schedule}",
+        timeout=timeout, what=f"{count} runs of {schedule} in {phases or 'any phase'}",
+    )  # fmt: skip
+
+
+def no_run_created(api: client.ApiClient, namespace: str, schedule: str, seconds: float) -> None:
+    """Watch for `seconds` (several slots): no run may appear. The absence of an event cannot
+    be awaited any other way than for a while."""
+    since = wait.resource_version(api, RUNS.format(namespace))
+    with pytest.raises(wait.WaitTimeout):
+        appeared = wait.wait_for(
+            api, RUNS.format(namespace), lambda e, _: e == "ADDED",
+            label_selector=f"kubemill.dev/schedule={schedule}", since=since,
+            timeout=seconds, what="no new run",
+        )  # fmt: skip
+        pytest.fail(f"a run was created: {appeared['metadata']['name']}")
+
+
+def test_runs_appear_on_time_with_the_slot_in_their_parameters_and_history_is_pruned(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+    s3_admin: Any,
+) -> None:
+    create_schedule(
+        api, run_namespace, "ticker", f"s3://{results_bucket}/notebooks/params.ipynb",
+        schedule="*/5 * * * * *", timeZone="Asia/Kolkata", concurrencyPolicy="Forbid",
+        successfulRunsHistoryLimit=2,
+        parameters={"region": "{{ scheduledTime }}", "n": 7},
+    )  # fmt: skip
+    # Four successes in all; the history limit keeps the newest two.
+    succeeded: set[str] = set()
+
+    def four_succeeded(event: str, run: dict[str, Any]) -> bool:
+        if (run.get("status") or {}).get("phase") == "Succeeded":
+            succeeded.add(run["metadata"]["name"])
+        return len(succeeded) >= 4
+
+    wait.wait_for(
+        api, RUNS.format(run_namespace), four_succeeded,
+        label_selector="kubemill.dev/schedule=ticker", timeout=180, what="4 successful runs",
+    )  # fmt: skip
+    patch_schedule(api, run_namespace, "ticker", suspend=True)
+    wait.wait_for(
+        api, SCHEDULES.format(run_namespace), wait.has_condition("Suspended"),
+        name="ticker", timeout=30, what="the schedule suspended",
+    )  # fmt: skip
+    runs = runs_of(api, run_namespace, "ticker")
+    kept = [r for r in runs if r["status"].get("phase") == "Succeeded"]
+    assert len(kept) <= 2, [r["metadata"]["name"] for r in kept]
+    oldest_kept = min(slot_of(r) for r in kept)
+    assert all(slot_of(r) <= oldest_kept for r in runs if r["metadata"]["name"] not in succeeded)
+    for run in runs:
+        slot = slot_of(run)
+        # One name per slot, created at its time (whole seconds on both sides).
+        assert run["metadata"]["name"] == f"ticker-{slot:%Y%m%d-%H%M%S}"
+        assert slot.second % 5 == 0
+        assert datetime.timedelta(0) <= created_at(run) - slot <= datetime.timedelta(seconds=3)
+        assert run["metadata"]["labels"]["team"] == "e2e"
+    newest = max(kept, key=slot_of)
+    local = slot_of(newest).astimezone(datetime.timezone(datetime.timedelta(hours=5, minutes=30)))
+    assert newest["status"]["results"] == {"alpha": 0.1, "region": local.isoformat(), "n": 7}
+    output = s3_json(s3_admin, newest["status"]["outputUrl"])
+    assert local.isoformat() in "".join(
+        "".join(c["source"]) for c in output["cells"] if "injected-parameters" in
+        c["metadata"].get("tags", [])
+    )  # fmt: skip
+    status = kube.get(api, f"{SCHEDULES.format(run_namespace)}/ticker")["status"]
+    assert status["lastScheduleTime"] and status["lastSuccessfulTime"]
+    assert status.get("nextScheduleTime") is None  # suspended
+    table = kubemill_installed.kubectl("-n", run_namespace, "get", "nbsched", "ticker").stdout
+    header = table.splitlines()[0].split()
+    assert header[:6] == ["NAME", "SCHEDULE", "TIME", "ZONE", "SUSPEND", "ACTIVE"]
+    assert "Asia/Kolkata" in table and "true" in table
+
+
+def test_forbid_skips_slots_while_a_run_is_active_and_suspend_stops_new_runs(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+) -> None:
+    create_schedule(
+        api, run_namespace, "slow", f"s3://{results_bucket}/notebooks/sleep.ipynb",
+        schedule="*/3 * * * * *", concurrencyPolicy="Forbid", parameters={"seconds": 8},
+    )  # fmt: skip
+    skipped = wait_schedule_event(api, run_namespace, "slow", "SkippedActive")
+    assert "still running (concurrencyPolicy Forbid)" in skipped["message"]
+    wait_runs(api, run_namespace, "slow", 2)
+    patch_schedule(api, run_namespace, "slow", suspend=True)
+    wait.wait_for(
+        api, SCHEDULES.format(run_namespace), wait.has_condition("Suspended"),
+        name="slow", timeout=30, what="the schedule suspended",
+    )  # fmt: skip
+    no_run_created(api, run_namespace, "slow", seconds=10)
+    runs = runs_of(api, run_namespace, "slow")
+    # Never two at once: each run started after the previous one finished.
+    spans = []
+    for run in runs:
+        run = wait_run(api, run_namespace, run["metadata"]["name"], "Succeeded", "Failed")
+        spans.append((created_at(run), _time(run["status"]["completionTime"])))
+    spans.sort()
+    for (_, ended), (started, _) in itertools.pairwise(spans):
+        assert started >= ended - datetime.timedelta(seconds=1), spans
+
+
+def _time(text: str) -> datetime.datetime:
+    return datetime.datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def test_replace_stops_the_active_run_which_keeps_its_partial_output(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+    s3_admin: Any,
+) -> None:
+    create_schedule(
+        api, run_namespace, "replaced", f"s3://{results_bucket}/notebooks/sleep.ipynb",
+        schedule="*/15 * * * * *", concurrencyPolicy="Replace", parameters={"seconds": 120},
+    )  # fmt: skip
+    event = wait_schedule_event(api, run_namespace, "replaced", "Replaced", timeout=90)
+    old = event["message"].split()[1]
+    patch_schedule(api, run_namespace, "replaced", suspend=True)
+    wait.wait_gone(api, RUNS.format(run_namespace), old, timeout=60, what=f"run {old}")
+    pods = f"/api/v1/namespaces/{run_namespace}/pods"
+    for pod in kube.get(api, pods, labelSelector=f"kubemill.dev/run={old}")["items"]:
+        wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=90, what=f"{old}'s pod")
+    # The replaced run was stopped with SIGTERM: its output says so and how far it got.
+    url = f"s3://{results_bucket}/runs/{run_namespace}/{old}/output.ipynb"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            notebook = s3_json(s3_admin, url)
+            break
+        except s3_admin.exceptions.NoSuchKey:
+            # The runner writes its final save as it exits; S3 has no notification here.
+            assert time.monotonic() < deadline, f"no output at {url}"
+            time.sleep(0.5)
+    assert "Execution failed: Terminated" in "".join(notebook["cells"][0]["source"])
+    assert [r["metadata"]["name"] for r in runs_of(api, run_namespace, "replaced")] != [old]
+
+
+def test_after_operator_downtime_only_the_newest_missed_slot_runs(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+    operator: Any,
+) -> None:
+    create_schedule(
+        api, run_namespace, "downtime", f"s3://{results_bucket}/notebooks/params.ipynb",
+        schedule="*/2 * * * * *", concurrencyPolicy="Allow",
+    )  # fmt: skip
+    wait_runs(api, run_namespace, "downtime", 1)
+    operator.stop()
+    stopped = datetime.datetime.now(datetime.UTC)
+    before = {r["metadata"]["name"] for r in runs_of(api, run_namespace, "downtime")}
+    # Down for five slots: only the passing of time makes slots missed.
+    time.sleep(10)
+    operator.start()
+    missed = wait_schedule_event(api, run_namespace, "downtime", "MissedSchedules")
+    patch_schedule(api, run_namespace, "downtime", suspend=True)
+    wait.wait_for(
+        api, SCHEDULES.format(run_namespace), wait.has_condition("Suspended"),
+        name="downtime", timeout=30, what="the schedule suspended",
+    )  # fmt: skip
+    skipped = int(missed["message"].split()[1])
+    assert skipped >= 3, missed["message"]
+    after = [
+        r for r in runs_of(api, run_namespace, "downtime") if r["metadata"]["name"] not in before
+    ]
+    first = min(after, key=slot_of)
+    # Nothing ran for the slots missed while the operator was down but the newest.
+    assert slot_of(first) >= stopped + datetime.timedelta(seconds=8), (stopped, slot_of(first))
+    assert missed["message"].startswith(f"skipped {skipped} missed slots before")
+
+
+def test_backfill_twice_creates_each_run_once_and_trigger_runs_now(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+) -> None:
+    create_schedule(
+        api, run_namespace, "hourly", f"s3://{results_bucket}/notebooks/params.ipynb",
+        schedule="15 * * * *", timeZone="Europe/Berlin", suspend=True,
+        successfulRunsHistoryLimit=20, parameters={"region": "{{ scheduledDate }}"},
+    )  # fmt: skip
+    now = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    # Both ends are included: three hours less a second hold exactly three :15 slots.
+    start = (now - datetime.timedelta(hours=3, seconds=-1)).isoformat()
+    end = now.isoformat()
+
+    def kubemill(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [KUBEMILL, *args, "-n", run_namespace, "--kubeconfig",
+             str(kubemill_installed.kubeconfig)],
+            text=True, capture_output=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    first = kubemill("backfill", "hourly", "--from", start, "--to", end)
+    assert first.returncode == 0, first.stderr
+    assert "created 3, 0 existed already" in first.stdout
+    second = kubemill("backfill", "hourly", "--from", start, "--to", end)
+    assert second.returncode == 0, second.stderr
+    assert "created 0, 3 existed already" in second.stdout
+    runs = runs_of(api, run_namespace, "hourly")
+    assert len(runs) == 3
+    assert {r["metadata"]["labels"]["kubemill.dev/origin"] for r in runs} == {"backfill"}
+    assert all(slot_of(r).minute == 15 for r in runs)
+
+    triggered = kubemill("trigger", "hourly")
+    assert triggered.returncode == 0, triggered.stderr
+    name = triggered.stdout.split()[0].split("/")[1]
+    run = wait_run(api, run_namespace, name, "Succeeded")
+    assert run["metadata"]["labels"]["kubemill.dev/origin"] == "manual"
+    assert len(run["status"]["results"]["region"]) == len("2027-01-01")
+    for backfilled in runs:
+        wait_run(api, run_namespace, backfilled["metadata"]["name"], "Succeeded")
+    refused = kubemill("backfill", "hourly", "--from", "2020-01-01", "--to", "2020-12-31")
+    assert refused.returncode == 2 and "more than --max 100" in refused.stderr
