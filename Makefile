@@ -11,7 +11,7 @@ VENV ?= $(CACHE)/venv-$(VENV_KEY)
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: env test test-unit test-integration test-e2e lint typecheck demo bench bench-operator clean-env
+.PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
 
 env: $(STAMP)
 
@@ -47,9 +47,14 @@ TYPECHECK_TREE := build/typecheck
 typecheck: env
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
+	@ln -sfn ../../../kubemill/cli.py $(TYPECHECK_TREE)/kubemill/cli.py
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.runner -p kubemill.operator
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -m kubemill.cli -p kubemill.runner -p kubemill.operator
+
+# The NotebookSchedule CRD is generated from the NotebookRun CRD and the cron syntax.
+crds: env
+	$(BIN)/python -P hack/gen_schedule_crd.py
 
 demo: env control-plane
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python examples/demo.py
@@ -59,6 +64,9 @@ bench: env
 
 bench-operator: env control-plane
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_operator.py
+
+bench-schedule: env control-plane
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_schedule.py
 
 clean-env:
 	rm -rf $(VENV)
