@@ -19,7 +19,13 @@ from typing import Any, Protocol, cast
 import kopf
 
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import AlreadyExists, TransientError, merge_patch, plain
+from kubemill.operator.handlers import (
+    AlreadyExists,
+    TransientError,
+    merge_patch,
+    plain,
+    snapshot,
+)
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
 from kubemill.operator.schedules import plan
 from kubemill.operator.workqueue import WorkQueue
@@ -29,6 +35,9 @@ __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
 _log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+#: Seconds a created run may stay unseen by the watch before it is no longer counted.
+PENDING_EXPIRY = 60.0
 
 
 class ScheduleCluster(Protocol):
@@ -77,49 +86,75 @@ class ScheduleReconciler:
             self._queue.forget(key)
 
     def reconcile(self, key: Key, schedules: Any, runs: Any) -> None:
-        schedule = next(iter(schedules.get(key, [])), None)
+        schedule = next(iter(snapshot(schedules, key)), None)
         if schedule is None or schedule["metadata"].get("deletionTimestamp"):
             return  # its runs go with it through their owner references
         uid = schedule["metadata"]["uid"]
         old = self._written.get(uid, schedule.get("status") or {})
         children = [
             r
-            for r in runs.get(key, [])
+            for r in snapshot(runs, key)
             if any(o.get("uid") == uid for o in r["metadata"].get("ownerReferences") or [])
         ]
-        seen = {r["metadata"]["name"] for r in children}
-        created = self._created.setdefault(uid, {})
-        for name in seen & created.keys():
-            del created[name]
         now = _now()
+        created = self._pending(uid, {r["metadata"]["name"] for r in children}, now)
         decided = plan({**schedule, "status": old}, [*children, *created.values()], now)
         namespace, name = key
-        for run_name, why in decided.delete:
+        body = kopf.Body(cast(kopf.RawBody, schedule))
+        for run_name, why in decided.replace:
             _log.info("deleting run %s/%s: %s", namespace, run_name, why)
             self.cluster.delete_run(namespace, run_name)
             created.pop(run_name, None)
-        body = kopf.Body(cast(kopf.RawBody, schedule))
-        for run in decided.create:
+        status, events = decided.status, list(decided.events)
+        for run, reason, message in decided.create:
             run_name = run["metadata"]["name"]
             try:
                 self.cluster.create_run(namespace, run)
             except AlreadyExists:
                 continue  # created before a restart, or a backfill made it: the lock held
             except InvalidSpec as exc:
-                kopf.event(body, type="Warning", reason="RunRejected", message=exc.message)
+                events.append(("Warning", "RunRejected", exc.message))
+                if run_name == decided.slot_run:
+                    status = {**status, "lastScheduleTime": old.get("lastScheduleTime")}
                 continue
             _log.info("created run %s/%s", namespace, run_name)
+            events.append(("Normal", reason, message))
             created[run_name] = {
                 "metadata": {**run["metadata"], "creationTimestamp": now.isoformat()},
                 "status": {},
             }
-        if decided.status != old:
-            self.cluster.patch_schedule_status(namespace, name, merge_patch(old, decided.status))
-            self._written[uid] = decided.status
-        for kind, reason, message in decided.events:
-            kopf.event(body, type=kind, reason=reason, message=message)
+        if status != old:
+            self.cluster.patch_schedule_status(namespace, name, merge_patch(old, status))
+            self._written[uid] = status
+        for kind, reason, message in events:
+            self.post_event(body, kind, reason, message)
         if decided.wake_at is not None:
             self._queue.add_after(key, (decided.wake_at - _now()).total_seconds())
+        for run_name, why in decided.prune:
+            # Last, and never fatal: a delete that is refused (an admission policy, a
+            # namespace without the permission) must not stop the schedule's next runs.
+            try:
+                self.cluster.delete_run(namespace, run_name)
+            except Exception as exc:
+                _log.warning("cannot delete run %s/%s (%s): %s", namespace, run_name, why, exc)
+                message = f"cannot delete {run_name} ({why}): {exc}"
+                self.post_event(body, "Warning", "PruneFailed", message)
+            else:
+                _log.info("deleted run %s/%s: %s", namespace, run_name, why)
+
+    def post_event(self, body: kopf.Body, kind: str, reason: str, message: str) -> None:
+        kopf.event(body, type=kind, reason=reason, message=message)
+
+    def _pending(self, uid: str, seen: set[str], now: datetime.datetime) -> dict[str, Any]:
+        """Runs this process created that the watch has not shown yet. An entry the watch
+        never confirms (the run was deleted before it was seen) expires after a minute, so it
+        cannot hold a Forbid schedule back for good."""
+        created = self._created.setdefault(uid, {})
+        for name in list(created):
+            made = datetime.datetime.fromisoformat(created[name]["metadata"]["creationTimestamp"])
+            if name in seen or (now - made).total_seconds() > PENDING_EXPIRY:
+                del created[name]
+        return created
 
 
 def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> ScheduleReconciler:

@@ -149,7 +149,11 @@ def render_parameters(parameters: Mapping[str, Any], variables: Mapping[str, str
 def build_run(
     schedule: Mapping[str, Any], slot: datetime.datetime, name: str, origin: str
 ) -> dict[str, Any]:
-    """The NotebookRun for one slot (origin "schedule" or "backfill") or trigger ("manual")."""
+    """The NotebookRun for one slot (origin "schedule" or "backfill") or trigger ("manual").
+
+    Backfilled runs are created by people, with kubemill backfill: they do not block the
+    schedule's deletion, which would need permission on its finalizers (OpenShift).
+    """
     meta = schedule["metadata"]
     template = (schedule.get("spec") or {}).get("runTemplate") or {}
     template_meta = template.get("metadata") or {}
@@ -180,7 +184,7 @@ def build_run(
                     "name": meta["name"],
                     "uid": meta["uid"],
                     "controller": True,
-                    "blockOwnerDeletion": True,
+                    "blockOwnerDeletion": origin != "backfill",
                 }
             ],
         },
@@ -198,14 +202,20 @@ def _order(run: Mapping[str, Any]) -> tuple[str, str, str]:
     return (rfc3339(slot) if slot else "", meta.get("creationTimestamp") or "", meta["name"])
 
 
+def _finished_order(run: Mapping[str, Any]) -> tuple[str, tuple[str, str, str]]:
+    return (str((run.get("status") or {}).get("completionTime") or ""), _order(run))
+
+
 def finished_to_prune(
     runs: Sequence[Mapping[str, Any]], successful_limit: int, failed_limit: int
 ) -> list[Mapping[str, Any]]:
-    """Finished runs beyond the history limits, oldest slot first (creation time breaks ties)."""
+    """Finished runs beyond the history limits, the earliest finished first (then the oldest
+    slot): a backfill of old slots keeps its fresh results, not last month's runs."""
     doomed: list[Mapping[str, Any]] = []
     for phase, limit in (("Succeeded", successful_limit), ("Failed", failed_limit)):
         finished = sorted(
-            (r for r in runs if (r.get("status") or {}).get("phase") == phase), key=_order
+            (r for r in runs if (r.get("status") or {}).get("phase") == phase),
+            key=_finished_order,
         )
         doomed.extend(finished[: max(0, len(finished) - max(0, limit))])
     return doomed
@@ -213,16 +223,22 @@ def finished_to_prune(
 
 @dataclass
 class Plan:
-    """What to do now; the controller does it in this order: delete, create, patch status."""
+    """What to do now; the controller does it in this order: replace, create, patch status,
+    post Events, prune. A prune that fails does not hold up the schedule."""
 
-    create: list[dict[str, Any]] = field(default_factory=list)
-    #: (run name, why) of runs to delete: replaced by a newer slot, or beyond a history limit.
-    delete: list[tuple[str, str]] = field(default_factory=list)
+    #: Runs to create, each with the Event (reason, message) to post once it exists.
+    create: list[tuple[dict[str, Any], str, str]] = field(default_factory=list)
+    #: (run name, why) of runs to delete before creating: replaced by a newer slot.
+    replace: list[tuple[str, str]] = field(default_factory=list)
+    #: (run name, why) of finished runs beyond a history limit, deleted last.
+    prune: list[tuple[str, str]] = field(default_factory=list)
     #: (type, reason, message) Events on the schedule.
     events: list[tuple[str, str, str]] = field(default_factory=list)
     status: dict[str, Any] = field(default_factory=dict)
     #: When to look again even if nothing changes: the next slot.
     wake_at: datetime.datetime | None = None
+    #: The run created for the due slot, if any: lastScheduleTime is reverted if it is rejected.
+    slot_run: str | None = None
 
 
 def _fingerprint(spec: Mapping[str, Any]) -> str:
@@ -266,7 +282,7 @@ def plan(
         ]
         if _condition_reason(previous, "Ready") != reason:
             result.events.append(("Warning", reason, exc.message))
-        result.status = _finish(status, runs)
+        result.status = _finish(status, runs, set())
         return result
 
     # The watermark: slots at or before it are handled. Runs the schedule created carry their
@@ -285,7 +301,9 @@ def plan(
         considered = max(considered, now)
     status["observedSchedule"] = _fingerprint(spec)
 
-    active = [r for r in runs if _is_active(r)]
+    # The concurrency policy is about the runs the schedule starts itself: a manual trigger or
+    # a backfill is never blocked or replaced by it (as jobs made from a CronJob by hand).
+    active = [r for r in runs if _is_active(r) and _origin(r) == "schedule"]
     # While suspended the watermark stays put (moving it with the clock would rewrite the
     # status on every pass); resuming moves it to that moment instead.
     latest = None if suspended else cron.latest_at_or_before(now, after=considered)
@@ -295,27 +313,31 @@ def plan(
         considered = latest
         if result.create:
             status["lastScheduleTime"] = rfc3339(latest)
+            result.slot_run = result.create[0][0]["metadata"]["name"]
     status["lastConsideredTime"] = rfc3339(considered)
 
     token = (meta.get("annotations") or {}).get(TRIGGER)
-    if token and token != old.get("lastTrigger"):
-        moment = _time(token) or now
+    requested = _time(token)
+    # A token older than the schedule came with a copy of another schedule (kubectl get -o yaml,
+    # a restore): it was that schedule's trigger, not a request to this one.
+    if token and token != old.get("lastTrigger") and not (requested and requested < created):
+        moment = (requested or now).replace(microsecond=0)
         name = manual_run_name(meta["name"], token)
-        result.create.append(build_run(schedule, moment, name, "manual"))
-        result.events.append(("Normal", "Triggered", f"created run {name} (manual trigger)"))
+        manual = build_run(schedule, moment, name, "manual")
+        result.create.append((manual, "Triggered", f"created run {name} (manual trigger)"))
         status["lastTrigger"] = token
 
-    creating = {r["metadata"]["name"] for r in result.create}
-    replaced = {name for name, _ in result.delete}
+    creating = {r["metadata"]["name"] for r, _, _ in result.create}
+    replaced = {name for name, _ in result.replace}
     kept = [r for r in runs if r["metadata"]["name"] not in replaced]
-    for run in finished_to_prune(
+    for old_run in finished_to_prune(
         kept,
         int(spec.get("successfulRunsHistoryLimit", 3)),
         int(spec.get("failedRunsHistoryLimit", 1)),
     ):
-        if run["metadata"]["name"] not in creating:
-            phase = run["status"]["phase"]
-            result.delete.append((run["metadata"]["name"], f"history limit ({phase})"))
+        if old_run["metadata"]["name"] not in creating:
+            phase = old_run["status"]["phase"]
+            result.prune.append((old_run["metadata"]["name"], f"history limit ({phase})"))
 
     status["nextScheduleTime"] = None if suspended else rfc3339(cron.next_after(now))
     result.wake_at = None if suspended else cron.next_after(now)
@@ -332,8 +354,8 @@ def plan(
             stamp,
         ),
     ]
-    gone = replaced | {name for name, _ in result.delete}
-    result.status = _finish(status, [r for r in runs if r["metadata"]["name"] not in gone])
+    gone = replaced | {name for name, _ in result.prune}
+    result.status = _finish(status, runs, gone)
     return result
 
 
@@ -350,7 +372,7 @@ def _fire(
     meta, spec = schedule["metadata"], schedule.get("spec") or {}
     when = rfc3339(slot)
     if missed > 0:
-        count = f"more than {missed}" if missed + 1 >= MISSED_COUNT_LIMIT else str(missed)
+        count = f"at least {missed}" if missed + 1 >= MISSED_COUNT_LIMIT else str(missed)
         result.events.append(
             (
                 "Warning",
@@ -387,7 +409,7 @@ def _fire(
         return
     if others and policy == "Replace":
         for run in others:
-            result.delete.append((run["metadata"]["name"], f"replaced by {name}"))
+            result.replace.append((run["metadata"]["name"], f"replaced by {name}"))
             result.events.append(
                 (
                     "Normal",
@@ -395,8 +417,13 @@ def _fire(
                     f"stopped {run['metadata']['name']} for {name} (concurrencyPolicy Replace)",
                 )
             )
-    result.create.append(build_run(schedule, slot, name, "schedule"))
-    result.events.append(("Normal", "RunCreated", f"created run {name} for slot {when}"))
+    result.create.append(
+        (
+            build_run(schedule, slot, name, "schedule"),
+            "RunCreated",
+            f"created run {name} for slot {when}",
+        )
+    )
 
 
 def _origin(run: Mapping[str, Any]) -> str:
@@ -411,9 +438,14 @@ def _condition_reason(conditions: Sequence[Mapping[str, Any]], kind: str) -> str
     return next((str(c.get("reason")) for c in conditions if c.get("type") == kind), None)
 
 
-def _finish(status: dict[str, Any], runs: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """Fill in what follows from the runs: the active ones and the last success."""
-    active = sorted((r for r in runs if _is_active(r)), key=_order)
+def _finish(
+    status: dict[str, Any], runs: Sequence[Mapping[str, Any]], gone: set[str]
+) -> dict[str, Any]:
+    """Fill in what follows from the runs: the active ones (but those about to be deleted) and
+    the last success (of all, so a success pruned at once still counts)."""
+    active = sorted(
+        (r for r in runs if _is_active(r) and r["metadata"]["name"] not in gone), key=_order
+    )
     status["active"] = [
         {
             "name": r["metadata"]["name"],

@@ -71,11 +71,12 @@ def run(slot: str, phase: str | None, origin: str = "schedule", done: str = "") 
 
 
 def created(result: Plan) -> list[str]:
-    return [r["metadata"]["name"] for r in result.create]
+    return [r["metadata"]["name"] for r, _, _ in result.create]
 
 
 def reasons(result: Plan) -> list[str]:
-    return [reason for _, reason, _ in result.events]
+    """The Events: those posted in any case, then those posted once their run exists."""
+    return [reason for _, reason, _ in result.events] + [r for _, r, _ in result.create]
 
 
 ACTIVE = run("2027-01-11T06:00:00Z", "Running")
@@ -107,7 +108,7 @@ def test_a_due_slot_creates_its_run_with_rendered_parameters() -> None:
     result = plan(schedule(timeZone="Asia/Tokyo", schedule="30 8 * * *"), [],
                   at("2027-01-10T23:30:01Z"))  # fmt: skip
     assert created(result) == ["daily-20270110-233000"]
-    body = result.create[0]
+    body = result.create[0][0]
     # 23:30 UTC is 08:30 of the next day in Tokyo: the date is the zone's.
     assert body["spec"]["parameters"] == {"day": "2027-01-11"}
     assert body["metadata"]["labels"] == {
@@ -240,14 +241,14 @@ def test_forbid_skips_the_slot_for_good() -> None:
 
 def test_replace_stops_the_active_run_and_starts_the_new_one() -> None:
     result = plan(schedule(AFTER_FIRST, concurrencyPolicy="Replace"), [ACTIVE], DUE)
-    assert result.delete == [("daily-20270111-060000", "replaced by daily-20270112-060000")]
+    assert result.replace == [("daily-20270111-060000", "replaced by daily-20270112-060000")]
     assert created(result) == ["daily-20270112-060000"]
     assert reasons(result) == ["Replaced", "RunCreated"]
 
 
 def test_allow_runs_alongside_and_is_the_default() -> None:
     result = plan(schedule(AFTER_FIRST), [ACTIVE], DUE)
-    assert created(result) == ["daily-20270112-060000"] and result.delete == []
+    assert created(result) == ["daily-20270112-060000"] and result.replace == []
     assert result.status["active"] == [
         {"name": "daily-20270111-060000", "scheduledTime": "2027-01-11T06:00:00Z"}
     ]
@@ -291,7 +292,7 @@ def test_trigger_runs_the_template_once_per_annotation_value() -> None:
     spec = schedule(AFTER_FIRST, annotations={"kubemill.dev/trigger": token})
     result = plan(spec, [ACTIVE], at("2027-01-12T05:11:13Z"))
     assert created(result) == [manual_run_name("daily", token)]
-    body = result.create[0]
+    body = result.create[0][0]
     assert body["metadata"]["labels"]["kubemill.dev/origin"] == "manual"
     assert body["spec"]["parameters"] == {"day": "2027-01-12"}
     assert result.status["lastTrigger"] == token
@@ -299,27 +300,54 @@ def test_trigger_runs_the_template_once_per_annotation_value() -> None:
     assert again.create == []
 
 
-def test_history_limits_prune_the_oldest_slots_first() -> None:
+def test_history_limits_prune_the_earliest_finished_first() -> None:
     runs = [
-        # Backfilled late (created last) but for the oldest slot: pruned first all the same.
-        run("2027-01-01T06:00:00Z", "Succeeded", origin="backfill") | {},
-        run("2027-01-03T06:00:00Z", "Succeeded"),
-        run("2027-01-02T06:00:00Z", "Failed"),
-        run("2027-01-04T06:00:00Z", "Succeeded"),
-        run("2027-01-05T06:00:00Z", "Failed"),
-        run("2027-01-06T06:00:00Z", "Succeeded"),
+        # Backfilled for the oldest slot but finished last: kept, the older results go.
+        run("2027-01-01T06:00:00Z", "Succeeded", origin="backfill", done="2027-01-08T00:00:00Z"),
+        run("2027-01-03T06:00:00Z", "Succeeded", done="2027-01-03T06:10:00Z"),
+        run("2027-01-02T06:00:00Z", "Failed", done="2027-01-02T06:10:00Z"),
+        run("2027-01-04T06:00:00Z", "Succeeded", done="2027-01-04T06:10:00Z"),
+        run("2027-01-05T06:00:00Z", "Failed", done="2027-01-05T06:10:00Z"),
+        run("2027-01-06T06:00:00Z", "Succeeded", done="2027-01-06T06:10:00Z"),
         run("2027-01-07T06:00:00Z", "Running"),
     ]
-    runs[0]["metadata"]["creationTimestamp"] = "2027-01-08T00:00:00Z"
     pruned = [r["metadata"]["name"] for r in finished_to_prune(runs, 2, 1)]
-    assert pruned == ["daily-20270101-060000", "daily-20270103-060000", "daily-20270102-060000"]
+    assert pruned == ["daily-20270103-060000", "daily-20270104-060000", "daily-20270102-060000"]
     assert [r["metadata"]["name"] for r in finished_to_prune(runs, 0, 0)][-1] == (
         "daily-20270105-060000"
     )
     result = plan(schedule(AFTER_FIRST, successfulRunsHistoryLimit=2), runs,
                   at("2027-01-11T07:00:00Z"))  # fmt: skip
-    assert [name for name, _ in result.delete] == pruned
+    assert [name for name, _ in result.prune] == pruned
     assert result.status["activeCount"] == 1
+
+
+def test_a_success_pruned_at_once_still_counts_as_the_last_success() -> None:
+    runs = [run("2027-01-11T06:00:00Z", "Succeeded", done="2027-01-11T06:10:00Z")]
+    result = plan(schedule(AFTER_FIRST, successfulRunsHistoryLimit=0), runs,
+                  at("2027-01-11T07:00:00Z"))  # fmt: skip
+    assert result.prune == [("daily-20270111-060000", "history limit (Succeeded)")]
+    assert result.status["lastSuccessfulTime"] == "2027-01-11T06:10:00Z"
+
+
+@pytest.mark.parametrize("policy", ["Forbid", "Replace"])
+def test_manual_and_backfilled_runs_neither_block_nor_get_replaced(policy: str) -> None:
+    others = [
+        run("2027-01-11T10:00:00Z", "Running", origin="manual"),
+        run("2027-01-01T06:00:00Z", "Running", origin="backfill"),
+    ]
+    result = plan(schedule(AFTER_FIRST, concurrencyPolicy=policy), others, DUE)
+    assert created(result) == ["daily-20270112-060000"] and result.replace == []
+
+
+def test_a_trigger_copied_from_before_the_schedule_existed_is_ignored() -> None:
+    spec = schedule(annotations={"kubemill.dev/trigger": "2026-05-01T00:00:00Z"})
+    assert plan(spec, [], at("2027-01-10T05:30:00Z")).create == []
+
+
+def test_backfilled_runs_do_not_block_the_schedule_deletion() -> None:
+    body = build_run(schedule(), at("2027-01-01T06:00:00Z"), "daily-20270101-060000", "backfill")
+    assert body["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is False
 
 
 def test_last_successful_time_only_moves_forward() -> None:

@@ -1,0 +1,124 @@
+"""The schedule controller's order of work and its memory, with a cluster that records calls.
+
+The API itself is exercised end to end in tests/e2e/test_notebookschedule.py; these tests pin
+down what the e2e tests cannot provoke on demand: refused deletes and creates, and a run that
+disappears before the watch shows it.
+"""
+
+from __future__ import annotations
+
+import datetime
+from collections.abc import Mapping
+from typing import Any
+
+import kopf
+import pytest
+
+from kubemill.operator import schedule_controller
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.schedule_controller import ScheduleReconciler
+
+NOW = datetime.datetime(2027, 1, 12, 6, 0, 0, 500000, tzinfo=datetime.UTC)
+KEY = ("ns", "daily")
+
+
+class Recorder:
+    """A cluster whose calls are recorded; `refuse` makes one kind of call fail."""
+
+    def __init__(self, refuse: dict[str, Exception] | None = None) -> None:
+        self.calls: list[tuple[str, str]] = []
+        self.status: dict[str, Any] = {}
+        self.refuse = refuse or {}
+
+    def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
+        self.calls.append(("create", run["metadata"]["name"]))
+        if "create" in self.refuse:
+            raise self.refuse["create"]
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete", name))
+        if "delete" in self.refuse:
+            raise self.refuse["delete"]
+
+    def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self.calls.append(("status", name))
+        self.status.update(status)
+
+
+class Reconciler(ScheduleReconciler):
+    def __init__(self, cluster: Recorder) -> None:
+        super().__init__(cluster)
+        self.events: list[tuple[str, str]] = []
+
+    def post_event(self, body: kopf.Body, kind: str, reason: str, message: str) -> None:
+        self.events.append((reason, message))
+
+
+@pytest.fixture(autouse=True)
+def clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(schedule_controller, "_now", lambda: NOW)
+
+
+def schedule(**spec: Any) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "daily", "namespace": "ns", "uid": "u", "generation": 1,
+                     "creationTimestamp": "2027-01-01T00:00:00Z"},
+        "spec": {"schedule": "0 6 * * *", "runTemplate": {"spec": {"notebook": "s3://b/n"}},
+                 **spec},
+        "status": {"lastConsideredTime": "2027-01-11T06:00:00Z"},
+    }  # fmt: skip
+
+
+def finished(slot: str, phase: str) -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": f"daily-{slot}",
+            "ownerReferences": [{"uid": "u"}],
+            "labels": {"kubemill.dev/origin": "schedule"},
+            "annotations": {"kubemill.dev/scheduled-time": "2027-01-10T06:00:00Z"},
+        },
+        "status": {"phase": phase, "completionTime": "2027-01-10T06:10:00Z"},
+    }
+
+
+def test_a_refused_prune_does_not_hold_up_the_next_run() -> None:
+    cluster = Recorder(refuse={"delete": RuntimeError("403: denied by policy")})
+    reconciler = Reconciler(cluster)
+    old = finished("20270110-060000", "Failed")
+    reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: [old]})
+    assert cluster.calls == [
+        ("create", "daily-20270112-060000"),
+        ("status", "daily"),
+        ("delete", "daily-20270110-060000"),
+    ]
+    assert [reason for reason, _ in reconciler.events] == ["RunCreated", "PruneFailed"]
+    assert "403: denied by policy" in reconciler.events[1][1]
+
+
+def test_a_rejected_run_is_not_reported_as_created() -> None:
+    cluster = Recorder(refuse={"create": InvalidSpec("run daily-20270112-060000 was rejected")})
+    reconciler = Reconciler(cluster)
+    reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+    assert [reason for reason, _ in reconciler.events] == ["RunRejected"]
+    assert cluster.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
+    assert cluster.status.get("lastScheduleTime") is None
+
+
+def test_a_created_run_blocks_forbid_until_seen_but_not_forever(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    cluster = Recorder()
+    reconciler = Reconciler(cluster)
+    spec = schedule(schedule="* * * * * *", concurrencyPolicy="Forbid")
+    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    assert cluster.calls[0] == ("create", "daily-20270112-060000")
+    # A second later the watch still has not shown it: it counts as active.
+    monkeypatch.setattr(schedule_controller, "_now", lambda: NOW + datetime.timedelta(seconds=1))
+    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    assert ("create", "daily-20270112-060001") not in cluster.calls
+    assert reconciler.events[-1][0] == "SkippedActive"
+    # Deleted before the watch ever showed it: after a minute it no longer blocks.
+    later = NOW + datetime.timedelta(seconds=61)
+    monkeypatch.setattr(schedule_controller, "_now", lambda: later)
+    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    assert cluster.calls[-2] == ("create", "daily-20270112-060101")
