@@ -15,6 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
+from itertools import islice
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -34,6 +35,8 @@ __all__ = ["main", "preview_slots"]
 
 #: Exit codes, as the runner's: 2 for bad input, 1 for anything else that went wrong.
 BAD_INPUT, FAILED = 2, 1
+#: Seconds `kubemill trigger` waits for the operator to create the run, unless --timeout says.
+TRIGGER_TIMEOUT = 120.0
 #: A backfill larger than this needs --max: thousands of runs are rarely what was meant.
 DEFAULT_MAX_RUNS = 100
 
@@ -140,10 +143,18 @@ class _Api:
             ) from None
         try:
             config.load_kube_config(config_file=kubeconfig, context=context)
-            _, active = config.list_kube_config_contexts(config_file=kubeconfig)
-            self.default_namespace = (active or {}).get("context", {}).get("namespace", "default")
-        except config.ConfigException:
-            config.load_incluster_config()
+            contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
+            chosen = next((c for c in contexts if c.get("name") == context), current)
+            self.default_namespace = (chosen or {}).get("context", {}).get("namespace", "default")
+        except config.ConfigException as exc:
+            if kubeconfig or context:
+                raise UsageError(f"cannot use the kubeconfig: {exc}") from None
+            try:
+                config.load_incluster_config()
+            except config.ConfigException:
+                raise UsageError(
+                    f"no cluster to talk to: {exc}; set KUBECONFIG or pass --kubeconfig"
+                ) from None
             self.default_namespace = "default"
         self.custom = client.CustomObjectsApi()
         self.error = client.ApiException
@@ -174,16 +185,22 @@ def _until(
     timeout: float,
     what: str,
 ) -> None:
-    """Watch the schedule's runs until `done(runs by name)` holds."""
+    """Watch the schedule's runs until `done(runs by name)` holds; `timeout` 0 waits as long
+    as it takes (a backfill behind a long notebook)."""
     from kubernetes import watch
 
-    deadline = time.monotonic() + timeout
-    listed = api.custom.list_namespaced_custom_object(
-        GROUP, VERSION, namespace, PLURAL, label_selector=f"{LABEL_SCHEDULE}={schedule}"
-    )
-    runs = {r["metadata"]["name"]: r for r in listed.get("items") or []}
-    version = listed["metadata"]["resourceVersion"]
-    while not done(runs):
+    deadline = time.monotonic() + timeout if timeout else float("inf")
+    version = None
+    runs: dict[str, dict[str, Any]] = {}
+    while True:
+        if version is None:  # first, and after the watch's version expired (410 Gone)
+            listed = api.custom.list_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, label_selector=f"{LABEL_SCHEDULE}={schedule}"
+            )
+            runs = {r["metadata"]["name"]: r for r in listed.get("items") or []}
+            version = listed["metadata"]["resourceVersion"]
+        if done(runs):
+            return
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError(f"gave up after {timeout:.0f}s waiting for {what}")
@@ -195,28 +212,36 @@ def _until(
             PLURAL,
             label_selector=f"{LABEL_SCHEDULE}={schedule}",
             resource_version=version,
-            timeout_seconds=max(1, int(left)),
+            timeout_seconds=max(1, min(300, int(min(left, 1e9)))),
         )
-        for event in stream:
-            run = event["object"]
-            version = run["metadata"]["resourceVersion"]
-            if event["type"] == "DELETED":
-                runs.pop(run["metadata"]["name"], None)
-            else:
-                runs[run["metadata"]["name"]] = run
-            if done(runs):
-                return
+        try:
+            for event in stream:
+                run = event["object"]
+                version = run["metadata"]["resourceVersion"]
+                if event["type"] == "DELETED":
+                    runs.pop(run["metadata"]["name"], None)
+                else:
+                    runs[run["metadata"]["name"]] = run
+                if done(runs):
+                    return
+        except api.error as exc:
+            if exc.status != 410:
+                raise
+            version = None
 
 
 def cmd_trigger(args: argparse.Namespace, out: Any) -> int:
     api = _Api(args.kubeconfig, args.context)
     namespace = args.namespace or api.default_namespace
     schedule = api.schedule(namespace, args.schedule)
+    now = datetime.datetime.now(datetime.UTC)
+    token = now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    name = manual_run_name(args.schedule, token)
     try:
         parse_schedule(schedule.get("spec") or {})
+        build_run(schedule, now, name, "manual")
     except InvalidSpec as exc:
         raise UsageError(f"the schedule cannot run: {exc.message}") from None
-    token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     api.custom.patch_namespaced_custom_object(
         GROUP,
         VERSION,
@@ -225,7 +250,6 @@ def cmd_trigger(args: argparse.Namespace, out: Any) -> int:
         args.schedule,
         {"metadata": {"annotations": {TRIGGER: token}}},
     )
-    name = manual_run_name(args.schedule, token)
     if args.no_wait:
         out.write(f"notebookrun.kubemill.dev/{name} requested\n")
         return 0
@@ -234,15 +258,19 @@ def cmd_trigger(args: argparse.Namespace, out: Any) -> int:
         namespace,
         args.schedule,
         lambda runs: name in runs,
-        args.timeout,
+        args.timeout or TRIGGER_TIMEOUT,
         f"the operator to create {name}",
     )
     out.write(f"notebookrun.kubemill.dev/{name} created\n")
     return 0
 
 
-def _slots(schedule: Schedule, start: datetime.datetime, end: datetime.datetime) -> list[Any]:
-    return list(schedule.slots(start - datetime.timedelta(microseconds=1), end))
+def _slots(
+    schedule: Schedule, start: datetime.datetime, end: datetime.datetime, most: int
+) -> list[datetime.datetime]:
+    """The slots in [start, end], at most `most` of them (a year of a per-second schedule is
+    not worth listing to refuse it)."""
+    return list(islice(schedule.slots(start - datetime.timedelta(microseconds=1), end), most))
 
 
 def cmd_backfill(args: argparse.Namespace, out: Any) -> int:
@@ -261,11 +289,11 @@ def cmd_backfill(args: argparse.Namespace, out: Any) -> int:
         end = now
     if start > end:
         raise UsageError("--from must be before --to (and in the past)")
-    slots = _slots(cron, start, end)
+    slots = _slots(cron, start, end, args.max + 1)
     if len(slots) > args.max:
         raise UsageError(
-            f"{len(slots)} slots between {rfc3339(start)} and {rfc3339(end)}; that is more "
-            f"than --max {args.max}: narrow the range or raise --max"
+            f"there are more than --max {args.max} slots between {rfc3339(start)} and "
+            f"{rfc3339(end)}: narrow the range or raise --max"
         )
     policy = spec.get("concurrencyPolicy", "Allow")
     sequential = policy != "Allow"
@@ -294,7 +322,10 @@ def cmd_backfill(args: argparse.Namespace, out: Any) -> int:
                 args.timeout,
                 f"the active runs of {args.schedule} to finish (concurrencyPolicy {policy})",
             )
-        run = build_run(schedule, slot, name, "backfill")
+        try:
+            run = build_run(schedule, slot, name, "backfill")
+        except InvalidSpec as exc:
+            raise UsageError(f"the schedule cannot run: {exc.message}") from None
         try:
             api.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
         except api.error as exc:
@@ -325,8 +356,9 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--timeout",
         type=float,
-        default=300.0,
-        help="seconds to wait for the operator or for active runs (default 300)",
+        default=0.0,
+        help="seconds to wait for the operator (trigger) or for active runs (backfill with "
+        "Forbid or Replace); default: trigger 120, backfill as long as it takes",
     )
 
 
@@ -410,3 +442,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except TimeoutError as exc:
         print(f"kubemill {args.command}: {exc}", file=sys.stderr)
         return FAILED
+    except Exception as exc:
+        problem = _cluster_problem(exc)
+        if problem is None:
+            raise
+        print(f"kubemill {args.command}: error: {problem}", file=sys.stderr)
+        return FAILED
+
+
+def _cluster_problem(exc: Exception) -> str | None:
+    """What an error of the Kubernetes client or its HTTP library says, in one line."""
+    module = type(exc).__module__
+    if module.startswith("kubernetes"):
+        status, reason = getattr(exc, "status", None), getattr(exc, "reason", "")
+        try:
+            message = json.loads(getattr(exc, "body", "") or "{}").get("message", reason)
+        except ValueError:
+            message = reason
+        return f"the API server answered {status}: {message}"
+    if module.startswith("urllib3"):
+        return f"cannot reach the API server: {exc}"
+    return None
