@@ -33,6 +33,7 @@ __all__ = [
     "merge_patch",
     "plain",
     "register",
+    "snapshot",
 ]
 
 _log = logging.getLogger(__name__)
@@ -94,6 +95,18 @@ def _body(run: dict[str, Any]) -> kopf.Body:
     return kopf.Body(cast(kopf.RawBody, run))
 
 
+def snapshot(index: Any, key: Hashable) -> list[dict[str, Any]]:
+    """A copy of the objects under `key` in a kopf index. kopf changes its indexes on its event
+    loop while the workers read them from their threads; a read that overlaps a change fails
+    with "dictionary changed size during iteration", and reading again is all it needs."""
+    for _ in range(9):
+        try:
+            return list(index.get(key, []))
+        except RuntimeError:
+            continue
+    return list(index.get(key, []))
+
+
 def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
     """The JSON merge patch that turns `old` into `new`: removed keys become None at every
     depth, so a later attempt's results replace an earlier one's instead of merging."""
@@ -145,15 +158,17 @@ class Reconciler:
             self._queue.forget(key)
 
     def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
-        run = next(iter(runs.get(key, [])), None)
+        run = next(iter(snapshot(runs, key)), None)
         if run is None:
             # Deleted: its Jobs go through owner references once our finalizer is off them.
-            for job in jobs.get(key, []):
-                self._release(job)
+            for orphan in snapshot(jobs, key):
+                self._release(orphan)
             return
         uid = run["metadata"]["uid"]
         old = self._written.get(uid, run.get("status") or {})
-        job = next((j for j in jobs.get(key, []) if _owned_by(j, uid)), None)
+        job: dict[str, Any] | None = next(
+            (j for j in snapshot(jobs, key) if _owned_by(j, uid)), None
+        )
         now = now_rfc3339()
         deleting = bool(run["metadata"].get("deletionTimestamp"))
         if job is None and old.get("phase") not in TERMINAL and not deleting:
@@ -164,7 +179,7 @@ class Reconciler:
                 self._write(key, run, old, new)
                 return
         owned_pods = [
-            p for p in pods.get(key, []) if job and _owned_by(p, job["metadata"].get("uid"))
+            p for p in snapshot(pods, key) if job and _owned_by(p, job["metadata"].get("uid"))
         ]
         new = derive_status({**run, "status": old}, job, owned_pods, now)
         self._write(key, run, old, new)
