@@ -23,7 +23,7 @@ from kubemill.operator.jobs import build_job
 from kubemill.operator.meta import GROUP, JOB_FINALIZER, LABEL_RUN, PLURAL, VERSION, job_name
 from kubemill.operator.settings import Settings
 from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
-from kubemill.operator.workqueue import WorkQueue
+from kubemill.operator.workqueue import QueuedController
 
 __all__ = [
     "AlreadyExists",
@@ -126,36 +126,21 @@ def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
     return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
 
-class Reconciler:
-    """Brings each NotebookRun's Job and status in line with the cluster, one run at a time."""
+class Reconciler(QueuedController):
+    """Brings each NotebookRun's Job and status in line with the cluster, one run at a time
+    (the queue never gives one key to two threads at once)."""
+
+    transient = (TransientError,)
 
     def __init__(self, cluster: Cluster, settings: Settings, *, workers: int = 8) -> None:
+        super().__init__("run", workers=workers)
         self.cluster = cluster
         self.settings = settings
         #: Statuses this process wrote last, newer than the run index until its watch catches up.
         self._written: dict[str, dict[str, Any]] = {}
-        self._indexes: tuple[Any, Any, Any] | None = None
-        # One key is never worked on by two threads at once: the queue guarantees it.
-        self._queue = WorkQueue(self._work, workers=workers)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
-
-    def enqueue(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
-        """Reconcile the run soon; bursts of events for one run become one pass."""
-        self._indexes = (runs, jobs, pods)  # kopf's live indexes, the same objects every time
-        self._queue.add(key)
-
-    def _work(self, key: Hashable) -> None:
-        assert self._indexes is not None
-        try:
-            self.reconcile(cast(Key, key), *self._indexes)
-        except Exception as exc:  # any failure is retried with backoff, as controllers do
-            level = logging.INFO if isinstance(exc, TransientError) else logging.WARNING
-            _log.log(level, "reconciling %s failed (%s); retrying", key, exc)
-            self._queue.retry(key)
-        else:
-            self._queue.forget(key)
 
     def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
         run = next(iter(snapshot(runs, key)), None)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 import kopf
@@ -28,7 +28,7 @@ from kubemill.operator.handlers import (
 )
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
 from kubemill.operator.schedules import plan
-from kubemill.operator.workqueue import WorkQueue
+from kubemill.operator.workqueue import QueuedController
 
 __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
 
@@ -57,33 +57,19 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-class ScheduleReconciler:
+class ScheduleReconciler(QueuedController):
+    transient = (TransientError,)
+
     def __init__(self, cluster: ScheduleCluster, *, workers: int = 4) -> None:
+        super().__init__("schedule", workers=workers)
         self.cluster = cluster
         self._written: dict[str, dict[str, Any]] = {}
         #: Runs created by this process that the run watch has not shown yet, by schedule uid.
         self._created: dict[str, dict[str, dict[str, Any]]] = {}
-        self._indexes: tuple[Any, Any] | None = None
-        self._queue = WorkQueue(self._work, workers=workers)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._created.pop(uid, None)
-
-    def enqueue(self, key: Key, schedules: Any, runs: Any) -> None:
-        self._indexes = (schedules, runs)
-        self._queue.add(key)
-
-    def _work(self, key: Hashable) -> None:
-        assert self._indexes is not None
-        try:
-            self.reconcile(cast(Key, key), *self._indexes)
-        except Exception as exc:  # any failure is retried with backoff, as controllers do
-            level = logging.INFO if isinstance(exc, TransientError) else logging.WARNING
-            _log.log(level, "reconciling schedule %s failed (%s); retrying", key, exc)
-            self._queue.retry(key)
-        else:
-            self._queue.forget(key)
 
     def reconcile(self, key: Key, schedules: Any, runs: Any) -> None:
         schedule = next(iter(snapshot(schedules, key)), None)

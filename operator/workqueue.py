@@ -16,8 +16,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Hashable
+from typing import Any
 
-__all__ = ["WorkQueue"]
+__all__ = ["QueuedController", "WorkQueue"]
 
 _log = logging.getLogger(__name__)
 
@@ -128,3 +129,35 @@ class WorkQueue:
                         self._queued.add(key)
                         self._order.append(key)
                         self._cond.notify_all()
+
+
+class QueuedController:
+    """Calls `reconcile(key, *indexes)` for each queued key on the queue's threads, and
+    queues a key again with backoff when its pass fails, whatever the failure."""
+
+    #: A pass over one object; subclasses define it with their indexes as parameters.
+    reconcile: Callable[..., None]
+    #: The errors that are expected now and then (logged at INFO, not WARNING).
+    transient: tuple[type[Exception], ...] = ()
+
+    def __init__(self, what: str, *, workers: int) -> None:
+        self._what = what
+        self._indexes: tuple[Any, ...] | None = None
+        self._queue = WorkQueue(self._work, workers=workers)
+
+    def enqueue(self, key: Hashable, *indexes: Any) -> None:
+        """Reconcile soon; bursts of events for one key become one pass."""
+        self._indexes = indexes  # kopf's live indexes, the same objects every time
+        self._queue.add(key)
+
+    def _work(self, key: Hashable) -> None:
+        if self._indexes is None:
+            return  # a timer fired before any watch event: there is nothing to look at yet
+        try:
+            self.reconcile(key, *self._indexes)
+        except Exception as exc:  # any failure is retried with backoff, as controllers do
+            level = logging.INFO if isinstance(exc, self.transient) else logging.WARNING
+            _log.log(level, "reconciling %s %s failed (%s); retrying", self._what, key, exc)
+            self._queue.retry(key)
+        else:
+            self._queue.forget(key)

@@ -122,42 +122,27 @@ def _apply(
     )  # fmt: skip
 
 
+REJECTED = [("NotebookRun", *c[1:]) for c in INVALID] + [
+    ("NotebookSchedule", *c[1:]) for c in INVALID_SCHEDULES
+]
+
+
 @pytest.mark.parametrize(
-    ("metadata", "spec", "message"), [c[1:] for c in INVALID], ids=[c[0] for c in INVALID]
+    ("kind", "metadata", "spec", "message"),
+    REJECTED,
+    ids=[f"run-{c[0]}" for c in INVALID] + [f"schedule-{c[0]}" for c in INVALID_SCHEDULES],
 )
-def test_invalid_notebookruns_are_rejected_with_a_fix(
+def test_invalid_manifests_are_rejected_with_a_fix(
     kubemill_installed: Cluster,
     namespace: str,
+    kind: str,
     metadata: dict[str, Any],
     spec: dict[str, Any],
     message: str,
 ) -> None:
     doc = {
         "apiVersion": "kubemill.dev/v1alpha1",
-        "kind": "NotebookRun",
-        "metadata": {"name": "invalid", **metadata},
-        "spec": spec,
-    }
-    result = _apply(kubemill_installed, namespace, doc)
-    assert result.returncode != 0, f"accepted: {doc}"
-    assert message in result.stderr, result.stderr
-
-
-@pytest.mark.parametrize(
-    ("metadata", "spec", "message"),
-    [c[1:] for c in INVALID_SCHEDULES],
-    ids=[c[0] for c in INVALID_SCHEDULES],
-)
-def test_invalid_notebookschedules_are_rejected_with_a_fix(
-    kubemill_installed: Cluster,
-    namespace: str,
-    metadata: dict[str, Any],
-    spec: dict[str, Any],
-    message: str,
-) -> None:
-    doc = {
-        "apiVersion": "kubemill.dev/v1alpha1",
-        "kind": "NotebookSchedule",
+        "kind": kind,
         "metadata": {"name": "invalid", **metadata},
         "spec": spec,
     }
