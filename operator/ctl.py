@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from itertools import islice
+from pathlib import Path
 from typing import Any, NoReturn
 from zoneinfo import ZoneInfo
 
@@ -103,21 +104,41 @@ def preview_slots(
     return slots
 
 
-def cmd_preview(args: argparse.Namespace, out: Any) -> int:
+def _from_file(path: str) -> tuple[str, str]:
+    """spec.schedule and spec.timeZone of the NotebookSchedule in a manifest ('-': stdin)."""
+    import yaml
+
     try:
-        zone = Schedule.parse("@daily", args.time_zone).zone
+        text = sys.stdin.read() if path == "-" else Path(path).read_text(encoding="utf-8")
+        docs = [d for d in yaml.safe_load_all(text) if isinstance(d, dict)]
+    except (OSError, yaml.YAMLError) as exc:
+        raise UsageError(f"cannot read {path}: {exc}") from None
+    found = [d for d in docs if d.get("kind") == "NotebookSchedule"]
+    if len(found) != 1:
+        raise UsageError(f"{path} holds {len(found)} NotebookSchedules; preview needs exactly one")
+    spec = found[0].get("spec") or {}
+    if not isinstance(spec.get("schedule"), str):
+        raise UsageError(f"{path}: the NotebookSchedule has no spec.schedule")
+    return spec["schedule"], str(spec.get("timeZone") or "UTC")
+
+
+def cmd_preview(args: argparse.Namespace, out: Any) -> int:
+    if bool(args.schedule) == bool(args.file):
+        raise UsageError('give a schedule ("30 2 * * *") or -f MANIFEST, not both or neither')
+    expression, time_zone = _from_file(args.file) if args.file else (args.schedule, "UTC")
+    time_zone = args.time_zone or time_zone
+    try:
+        zone = Schedule.parse("@daily", time_zone).zone
         start = (
             _moment(args.start, zone)
             if args.start
             else datetime.datetime.now(datetime.UTC).replace(microsecond=0)
         )
-        slots = preview_slots(args.schedule, args.time_zone, start, args.count)
+        slots = preview_slots(expression, time_zone, start, args.count)
     except CronError as exc:
         raise UsageError(exc.message) from None
     if args.json:
-        json.dump(
-            {"schedule": args.schedule, "timeZone": args.time_zone, "slots": slots}, out, indent=2
-        )
+        json.dump({"schedule": expression, "timeZone": time_zone, "slots": slots}, out, indent=2)
         out.write("\n")
         return 0
     shown = []
@@ -384,8 +405,13 @@ def build_parser() -> argparse.ArgumentParser:
         description="Print the next slots of a schedule as the operator fires them, "
         "daylight-saving changes included.",
     )
-    preview.add_argument("schedule", help='cron schedule, e.g. "30 2 * * *" or @daily')
-    preview.add_argument("--time-zone", "--tz", default="UTC", help="IANA time zone (default UTC)")
+    preview.add_argument("schedule", nargs="?", help='cron schedule, e.g. "30 2 * * *" or @daily')
+    preview.add_argument(
+        "-f", "--file", help="take schedule and time zone from a NotebookSchedule manifest"
+    )
+    preview.add_argument(
+        "--time-zone", "--tz", help="IANA time zone (default: the manifest's, else UTC)"
+    )
     preview.add_argument(
         "--from", dest="start", help="first moment, a date or ISO time in the zone (default now)"
     )

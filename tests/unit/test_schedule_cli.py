@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -43,6 +44,16 @@ def test_preview_json_for_scripts(capsys: pytest.CaptureFixture[str]) -> None:
     ]  # fmt: skip
 
 
+def test_preview_reads_a_manifest(capsys: pytest.CaptureFixture[str]) -> None:
+    sample = Path(__file__).resolve().parents[2] / "deploy" / "samples" / "notebookschedule.yaml"
+    argv = ["schedule", "preview", "-f", str(sample), "--from", "2027-03-28", "--count", "1",
+            "--json"]  # fmt: skip
+    assert main(argv) == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert (printed["schedule"], printed["timeZone"]) == ("30 6 * * *", "Europe/Berlin")
+    assert printed["slots"][0]["utc"] == "2027-03-28T04:30:00Z"
+
+
 def test_preview_from_is_inclusive(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["schedule", "preview", "@hourly", "--from", "2027-01-01T05:00Z", "--count", "1",
                  "--json"]) == 0  # fmt: skip
@@ -58,6 +69,8 @@ def test_preview_from_is_inclusive(capsys: pytest.CaptureFixture[str]) -> None:
         (["schedule", "preview", "@daily", "--count", "0"], "must be at least 1"),
         (["schedule", "preview", "TZ=UTC 0 * * * *"], "set spec.timeZone instead"),
         (["schedule"], "the following arguments are required: ACTION"),
+        (["schedule", "preview"], "give a schedule"),
+        (["schedule", "preview", "-f", "/nonexistent.yaml"], "cannot read /nonexistent.yaml"),
     ],
 )
 def test_bad_input_exits_2_with_the_fix(
