@@ -3,8 +3,10 @@
 Brings up the local sandbox (a real control plane built from the Kubernetes Go modules, a node
 agent that runs pods as local processes, and S3), installs crds/ and deploy/ with kubectl (the
 operator runs as a pod of its Deployment), applies examples/daily-report-run.yaml, waits for it
-with `kubectl wait`, and prints its status, results and where the output is. The sandbox keeps
-running afterwards for kubectl; `make sandbox-down` stops it.
+with `kubectl wait`, and prints its status, results and where the output is. Then it previews
+and applies examples/daily-report-schedule.yaml, triggers it by hand, waits for a run on its
+own slot, and suspends it. The sandbox keeps running afterwards for kubectl; `make sandbox-down`
+stops it.
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ from tests.s3server import WRITER_KEY  # noqa: E402
 
 NAMESPACE = "kubemill-demo"
 RUN = "daily-report"
+SCHEDULE = "report"
+KUBEMILL = str(Path(sys.executable).with_name("kubemill"))
 SANDBOX = Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")) / "sandbox"
 OUT = ROOT / "out" / "demo"
 
@@ -70,7 +74,10 @@ def main() -> int:
 
     step("installing the CRDs and the operator")
     kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "crd/notebookruns.kubemill.dev")
+    kubectl(
+        "wait", "--for=condition=Established",
+        "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
+    )  # fmt: skip
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy" / "base"))
     settings = {
         "data": {
@@ -122,6 +129,41 @@ def main() -> int:
     for name in ("output.ipynb", "output.html", "results.json", "run.json"):
         admin.download_file("results", f"{prefix}/{name}", str(OUT / name))
     print(f"copied the run folder to {OUT}/ (open output.html in a browser)")
+
+    step("a NotebookSchedule: preview, apply, trigger, a run on its own slot")
+    manifest = str(ROOT / "examples" / "daily-report-schedule.yaml")
+
+    def kubemill(*args: str) -> str:
+        print("$ kubemill " + " ".join(args), flush=True)
+        done = subprocess.run(
+            [KUBEMILL, *args], env=env, text=True, capture_output=True, check=False
+        )
+        if done.returncode != 0:
+            raise SystemExit(f"kubemill {' '.join(args)} failed:\n{done.stderr}")
+        return done.stdout
+
+    print(kubemill("schedule", "preview", "-f", manifest, "--count", "3"))
+    kubectl("-n", NAMESPACE, "delete", "nbsched", SCHEDULE, "--ignore-not-found", "--wait")
+    kubectl("-n", NAMESPACE, "apply", "-f", manifest)
+    triggered = kubemill("trigger", SCHEDULE, "-n", NAMESPACE).split()[0]
+    print(triggered)
+    kubectl("-n", NAMESPACE, "wait", "--for=condition=Succeeded", "--timeout=300s", triggered)
+    kubectl(
+        "-n", NAMESPACE, "wait", "--for=jsonpath={.status.lastScheduleTime}", "--timeout=120s",
+        f"nbsched/{SCHEDULE}",
+    )  # fmt: skip
+    scheduled = kubectl(
+        "-n", NAMESPACE, "get", "nbrun", "-o", "name",
+        "-l", f"kubemill.dev/schedule={SCHEDULE},kubemill.dev/origin=schedule",
+    ).split()[0]  # fmt: skip
+    kubectl("-n", NAMESPACE, "wait", "--for=condition=Succeeded", "--timeout=300s", scheduled)
+    print(kubectl("-n", NAMESPACE, "get", "nbsched", SCHEDULE, "-o", "wide"))
+    print(kubectl("-n", NAMESPACE, "get", "nbrun", "-l", f"kubemill.dev/schedule={SCHEDULE}",
+                  "-L", "kubemill.dev/origin"))  # fmt: skip
+    kubectl("-n", NAMESPACE, "patch", "nbsched", SCHEDULE, "--type=merge",
+            "-p", '{"spec": {"suspend": true}}')  # fmt: skip
+    print(f"(suspended; resume with kubectl -n {NAMESPACE} patch nbsched {SCHEDULE} "
+          "--type=merge -p '{\"spec\": {\"suspend\": false}}')")  # fmt: skip
     print(f"\nexplore:  export KUBECONFIG={state['kubeconfig']}")
     print(f"          export PATH={Path(state['kubectl']).parent}:$PATH")
     print(f"          kubectl -n {NAMESPACE} describe nbrun {RUN}")
