@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # Appended, not prepended: the root's `operator/` must not shadow the standard library's.
 sys.path.append(str(ROOT))
 
-from kubemill.operator.cron import PATTERN  # noqa: E402
+from kubemill.operator.cron import INVERTED_RANGE, PATTERN  # noqa: E402
 from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES  # noqa: E402
 
 RUN_CRD = ROOT / "crds" / "kubemill.dev_notebookruns.yaml"
@@ -92,6 +92,11 @@ def spec_schema() -> dict[str, Any]:
                             "day-of-month month day-of-week) with values in range, 6 with a "
                             "leading seconds field, or @hourly/@daily/@weekly/@monthly/"
                             '@yearly; e.g. "30 2 * * *"; try it with kubemill schedule preview',
+                        },
+                        {
+                            "rule": f"!self.matches({_cel_string(INVERTED_RANGE)})",
+                            "message": "spec.schedule has a range whose start comes after its "
+                            "end (such as 5-3 or FRI-MON); split it, e.g. FRI-SAT,SUN-MON",
                         },
                     ]
                 },

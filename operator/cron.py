@@ -121,6 +121,40 @@ def _pattern() -> str:
 #: with re.fullmatch: Python's `$` also matches before a trailing newline.
 PATTERN: str = _pattern()
 
+
+def _below(value: int) -> str:
+    """The numbers 0 to value-1 as PATTERN spells them (at most two digits)."""
+    tens, ones = divmod(value, 10)
+    parts = [f"0?[0-{min(9, value - 1)}]"]
+    parts += [f"{ten}[0-9]" for ten in range(1, tens)]
+    if tens and ones:
+        parts.append(f"{tens}[0-{ones - 1}]")
+    return "|".join(parts)
+
+
+def _number(value: int) -> str:
+    return f"0?{value}" if value < 10 else str(value)
+
+
+def _inverted_range() -> str:
+    """Alternatives for every range `a-b` with a > b (numbers up to 59, and the names)."""
+    pairs = [f"{_number(a)}-(?:{_below(a)})" for a in range(1, 60)]
+    for field in (_MONTHS, _DAYS_OF_WEEK):
+        ends = [(f"(?i:{name})", value) for name, value in field.names.items()]
+        ends += [(_number(value), value) for value in range(field.low, field.high + 1)]
+        for start, high in ends:
+            lower = [end for end, value in ends if value < high and not end[0].isdigit()]
+            if not start[0].isdigit():  # name-number pairs; number-number ones are above
+                lower += [end for end, value in ends if value < high and end[0].isdigit()]
+            if lower:
+                pairs.append(f"{start}-(?:{'|'.join(lower)})")
+    return rf"(?:^|[ \t,])(?:{'|'.join(pairs)})(?:/|,|[ \t]|$)"
+
+
+#: Finds a range whose start comes after its end (`5-3`, `FRI-MON`), the one mistake PATTERN
+#: lets through: a second CRD rule refuses what this finds (`!self.matches(...)`, a search).
+INVERTED_RANGE: str = _inverted_range()
+
 _BLANKS = re.compile(r"[ \t]+")
 _ITEM = re.compile(
     r"(?:(?P<star>[*?])|(?P<start>[0-9A-Za-z]+)(?:-(?P<end>[0-9A-Za-z]+))?)(?:/(?P<step>[^/]*))?"
@@ -315,12 +349,14 @@ def _parse_item(item: str, field: _Field) -> tuple[frozenset[int], bool]:
     else:
         end = start
     if start > end:
-        hint = ""
-        if match["step"] is None:
-            hint = f' such as "{match["start"]}-{field.star_high},{field.low}-{match["end"]}"'
+        fix = "so write it as two ranges"
+        if match["step"] is None and start == 7:  # Sunday written as 7, which is also 0
+            fix = f'and Sunday is also 0: write "0-{match["end"]}"'
+        elif match["step"] is None:
+            fix += f' such as "{match["start"]}-{field.star_high},{field.low}-{match["end"]}"'
         raise CronError(
             f"{field.name} field {_quoted(item)} starts after it ends; ranges do not wrap around,"
-            f" so write it as two ranges{hint}"
+            f" {fix}"
         )
     return frozenset(range(start, end + 1, step)), False
 

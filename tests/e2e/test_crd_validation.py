@@ -77,6 +77,7 @@ INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ("minute-out-of-range", {}, {**SCHEDULE, "schedule": "61 * * * *"}, "5 cron fields"),
     ("four-fields", {}, {**SCHEDULE, "schedule": "0 * * *"}, "5 cron fields"),
     ("step-zero", {}, {**SCHEDULE, "schedule": "*/0 * * * *"}, "5 cron fields"),
+    ("inverted-range", {}, {**SCHEDULE, "schedule": "0 0 * * FRI-MON"}, "start comes after"),
     ("every", {}, {**SCHEDULE, "schedule": "@every 5m"}, "5 cron fields"),
     ("tz-prefix", {}, {**SCHEDULE, "schedule": "TZ=UTC 0 * * * *"}, "set spec.timeZone"),
     ("unknown-zone", {}, {**SCHEDULE, "timeZone": "Europe/Berln"}, "not a known IANA time zone"),

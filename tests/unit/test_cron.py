@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from kubemill.operator.cron import MACROS, PATTERN, Cron, CronError, Schedule
+from kubemill.operator.cron import INVERTED_RANGE, MACROS, PATTERN, Cron, CronError, Schedule
 
 BERLIN = "Europe/Berlin"
 NEW_YORK = "America/New_York"
@@ -234,6 +234,51 @@ def test_pattern_accepts_what_parse_accepts(expression: str) -> None:
         parses = False
     expected = parses or expression in INVERTED
     assert (re.fullmatch(PATTERN, expression) is not None) is expected
+
+
+def _inverted(expression: str) -> bool:
+    try:
+        Cron.parse(expression)
+    except CronError as exc:
+        return "starts after it ends" in exc.message
+    return False
+
+
+@pytest.mark.parametrize(
+    "expression",
+    [
+        "5-3 * * * *", "30-15 * * * *", "10-09 * * * *", "10-9/2 * * * *", "1,9-8 * * * *",
+        "0 0 * * FRI-MON", "0 0 * * fri-mon", "0 0 * * 7-1", "0 0 * * 5-MON", "0 0 1 DEC-JAN *",
+        "0 0 1 MAR-2 *", "59-0 * * * * *", "0 23-0 * * *", "0 0 31-1 * *",
+        "0 0 * * MON-FRI", "*/15 1-5 * * *", "0 0 * * 5-7", "0 0 * * SAT-7", "0 0 * * MON-7",
+        "0 0 1 3-MAR *", "09-10 * * * *", "0-59 * * * * *", "@daily", "0 0 29 2 *",
+    ],
+)  # fmt: skip
+def test_inverted_range_finds_what_parse_refuses_as_inverted(expression: str) -> None:
+    assert (re.search(INVERTED_RANGE, expression) is not None) is _inverted(expression)
+
+
+def test_inverted_range_agrees_with_parse_on_every_range_of_every_field() -> None:
+    """All ranges of two values each field accepts (numbers, zero-padded numbers, names),
+    in its own position: a few thousand expressions."""
+    fields = [
+        (0, [str(v) for v in range(60)] + ["07"]),
+        (1, [str(v) for v in range(24)] + ["05"]),
+        (2, [str(v) for v in range(1, 32)]),
+        (3, [str(v) for v in range(1, 13)] + ["JAN", "mar", "Dec"]),
+        (4, [str(v) for v in range(8)] + ["SUN", "wed", "Sat"]),
+    ]
+    checked = 0
+    for position, values in fields:
+        for start in values:
+            for end in values:
+                parts = ["0", "0", "1", "1", "0"]
+                parts[position] = f"{start}-{end}"
+                expression = " ".join(parts)
+                found = re.search(INVERTED_RANGE, expression) is not None
+                assert found is _inverted(expression), expression
+                checked += 1
+    assert checked > 5000
 
 
 def test_pattern_uses_no_escapes_a_cel_string_would_eat() -> None:
