@@ -13,12 +13,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
 
-# The cached venv is shared by every clone with the same pyproject.toml, so its editable install
-# of kubemill is pointed at this checkout whenever another one used it last (a clean clone in CI
-# must test its own files, not those of the clone that built the venv).
 env: $(STAMP)
-	@[ "$$(cat $(VENV)/.source 2>/dev/null)" = "$(CURDIR)" ] || { \
-		$(BIN)/pip install --quiet --no-deps -e . && echo "$(CURDIR)" > $(VENV)/.source; }
 
 $(STAMP):
 	@mkdir -p $(CACHE)
@@ -26,7 +21,6 @@ $(STAMP):
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[operator,html,dev]'
 	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
-	@echo "$(CURDIR)" > $(VENV)/.source
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
