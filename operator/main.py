@@ -76,12 +76,20 @@ class KubernetesCluster:
             raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._patch_status(PLURAL, namespace, name, status)
+
+    def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        self._patch_status(SCHEDULE_PLURAL, namespace, name, status)
+
+    def _patch_status(
+        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+    ) -> None:
         try:
             self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": dict(status)}
+                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
             )
         except self._error as exc:
-            if exc.status == 404:  # the run was deleted meanwhile
+            if exc.status == 404:  # deleted meanwhile: there is nothing left to describe
                 return
             raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
@@ -108,16 +116,6 @@ class KubernetesCluster:
         except self._error as exc:
             if exc.status != 404:
                 raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
-
-    def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        try:
-            self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, SCHEDULE_PLURAL, name, {"status": dict(status)}
-            )
-        except self._error as exc:
-            if exc.status == 404:  # the schedule was deleted meanwhile
-                return
-            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
 
 def _discard(response: Any) -> None:
