@@ -1,15 +1,19 @@
-# Everything a developer or CI needs goes through here. The virtual environment lives in a cache
-# outside the repository, keyed by a hash of pyproject.toml, so a changed dependency list builds a
-# new one and an unchanged one is reused across clones, CI runs and sessions.
+# Everything a developer or CI needs goes through here, from a clone in any folder.
+# The virtual environment is this checkout's own (.venv/, an editable install of these files), so
+# two clones never test each other's code; pip's download and wheel cache is shared under
+# $(CACHE)/pip, so a second clone installs in seconds without the network. The stamp is keyed by
+# pyproject.toml, so a changed dependency list rebuilds the environment.
+# Slow one-time builds (control plane, images) live in $(CACHE), keyed by their inputs.
 # `python -P` wherever a module runs from the repository root: the folder operator/ would
 # otherwise shadow the standard library's operator module.
 SHELL := /bin/bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/kubemill
 VENV_KEY := $(shell sed '/^\[tool\.pytest/,$$d' pyproject.toml | sha256sum | cut -c1-12)
-VENV ?= $(CACHE)/venv-$(VENV_KEY)
+VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-$(VENV_KEY)
+export PIP_CACHE_DIR := $(CACHE)/pip
 
 .PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
 
@@ -17,9 +21,10 @@ env: $(STAMP)
 
 $(STAMP):
 	@mkdir -p $(CACHE)
+	rm -rf $(VENV)
 	$(PYTHON) -P -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[operator,html,dev]'
+	$(BIN)/pip install --quiet --editable '.[operator,html,dev]'
 	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
