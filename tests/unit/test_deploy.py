@@ -1,0 +1,74 @@
+"""deploy/base/deployment.yaml read as the API server would: the probes ask where kopf answers,
+a stuck rollout is reported in bounded time, and the operator runs with the least it needs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from kubemill.operator.settings import Settings
+
+DEPLOYMENT = Path(__file__).resolve().parents[2] / "deploy" / "base" / "deployment.yaml"
+
+
+@pytest.fixture(scope="module")
+def deployment() -> dict[str, Any]:
+    body: dict[str, Any] = yaml.safe_load(DEPLOYMENT.read_text())
+    assert body["kind"] == "Deployment"
+    return body
+
+
+@pytest.fixture(scope="module")
+def container(deployment: dict[str, Any]) -> dict[str, Any]:
+    (only,) = deployment["spec"]["template"]["spec"]["containers"]
+    result: dict[str, Any] = only
+    return result
+
+
+def health_endpoint(container: dict[str, Any]) -> tuple[int, str]:
+    """The port and path kopf serves its health endpoint on in this container."""
+    env = {e["name"]: e.get("value", "") for e in container.get("env", [])}
+    url = urlsplit(env.get("KUBEMILL_LIVENESS_ENDPOINT") or Settings().liveness_endpoint)
+    assert url.port is not None
+    return url.port, url.path
+
+
+def probe_target(container: dict[str, Any], probe: dict[str, Any]) -> tuple[int, str]:
+    """The port number (named ports resolved) and path an httpGet probe asks."""
+    port = probe["httpGet"]["port"]
+    if isinstance(port, str):
+        (port,) = [p["containerPort"] for p in container["ports"] if p["name"] == port]
+    return port, probe["httpGet"]["path"]
+
+
+@pytest.mark.parametrize("kind", ["startupProbe", "readinessProbe", "livenessProbe"])
+def test_probes_ask_the_health_endpoint(container: dict[str, Any], kind: str) -> None:
+    assert probe_target(container, container[kind]) == health_endpoint(container)
+
+
+def test_a_stuck_rollout_is_reported_after_a_slow_start_is_allowed_for(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
+    # Below the startupProbe's budget, a slow but healthy start would be reported as failed;
+    # without a deadline, `kubectl rollout status` would wait out a crash loop forever.
+    startup = container["startupProbe"]
+    budget = startup["periodSeconds"] * startup["failureThreshold"]
+    assert budget < deployment["spec"]["progressDeadlineSeconds"] <= 300
+
+
+def test_the_operator_runs_with_least_privilege(
+    deployment: dict[str, Any], container: dict[str, Any]
+) -> None:
+    pod = deployment["spec"]["template"]["spec"]["securityContext"]
+    own = container["securityContext"]
+    assert pod["runAsNonRoot"] is True
+    assert pod["runAsUser"] != 0
+    assert {**pod, **own}["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert own["readOnlyRootFilesystem"] is True
+    assert own["allowPrivilegeEscalation"] is False
+    assert own["capabilities"]["drop"] == ["ALL"]
+    assert not own["capabilities"].get("add")
