@@ -10,6 +10,7 @@ import base64
 import json
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -152,7 +153,7 @@ class PodSources:
         if value is None:
             value = str(os.cpu_count() or 1) if what == "cpu" else str(memory_bytes())
         divisor = ref.get("divisor", "1")
-        amount = _quantity(str(value)) / _quantity(str(divisor))
+        amount = quantity(str(value)) / quantity(str(divisor))
         return str(max(1, int(-(-amount // 1)))) if what == "cpu" else str(int(amount))
 
     def _config_map(self, name: str, optional: bool) -> dict[str, str] | None:
@@ -317,7 +318,7 @@ def _write_files(root: Path, files: dict[str, tuple[bytes, int]], fs_group: Any)
         tmp.replace(target)
 
 
-def expand(value: str, env: dict[str, str]) -> str:
+def expand(value: str, env: Mapping[str, str]) -> str:
     """Kubernetes ``$(VAR)`` expansion: unknown references stay, ``$$`` escapes."""
     out = []
     i = 0
@@ -344,12 +345,12 @@ def _valid_env_name(name: str) -> bool:
 
 
 _SUFFIXES = {
-    "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+    "m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
     "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40,
 }  # fmt: skip
 
 
-def _quantity(q: str) -> float:
+def quantity(q: str) -> float:
     m = re.fullmatch(r"([0-9.]+)([a-zA-Z]*)", q)
     if not m:
         raise ContainerConfigError(f"bad quantity {q!r}")
