@@ -1,8 +1,8 @@
 # Everything a developer or CI needs goes through here, from a clone in any folder.
 # The virtual environment is this checkout's own (.venv/, an editable install of these files), so
-# two clones never test each other's code; pip's download and wheel cache is shared under
-# $(CACHE)/pip, so a second clone installs in seconds without the network. The stamp is keyed by
-# pyproject.toml, so a changed dependency list rebuilds the environment.
+# two clones never test each other's code. It is made by uv (a pinned version, installed once into
+# $(CACHE)/tools), whose package cache in $(CACHE)/uv is shared: a second clone's environment
+# takes seconds. The stamp is keyed by pyproject.toml, so a changed dependency list rebuilds it.
 # Slow one-time builds (control plane, images) live in $(CACHE), keyed by their inputs.
 # `python -P` wherever a module runs from the repository root: the folder operator/ would
 # otherwise shadow the standard library's operator module.
@@ -13,18 +13,18 @@ VENV_KEY := $(shell sed '/^\[tool\.pytest/,$$d' pyproject.toml | sha256sum | cut
 VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(VENV_KEY)
-export PIP_CACHE_DIR := $(CACHE)/pip
+UV_VERSION := 0.13.9
+UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
+export UV_CACHE_DIR := $(CACHE)/uv
 
 .PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
 
 env: $(STAMP)
 
-$(STAMP):
-	@mkdir -p $(CACHE)
+$(STAMP): $(UV)
 	rm -rf $(VENV)
-	$(PYTHON) -P -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet --editable '.[operator,html,dev]'
+	$(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
+	$(UV) pip install --quiet --python $(BIN)/python --editable '.[operator,html,dev]'
 	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
@@ -72,6 +72,11 @@ bench-operator: env control-plane
 
 bench-schedule: env control-plane
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_schedule.py
+
+$(UV):
+	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)
+	$(PYTHON) -P -m venv $(CACHE)/tools/uv-$(UV_VERSION)
+	$(CACHE)/tools/uv-$(UV_VERSION)/bin/pip install --quiet 'uv==$(UV_VERSION)'
 
 clean-env:
 	rm -rf $(VENV)
