@@ -139,6 +139,20 @@ def _failure(
         failure = dict((summary or {}).get("failure") or {})
         failure.update(reason="RunTimeout", message=message)
         return "RunTimeout", message, failure
+    if terminated and terminated.get("reason") == "OOMKilled":
+        # The runtime saw the memory cgroup kill a process of the container. Most often that is
+        # the kernel, and the runner survives to report KernelDied; the limit is the cause the
+        # user can act on, the runner's account (which cell) stays in the details.
+        limit = ((spec.get("resources") or {}).get("limits") or {}).get("memory")
+        message = (
+            "the notebook used more memory than the container's limit"
+            + (f" ({limit})" if limit else "")
+            + " and was killed; raise spec.resources.limits.memory or use less memory"
+        )
+        ran = dict((summary or {}).get("failure") or {})
+        if ran.get("cell") is not None:
+            message += f" (while running cell {ran['cell']})"
+        return "OOMKilled", message, {**ran, "reason": "OOMKilled", "message": message}
     if summary and summary.get("failure"):
         failure = dict(summary["failure"])
         reason = str(failure.get("reason") or summary.get("reason") or job_reason)
@@ -146,12 +160,6 @@ def _failure(
         if job_reason == "BackoffLimitExceeded" and int(spec.get("retries", 0)) > 0:
             message += f" (after {int(spec.get('retries', 0)) + 1} attempts)"
         return reason, message, failure
-    if terminated and terminated.get("reason") == "OOMKilled":
-        message = (
-            "the runner container was killed for using more memory than its limit; raise "
-            "spec.resources.limits.memory"
-        )
-        return "OOMKilled", message, {"reason": "OOMKilled", "message": message}
     if terminated:
         code = terminated.get("exitCode")
         message = f"the runner exited with code {code} without a summary ({job_reason})"

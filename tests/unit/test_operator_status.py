@@ -130,3 +130,32 @@ def test_merge_patch_removes_keys_at_every_depth() -> None:
     new = {"results": {"a": 1}, "phase": "Failed"}
     assert merge_patch(old, new) == {"failure": None, "results": {"b": None}, "phase": "Failed"}
     assert merge_patch(new, new) == {}
+
+
+def test_an_oom_kill_is_named_even_when_the_runner_survived_to_blame_the_kernel() -> None:
+    """The memory cgroup usually kills the kernel, not the runner, which then reports
+    KernelDied; the runtime's OOMKilled is what the user can act on."""
+    spec = {**RUN["spec"], "resources": {"limits": {"memory": "256Mi"}}}
+    run = {**RUN, "spec": spec}
+    survived = {
+        "status": "Failed",
+        "reason": "KernelDied",
+        "exitCode": 13,
+        "outputUrl": "s3://b/out/output.ipynb",
+        "failure": {"reason": "KernelDied", "message": "the kernel died", "cell": 3},
+    }
+    oom = pod("p", T0, survived, "Failed")
+    oom["status"]["containerStatuses"][0]["state"]["terminated"]["reason"] = "OOMKilled"
+    status = derive_status(run, job(("Failed", "BackoffLimitExceeded")), [oom], T1)
+    assert (status["phase"], status["reason"]) == ("Failed", "OOMKilled")
+    assert "(256Mi)" in status["message"] and "cell 3" in status["message"]
+    assert status["failure"]["cell"] == 3 and status["failure"]["reason"] == "OOMKilled"
+    assert status["outputUrl"] == "s3://b/out/output.ipynb"
+
+    killed = {"metadata": {"name": "p", "creationTimestamp": T0}, "status": {"phase": "Failed"}}
+    killed["status"]["containerStatuses"] = [
+        {"name": "runner", "state": {"terminated": {"exitCode": 137, "reason": "OOMKilled"}}}
+    ]
+    status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [killed], T1)
+    assert status["reason"] == "OOMKilled"
+    assert "limits.memory" in status["message"] and "cell" not in status["message"]
