@@ -28,10 +28,12 @@ from tests.harness import kube, wait
 from tests.harness.cluster import start_local_cluster
 from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig
 
-# Containers run `python`; on a real cluster it needs an image that has it. The local node agent
-# ignores the image and runs the project's own interpreter.
+# Containers run `python`, so they need an image that has it. The local node agent runs images
+# from the store `make images` fills, and the runner image has python on its PATH; on an
+# existing cluster any image with Python does.
 TEST_IMAGE_ENV = "KUBEMILL_TEST_IMAGE"
 DEFAULT_TEST_IMAGE = "python:3.11-slim"
+RUNNER_IMAGE = "ghcr.io/kubemill/kubemill-runner:0.1.0"
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,8 @@ class Cluster:
 
 @pytest.fixture(scope="session")
 def cluster() -> Iterator[Cluster]:
-    image = os.environ.get(TEST_IMAGE_ENV, DEFAULT_TEST_IMAGE)
     external = os.environ.get("KUBEMILL_TEST_KUBECONFIG")
+    image = os.environ.get(TEST_IMAGE_ENV, DEFAULT_TEST_IMAGE if external else RUNNER_IMAGE)
     if external:
         kubectl = shutil.which("kubectl")
         if kubectl is None:
@@ -220,7 +222,7 @@ def operator(
             "KUBEMILL_OUTPUT_PREFIX": f"s3://{results_bucket}/runs/",
             "KUBEMILL_S3_ENDPOINT_URL": s3_server.endpoint_url,
             "KUBEMILL_S3_CREDENTIALS_SECRET": "kubemill-s3",
-            "KUBEMILL_RUNNER_IMAGE": "kubemill-runner:e2e",
+            "KUBEMILL_RUNNER_IMAGE": RUNNER_IMAGE,
             "KUBEMILL_DEFAULT_TTL_SECONDS": "3600",
             "KUBEMILL_TERMINATION_GRACE_SECONDS": "30",
         },

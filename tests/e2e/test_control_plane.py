@@ -79,17 +79,19 @@ def terminated(pod: JSON) -> JSON | None:
     return None
 
 
-def host_processes_with(marker: str) -> list[int]:
-    """PIDs of host processes whose command line contains ``marker``."""
+def container_processes_with(marker: str) -> list[int]:
+    """PIDs (seen from the host) of processes whose command line contains ``marker`` and that
+    run inside a container of the node agent: in a runc cgroup under ``/kubemill/``."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             cmdline = (entry / "cmdline").read_bytes()
+            cgroups = (entry / "cgroup").read_text()
         except OSError:
             continue
-        if marker.encode() in cmdline:
+        if marker.encode() in cmdline and ":/kubemill/" in cgroups:
             found.append(int(entry.name))
     return found
 
@@ -229,7 +231,7 @@ def test_deleting_a_job_garbage_collects_pods_and_processes(
         what="the job's pod to run",
     )
     if cluster.local:
-        assert host_processes_with(marker), "the pod's process is not running on this host"
+        assert container_processes_with(marker), "the pod's process is not running in runc"
 
     kube.request(
         api,
@@ -241,7 +243,9 @@ def test_deleting_a_job_garbage_collects_pods_and_processes(
         api, pods(namespace), pod["metadata"]["name"], timeout=TIMEOUT, what="the pod's removal"
     )
     if cluster.local:
-        procs.wait_until(lambda: not host_processes_with(marker), 10, "the pod's processes to end")
+        procs.wait_until(
+            lambda: not container_processes_with(marker), 10, "the pod's processes to end"
+        )
 
 
 def test_service_account_without_rights_is_forbidden(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -14,6 +15,21 @@ from .controlplane import REPO_ROOT, ControlPlane, binary_dir, free_port
 from .kubeconfig import api_client
 
 NODE_NAME = "kubemill-node"
+# The node agent's image store index, written by `make images`; the variable points elsewhere
+# (another clone's build, a hand-made store) without rebuilding.
+IMAGES_ENV = "KUBEMILL_IMAGES"
+
+
+class NoImagesError(RuntimeError):
+    """The node agent cannot run any pod without the image store index."""
+
+
+def images_path() -> Path:
+    """The images index the node agent is given; fails fast when it does not exist."""
+    path = Path(os.environ.get(IMAGES_ENV) or REPO_ROOT / "build" / "images.json")
+    if not path.is_file():
+        raise NoImagesError(f"no images: run `make images` ({path} does not exist)")
+    return path
 
 # Run as `python -c` with the repository appended to sys.path: `-m` would put the working
 # directory first, where the project's `operator/` folder shadows the standard library module.
@@ -43,6 +59,7 @@ class LocalCluster:
 
 def start_local_cluster(workdir: Path, timeout: float = 60.0) -> LocalCluster:
     """Start etcd, kube-apiserver, kube-controller-manager and the node agent under ``workdir``."""
+    images_path()
     began = time.monotonic()
     cp = ControlPlane(workdir=workdir, bin_dir=binary_dir())
     cp.start(timeout=timeout)
@@ -73,6 +90,7 @@ def start_node_agent(cp: ControlPlane, workdir: Path, timeout: float = 60.0) -> 
             f"--log-port={port}",
             "--apiserver-host=127.0.0.1",
             f"--apiserver-port={cp.apiserver_port}",
+            f"--images={images_path()}",
         ],
         log_path=cp.log_dir / "node-agent.log",
     )

@@ -1,21 +1,20 @@
-"""A node agent that runs pods as local processes and reports their status like a kubelet.
+"""A node agent that runs pods from their images under runc and reports status like a kubelet.
 
 It registers one Ready Node, binds every pending pod that asks for the default scheduler (and
-whose nodeSelector the node satisfies), and runs each container's command in its own PID, mount
-and UTS namespace (see ``podinit.py``) with volumes at their ``mountPath``s, the environment the
-kubelet would build, ``runAsUser``/``runAsGroup`` and ``readOnlyRootFilesystem``. Logs are kept
-per container and served on a kubelet-style HTTPS endpoint, so ``kubectl logs`` works through the
-API server.
+whose nodeSelector the node satisfies), and runs each container from its image with runc 1.1
+(``runtime.py``), under an OCI spec built the way containerd builds it (``ocispec.py``): the
+image's root file system (an overlay over the shared, never-written image store), its
+entrypoint, environment, user and working directory, the pod's volumes, environment and
+security context, capabilities, seccomp ``RuntimeDefault``, memory and CPU limits in a cgroup per
+container run. Logs are
+kept per container and served on a kubelet-style HTTPS endpoint, so ``kubectl logs`` works.
 
-How an image maps to a process (no image is pulled):
-  * the container's ``command`` is run as given, resolved on the container's ``PATH``;
-  * without a ``command``, the image's entrypoint comes from ``--image-entrypoints`` (JSON: image
-    name without registry, tag or digest -> argv); by default ``kubemill-runner`` -> ``kubemill``;
-  * the "image's" environment is ``PATH=<agent's venv>/bin:<system paths>`` and ``HOME``, so
-    ``python``, ``kubemill`` and the project's dependencies are those of the project's venv;
-  * the file system is the host's; a non-root user sees ``/root`` replaced by the toolchain only.
-Not modelled: images, resource limits, probes, networking (pods share the host network; the
-``kubernetes`` Service is reached at the API server's loopback address), PersistentVolumeClaims.
+Images are never pulled: ``--images`` names a JSON file mapping image references to folders of
+the local store (``rootfs/`` and the OCI image ``config.json``), written by ``make images``; any
+other image waits in ``ErrImagePull``/``ImagePullBackOff``.
+Not modelled: pod networking (no network namespace: pods share the host network, and the
+``kubernetes`` Service is reached at the API server's loopback address), Services,
+PersistentVolumeClaims, ``kubectl exec``/``attach``/``port-forward``.
 """
 
 from __future__ import annotations
@@ -27,13 +26,10 @@ import json
 import logging
 import os
 import platform
-import pwd
 import queue
-import select
 import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 import traceback
@@ -48,26 +44,41 @@ import urllib3
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from . import kube
+from . import kube, ocispec, runtime
 from .containerlogs import LogFile, parse_time, pump, read_log, serve_logs
 from .kube import JSON
 from .kubeconfig import api_client
-from .podconfig import ContainerConfigError, PodSources, expand, memory_bytes
+from .podconfig import ContainerConfigError, PodSources, memory_bytes
 
 log = logging.getLogger("kubemill.nodeagent")
 
-PODINIT = Path(__file__).with_name("podinit.py")
-DEFAULT_IMAGE_ENTRYPOINTS: dict[str, list[str]] = {"kubemill-runner": ["kubemill"]}
-SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 MAX_TERMINATION_MESSAGE = 4096
 FALLBACK_LOG_LINES = 80
 FALLBACK_LOG_BYTES = 2048
 BACKOFF_START = 10.0
 BACKOFF_MAX = 300.0
+# How long a failed image lookup shows as ErrImagePull before ImagePullBackOff, as the kubelet's
+# next pod sync would switch it.
+ERR_IMAGE_PULL_SECONDS = 1.0
+# containers-common's default profile: what containerd and CRI-O use for RuntimeDefault.
+SECCOMP_PROFILE = Path("/usr/share/containers/seccomp.json")
+NO_IMAGES = "no images: run `make images`"
 
 
 def now() -> str:
     return dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ImagePullError(ContainerConfigError):
+    """The image is not in this node's store; the kubelet's image back-off applies."""
+
+
+@dataclass(frozen=True)
+class Image:
+    ref: str
+    id: str
+    rootfs: Path
+    config: JSON
 
 
 @dataclass(frozen=True)
@@ -84,14 +95,14 @@ class AgentConfig:
     # Where pods find the API server: the kubernetes Service's address is not routable here.
     apiserver_host: str
     apiserver_port: int
-    image_entrypoints: dict[str, list[str]]
-    # Interpreter and venv that non-root containers must still reach under the masked /root.
-    toolchain_paths: tuple[str, ...]
-    image_path: str
+    # Image reference -> store folder (``rootfs/`` + ``config.json``), from ``make images``.
+    images: dict[str, str]
+    # Names this agent's cgroup subtree and nothing else, so its watchdog kills only its own.
+    agent_id: str
 
 
 class Spawner:
-    """Starts every container process from one long-lived thread.
+    """Starts every runc process from one long-lived thread.
 
     The parent-death signal fires when the *thread* that forked a child exits; pod workers come
     and go, so children are forked here, and die only with the agent.
@@ -115,61 +126,6 @@ class Spawner:
         return fut.result()
 
 
-class MountPoints:
-    """Mount points that are missing on the host: made for containers, removed after the last.
-
-    A runtime creates a volume's mount point inside the image's root file system; here the root
-    is the host's, so the agent creates it on the host, counts the containers using it, and takes
-    it away once none does. Paths are only removed while empty.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users: dict[str, int] = {}
-
-    def acquire(self, targets: list[tuple[str, bool]]) -> list[str]:
-        held: list[str] = []
-        with self._lock:
-            for target, is_file in targets:
-                target = os.path.normpath(target)
-                missing = []
-                path = target
-                while not os.path.lexists(path):
-                    missing.append(path)
-                    path = os.path.dirname(path)
-                for path in reversed(missing):
-                    if path == target and is_file:
-                        with open(path, "a"):
-                            pass
-                    else:
-                        os.mkdir(path, 0o755)
-                    self._users[path] = 0
-                path = target
-                while True:
-                    if path in self._users:
-                        self._users[path] += 1
-                        held.append(path)
-                    parent = os.path.dirname(path)
-                    if parent == path:
-                        break
-                    path = parent
-        return held
-
-    def release(self, held: list[str]) -> None:
-        with self._lock:
-            for path in held:
-                self._users[path] -= 1
-            unused = [p for p, n in self._users.items() if n <= 0]
-            # Deepest first, so a parent is empty by the time its turn comes.
-            for path in sorted(unused, key=len, reverse=True):
-                del self._users[path]
-                with contextlib.suppress(OSError):
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        os.rmdir(path)
-                    elif os.path.isfile(path) and os.path.getsize(path) == 0:
-                        os.unlink(path)
-
-
 @dataclass
 class ContainerRun:
     """One start of one container (a restart is a new run)."""
@@ -177,10 +133,11 @@ class ContainerRun:
     name: str
     restart_count: int
     log_path: Path
+    dir: Path
+    runc_id: str
+    cgroup: str
+    user: str = "0:0"
     popen: subprocess.Popen[bytes] | None = None
-    pid1: int | None = None
-    start_error: bytes = b""
-    error_fd: int | None = None
     started_at: str | None = None
     finished_at: str | None = None
     exit_code: int | None = None
@@ -188,13 +145,19 @@ class ContainerRun:
     message: str | None = None
     termination_log: Path | None = None
     container_id: str = ""
-    mount_points: list[str] = field(default_factory=list)
+    image_id: str = ""
+    # Set by a failed liveness/startup probe or deletion: the kill the agent has begun.
+    killing: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
     log_written: threading.Condition = field(default_factory=threading.Condition)
 
     @property
     def running(self) -> bool:
         return self.popen is not None and self.exit_code is None
+
+    @property
+    def rootfs(self) -> Path:
+        return self.dir / "bundle" / "rootfs"
 
 
 class PodWorker(threading.Thread):
@@ -222,6 +185,9 @@ class PodWorker(threading.Thread):
         self.runs: dict[str, list[ContainerRun]] = {}
         self.waiting: dict[str, tuple[str, str]] = {}
         self.next_start: dict[str, float] = {}
+        # Image lookups that failed per container, and until when each shows ErrImagePull.
+        self.pull_failures: dict[str, int] = {}
+        self.pull_error_until: dict[str, float] = {}
         self.phase = "Pending"
         self.reason: str | None = None
         self.message: str | None = None
@@ -262,6 +228,10 @@ class PodWorker(threading.Thread):
             self._kill_all(0)
         finally:
             self.agent.forget(self.uid)
+            # Never remove through a mounted overlay: that would only be slow, but a bind of a
+            # hostPath left mounted would lose the host's files.
+            for point in runtime.mounts_under(self.dir):
+                runtime.unmount(Path(point))
             shutil.rmtree(self.dir, ignore_errors=True)
 
     def _run(self) -> None:
@@ -324,6 +294,15 @@ class PodWorker(threading.Thread):
                     return False
                 try:
                     run = self._start(c, is_init=True)
+                    self.pull_failures.pop(name, None)
+                except ImagePullError as e:
+                    delay = self._pull_failed(c, e)
+                    if self._sleep(ERR_IMAGE_PULL_SECONDS):
+                        return False
+                    self._pull_backing_off(name, c)
+                    if self._sleep(delay - ERR_IMAGE_PULL_SECONDS):
+                        return False
+                    continue
                 except ContainerConfigError:
                     self._report()
                     if self._sleep(1.0):
@@ -388,12 +367,16 @@ class PodWorker(threading.Thread):
                         else:
                             self.next_start.pop(name, None)
                     continue
+                changed = self._pull_backing_off(name, c) or changed
                 start_at = self.next_start.get(name)
                 if start_at is not None and time.monotonic() >= start_at:
                     self.next_start.pop(name)
                     try:
                         self._start(c, is_init=False)
                         self.waiting.pop(name, None)
+                        self.pull_failures.pop(name, None)
+                    except ImagePullError as e:
+                        self.next_start[name] = time.monotonic() + self._pull_failed(c, e)
                     except ContainerConfigError as e:
                         self.waiting[name] = ("CreateContainerConfigError", str(e))
                         self.next_start[name] = time.monotonic() + 1.0
@@ -405,6 +388,37 @@ class PodWorker(threading.Thread):
                 return self._await_deletion()
             if self.wake.wait(0.1):
                 self.wake.clear()
+
+    def _pull_failed(self, c: JSON, error: ImagePullError) -> float:
+        """Show ErrImagePull and a Failed event; return the back-off before the next attempt."""
+        name = c["name"]
+        attempts = self.pull_failures.get(name, 0) + 1
+        self.pull_failures[name] = attempts
+        self.waiting[name] = ("ErrImagePull", str(error))
+        self.pull_error_until[name] = time.monotonic() + ERR_IMAGE_PULL_SECONDS
+        self._event("Warning", "Failed", f'Failed to pull image "{c.get("image")}": {error}')
+        self._event("Warning", "Failed", "Error: ErrImagePull")
+        self._report()
+        return float(min(BACKOFF_START * 2 ** (attempts - 1), BACKOFF_MAX))
+
+    def _pull_backing_off(self, name: str, c: JSON) -> bool:
+        """After a moment in ErrImagePull, the kubelet's next sync shows ImagePullBackOff."""
+        until = self.pull_error_until.get(name)
+        if until is None or time.monotonic() < until:
+            return False
+        del self.pull_error_until[name]
+        reason, message = self.waiting.get(name, ("", ""))
+        if reason != "ErrImagePull":
+            return False
+        image = c.get("image")
+        self.waiting[name] = (
+            "ImagePullBackOff",
+            f'Back-off pulling image "{image}": ErrImagePull: {message}',
+        )
+        self._event("Normal", "BackOff", f'Back-off pulling image "{image}"')
+        self._event("Warning", "Failed", "Error: ImagePullBackOff")
+        self._report()
+        return True
 
     @staticmethod
     def _restart_wanted(policy: str, run: ContainerRun) -> bool:
@@ -474,89 +488,98 @@ class PodWorker(threading.Thread):
     # -- containers -----------------------------------------------------------------------
 
     def _start(self, c: JSON, *, is_init: bool) -> ContainerRun:
+        """Start one run of ``c`` under runc; return once its process runs (or failed to start).
+
+        Raises ``ImagePullError`` for an image not in the store and ``ContainerConfigError`` for
+        a spec the kubelet would refuse (both leave the container waiting); a run that runc
+        could not start is returned terminated with StartError and exit code 128."""
         name = c["name"]
+        image = self.agent.image(str(c.get("image", "")))
         runs = self.runs.setdefault(name, [])
         restart = len(runs)
         cdir = self.dir / "containers" / name / str(restart)
         cdir.mkdir(parents=True, exist_ok=True)
-        run = ContainerRun(name=name, restart_count=restart, log_path=cdir / "container.log")
+        runc_id = uuid.uuid4().hex
+        run = ContainerRun(
+            name=name,
+            restart_count=restart,
+            log_path=cdir / "container.log",
+            dir=cdir,
+            runc_id=runc_id,
+            cgroup=ocispec.cgroups_path(self.agent.config.agent_id, self.uid, name, restart),
+            container_id=f"containerd://{runc_id}",
+            image_id=f"sha256:{image.id}",
+        )
         run.log_path.touch()
-        run.container_id = f"kubemill://{uuid.uuid4().hex}"
         try:
-            spec = self._container_spec(c, cdir, run)
+            spec = self._container_spec(c, image, run)
         except ContainerConfigError as e:
             if is_init:
                 self.waiting[name] = ("CreateContainerConfigError", str(e))
             raise
         runs.append(run)
-        run.mount_points = self.agent.mount_points.acquire(
-            [(m["target"], bool(m["file"])) for m in spec["mounts"]]
-        )
-        read_fd, write_fd = os.pipe()
-        spec["errorFd"] = write_fd
-        spec_path = cdir / "podinit.json"
-        spec_path.write_text(json.dumps(spec))
-        hostname = (self.spec.get("hostname") or self.pod_name)[:63]
-        argv = [
-            "setpriv", "--pdeathsig", "KILL", "--",
-            "unshare", "--mount", "--pid", "--uts", "--fork", "--kill-child=SIGKILL",
-            "--mount-proc", "--propagation", "private",
-            sys.executable, "-I", str(PODINIT), str(spec_path), hostname,
-        ]  # fmt: skip
+        self.agent.prepare_rootfs(image, run)
+        fifo_read, fifo_write = runtime.make_start_fifo(run.dir / "started.fifo")
+        (cdir / "bundle" / "config.json").write_text(json.dumps(spec, indent=1))
+        argv = self.agent.runc.run_argv(runc_id, cdir / "bundle", cdir / "runc.log")
 
         def spawn() -> subprocess.Popen[bytes]:
             return subprocess.Popen(
-                argv,
+                ["setpriv", "--pdeathsig", "KILL", "--", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
-                pass_fds=(write_fd,),
                 start_new_session=True,
-                env={"PATH": SYSTEM_PATH},
+                env=runtime.runc_env(),
             )
 
         try:
             run.popen = self.agent.spawner.run(spawn)
+            for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
+                assert pipe is not None
+                t = threading.Thread(
+                    target=pump, args=(pipe, stream, run.log_path, run.log_written), daemon=True
+                )
+                t.start()
+                run.readers.append(t)
+            popen = run.popen
+            started = runtime.await_start(fifo_read, lambda: popen.poll() is not None)
         finally:
-            os.close(write_fd)
-        run.pid1 = _first_child(run.popen.pid)
-        for stream, pipe in (("stdout", run.popen.stdout), ("stderr", run.popen.stderr)):
-            assert pipe is not None
-            t = threading.Thread(
-                target=pump, args=(pipe, stream, run.log_path, run.log_written), daemon=True
-            )
-            t.start()
-            run.readers.append(t)
-        # Like a runtime's start, return only once the command is about to run (or failed to).
-        run.error_fd = read_fd
-        run.start_error = _await_exec(read_fd)
+            os.close(fifo_read)
+            os.close(fifo_write)
         run.started_at = now()
-        if not run.start_error:
-            self._event("Normal", "Started", f"Started container {name}")
+        if not started:
+            if popen.poll() is None:
+                # The hook never came: treat it as a failed start, and make sure nothing runs.
+                self.agent.runc.kill(runc_id, "KILL", all_processes=True)
+                popen.wait()
+            self._reap(run, start_failed=True)
+            self._event("Warning", "Failed", f"Error: {run.message}")
+            return run
+        self._event("Normal", "Started", f"Started container {name}")
         return run
 
-    def _reap(self, run: ContainerRun) -> bool:
-        """Record the run's end if its process has exited; True when it just did."""
+    def _reap(self, run: ContainerRun, *, start_failed: bool = False) -> bool:
+        """Record the run's end if runc has exited; True when it just did."""
         assert run.popen is not None
         rc = run.popen.poll()
         if rc is None:
             return False
         for t in run.readers:
             t.join(timeout=5)
-        self.agent.mount_points.release(run.mount_points)
-        run.mount_points = []
+        self.agent.runc.delete(run.runc_id)
+        runtime.unmount(run.rootfs)
         run.finished_at = now()
-        if run.error_fd is not None:
-            run.start_error += _read_to_eof(run.error_fd, timeout=2.0)
-            os.close(run.error_fd)
-            run.error_fd = None
-        if run.start_error:
+        if start_failed:
             run.exit_code = 128
             run.reason = "StartError"
-            run.message = run.start_error.decode(errors="replace")
+            run.message = runtime.runc_error(run.dir / "runc.log")
             return True
         run.exit_code = rc if rc >= 0 else 128 - rc
-        run.reason = "Completed" if run.exit_code == 0 else "Error"
+        if run.exit_code == 137 and runtime.oom_killed(run.cgroup):
+            run.reason = "OOMKilled"
+        else:
+            run.reason = "Completed" if run.exit_code == 0 else "Error"
         run.message = self._termination_message(run)
         return True
 
@@ -582,98 +605,97 @@ class PodWorker(threading.Thread):
 
     def _kill_all(self, grace: int) -> None:
         running = [r for runs in self.runs.values() for r in runs if r.running]
-        for r in running:
-            if r.pid1 is not None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(r.pid1, signal.SIGTERM)
+        self._kill(running, grace)
+        self.killed = self.killed or bool(running)
+
+    def _kill(self, runs: list[ContainerRun], grace: int, *, reap: bool = True) -> None:
+        """SIGTERM, then after ``grace`` seconds SIGKILL to every process: containerd's stop.
+
+        A probe's kill runs on its own thread with ``reap=False``: the pod worker records the
+        exit, so a run is never reaped twice."""
+        for r in runs:
+            r.killing = True
+            self.agent.runc.kill(r.runc_id, "TERM")
         deadline = time.monotonic() + grace
-        for r in running:
+        for r in runs:
             assert r.popen is not None
             remaining = max(0.0, deadline - time.monotonic())
             with contextlib.suppress(subprocess.TimeoutExpired):
                 r.popen.wait(timeout=remaining)
-        for r in running:
+        for r in runs:
             assert r.popen is not None
             if r.popen.poll() is None:
-                if r.pid1 is not None:
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(r.pid1, signal.SIGKILL)
-                with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(r.popen.pid, signal.SIGKILL)
-                r.popen.wait()
-            self._reap(r)
-        self.killed = self.killed or bool(running)
+                self.agent.runc.kill(r.runc_id, "KILL", all_processes=True)
+                try:
+                    r.popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    # runc itself is stuck: its container is killed by the delete below.
+                    r.popen.kill()
+                    r.popen.wait()
+            if reap:
+                self._reap(r)
 
     # -- container configuration ----------------------------------------------------------
 
-    def _container_spec(self, c: JSON, cdir: Path, run: ContainerRun) -> JSON:
-        pod_sc = self.spec.get("securityContext") or {}
-        sc = c.get("securityContext") or {}
-        uid = sc.get("runAsUser", pod_sc.get("runAsUser"))
-        gid = sc.get("runAsGroup", pod_sc.get("runAsGroup"))
-        if sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) and not uid:
-            if uid is None:
-                raise ContainerConfigError(
-                    "container has runAsNonRoot and image will run as root "
-                    f"(pod: {self.pod_name}_{self.namespace}({self.uid}), container: {c['name']})"
-                )
-            raise ContainerConfigError(
-                "container's runAsUser breaks non-root policy "
-                f"(pod: {self.pod_name}_{self.namespace}({self.uid}), container: {c['name']})"
-            )
-        user = _passwd(uid if uid is not None else 0)
-        if gid is None and uid is not None:
-            gid = user.pw_gid if user is not None else 0
-        groups = [int(g) for g in pod_sc.get("supplementalGroups") or []]
-        if pod_sc.get("fsGroup") is not None:
-            groups.append(int(pod_sc["fsGroup"]))
-
+    def _container_spec(self, c: JSON, image: Image, run: ContainerRun) -> JSON:
+        passwd = _read_image_file(image.rootfs, "etc/passwd")
+        group = _read_image_file(image.rootfs, "etc/group")
+        user = ocispec.resolve_user(self.spec, c, image.config, passwd, group)
+        run.user = f"{user.uid}:{user.gid}"
+        caps = ocispec.capability_set(c)
+        seccomp = None
+        if ocispec.seccomp_type(self.spec, c) == "RuntimeDefault":
+            seccomp = ocispec.seccomp_to_oci(self.agent.seccomp_profile(), caps)
         env = self.sources.environment(c)
-        home = user.pw_dir if user is not None else "/"
-        image_env = {"PATH": self.agent.config.image_path, "HOME": home}
-        hostname = (self.spec.get("hostname") or self.pod_name)[:63]
-        merged = {**image_env, "HOSTNAME": hostname, **env}
-        argv = self._argv(c, merged)
-
-        tl = cdir / "termination-log"
+        hostname = self._hostname()
+        tl = run.dir / "termination-log"
         tl.touch()
         tl.chmod(0o666)
         run.termination_log = tl
+        pod_files = self._pod_files()
         mounts = [
-            {"source": str(tl), "target": c.get("terminationMessagePath", "/dev/termination-log"),
-             "file": True},
-        ]  # fmt: skip
-        for vm in c.get("volumeMounts") or []:
-            mounts.append(self._mount(vm))
-        return {
-            "mounts": mounts,
-            "privateHome": "/root",
-            "keepUnderPrivateHome": list(self.agent.config.toolchain_paths),
-            "uid": uid,
-            "gid": gid,
-            "supplementalGroups": groups,
-            "readOnlyRoot": bool(sc.get("readOnlyRootFilesystem")),
-            "workingDir": c.get("workingDir"),
-            "env": merged,
-            "argv": argv,
-        }
+            ocispec.Mount(str(pod_files / "hosts"), "/etc/hosts"),
+            ocispec.Mount(str(pod_files / "hostname"), "/etc/hostname"),
+            ocispec.Mount(str(pod_files / "resolv.conf"), "/etc/resolv.conf"),
+            ocispec.Mount(str(tl), c.get("terminationMessagePath", "/dev/termination-log")),
+        ]
+        mounts += [self._mount(vm) for vm in c.get("volumeMounts") or []]
+        inputs = ocispec.SpecInputs(
+            container=c,
+            pod_spec=self.spec,
+            image_config=image.config,
+            rootfs=str(run.rootfs),
+            env=env,
+            hostname=hostname,
+            user=user,
+            mounts=tuple(mounts),
+            cgroups_path=run.cgroup,
+            seccomp=seccomp,
+            poststart=runtime.poststart_hook(run.dir / "started.fifo"),
+        )
+        return ocispec.build_spec(inputs)
 
-    def _argv(self, c: JSON, env: dict[str, str]) -> list[str]:
-        command = c.get("command") or []
-        args = c.get("args") or []
-        if not command:
-            image = _image_name(c.get("image", ""))
-            entry = self.agent.config.image_entrypoints.get(image)
-            if entry is None:
-                raise ContainerConfigError(
-                    f"image {c.get('image')!r} has no known entrypoint on this node: set the "
-                    "container's command, or map the image with --image-entrypoints"
-                )
-            command = entry
-        argv = [expand(a, env) for a in [*command, *args]]
-        return argv
+    def _hostname(self) -> str:
+        return str(self.spec.get("hostname") or self.pod_name)[:63]
 
-    def _mount(self, vm: JSON) -> JSON:
+    def _pod_files(self) -> Path:
+        """``/etc/hosts``, ``/etc/hostname`` and ``/etc/resolv.conf`` for the pod's containers,
+        as the kubelet writes them for a host-network pod."""
+        files = self.dir / "etc"
+        if not files.exists():
+            files.mkdir(parents=True)
+            hostname = self._hostname()
+            (files / "hosts").write_text(
+                "# Kubernetes-managed hosts file (host network).\n"
+                "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                f"127.0.0.1\t{hostname}\n"
+            )
+            (files / "hostname").write_text(f"{hostname}\n")
+            resolv = Path("/etc/resolv.conf")
+            (files / "resolv.conf").write_text(resolv.read_text() if resolv.exists() else "")
+        return files
+
+    def _mount(self, vm: JSON) -> ocispec.Mount:
         name = vm["name"]
         volume = next((v for v in self.spec.get("volumes") or [] if v["name"] == name), None)
         if volume is None:
@@ -682,18 +704,11 @@ class PodWorker(threading.Thread):
         read_only = bool(vm.get("readOnly"))
         if any(k in volume for k in ("configMap", "secret", "downwardAPI", "projected")):
             read_only = True
-        is_file = source.is_file()
         if vm.get("subPath"):
             source = source / vm["subPath"]
             if not source.exists():
                 source.mkdir(parents=True, mode=0o777)
-            is_file = source.is_file()
-        return {
-            "source": str(source),
-            "target": vm["mountPath"],
-            "readOnly": read_only,
-            "file": is_file,
-        }
+        return ocispec.Mount(str(source), vm["mountPath"], read_only)
 
     # -- status ---------------------------------------------------------------------------
 
@@ -705,7 +720,7 @@ class PodWorker(threading.Thread):
         status: JSON = {
             "name": name,
             "image": c.get("image", ""),
-            "imageID": "",
+            "imageID": current.image_id if current is not None else "",
             "restartCount": max(0, len(runs) - 1),
             "ready": bool(current and current.running),
             "started": bool(current and current.running),
@@ -849,67 +864,12 @@ def _terminated(run: ContainerRun) -> JSON:
     return t
 
 
-def _await_exec(fd: int, timeout: float = 60.0) -> bytes:
-    """Wait for podinit's "about to exec" byte; return the error it wrote instead, if any.
-
-    The pipe is also held open by unshare's parent process for the container's whole life, so
-    EOF cannot signal success; podinit writes a NUL byte just before exec instead.
-    """
-    data = b""
-    deadline = time.monotonic() + timeout
-    while True:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            return data or b"container setup did not finish in time"
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, 1)
-        if chunk in (b"", b"\0"):
-            return data
-        data += chunk
-
-
-def _read_to_eof(fd: int, timeout: float) -> bytes:
-    data = b""
-    deadline = time.monotonic() + timeout
-    while (remaining := deadline - time.monotonic()) > 0:
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            break
-        chunk = os.read(fd, 65536)
-        if not chunk:
-            break
-        data += chunk
-    return data
-
-
-def _first_child(pid: int, timeout: float = 2.0) -> int | None:
-    """The PID (in our namespace) of unshare's forked child: the container's PID 1."""
-    deadline = time.monotonic() + timeout
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    while time.monotonic() < deadline:
-        try:
-            children = path.read_text().split()
-        except OSError:
-            return None
-        if children:
-            return int(children[0])
-        time.sleep(0.005)
-    return None
-
-
-def _image_name(image: str) -> str:
-    name = image.split("@", 1)[0]
-    last = name.rsplit("/", 1)[-1]
-    return last.split(":", 1)[0]
-
-
-def _passwd(uid: int) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwuid(uid)
-    except KeyError:
-        return None
+def _read_image_file(rootfs: Path, relative: str) -> str:
+    """A file of the image, never following a symlink out of it onto the host's file."""
+    path = rootfs / relative
+    if path.is_symlink() or not path.is_file():
+        return ""
+    return path.read_text(errors="replace")
 
 
 class NodeAgent:
@@ -917,13 +877,47 @@ class NodeAgent:
         self.config = config
         self.api = api
         self.spawner = Spawner()
-        self.mount_points = MountPoints()
+        self.runc = runtime.Runc(config.workdir / "runc")
+        self._images: dict[str, Image] = {}
+        self._seccomp: JSON | None = None
+        self.watchdog: tuple[subprocess.Popen[bytes], int] | None = None
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.bound: set[str] = set()
         self.finished: set[str] = set()
         self.stopping = threading.Event()
         self.node_labels: dict[str, str] = {}
+
+    def image(self, ref: str) -> Image:
+        """The store's image for ``ref`` (read once; the store never changes under an image)."""
+        folder = ocispec.find_image(ref, self.config.images)
+        if folder is None:
+            raise ImagePullError(
+                f'failed to pull and unpack image "{ref}": not found in this node\'s local image '
+                "store (this node pulls nothing; build it with make images)"
+            )
+        with self.lock:
+            cached = self._images.get(folder)
+        if cached is None:
+            path = Path(folder)
+            config = json.loads((path / "config.json").read_text())
+            cached = Image(ref, path.name, path / "rootfs", dict(config.get("config") or {}))
+            with self.lock:
+                self._images[folder] = cached
+        return cached
+
+    def prepare_rootfs(self, image: Image, run: ContainerRun) -> None:
+        runtime.mount_overlay(image.rootfs, run.dir, run.rootfs)
+
+    def seccomp_profile(self) -> JSON:
+        if self._seccomp is None:
+            if not SECCOMP_PROFILE.exists():
+                raise ContainerConfigError(
+                    f"seccomp RuntimeDefault needs {SECCOMP_PROFILE} (Debian package "
+                    "golang-github-containers-common)"
+                )
+            self._seccomp = json.loads(SECCOMP_PROFILE.read_text())
+        return self._seccomp
 
     def service_env(self) -> dict[str, str]:
         host, port = self.config.apiserver_host, self.config.apiserver_port
@@ -991,8 +985,8 @@ class NodeAgent:
                 "systemUUID": str(uuid.uuid5(uuid.NAMESPACE_DNS, name)),
                 "bootID": boot_id,
                 "kernelVersion": platform.release(),
-                "osImage": "kubemill node agent (processes)",
-                "containerRuntimeVersion": "kubemill://0.1.0",
+                "osImage": "kubemill node agent (runc)",
+                "containerRuntimeVersion": "runc://1.1.5",
                 "kubeletVersion": version,
                 "kubeProxyVersion": "",
                 "operatingSystem": "linux",
@@ -1146,6 +1140,14 @@ class NodeAgent:
             w._kill_all(0)
 
 
+def load_images(path: Path) -> dict[str, str]:
+    """The ``make images`` index: image reference -> store folder."""
+    if not path.is_file():
+        raise SystemExit(f"{NO_IMAGES} ({path} is missing)")
+    images: dict[str, str] = dict(json.loads(path.read_text())["images"])
+    return images
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kubeconfig", type=Path, required=True)
@@ -1158,18 +1160,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--apiserver-host", default="127.0.0.1")
     parser.add_argument("--apiserver-port", type=int, required=True)
     parser.add_argument(
-        "--image-entrypoints",
-        type=json.loads,
-        default=DEFAULT_IMAGE_ENTRYPOINTS,
-        help="JSON object: image name (no registry, tag or digest) -> entrypoint argv",
+        "--images", type=Path, required=True, help="build/images.json written by make images"
     )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    venv = Path(sys.prefix)
-    toolchain = tuple(dict.fromkeys([sys.prefix, sys.base_prefix, str(venv.resolve())]))
     config = AgentConfig(
         node_name=args.node_name,
-        workdir=args.workdir,
+        workdir=args.workdir.resolve(),
         kubeconfig=args.kubeconfig,
         serving_cert=args.serving_cert,
         serving_key=args.serving_key,
@@ -1177,12 +1174,19 @@ def main(argv: list[str] | None = None) -> None:
         log_port=args.log_port,
         apiserver_host=args.apiserver_host,
         apiserver_port=args.apiserver_port,
-        image_entrypoints={**DEFAULT_IMAGE_ENTRYPOINTS, **args.image_entrypoints},
-        toolchain_paths=toolchain,
-        image_path=f"{venv / 'bin'}:{SYSTEM_PATH}",
+        images=load_images(args.images),
+        agent_id=uuid.uuid4().hex[:12],
     )
     config.workdir.mkdir(parents=True, exist_ok=True)
     agent = NodeAgent(config, api_client(args.kubeconfig))
+    # Containers an earlier agent left behind (it was killed before its watchdog finished).
+    agent.runc.clean_all()
+    for point in runtime.mounts_under(config.workdir):
+        runtime.unmount(Path(point))
+    # Held for the agent's life and never inherited: its EOF tells the watchdog we are gone.
+    agent.watchdog = runtime.start_watchdog(
+        agent.runc, f"/kubemill/{config.agent_id}", config.workdir
+    )
 
     def stop(signum: int, _frame: Any) -> None:
         agent.shutdown()
