@@ -649,3 +649,318 @@ def test_finished_job_is_deleted_after_its_ttl(
     wait.wait_gone(
         api, jobs(namespace), "brief", timeout=TIMEOUT, what="the ttl-after-finished controller"
     )
+
+
+# -- the node agent's runtime: images under runc ------------------------------------------------
+
+local_only = pytest.mark.usefixtures("local_cluster")
+
+
+@pytest.fixture
+def local_cluster(cluster: Cluster) -> Cluster:
+    """These tests check what our node agent does under runc; a real kubelet differs in detail
+    (messages, timings), so they run only on the local cluster."""
+    if not cluster.local:
+        pytest.skip("checks the local node agent's runtime")
+    return cluster
+
+
+def bare_pod(cluster: Cluster, name: str, container: JSON, **spec: Any) -> JSON:
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "restartPolicy": "Never",
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{"name": "main", "image": cluster.image, **container}],
+            **spec,
+        },
+    }
+
+
+def container_status(pod: JSON) -> JSON:
+    statuses = pod.get("status", {}).get("containerStatuses") or [{}]
+    return dict(statuses[0])
+
+
+def waiting_reason(reason: str) -> Callable[[str, JSON], bool]:
+    def check(event: str, pod: JSON) -> bool:
+        state = container_status(pod).get("state", {})
+        return event != "DELETED" and state.get("waiting", {}).get("reason") == reason
+
+    return check
+
+
+def finished(event: str, pod: JSON) -> bool:
+    return event != "DELETED" and terminated(pod) is not None
+
+
+def events_of(api: client.ApiClient, namespace: str, pod: str) -> list[JSON]:
+    items = kube.get(
+        api,
+        f"/api/v1/namespaces/{namespace}/events",
+        fieldSelector=f"involvedObject.name={pod}",
+    )["items"]
+    return list(items)
+
+
+@local_only
+def test_image_not_in_the_store_waits_in_image_pull_backoff(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    image = "registry.invalid/kubemill/absent:1"
+    create(api, pods(namespace), bare_pod(cluster, "absent", {"image": image}))
+    pod = wait.wait_for(
+        api, pods(namespace), waiting_reason("ErrImagePull"), name="absent",
+        timeout=TIMEOUT, what="ErrImagePull",
+    )  # fmt: skip
+    expected = (
+        f'failed to pull and unpack image "{image}": not found in this node\'s local image store '
+        "(this node pulls nothing; build it with make images)"
+    )
+    assert container_status(pod)["state"]["waiting"]["message"] == expected
+    pod = wait.wait_for(
+        api, pods(namespace), waiting_reason("ImagePullBackOff"), name="absent",
+        timeout=TIMEOUT, what="ImagePullBackOff",
+    )  # fmt: skip
+    assert expected in container_status(pod)["state"]["waiting"]["message"]
+    assert pod["status"]["phase"] == "Pending"
+    failed = [e for e in events_of(api, namespace, "absent") if e["reason"] == "Failed"]
+    assert any(expected in e["message"] and e["type"] == "Warning" for e in failed), failed
+
+
+@local_only
+def test_missing_executable_is_a_start_error_never_running(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    create(api, pods(namespace), bare_pod(cluster, "nobin", {"command": ["no-such-binary"]}))
+    pod = wait.wait_for(
+        api, pods(namespace), finished, name="nobin", timeout=TIMEOUT, what="the start error"
+    )
+    state = terminated(pod)
+    assert state is not None
+    assert (state["exitCode"], state["reason"]) == (128, "StartError")
+    assert 'exec: "no-such-binary": executable file not found in $PATH' in state["message"]
+    assert pod["status"]["phase"] == "Failed"
+    reasons = {e["reason"] for e in events_of(api, namespace, "nobin")}
+    assert "Started" not in reasons
+
+
+@local_only
+def test_container_is_running_only_once_its_process_runs(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    marker = f"kubemill-start-{secrets.token_hex(6)}"
+    container = {
+        "command": ["python", "-c", "import time\nwhile True: time.sleep(0.1)", marker],
+        "resources": {"limits": {"cpu": "500m", "memory": "128Mi"}},
+    }
+    create(api, pods(namespace), bare_pod(cluster, "started", container))
+    pod = wait.wait_for(
+        api, pods(namespace), wait.pod_phase("Running"), name="started",
+        timeout=TIMEOUT, what="Running",
+    )  # fmt: skip
+    # No wait: runc's poststart hook had reported the started process before Running was
+    # written, so the run's cgroup has it already (its argv follows a moment later, once runc's
+    # init has exec'd it).
+    uid = pod["metadata"]["uid"]
+    cgroups = list(Path("/sys/fs/cgroup/memory/kubemill").glob(f"*/pod{uid}/main-0"))
+    assert len(cgroups) == 1, cgroups
+    assert (cgroups[0] / "cgroup.procs").read_text().split(), "Running before the process"
+    procs.wait_until(lambda: container_processes_with(marker), 10, "the container's command")
+    pids = container_processes_with(marker)
+    status = container_status(pod)
+    assert status["imageID"].startswith("sha256:")
+    assert status["image"] == cluster.image
+    assert status["containerID"]
+    cgroup = Path(f"/proc/{pids[0]}/cgroup").read_text()
+    memory_path = next(line.split(":", 2)[2] for line in cgroup.splitlines() if ":memory:" in line)
+    limit = Path(f"/sys/fs/cgroup/memory{memory_path}/memory.limit_in_bytes").read_text()
+    assert int(limit) == 128 * 2**20
+    quota = Path(f"/sys/fs/cgroup/cpu{memory_path}/cpu.cfs_quota_us").read_text()
+    assert int(quota) == 50_000
+
+
+@local_only
+def test_memory_limit_ends_in_oom_killed(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    container = {
+        "command": ["python", "-c", "b = bytearray(400 * 2**20)"],
+        "resources": {"limits": {"memory": "64Mi"}},
+    }
+    create(api, pods(namespace), bare_pod(cluster, "oom", container))
+    pod = wait.wait_for(api, pods(namespace), finished, name="oom", timeout=TIMEOUT, what="OOM")
+    state = terminated(pod)
+    assert state is not None
+    assert (state["exitCode"], state["reason"]) == (137, "OOMKilled")
+
+
+@local_only
+def test_security_context_is_enforced_by_the_kernel(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    script = """
+        import json, os, subprocess
+        status = dict(
+            line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
+        )
+        def writable(path):
+            try:
+                open(path, "w").close()
+                return True
+            except OSError:
+                return False
+        out = {
+            "uid": os.getuid(), "gid": os.getgid(), "groups": sorted(os.getgroups()),
+            "CapEff": status["CapEff"], "CapBnd": status["CapBnd"],
+            "NoNewPrivs": status["NoNewPrivs"], "Seccomp": status["Seccomp"],
+            "root_writable": writable("/x"), "tmp_writable": writable("/tmp/y"),
+            "hostname": open("/etc/hostname").read().strip(), "uname": os.uname().nodename,
+            "host_repo_visible": os.path.exists("/work/main/pyproject.toml"),
+        }
+        with open("/dev/termination-log", "w") as f:
+            json.dump(out, f)
+    """
+    container = {
+        "command": ["python", "-c", textwrap.dedent(script)],
+        "securityContext": {
+            "runAsUser": 10001,
+            "runAsGroup": 10002,
+            "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True,
+            "capabilities": {"drop": ["ALL"]},
+            "seccompProfile": {"type": "RuntimeDefault"},
+        },
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }
+    body = bare_pod(
+        cluster, "locked", container,
+        securityContext={"supplementalGroups": [3000]},
+        volumes=[{"name": "tmp", "emptyDir": {}}],
+    )  # fmt: skip
+    create(api, pods(namespace), body)
+    pod = wait.wait_for(api, pods(namespace), finished, name="locked", timeout=TIMEOUT, what="end")
+    state = terminated(pod)
+    assert state is not None and state["exitCode"] == 0, state
+    out = json.loads(state["message"])
+    assert (out["uid"], out["gid"]) == (10001, 10002)
+    assert 3000 in out["groups"]
+    assert out["CapEff"] == "0000000000000000"
+    assert out["CapBnd"] == "0000000000000000"
+    assert out["NoNewPrivs"] == "1"
+    assert out["Seccomp"] == "2"
+    assert out["root_writable"] is False
+    assert out["tmp_writable"] is True
+    assert out["hostname"] == out["uname"] == "locked"
+    assert out["host_repo_visible"] is False
+
+
+@local_only
+def test_root_container_keeps_the_default_capabilities_without_seccomp(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    script = """
+        status = dict(
+            line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
+        )
+        open("/dev/termination-log", "w").write(status["CapEff"] + " " + status["Seccomp"])
+    """
+    container = {
+        "command": ["python", "-c", textwrap.dedent(script)],
+        "securityContext": {"runAsUser": 0},
+    }
+    create(api, pods(namespace), bare_pod(cluster, "rooted", container))
+    pod = wait.wait_for(api, pods(namespace), finished, name="rooted", timeout=TIMEOUT, what="end")
+    state = terminated(pod)
+    assert state is not None and state["exitCode"] == 0, state
+    # containerd's 14 default capabilities (CHOWN ... SETFCAP), unconfined.
+    assert state["message"] == "00000000a80425fb 0"
+
+
+SLEEPER = [
+    "python",
+    "-c",
+    "open('/tmp/ready', 'w').close()\nimport time\nwhile True: time.sleep(0.1)",
+]
+
+
+def pod_condition(pod: JSON, kind: str) -> str | None:
+    for c in pod.get("status", {}).get("conditions") or []:
+        if c["type"] == kind:
+            return str(c["status"])
+    return None
+
+
+@local_only
+def test_readiness_comes_from_exec_probes(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    def sleeper(name: str, probe_command: list[str]) -> JSON:
+        probe = {"exec": {"command": probe_command}, "periodSeconds": 1, "failureThreshold": 1}
+        container = {
+            "command": SLEEPER,
+            "readinessProbe": probe,
+            "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+        }
+        return bare_pod(
+            cluster, name, container, restartPolicy="Always",
+            volumes=[{"name": "tmp", "emptyDir": {}}],
+        )  # fmt: skip
+
+    create(api, pods(namespace), sleeper("ready", ["cat", "/tmp/ready"]))
+    create(api, pods(namespace), sleeper("unready", ["false"]))
+
+    def ready(event: str, pod: JSON) -> bool:
+        return event != "DELETED" and pod_condition(pod, "Ready") == "True"
+
+    pod = wait.wait_for(api, pods(namespace), ready, name="ready", timeout=TIMEOUT, what="Ready")
+    assert container_status(pod)["ready"] is True
+    assert pod_condition(pod, "ContainersReady") == "True"
+
+    def unhealthy(event: str, obj: JSON) -> bool:
+        return bool(obj["reason"] == "Unhealthy" and obj["involvedObject"]["name"] == "unready")
+
+    wait.wait_for(
+        api, f"/api/v1/namespaces/{namespace}/events", unhealthy,
+        timeout=TIMEOUT, what="a failed readiness probe",
+    )  # fmt: skip
+    pod = kube.get(api, f"{pods(namespace)}/unready")
+    assert pod["status"]["phase"] == "Running"
+    status = container_status(pod)
+    assert "running" in status["state"]
+    assert status["ready"] is False
+    assert status["started"] is True
+    assert pod_condition(pod, "Ready") == "False"
+    assert pod_condition(pod, "ContainersReady") == "False"
+
+
+@local_only
+def test_failing_liveness_probe_restarts_the_container(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    container = {
+        "command": SLEEPER,
+        "livenessProbe": {"exec": {"command": ["false"]}, "periodSeconds": 1,
+                          "failureThreshold": 1},
+        "volumeMounts": [{"name": "tmp", "mountPath": "/tmp"}],
+    }  # fmt: skip
+    body = bare_pod(
+        cluster, "alive", container, restartPolicy="Always",
+        volumes=[{"name": "tmp", "emptyDir": {}}],
+    )  # fmt: skip
+    create(api, pods(namespace), body)
+
+    def restarted(event: str, pod: JSON) -> bool:
+        return event != "DELETED" and container_status(pod).get("restartCount", 0) >= 1
+
+    # The kubelet's back-off holds the first restart for 10 s.
+    pod = wait.wait_for(
+        api, pods(namespace), restarted, name="alive", timeout=TIMEOUT, what="a restart"
+    )
+    last = container_status(pod)["lastState"]["terminated"]
+    assert last["reason"] == "Error"
+    assert last["exitCode"] in (137, 143)
+    reasons = {e["reason"] for e in events_of(api, namespace, "alive")}
+    assert {"Unhealthy", "Killing"} <= reasons

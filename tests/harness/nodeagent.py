@@ -6,7 +6,7 @@ whose nodeSelector the node satisfies), and runs each container from its image w
 image's root file system (an overlay over the shared, never-written image store), its
 entrypoint, environment, user and working directory, the pod's volumes, environment and
 security context, capabilities, seccomp ``RuntimeDefault``, memory and CPU limits in a cgroup per
-container run. Logs are
+container run. Probes (``probes.py``) decide ``started``/``ready`` and liveness restarts. Logs are
 kept per container and served on a kubelet-style HTTPS endpoint, so ``kubectl logs`` works.
 
 Images are never pulled: ``--images`` names a JSON file mapping image references to folders of
@@ -49,6 +49,7 @@ from .containerlogs import LogFile, parse_time, pump, read_log, serve_logs
 from .kube import JSON
 from .kubeconfig import api_client
 from .podconfig import ContainerConfigError, PodSources, memory_bytes
+from .probes import ContainerProbes
 
 log = logging.getLogger("kubemill.nodeagent")
 
@@ -146,6 +147,7 @@ class ContainerRun:
     termination_log: Path | None = None
     container_id: str = ""
     image_id: str = ""
+    probes: ContainerProbes | None = None
     # Set by a failed liveness/startup probe or deletion: the kill the agent has begun.
     killing: bool = False
     readers: list[threading.Thread] = field(default_factory=list)
@@ -180,6 +182,8 @@ class PodWorker(threading.Thread):
             service_env=agent.service_env(),
         )
         self.wake = threading.Event()
+        # Set when a probe changed started/ready: the status must be written again.
+        self.status_dirty = threading.Event()
         self.gone = threading.Event()
         self.lock = threading.Lock()
         self.runs: dict[str, list[ContainerRun]] = {}
@@ -313,7 +317,11 @@ class PodWorker(threading.Thread):
                 while run.running:
                     if self._should_stop():
                         return False
+                    self._kill_if_probe_failed(run)
                     self._reap(run)
+                    if self.status_dirty.is_set():
+                        self.status_dirty.clear()
+                        self._report()
                     if run.running and self.wake.wait(0.1):
                         self.wake.clear()
                 self._report()
@@ -353,6 +361,7 @@ class PodWorker(threading.Thread):
                 runs = self.runs.get(name, [])
                 current = runs[-1] if runs else None
                 if current is not None and current.running:
+                    self._kill_if_probe_failed(current)
                     if self._reap(current):
                         changed = True
                         if self._restart_wanted(policy, current):
@@ -381,7 +390,8 @@ class PodWorker(threading.Thread):
                         self.waiting[name] = ("CreateContainerConfigError", str(e))
                         self.next_start[name] = time.monotonic() + 1.0
                     changed = True
-            if changed:
+            if changed or self.status_dirty.is_set():
+                self.status_dirty.clear()
                 self._report()
             if self._all_done():
                 self._report()
@@ -419,6 +429,27 @@ class PodWorker(threading.Thread):
         self._event("Warning", "Failed", "Error: ImagePullBackOff")
         self._report()
         return True
+
+    def _probe_changed(self) -> None:
+        """Called from a probe thread: the worker reports the new ``ready``/``started``."""
+        self.status_dirty.set()
+        self.wake.set()
+
+    def _kill_if_probe_failed(self, run: ContainerRun) -> None:
+        """A failed liveness or startup probe kills the container with the probe's grace (or
+        the pod's); its exit is then an ordinary one, restarted per restartPolicy."""
+        probes = run.probes
+        if probes is None or run.killing or probes.kill_reason is None:
+            return
+        grace = probes.kill_grace
+        self._event("Normal", "Killing", probes.kill_reason)
+        threading.Thread(
+            target=self._kill,
+            args=([run], grace if grace is not None else self._grace()),
+            kwargs={"reap": False},
+            name=f"kill-{run.runc_id[:12]}",
+            daemon=True,
+        ).start()
 
     @staticmethod
     def _restart_wanted(policy: str, run: ContainerRun) -> bool:
@@ -557,6 +588,14 @@ class PodWorker(threading.Thread):
             self._event("Warning", "Failed", f"Error: {run.message}")
             return run
         self._event("Normal", "Started", f"Started container {name}")
+        run.probes = ContainerProbes(
+            c,
+            pod_ip="127.0.0.1",
+            exec_probe=lambda argv, timeout: self.agent.runc.exec(runc_id, run.user, argv, timeout),
+            on_change=self._probe_changed,
+            on_event=self._event,
+        )
+        run.probes.start()
         return run
 
     def _reap(self, run: ContainerRun, *, start_failed: bool = False) -> bool:
@@ -565,6 +604,8 @@ class PodWorker(threading.Thread):
         rc = run.popen.poll()
         if rc is None:
             return False
+        if run.probes is not None:
+            run.probes.stop()
         for t in run.readers:
             t.join(timeout=5)
         self.agent.runc.delete(run.runc_id)
@@ -717,13 +758,14 @@ class PodWorker(threading.Thread):
         runs = self.runs.get(name, [])
         current = runs[-1] if runs else None
         previous = runs[-2] if len(runs) > 1 else None
+        probes = current.probes if current is not None and current.running else None
         status: JSON = {
             "name": name,
             "image": c.get("image", ""),
             "imageID": current.image_id if current is not None else "",
             "restartCount": max(0, len(runs) - 1),
-            "ready": bool(current and current.running),
-            "started": bool(current and current.running),
+            "ready": probes is not None and probes.ready,
+            "started": probes is not None and probes.started,
         }
         if name in self.waiting and (current is None or not current.running):
             reason, message = self.waiting[name]
