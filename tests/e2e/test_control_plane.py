@@ -746,6 +746,16 @@ def test_missing_executable_is_a_start_error_never_running(
     reasons = {e["reason"] for e in events_of(api, namespace, "nobin")}
     assert "Started" not in reasons
 
+    # With restartPolicy Always a start error is retried with the kubelet's back-off.
+    body = bare_pod(cluster, "nobin-always", {"command": ["no-such-binary"]})
+    body["spec"]["restartPolicy"] = "Always"
+    create(api, pods(namespace), body)
+    pod = wait.wait_for(
+        api, pods(namespace), waiting_reason("CrashLoopBackOff"), name="nobin-always",
+        timeout=TIMEOUT, what="CrashLoopBackOff after a start error",
+    )  # fmt: skip
+    assert container_status(pod)["lastState"]["terminated"]["reason"] == "StartError"
+
 
 @local_only
 def test_container_is_running_only_once_its_process_runs(

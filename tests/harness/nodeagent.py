@@ -364,26 +364,19 @@ class PodWorker(threading.Thread):
                     self._kill_if_probe_failed(current)
                     if self._reap(current):
                         changed = True
-                        if self._restart_wanted(policy, current):
-                            restarts = len(runs)
-                            delay = min(BACKOFF_START * 2 ** (restarts - 1), BACKOFF_MAX)
-                            self.next_start[name] = time.monotonic() + delay
-                            self.waiting[name] = (
-                                "CrashLoopBackOff",
-                                f"back-off {delay:.0f}s restarting failed container={name} "
-                                f"pod={self.pod_name}_{self.namespace}({self.uid})",
-                            )
-                        else:
-                            self.next_start.pop(name, None)
+                        self._exited(name, policy)
                     continue
                 changed = self._pull_backing_off(name, c) or changed
                 start_at = self.next_start.get(name)
                 if start_at is not None and time.monotonic() >= start_at:
                     self.next_start.pop(name)
                     try:
-                        self._start(c, is_init=False)
+                        run = self._start(c, is_init=False)
                         self.waiting.pop(name, None)
                         self.pull_failures.pop(name, None)
+                        if not run.running:
+                            # It never started (StartError): restarted like any other exit.
+                            self._exited(name, policy)
                     except ImagePullError as e:
                         self.next_start[name] = time.monotonic() + self._pull_failed(c, e)
                     except ContainerConfigError as e:
@@ -398,6 +391,20 @@ class PodWorker(threading.Thread):
                 return self._await_deletion()
             if self.wake.wait(0.1):
                 self.wake.clear()
+
+    def _exited(self, name: str, policy: str) -> None:
+        """Schedule the restart of a run that just ended, with the kubelet's back-off."""
+        runs = self.runs[name]
+        if not self._restart_wanted(policy, runs[-1]):
+            self.next_start.pop(name, None)
+            return
+        delay = min(BACKOFF_START * 2 ** (len(runs) - 1), BACKOFF_MAX)
+        self.next_start[name] = time.monotonic() + delay
+        self.waiting[name] = (
+            "CrashLoopBackOff",
+            f"back-off {delay:.0f}s restarting failed container={name} "
+            f"pod={self.pod_name}_{self.namespace}({self.uid})",
+        )
 
     def _pull_failed(self, c: JSON, error: ImagePullError) -> float:
         """Show ErrImagePull and a Failed event; return the back-off before the next attempt."""
@@ -549,7 +556,13 @@ class PodWorker(threading.Thread):
                 self.waiting[name] = ("CreateContainerConfigError", str(e))
             raise
         runs.append(run)
-        self.agent.prepare_rootfs(image, run)
+        try:
+            self.agent.prepare_rootfs(image, run)
+        except runtime.StartError as e:
+            run.started_at = run.finished_at = now()
+            run.exit_code, run.reason, run.message = 128, "StartError", str(e)
+            self._event("Warning", "Failed", f"Error: {e}")
+            return run
         fifo_read, fifo_write = runtime.make_start_fifo(run.dir / "started.fifo")
         (cdir / "bundle" / "config.json").write_text(json.dumps(spec, indent=1))
         argv = self.agent.runc.run_argv(runc_id, cdir / "bundle", cdir / "runc.log")
