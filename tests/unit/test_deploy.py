@@ -53,11 +53,14 @@ def test_probes_ask_the_health_endpoint(container: dict[str, Any], kind: str) ->
 def test_a_stuck_rollout_is_reported_after_a_slow_start_is_allowed_for(
     deployment: dict[str, Any], container: dict[str, Any]
 ) -> None:
-    # Below the startupProbe's budget, a slow but healthy start would be reported as failed;
-    # without a deadline, `kubectl rollout status` would wait out a crash loop forever.
+    # Below the startupProbe's budget plus minReadySeconds, a slow but healthy start would be
+    # reported as failed; without a deadline, `kubectl rollout status` would wait out a crash
+    # loop forever; without minReadySeconds, a pod Ready for a moment before crashing passes.
+    spec = deployment["spec"]
     startup = container["startupProbe"]
     budget = startup["periodSeconds"] * startup["failureThreshold"]
-    assert budget < deployment["spec"]["progressDeadlineSeconds"] <= 300
+    assert spec["minReadySeconds"] > 0
+    assert budget + spec["minReadySeconds"] < spec["progressDeadlineSeconds"] <= 300
 
 
 def test_the_operator_runs_with_least_privilege(
