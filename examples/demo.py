@@ -22,6 +22,7 @@ import os
 import shlex
 import subprocess
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -64,6 +65,10 @@ class CommandFailed(Exception):
         self.command = command
         self.returncode = returncode
         self.stderr = stderr
+
+
+class Unsuccessful(Exception):
+    """Something the demo waited for ended badly or not at all; the message says it all."""
 
 
 class DemoFailed(Exception):
@@ -110,6 +115,44 @@ class Cluster:
         command = "kubemill " + shlex.join(args)
         print(f"$ {command}", flush=True)
         return run([KUBEMILL, *args], shown=command, env=self.env)
+
+    def wait_for_run(self, namespace: str, reference: str, timeout: float = 300) -> None:
+        """Wait until the run ends, either way, and raise `Unsuccessful` unless it succeeded.
+
+        `kubectl wait --for=condition=Succeeded` cannot also stop on Failed, so it would sit
+        out its whole timeout on a notebook that failed in its first second; a watch of the
+        phase stops on both, and a timer ends the watch if neither comes."""
+        args = ("-n", namespace, "get", reference, "--watch",
+                "-o", 'jsonpath={.status.phase}{"\\n"}')  # fmt: skip
+        command = "kubectl " + shlex.join(args)
+        print(f"$ {command}   # until Succeeded or Failed, at most {timeout:.0f}s", flush=True)
+        with subprocess.Popen(
+            [self.kubectl_path, *args], env=self.env, text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ) as watch:  # fmt: skip
+            expired = threading.Event()
+
+            def expire() -> None:
+                expired.set()
+                watch.kill()
+
+            timer = threading.Timer(timeout, expire)
+            timer.start()
+            try:
+                assert watch.stdout is not None
+                phases = (line.strip() for line in watch.stdout)
+                phase = next((p for p in phases if p in ("Succeeded", "Failed")), None)
+            finally:
+                timer.cancel()
+                watch.kill()
+            _, stderr = watch.communicate()
+        if phase == "Succeeded":
+            return
+        if phase == "Failed":
+            raise Unsuccessful(f"{reference} ended Failed (its status and pods below say why)")
+        if expired.is_set():
+            raise Unsuccessful(f"{reference} had not finished after {timeout:.0f}s")
+        raise CommandFailed(command, watch.returncode, stderr)
 
     def ask(self, *args: str) -> str:
         """kubectl for diagnostics: bounded in time, so that a dead API server cannot hang the
@@ -215,9 +258,7 @@ def probes(failure: Failure) -> list[Probe]:
         return found
     for subject in failure.subjects:
         found.append((f"status of {subject}", partial(object_status, cluster, subject)))
-        found.append(
-            (f"events of {subject}", partial(events, cluster, subject.namespace, subject.name))
-        )
+        found.append((f"events of {subject}", partial(events, cluster, subject)))
         if subject.is_run:
             selector = f"{LABEL_RUN}={subject.name}"
             found.append(
@@ -242,6 +283,8 @@ def probes(failure: Failure) -> list[Probe]:
 def describe_error(error: BaseException) -> str:
     if isinstance(error, CommandFailed):
         return f"$ {error.command}\nexit status {error.returncode}\n{error.stderr.rstrip()}"
+    if isinstance(error, Unsuccessful):
+        return str(error)
     if isinstance(error, KeyboardInterrupt):
         return "interrupted (Ctrl-C)"
     return "".join(traceback.format_exception(error, limit=-3)).rstrip()
@@ -254,9 +297,24 @@ def object_status(cluster: Cluster, subject: Subject) -> str:
     return yaml.safe_dump({"status": status}, sort_keys=False).rstrip()
 
 
-def events(cluster: Cluster, namespace: str, name: str) -> str:
+def events(cluster: Cluster, subject: Subject) -> str:
+    """The subject's Events, by uid where it still exists: a run deleted and applied again by
+    a second `make demo` keeps its name, and the old run's Events would read as this one's."""
+    selector = f"involvedObject.name={subject.name}"
+    try:
+        uid = cluster.ask(
+            "-n", subject.namespace, "get", subject.resource, subject.name,
+            "-o", "jsonpath={.metadata.uid}",
+        )  # fmt: skip
+    except CommandFailed:
+        uid = ""  # gone: the Events of whatever had its name are all there is
+    if uid:
+        selector += f",involvedObject.uid={uid}"
+    return events_matching(cluster, subject.namespace, selector)
+
+
+def events_matching(cluster: Cluster, namespace: str, selector: str) -> str:
     # Sorted by creationTimestamp, not lastTimestamp: events.k8s.io Events leave that empty.
-    selector = f"involvedObject.name={name}"
     sort = "--sort-by=.metadata.creationTimestamp"
     found = cluster.ask("-n", namespace, "get", "events", "--field-selector", selector, sort)
     return found or "(no events)"
@@ -286,7 +344,10 @@ def describe_pods(cluster: Cluster, namespace: str, selector: str) -> str:
     for pod in cluster.ask_json("-n", namespace, "get", "pods", "-l", selector)["items"]:
         name = pod["metadata"]["name"]
         blocks.append(f"\npod {name}:\n" + "\n".join(container_states(pod)))
-        blocks.append(f"events of pod {name}:\n" + best_effort(events, cluster, namespace, name))
+        blocks.append(
+            f"events of pod {name}:\n"
+            + best_effort(events, cluster, Subject("pod", name, namespace))
+        )
         for status in (pod.get("status") or {}).get("containerStatuses") or []:
             container = status["name"]
             blocks.append(
@@ -326,7 +387,7 @@ def container_states(pod: dict[str, Any]) -> list[str]:
 
 
 def _state_detail(detail: dict[str, Any]) -> str:
-    keys = ("reason", "exitCode", "signal", "message", "finishedAt")
+    keys = ("reason", "exitCode", "signal", "message", "startedAt", "finishedAt")
     return " ".join(f"{key}={detail[key]!r}" for key in keys if detail.get(key) not in (None, ""))
 
 
@@ -418,10 +479,7 @@ def demo() -> None:
         kubectl("apply", "-f", "-", show=False, stdin=secret)
         kubectl("-n", NAMESPACE, "delete", "nbrun", RUN, "--ignore-not-found", "--wait")
         kubectl("-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "daily-report-run.yaml"))
-        kubectl(
-            "-n", NAMESPACE, "wait", "--for=condition=Succeeded", "--timeout=300s",
-            f"nbrun/{RUN}",
-        )  # fmt: skip
+        cluster.wait_for_run(NAMESPACE, f"nbrun/{RUN}")
 
     with Step("the result", cluster, the_run):
         print(kubectl("-n", NAMESPACE, "get", "nbrun", RUN, "-o", "wide"))
@@ -431,8 +489,7 @@ def demo() -> None:
         print(f"output     {status['outputUrl']}")
         for name, value in status.get("results", {}).items():
             print(f"recorded   {name} = {json.dumps(value)}")
-        print(kubectl("-n", NAMESPACE, "get", "events", "--field-selector",
-                      f"involvedObject.name={RUN}", show=False))  # fmt: skip
+        print(events(cluster, the_run))
 
         OUT.mkdir(parents=True, exist_ok=True)
         prefix = status["outputUrl"].removeprefix("s3://results/").rsplit("/", 1)[0]
@@ -449,7 +506,7 @@ def demo() -> None:
         triggered = cluster.kubemill("trigger", SCHEDULE, "-n", NAMESPACE).split()[0]
         print(triggered)
         step.about(Subject.parse(triggered, NAMESPACE))
-        kubectl("-n", NAMESPACE, "wait", "--for=condition=Succeeded", "--timeout=300s", triggered)
+        cluster.wait_for_run(NAMESPACE, triggered)
         kubectl(
             "-n", NAMESPACE, "wait", "--for=jsonpath={.status.lastScheduleTime}",
             "--timeout=120s", f"nbsched/{SCHEDULE}",
@@ -459,7 +516,7 @@ def demo() -> None:
             "-l", f"{LABEL_SCHEDULE}={SCHEDULE},{LABEL_ORIGIN}=schedule",
         ).split()[0]  # fmt: skip
         step.about(Subject.parse(scheduled, NAMESPACE))
-        kubectl("-n", NAMESPACE, "wait", "--for=condition=Succeeded", "--timeout=300s", scheduled)
+        cluster.wait_for_run(NAMESPACE, scheduled)
         print(kubectl("-n", NAMESPACE, "get", "nbsched", SCHEDULE, "-o", "wide"))
         print(kubectl("-n", NAMESPACE, "get", "nbrun", "-l", f"{LABEL_SCHEDULE}={SCHEDULE}",
                       "-L", LABEL_ORIGIN))  # fmt: skip
