@@ -630,7 +630,9 @@ class PodWorker(threading.Thread):
             run.message = runtime.runc_error(run.dir / "runc.log")
             return True
         run.exit_code = rc if rc >= 0 else 128 - rc
-        if run.exit_code == 137 and runtime.oom_killed(run.cgroup):
+        # Like containerd: an OOM kill anywhere in the container's cgroup names the exit, even
+        # when the kernel picked a child and the main process ended otherwise.
+        if run.exit_code != 0 and runtime.oom_killed(run.cgroup):
             run.reason = "OOMKilled"
         else:
             run.reason = "Completed" if run.exit_code == 0 else "Error"
