@@ -52,6 +52,8 @@ READONLY_PATHS = (
     "/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger",
 )  # fmt: skip
 
+# Seconds runc lets the poststart hook run; it only writes one line to the agent's FIFO.
+HOOK_TIMEOUT = 60
 # The CFS period the kubelet uses; a CPU limit becomes a quota per this period.
 CPU_PERIOD = 100_000
 # The kubelet's floor for cpu.shares (a container without a CPU request gets this).
@@ -462,7 +464,9 @@ def build_spec(i: SpecInputs) -> JSON:
         "linux": linux,
     }
     if i.poststart:
-        spec["hooks"] = {"poststart": [{"path": i.poststart[0], "args": list(i.poststart[1:])}]}
+        # A timeout, so a hook that cannot deliver (the agent gave up waiting) cannot hang runc.
+        hook = {"path": i.poststart[0], "args": list(i.poststart[1:]), "timeout": HOOK_TIMEOUT}
+        spec["hooks"] = {"poststart": [hook]}
     if i.annotations:
         spec["annotations"] = dict(i.annotations)
     return spec

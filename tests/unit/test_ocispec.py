@@ -345,7 +345,7 @@ def test_build_spec_whole() -> None:
         assert path in destinations
     assert destinations[-1] == "/dev/termination-log"
     assert spec["hooks"] == {
-        "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo > fifo"]}]
+        "poststart": [{"path": "/bin/sh", "args": ["sh", "-c", "echo > fifo"], "timeout": 60}]
     }
 
 
