@@ -49,10 +49,11 @@ OPERATOR_PODS = "app.kubernetes.io/name=kubemill-operator"
 KUBEMILL = str(Path(sys.executable).with_name("kubemill"))
 SANDBOX = Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")) / "sandbox"
 OUT = ROOT / "out" / "demo"
-#: Longer than the Deployment's progressDeadlineSeconds (120), so that an operator that never
-#: becomes Ready is reported by the Deployment controller (ProgressDeadlineExceeded, with its
-#: reason) rather than by this timeout; it only bounds the wait if that controller is absent.
-ROLLOUT_TIMEOUT = "150s"
+#: Longer than the Deployment's progressDeadlineSeconds (120) plus the old pod's shutdown (up to
+#: its 30 s grace period; the old pod going away counts as progress under Recreate), so that an
+#: operator that never becomes Ready is reported by the Deployment controller
+#: (ProgressDeadlineExceeded) rather than by this timeout, which only bounds the wait.
+ROLLOUT_TIMEOUT = "180s"
 #: Lines of each container's log shown when a step fails: enough for a Python traceback.
 LOG_LINES = 40
 
