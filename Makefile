@@ -29,7 +29,7 @@ $(STAMP): $(UV)
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck control-plane
+test: env lint typecheck control-plane images
 	$(BIN)/pytest tests
 
 test-unit: env
@@ -38,7 +38,7 @@ test-unit: env
 test-integration: env
 	$(BIN)/pytest tests/integration
 
-test-e2e: env control-plane
+test-e2e: env control-plane images
 	$(BIN)/pytest tests/e2e
 
 lint: env
@@ -61,16 +61,16 @@ typecheck: env
 crds: env
 	$(BIN)/python -P hack/gen_schedule_crd.py
 
-demo: env control-plane
+demo: env control-plane images
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python examples/demo.py
 
 bench: env
 	$(BIN)/python benchmarks/bench_runner.py
 
-bench-operator: env control-plane
+bench-operator: env control-plane images
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_operator.py
 
-bench-schedule: env control-plane
+bench-schedule: env control-plane images
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_schedule.py
 
 $(UV):
@@ -87,8 +87,16 @@ clean-env:
 control-plane:
 	KUBEMILL_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
 
+# The runner and operator images, built with buildah (storage in $(CACHE)/containers) on a base
+# made from Debian packages by mmdebstrap, each rebuilt only when its inputs change, then
+# unpacked into $(CACHE)/images/store for the node agent (build/images.json says where) and
+# written as OCI archives under build/images/ (seconds when nothing changed; minutes cold).
+.PHONY: images
+images: env
+	KUBEMILL_CACHE=$(CACHE) $(BIN)/python -P hack/images.py
+
 # A local cluster (pods run as processes on this machine) plus S3, left running for kubectl.
-sandbox-up: env control-plane
+sandbox-up: env control-plane images
 	KUBEMILL_CACHE=$(CACHE) $(BIN)/python hack/sandbox.py up
 
 sandbox-down: env

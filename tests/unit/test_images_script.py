@@ -1,0 +1,139 @@
+"""The pure parts of hack/images.py: what decides that an image is rebuilt, and what is pruned."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _load() -> ModuleType:
+    # hack/ is a folder of scripts, not a package: load the script from its path.
+    spec = importlib.util.spec_from_file_location("hack_images", ROOT / "hack" / "images.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+images = _load()
+BASE_ID = "a" * 64
+
+
+def _tree(root: Path) -> None:
+    (root / "pkg" / "__pycache__").mkdir(parents=True)
+    (root / "pkg" / "sub.egg-info").mkdir()
+    (root / "Dockerfile").write_text("FROM x\n")
+    (root / "pyproject.toml").write_text("[project]\n")
+    (root / "pkg" / "a.py").write_text("A = 1\n")
+    (root / "pkg" / "b.py").write_text("B = 2\n")
+    (root / "pkg" / "__pycache__" / "a.cpython-311.pyc").write_bytes(b"\0")
+    (root / "pkg" / "sub.egg-info" / "PKG-INFO").write_text("x\n")
+
+
+def _hash(root: Path, base_id: str = BASE_ID) -> str:
+    files = images.context_files(root, ("pyproject.toml", "pkg"))
+    return str(images.inputs_hash(root, "Dockerfile", files, base_id))
+
+
+def test_context_files_leave_out_caches_and_build_metadata(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert images.context_files(tmp_path, ("pyproject.toml", "pkg")) == [
+        "pkg/a.py",
+        "pkg/b.py",
+        "pyproject.toml",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("change", "rebuilds"),
+    [
+        (lambda root: None, False),
+        (lambda root: (root / "pkg" / "__pycache__" / "x.pyc").write_bytes(b"1"), False),
+        (lambda root: (root / "pkg" / "a.py").write_text("A = 2\n"), True),
+        (lambda root: (root / "Dockerfile").write_text("FROM y\n"), True),
+        (lambda root: (root / "pkg" / "c.py").write_text(""), True),
+        (lambda root: (root / "pkg" / "b.py").rename(root / "pkg" / "c.py"), True),
+        # The same bytes, moved from the end of one file to the start of the next.
+        (
+            lambda root: (
+                (root / "pkg" / "a.py").write_text("A = 1\nB"),
+                (root / "pkg" / "b.py").write_text(" = 2\n"),
+            ),
+            True,
+        ),
+        (lambda root: (root / "pkg" / "a.py").chmod(0o755), True),
+    ],
+)
+def test_inputs_hash_changes_exactly_when_the_build_could(
+    tmp_path: Path, change: object, rebuilds: bool
+) -> None:
+    _tree(tmp_path)
+    before = _hash(tmp_path)
+    change(tmp_path)  # type: ignore[operator]
+    assert (_hash(tmp_path) != before) is rebuilds
+
+
+def test_inputs_hash_follows_the_base_image(tmp_path: Path) -> None:
+    _tree(tmp_path)
+    assert _hash(tmp_path) != _hash(tmp_path, "b" * 64)
+
+
+def test_context_is_what_dockerignore_lets_in() -> None:
+    lines = (ROOT / ".dockerignore").read_text().splitlines()
+    allowed = {line[1:] for line in lines if line.startswith("!")}
+    assert allowed == set(images.CONTEXT)
+
+
+def test_base_key_ignores_package_order_but_not_the_recipe() -> None:
+    key = images.base_key("bookworm", ["b", "a"], 1)
+    assert key == images.base_key("bookworm", ["a", "b"], 1)
+    assert key != images.base_key("bookworm", ["a", "b"], 2)
+    assert key != images.base_key("trixie", ["a", "b"], 1)
+
+
+@pytest.mark.parametrize(
+    ("listing", "environ", "bundle"),
+    [
+        ("", {}, "/etc/ssl/certs/ca-certificates.crt"),
+        ("global.cert='/a.pem'\n:env:.cert='/b.pem'\n", {"PIP_CERT": "/p.pem"}, "/b.pem"),
+        ("", {"PIP_CERT": "/p.pem", "REQUESTS_CA_BUNDLE": "/r.pem"}, "/p.pem"),
+        ("", {"REQUESTS_CA_BUNDLE": "/r.pem", "SSL_CERT_FILE": "/s.pem"}, "/r.pem"),
+        ("", {"SSL_CERT_FILE": "/s.pem"}, "/s.pem"),
+    ],
+)
+def test_ca_bundle_is_the_one_host_pip_uses(
+    listing: str, environ: dict[str, str], bundle: str
+) -> None:
+    assert images.ca_bundle(images.parse_pip_config(listing), environ) == bundle
+
+
+@pytest.mark.parametrize(
+    ("listing", "environ", "index"),
+    [
+        ("global.cert='/a.pem'\n", {}, None),
+        ("global.index-url='https://config.invalid/simple'\n", {}, "https://config.invalid/simple"),
+        (
+            "global.index-url='https://config.invalid/'\n",
+            {"PIP_INDEX_URL": "https://env.invalid/"},
+            "https://env.invalid/",
+        ),
+    ],
+)
+def test_index_url_is_passed_only_when_configured(
+    listing: str, environ: dict[str, str], index: str | None
+) -> None:
+    assert images.index_url(images.parse_pip_config(listing), environ) == index
+
+
+def test_prune_keeps_current_and_newest_and_foreign_folders() -> None:
+    ids = [f"{n:064x}" for n in range(10)]
+    folders = {ident: float(n) for n, ident in enumerate(ids)}
+    folders["dev-base"] = -1.0
+    pruned = images.to_prune(folders, {ids[0]}, 6)
+    # ids 9..4 are the six newest; 0 is current; 1..3 go; a folder not named by an ID stays.
+    assert pruned == sorted(ids[1:4])
