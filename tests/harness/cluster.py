@@ -31,6 +31,7 @@ def images_path() -> Path:
         raise NoImagesError(f"no images: run `make images` ({path} does not exist)")
     return path
 
+
 # Run as `python -c` with the repository appended to sys.path: `-m` would put the working
 # directory first, where the project's `operator/` folder shadows the standard library module.
 _AGENT_BOOT = (
