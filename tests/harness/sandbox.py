@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import procs
-from .cluster import start_local_cluster
+from .cluster import NoImagesError, images_path, start_local_cluster
 from .controlplane import REPO_ROOT
 
 DEFAULT_DIR = (
@@ -113,6 +113,12 @@ def up(state_dir: Path, timeout: float) -> int:
     if state is not None and _alive(int(state["pid"])):
         print_instructions(state)
         return 0
+    try:
+        # Before any process starts: without images the node agent cannot run a single pod.
+        images_path()
+    except NoImagesError as e:
+        print(f"sandbox: {e}", file=sys.stderr)
+        return 1
     if state is not None:
         _stop_leftover_s3(state)
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -194,7 +200,8 @@ def print_instructions(state: dict[str, Any]) -> None:
     print(
         f"""kubemill sandbox is running (control plane ready in {state.get("startup_seconds")} s).
 
-Kubernetes (pods run as local processes on node kubemill-node):
+Kubernetes (node kubemill-node runs pods under runc from the images `make images` built;
+nothing is pulled, so any other image stays in ImagePullBackOff):
   export KUBECONFIG={state["kubeconfig"]}
   export PATH={kubectl_dir}:$PATH      # kubectl of the same version
   kubectl get nodes
