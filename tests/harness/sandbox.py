@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import select
@@ -71,6 +72,7 @@ def serve(state_dir: Path, ready_fd: int | None = None) -> None:
     try:
         state = {
             "pid": os.getpid(),
+            "origin": _origin(),
             "kubeconfig": str(cluster.kubeconfig),
             "kubectl": str(cluster.kubectl_path),
             "startup_seconds": round(cluster.startup_seconds, 1),
@@ -108,17 +110,41 @@ def _stop_leftover_s3(state: dict[str, Any]) -> None:
             os.killpg(int(pid), signal.SIGKILL)
 
 
+def _origin() -> dict[str, str]:
+    """What a running sandbox was started from: the checkout (whose harness code it runs) and
+    the image index with its content (which images its node agent runs)."""
+    images = images_path()
+    return {
+        "checkout": str(REPO_ROOT),
+        "images": str(images),
+        "imagesDigest": hashlib.sha256(images.read_bytes()).hexdigest(),
+    }
+
+
 def up(state_dir: Path, timeout: float) -> int:
-    state = _read_state(state_dir)
-    if state is not None and _alive(int(state["pid"])):
-        print_instructions(state)
-        return 0
     try:
         # Before any process starts: without images the node agent cannot run a single pod.
-        images_path()
+        wanted = _origin()
     except NoImagesError as e:
         print(f"sandbox: {e}", file=sys.stderr)
         return 1
+    state = _read_state(state_dir)
+    if state is not None and _alive(int(state["pid"])):
+        if state.get("origin") == wanted:
+            print_instructions(state)
+            return 0
+        # The sandbox is shared by every clone on the machine (one cache), but its node agent
+        # runs the images one checkout built: keeping it would run another clone's code, or
+        # this clone's code from before `make images` rebuilt it.
+        started = (state.get("origin") or {}).get("checkout")
+        why = (
+            "this checkout's images were rebuilt since it started"
+            if started == wanted["checkout"]
+            else f"it was started from {started or 'an older kubemill'}"
+        )
+        print(f"sandbox: restarting it for {REPO_ROOT}: {why}", file=sys.stderr)
+        down(state_dir, timeout)
+        state = None
     if state is not None:
         _stop_leftover_s3(state)
     state_dir.mkdir(parents=True, exist_ok=True)
