@@ -315,29 +315,30 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
     if label(info, INPUTS_LABEL) == inputs and info is not None:
         say(f"{short} {ref} up to date (inputs {inputs[:12]})")
         return image_id(info)
+    bud = [
+        "bud",
+        "--isolation",
+        "chroot",
+        "--layers",
+        "--file",
+        str(ROOT / dockerfile),
+        "--build-arg",
+        f"BASE={BASE_REF}",
+        *pip_args,
+    ]
     with step(f"{short} {ref} built (inputs {inputs[:12]})"):
-        run(
-            buildah(
-                cache,
-                "bud",
-                "--isolation",
-                "chroot",
-                "--layers",
-                "--file",
-                str(ROOT / dockerfile),
-                "--build-arg",
-                f"BASE={BASE_REF}",
-                *pip_args,
-                "--label",
-                f"{INPUTS_LABEL}={inputs}",
-                "--tag",
-                ref,
-                str(ROOT),
-            )
-        )
+        # The build stage gets a tag of its own: untagged, its layers (the dependency layer among
+        # them) would be dangling once the final image is committed, and `rmi --prune` would
+        # delete the very cache that makes a code change quick.
+        run(buildah(cache, *bud, "--target", "build", "--tag", build_stage_ref(name), str(ROOT)))
+        run(buildah(cache, *bud, "--label", f"{INPUTS_LABEL}={inputs}", "--tag", ref, str(ROOT)))
     info = inspect(cache, ref)
     assert info is not None
     return image_id(info)
+
+
+def build_stage_ref(name: str) -> str:
+    return f"localhost/{name}-build:cache"
 
 
 def write_archive(cache: Path, name: str, ref: str, ident: str, version: str) -> Path:

@@ -1,0 +1,111 @@
+"""The images `make images` built, read from the store the node agent runs them from.
+
+build/images.json maps each image reference to its store folder (``rootfs/`` and the OCI image
+``config.json``). These checks read the real images' files: the runner stays lean, runs as a
+numeric non-root user, carries the kernelspec, and holds this checkout's code (so an image is
+rebuilt from the clone it is tested with, never reused from another).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+INDEX = ROOT / "build" / "images.json"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+BASE = "localhost/kubemill-base:bookworm"
+RUNNER = f"ghcr.io/kubemill/kubemill-runner:{VERSION}"
+OPERATOR = f"ghcr.io/kubemill/kubemill-operator:{VERSION}"
+VENV = "opt/kubemill"
+
+
+@pytest.fixture(scope="module")
+def store() -> dict[str, Path]:
+    if not INDEX.exists():
+        pytest.skip(f"{INDEX.relative_to(ROOT)} is missing: run `make images` first")
+    return {ref: Path(folder) for ref, folder in json.loads(INDEX.read_text())["images"].items()}
+
+
+def _config(folder: Path) -> dict[str, Any]:
+    config: dict[str, Any] = json.loads((folder / "config.json").read_text())["config"]
+    return config
+
+
+def _site_packages(folder: Path) -> Path:
+    (found,) = (folder / "rootfs" / VENV / "lib").glob("python3*/site-packages")
+    return found
+
+
+def _distributions(folder: Path) -> set[str]:
+    return {
+        info.name.split("-")[0].lower().replace("_", "-")
+        for info in _site_packages(folder).glob("*.dist-info")
+    }
+
+
+def test_index_names_the_three_images_by_their_store_folders(store: dict[str, Path]) -> None:
+    assert set(store) == {BASE, RUNNER, OPERATOR}
+    for folder in store.values():
+        assert re.fullmatch(r"[0-9a-f]{64}", folder.name), folder
+        assert (folder / "rootfs").is_dir() and (folder / "config.json").is_file()
+
+
+def test_base_has_what_the_dockerfiles_run(store: dict[str, Path]) -> None:
+    rootfs = store[BASE] / "rootfs"
+    for tool in ("usr/bin/python", "usr/bin/python3", "usr/sbin/groupadd", "usr/sbin/useradd"):
+        assert (rootfs / tool).exists(), tool
+    assert (rootfs / "etc/ssl/certs/ca-certificates.crt").exists()
+
+
+def test_runner_is_lean_and_runs_notebooks(store: dict[str, Path]) -> None:
+    installed = _distributions(store[RUNNER])
+    assert {"kubemill", "nbclient", "ipykernel", "boto3"} <= installed
+    assert not {"kopf", "kubernetes"} & installed
+    site = _site_packages(store[RUNNER])
+    assert not (site / "kopf").exists() and not (site / "kubernetes").exists()
+
+
+def test_runner_carries_the_python3_kernelspec(store: dict[str, Path]) -> None:
+    spec = store[RUNNER] / "rootfs" / VENV / "share/jupyter/kernels/python3/kernel.json"
+    argv = json.loads(spec.read_text())["argv"]
+    assert "ipykernel_launcher" in argv
+
+
+@pytest.mark.parametrize(
+    ("ref", "entrypoint"), [(RUNNER, ["kubemill"]), (OPERATOR, ["kubemill-operator"])]
+)
+def test_images_run_their_entrypoint_as_numeric_non_root(
+    store: dict[str, Path], ref: str, entrypoint: list[str]
+) -> None:
+    config = _config(store[ref])
+    assert config["User"] == "10001:10001"
+    assert config["Entrypoint"] == entrypoint
+    assert any(env.startswith("PATH=/opt/kubemill/bin:") for env in config["Env"])
+    assert (store[ref] / "rootfs" / VENV / "bin" / entrypoint[0]).exists()
+    passwd = (store[ref] / "rootfs/etc/passwd").read_text()
+    assert "kubemill:x:10001:10001:" in passwd
+
+
+def test_operator_has_kopf_and_the_kubernetes_client(store: dict[str, Path]) -> None:
+    assert {"kubemill", "kopf", "kubernetes"} <= _distributions(store[OPERATOR])
+
+
+@pytest.mark.parametrize("ref", [RUNNER, OPERATOR])
+def test_images_hold_this_checkouts_code(store: dict[str, Path], ref: str) -> None:
+    installed = _site_packages(store[ref]) / "kubemill"
+    sources = {"kubemill": ROOT / "kubemill", "runner": ROOT / "runner"}
+    sources["operator"] = ROOT / "operator"
+    for package, folder in sources.items():
+        target = installed if package == "kubemill" else installed / package
+        for source in folder.glob("*.py"):
+            assert (target / source.name).read_bytes() == source.read_bytes(), source
+    contract = installed / "runner" / "contract.py"
+    assert contract.read_bytes() == (ROOT / "runner" / "contract.py").read_bytes()
