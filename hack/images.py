@@ -26,6 +26,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -327,14 +328,36 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
         *pip_args,
     ]
     with step(f"{short} {ref} built (inputs {inputs[:12]})"):
+        log = run(
+            buildah(cache, *bud, "--label", f"{INPUTS_LABEL}={inputs}", "--tag", ref, str(ROOT))
+        )
         # The build stage gets a tag of its own: untagged, its layers (the dependency layer among
-        # them) would be dangling once the final image is committed, and `rmi --prune` would
-        # delete the very cache that makes a code change quick.
-        run(buildah(cache, *bud, "--target", "build", "--tag", build_stage_ref(name), str(ROOT)))
-        run(buildah(cache, *bud, "--label", f"{INPUTS_LABEL}={inputs}", "--tag", ref, str(ROOT)))
+        # them) are dangling once the final image is committed, and `rmi --prune` would delete
+        # the very cache that makes a code change quick. Building it again with --target to tag
+        # it costs a copy of its file system per instruction under vfs, so its ID is read from
+        # the build's output instead, and that build only when the output does not say.
+        stage = build_stage_id(log)
+        if stage:
+            run(buildah(cache, "tag", stage, build_stage_ref(name)))
+        else:
+            run(
+                buildah(cache, *bud, "--target", "build", "--tag", build_stage_ref(name), str(ROOT))
+            )
     info = inspect(cache, ref)
     assert info is not None
     return image_id(info)
+
+
+def build_stage_id(log: str) -> str | None:
+    """The ID buildah printed last before the final stage began (`--> 6dbcc9f1eb9`), if any."""
+    last = None
+    for line in log.splitlines():
+        stage = re.match(r"\[(\d+)/(\d+)\] STEP 1/", line)
+        if stage and stage[1] == stage[2] != "1":
+            return last
+        if line.startswith("--> ") and re.fullmatch(r"[0-9a-f]{11,64}", line.split()[-1]):
+            last = line.split()[-1]
+    return None
 
 
 def build_stage_ref(name: str) -> str:

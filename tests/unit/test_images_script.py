@@ -137,3 +137,21 @@ def test_prune_keeps_current_and_newest_and_foreign_folders() -> None:
     pruned = images.to_prune(folders, {ids[0]}, 6)
     # ids 9..4 are the six newest; 0 is current; 1..3 go; a folder not named by an ID stays.
     assert pruned == sorted(ids[1:4])
+
+
+def test_build_stage_id_is_the_last_one_printed_before_the_final_stage() -> None:
+    log = "\n".join(
+        [
+            "[1/2] STEP 1/7: FROM localhost/kubemill-base:bookworm AS build",
+            "[1/2] STEP 5/7: RUN pip install /src",
+            "--> Using cache 6b71876a167b4abb430b9d720f21db979d6eaa77ff6ad5f560c0c71b2391c08e",
+            "--> 6b71876a167",
+            "[1/2] STEP 7/7: RUN pip install --no-deps /src",
+            "Successfully installed kubemill-0.1.0",
+            "--> 8d68336ee22",
+            "[2/2] STEP 1/9: FROM localhost/kubemill-base:bookworm",
+            "--> c544cb87d0c",
+        ]
+    )
+    assert images.build_stage_id(log) == "8d68336ee22"
+    assert images.build_stage_id("STEP 1/3: FROM x\n--> 8d68336ee22\n") is None
