@@ -37,8 +37,15 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# The tools and the Debian packages that provide them, installed on a fresh machine.
-TOOLS = {"buildah": "buildah", "runc": "runc", "mmdebstrap": "mmdebstrap"}
+# The tools (commands, or a file by its absolute path) and the Debian packages that provide
+# them, installed on a fresh machine. The node agent runs containers with runc and gives them
+# the RuntimeDefault seccomp profile of Debian's containers-common.
+TOOLS = {
+    "buildah": "buildah",
+    "runc": "runc",
+    "mmdebstrap": "mmdebstrap",
+    "/usr/share/containers/seccomp.json": "golang-github-containers-common",
+}
 
 BASE_REF = "localhost/kubemill-base:bookworm"
 BASE_SUITE = "bookworm"
@@ -54,7 +61,9 @@ REGISTRY = "ghcr.io/kubemill"
 # Image name -> its Dockerfile.
 IMAGES = {"kubemill-runner": "Dockerfile.runner", "kubemill-operator": "Dockerfile.operator"}
 # What `COPY . /src/` takes: .dockerignore lets in exactly these (a unit test keeps them equal).
-CONTEXT = ("pyproject.toml", "README.md", "kubemill", "runner", "operator")
+# Not README.md: pyproject.toml names it as the long description, but an empty stand-in serves
+# inside an image, and an edit of the README then rebuilds nothing.
+CONTEXT = ("pyproject.toml", "kubemill", "runner", "operator")
 SKIPPED_PARTS = ("__pycache__",)
 SKIPPED_SUFFIXES = (".egg-info", ".pyc")
 # Where the build mounts the host's CA bundle, for pip (PIP_CERT).
@@ -194,8 +203,12 @@ def step(message: str) -> Iterator[None]:
 
 
 def ensure_tools() -> None:
-    """Install buildah, runc and mmdebstrap from Debian when any is missing."""
-    missing = [tool for tool in TOOLS if shutil.which(tool) is None]
+    """Install buildah, runc, mmdebstrap and containers-common from Debian when any is missing."""
+    missing = [
+        tool
+        for tool in TOOLS
+        if not (Path(tool).is_file() if tool.startswith("/") else shutil.which(tool))
+    ]
     if not missing:
         return
     install = ["apt-get", "install", "-y", *TOOLS.values()]

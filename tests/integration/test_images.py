@@ -67,7 +67,7 @@ def test_base_has_what_the_dockerfiles_run(store: dict[str, Path]) -> None:
 
 def test_runner_is_lean_and_runs_notebooks(store: dict[str, Path]) -> None:
     installed = _distributions(store[RUNNER])
-    assert {"kubemill", "nbclient", "ipykernel", "boto3"} <= installed
+    assert {"kubemill", "nbclient", "ipykernel", "boto3", "nbconvert"} <= installed
     assert not {"kopf", "kubernetes"} & installed
     site = _site_packages(store[RUNNER])
     assert not (site / "kopf").exists() and not (site / "kubernetes").exists()
