@@ -91,11 +91,8 @@ def api(cluster: Cluster) -> Iterator[client.ApiClient]:
         yield c
 
 
-@pytest.fixture
-def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
-    """A fresh namespace per test, ready for pods (its default ServiceAccount exists)."""
-    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
-    name = f"e2e-{base}-{secrets.token_hex(3)}"
+def create_namespace(api: client.ApiClient, name: str) -> None:
+    """Create a namespace and return once it is ready for pods (its default ServiceAccount)."""
     kube.request(
         api,
         "POST",
@@ -110,6 +107,14 @@ def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator
         timeout=30,
         what=f"the default ServiceAccount in {name}",
     )
+
+
+@pytest.fixture
+def namespace(api: client.ApiClient, request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh namespace per test, ready for pods (its default ServiceAccount exists)."""
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower()).strip("-")[:40].strip("-")
+    name = f"e2e-{base}-{secrets.token_hex(3)}"
+    create_namespace(api, name)
     yield name
     kube.request(
         api,

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import Cluster, create_namespace
 from tests.e2e.operator import NAMESPACE, ROOT
 from tests.e2e.test_notebookrun import create_run, wait_run
-from tests.harness import kube, wait
+from tests.harness import kube
 from tests.harness.cluster import start_local_cluster
 from tests.harness.kubeconfig import api_client
 from tests.s3server import WRITER_KEY
@@ -91,21 +91,13 @@ def test_the_operator_deployment_runs_its_image_and_runs_notebooks(
     assert pod["spec"]["serviceAccountName"] == "kubemill-operator"
 
     namespace = "operator-image"
-    kubectl("create", "namespace", namespace)
+    create_namespace(api, namespace)
     kubectl(
         "-n", namespace, "create", "secret", "generic", "kubemill-s3",
         f"--from-literal=AWS_ACCESS_KEY_ID={WRITER_KEY[0]}",
         f"--from-literal=AWS_SECRET_ACCESS_KEY={WRITER_KEY[1]}",
         "--from-literal=AWS_DEFAULT_REGION=us-east-1",
     )  # fmt: skip
-    wait.wait_for(
-        api,
-        f"/api/v1/namespaces/{namespace}/serviceaccounts",
-        lambda event, _obj: event != "DELETED",
-        name="default",
-        timeout=30,
-        what=f"the default ServiceAccount in {namespace}",
-    )
     create_run(
         api,
         namespace,
