@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import secrets
 import textwrap
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -293,7 +294,18 @@ def test_service_account_without_rights_is_forbidden(
                 "subjects": [{"kind": "ServiceAccount", "name": "nobody", "namespace": namespace}],
             },
         )
-        assert kube.get(sa_api, pods(namespace))["items"] == []
+        # The API server's RBAC authorizer learns of the binding through its own informer, a
+        # moment later; nothing reports when, so the GET is retried while it is still refused.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                listed = kube.get(sa_api, pods(namespace))
+                break
+            except ApiException as e:
+                if e.status != 403 or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
+        assert listed["items"] == []
 
 
 def restricted_pod(cluster: Cluster, name: str, script: str) -> JSON:
