@@ -16,6 +16,9 @@ STAMP := $(VENV)/.installed-$(VENV_KEY)
 UV_VERSION := 0.13.9
 UV := $(CACHE)/tools/uv-$(UV_VERSION)/bin/uv
 export UV_CACHE_DIR := $(CACHE)/uv
+# Every script and test finds the caches through this one variable, so `make CACHE=… test` moves
+# them all (control plane, images, sandbox), not only the ones a recipe names.
+export KUBEMILL_CACHE := $(CACHE)
 
 .PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
 
@@ -62,16 +65,16 @@ crds: env
 	$(BIN)/python -P hack/gen_schedule_crd.py
 
 demo: env control-plane images
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python examples/demo.py
+	$(BIN)/python examples/demo.py
 
 bench: env
 	$(BIN)/python benchmarks/bench_runner.py
 
 bench-operator: env control-plane images
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_operator.py
+	$(BIN)/python benchmarks/bench_operator.py
 
 bench-schedule: env control-plane images
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python benchmarks/bench_schedule.py
+	$(BIN)/python benchmarks/bench_schedule.py
 
 $(UV):
 	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)
@@ -85,7 +88,7 @@ clean-env:
 # into $(CACHE)/k8s (seconds when cached; a few minutes cold).
 .PHONY: control-plane sandbox-up sandbox-down
 control-plane:
-	KUBEMILL_CACHE=$(CACHE) hack/build-control-plane.sh >/dev/null
+	hack/build-control-plane.sh >/dev/null
 
 # The runner and operator images, built with buildah (storage in $(CACHE)/containers) on a base
 # made from Debian packages by mmdebstrap, each rebuilt only when its inputs change, then
@@ -93,11 +96,11 @@ control-plane:
 # written as OCI archives under build/images/ (seconds when nothing changed; minutes cold).
 .PHONY: images
 images: env
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python -P hack/images.py
+	$(BIN)/python -P hack/images.py
 
 # A local cluster (pods run as processes on this machine) plus S3, left running for kubectl.
 sandbox-up: env control-plane images
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python hack/sandbox.py up
+	$(BIN)/python hack/sandbox.py up
 
 sandbox-down: env
-	KUBEMILL_CACHE=$(CACHE) $(BIN)/python hack/sandbox.py down
+	$(BIN)/python hack/sandbox.py down
