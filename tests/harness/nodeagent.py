@@ -237,6 +237,7 @@ class PodWorker(threading.Thread):
             for point in runtime.mounts_under(self.dir):
                 runtime.unmount(Path(point))
             shutil.rmtree(self.dir, ignore_errors=True)
+            runtime.remove_cgroups(ocispec.pod_cgroup(self.agent.config.agent_id, self.uid))
 
     def _run(self) -> None:
         if self.pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
@@ -449,7 +450,9 @@ class PodWorker(threading.Thread):
         if probes is None or run.killing or probes.kill_reason is None:
             return
         grace = probes.kill_grace
-        self._event("Normal", "Killing", probes.kill_reason)
+        # Marked here, not on the kill's thread: the worker wakes again before that thread runs,
+        # and must not start a second kill. The probes posted the Killing event themselves.
+        run.killing = True
         threading.Thread(
             target=self._kill,
             args=([run], grace if grace is not None else self._grace()),
@@ -596,7 +599,12 @@ class PodWorker(threading.Thread):
             if popen.poll() is None:
                 # The hook never came: treat it as a failed start, and make sure nothing runs.
                 self.agent.runc.kill(runc_id, "KILL", all_processes=True)
-                popen.wait()
+                try:
+                    popen.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    # runc itself is stuck before a container exists to kill: end runc.
+                    popen.kill()
+                    popen.wait()
             self._reap(run, start_failed=True)
             self._event("Warning", "Failed", f"Error: {run.message}")
             return run

@@ -418,10 +418,15 @@ def resources(container: JSON) -> JSON:
     return out
 
 
+def pod_cgroup(agent_id: str, pod_uid: str) -> str:
+    """The pod's parent cgroup: runc removes each run's leaf, the agent this one."""
+    return f"/kubemill/{agent_id}/pod{pod_uid}"
+
+
 def cgroups_path(agent_id: str, pod_uid: str, container: str, restart: int) -> str:
     """One cgroup per container run, under one per pod, under one per agent: the agent's
     watchdog can find (and kill) everything it ever started by walking its subtree."""
-    return f"/kubemill/{agent_id}/pod{pod_uid}/{container}-{restart}"
+    return f"{pod_cgroup(agent_id, pod_uid)}/{container}-{restart}"
 
 
 # -- the whole spec -----------------------------------------------------------------------------

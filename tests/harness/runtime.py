@@ -6,8 +6,11 @@
   the mount points runc creates before it remounts the root read-only land in the upper layer and
   the image store is never written.
 * ``runc run`` in the foreground as the agent's child: its exit status is the container's (a
-  signal death is 128+signal). A ``poststart`` hook (runc runs it on the host once the user
-  process has started) writes to a FIFO the agent waits on, so "Running" is a fact, not a guess.
+  signal death is 128+signal). A ``poststart`` hook writes to a FIFO the agent waits on. runc
+  1.1 runs it on the host once ``runc start`` has released the container's init, which is in
+  the container's cgroup and namespaces and has already checked that the executable exists, a
+  moment before it execs it (opencontainers/runc#4347): "Running" is a fact of the runtime, not
+  a guess, and a missing executable is a StartError that never looked Running.
 * OOM kills: runc destroys the cgroup on exit, so ``memory.oom_control`` is gone by the time the
   exit is seen; the kernel's own record in ``/dev/kmsg`` (``oom-kill:...,oom_memcg=<path>,
   task_memcg=<path>``, what cadvisor's oomparser reads) is written before the victim is killed,
@@ -36,7 +39,10 @@ from pathlib import Path
 RUNC = "/usr/sbin/runc"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # How long runc may take from `run` to the poststart hook before the start counts as failed.
-START_TIMEOUT = 60.0
+# Longer than the hook's own timeout (ocispec.HOOK_TIMEOUT), so runc gives up on a stuck hook first
+# and reports why.
+START_TIMEOUT = 75.0
+CGROUP_ROOT = "/sys/fs/cgroup"
 
 _OOM_RECORD = re.compile(r"oom-kill:.*?oom_memcg=([^,]*),task_memcg=([^,]*),")
 
@@ -82,8 +88,9 @@ class Runc:
     def exec(
         self, container_id: str, user: str, argv: list[str], timeout: float
     ) -> tuple[int, str]:
-        """Run ``argv`` in the container (an exec probe): exit code and combined output; a
-        timeout kills the exec'd process and counts as failure, as the kubelet's does."""
+        """Run ``argv`` in the container (an exec probe): exit code and combined output; on a
+        timeout the exec'd process is killed and TimeoutError raised (a failure, as the kubelet
+        counts it)."""
         proc = subprocess.Popen(
             self._cmd("exec", "--user", user, container_id, *argv),
             stdin=subprocess.DEVNULL,
@@ -97,8 +104,9 @@ class Runc:
         except subprocess.TimeoutExpired:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, 9)
-            out, _ = proc.communicate()
-            return -1, f"command timed out after {timeout:g}s: {out.decode(errors='replace')}"
+            proc.communicate()
+            # ContainerProbes words a timeout as the kubelet does.
+            raise TimeoutError(f"command timed out after {timeout:g}s") from None
         return proc.returncode, out.decode(errors="replace")
 
     def clean_all(self) -> None:
@@ -210,6 +218,16 @@ def oom_killed(cgroup: str) -> bool:
                 return True
     finally:
         os.close(fd)
+
+
+def remove_cgroups(subtree: str) -> None:
+    """Remove ``subtree`` (empty by now: its containers have ended) in every v1 hierarchy,
+    deepest first; runc removes only the cgroups it created, not their parents."""
+    for controller in os.listdir(CGROUP_ROOT):
+        base = os.path.join(CGROUP_ROOT, controller, subtree.lstrip("/"))
+        for folder, _, _ in sorted(os.walk(base), key=lambda w: len(w[0]), reverse=True):
+            with contextlib.suppress(OSError):
+                os.rmdir(folder)
 
 
 # -- watchdog ------------------------------------------------------------------------------------
