@@ -329,6 +329,14 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
     if label(info, INPUTS_LABEL) == inputs and info is not None:
         say(f"{short} {ref} up to date (inputs {inputs[:12]})")
         return image_id(info)
+    # Clones share the storage and the public tag: another clone's build moved the tag, but the
+    # image of these inputs is still here under its content tag, so it is taken back, not rebuilt.
+    by_content = content_ref(name, inputs)
+    kept = inspect(cache, by_content)
+    if kept is not None and label(kept, INPUTS_LABEL) == inputs:
+        run(buildah(cache, "tag", by_content, ref))
+        say(f"{short} {ref} tagged from {by_content}")
+        return image_id(kept)
     bud = [
         "bud",
         "--isolation",
@@ -341,9 +349,8 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
         *pip_args,
     ]
     with step(f"{short} {ref} built (inputs {inputs[:12]})"):
-        log = run(
-            buildah(cache, *bud, "--label", f"{INPUTS_LABEL}={inputs}", "--tag", ref, str(ROOT))
-        )
+        tags = ["--tag", ref, "--tag", by_content]
+        log = run(buildah(cache, *bud, "--label", f"{INPUTS_LABEL}={inputs}", *tags, str(ROOT)))
         # The build stage gets a tag of its own: untagged, its layers (the dependency layer among
         # them) are dangling once the final image is committed, and `rmi --prune` would delete
         # the very cache that makes a code change quick. Building it again with --target to tag
@@ -371,6 +378,33 @@ def build_stage_id(log: str) -> str | None:
         if line.startswith("--> ") and re.fullmatch(r"[0-9a-f]{11,64}", line.split()[-1]):
             last = line.split()[-1]
     return None
+
+
+def content_ref(name: str, inputs: str) -> str:
+    """The tag that names an image by its inputs, so each clone's build survives another's."""
+    return f"localhost/{name}:inputs-{inputs[:16]}"
+
+
+def stale_content_tags(
+    images: list[dict[str, object]], current_ids: set[str], keep: int
+) -> list[str]:
+    """Content tags (`buildah images --json` entries) to remove: all but those of the current
+    images and the `keep` newest of each name, so the storage keeps a few clones' builds."""
+    tagged: dict[str, list[tuple[float, str]]] = {}
+    for image in images:
+        names = image.get("names") or []
+        assert isinstance(names, list)
+        short = str(image.get("id", ""))
+        if short and any(full.startswith(short) for full in current_ids):
+            continue
+        for tag in names:
+            repo, _, version = str(tag).rpartition(":")
+            if version.startswith("inputs-"):
+                tagged.setdefault(repo, []).append((float(str(image.get("created", 0))), tag))
+    stale: list[str] = []
+    for entries in tagged.values():
+        stale += [tag for _, tag in sorted(entries, reverse=True)[keep:]]
+    return sorted(stale)
 
 
 def build_stage_ref(name: str) -> str:
@@ -414,12 +448,29 @@ def unpack(cache: Path, store: Path, ref: str, info: dict[str, object]) -> Path:
     return target
 
 
+def in_use(store: Path, mountinfo: str) -> set[str]:
+    """Store folders that a running container's overlay has as its lower layer (any clone's
+    sandbox or test cluster): deleting one would pull the root file system from under it."""
+    used = set()
+    prefix = f"lowerdir={store}/"
+    for line in mountinfo.splitlines():
+        for option in line.split()[-1].split(","):
+            if option.startswith(prefix):
+                used.add(option.removeprefix(prefix).split("/", 1)[0])
+    return used
+
+
 def prune(cache: Path, store: Path, current: set[str]) -> None:
     """Keep the store and buildah's storage from growing without bound."""
     folders = {p.name: p.stat().st_mtime for p in store.iterdir() if p.is_dir()}
-    for name in to_prune(folders, current, KEEP_STORE):
+    busy = in_use(store, Path("/proc/self/mountinfo").read_text())
+    for name in to_prune(folders, current | busy, KEEP_STORE):
         shutil.rmtree(store / name)
         say(f"pruned {store / name}")
+    listed = json.loads(run(buildah(cache, "images", "--json")) or "[]")
+    stale = stale_content_tags(listed, current, KEEP_STORE)
+    if stale:
+        run(buildah(cache, "rmi", *stale))
     run(buildah(cache, "rmi", "--prune"))
 
 

@@ -155,3 +155,47 @@ def test_build_stage_id_is_the_last_one_printed_before_the_final_stage() -> None
     )
     assert images.build_stage_id(log) == "8d68336ee22"
     assert images.build_stage_id("STEP 1/3: FROM x\n--> 8d68336ee22\n") is None
+
+
+def test_store_folders_under_a_running_overlay_are_in_use() -> None:
+    store = Path("/c/images/store")
+    a, b = "a" * 64, "b" * 64
+    mountinfo = "\n".join(
+        [
+            f"812 30 0:55 / /n/pods/x/bundle/rootfs rw - overlay overlay rw,lowerdir={store}/{a}"
+            f"/rootfs,upperdir=/n/pods/x/upper,workdir=/n/pods/x/work",
+            f"813 30 0:56 / /elsewhere rw - overlay overlay rw,lowerdir=/other/store/{b}/rootfs",
+            "25 1 254:0 / / rw,relatime - ext4 /dev/vda rw",
+        ]
+    )
+    assert images.in_use(store, mountinfo) == {a}
+
+
+def test_content_tags_keep_the_current_images_and_the_newest_of_each_name() -> None:
+    current = "c" * 64
+
+    def image(ident: str, created: int, *names: str) -> dict[str, object]:
+        return {"id": ident, "created": created, "names": list(names)}
+
+    listed = [
+        image(
+            current[:12],
+            50,
+            "ghcr.io/x/kubemill-runner:0.1.0",
+            "localhost/kubemill-runner:inputs-cur",
+        ),
+        image("111111111111", 10, "localhost/kubemill-runner:inputs-old"),
+        image("222222222222", 40, "localhost/kubemill-runner:inputs-new"),
+        image("333333333333", 30, "localhost/kubemill-runner:inputs-mid"),
+        image(
+            "444444444444", 5, "localhost/kubemill-operator:inputs-op", "localhost/base:bookworm"
+        ),
+    ]
+    stale = images.stale_content_tags(listed, {current}, keep=2)
+    assert stale == ["localhost/kubemill-runner:inputs-old"]
+    assert images.stale_content_tags(listed, {current}, keep=0) == [
+        "localhost/kubemill-operator:inputs-op",
+        "localhost/kubemill-runner:inputs-mid",
+        "localhost/kubemill-runner:inputs-new",
+        "localhost/kubemill-runner:inputs-old",
+    ]
