@@ -38,7 +38,7 @@ test: env lint typecheck control-plane images
 test-unit: env
 	$(BIN)/pytest tests/unit
 
-test-integration: env
+test-integration: env images
 	$(BIN)/pytest tests/integration
 
 test-e2e: env control-plane images

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubemill.operator.settings import Settings
 from tests.conftest import NOTEBOOKS
 from tests.harness import kube, wait
 from tests.harness.cluster import start_local_cluster
@@ -33,7 +34,8 @@ from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig
 # existing cluster any image with Python does.
 TEST_IMAGE_ENV = "KUBEMILL_TEST_IMAGE"
 DEFAULT_TEST_IMAGE = "python:3.11-slim"
-RUNNER_IMAGE = "ghcr.io/kubemill/kubemill-runner:0.1.0"
+# The operator's default runner image, which `make images` builds under that name.
+RUNNER_IMAGE = Settings().runner_image
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,9 @@ needs RBAC, the rejection needs PodSecurity admission, logs need the kubelet end
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import sys
 import textwrap
 import time
 from collections.abc import Callable
@@ -19,6 +21,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from tests.harness import kube, procs, wait
+from tests.harness.controlplane import REPO_ROOT
 from tests.harness.kube import JSON
 from tests.harness.kubeconfig import api_client
 
@@ -824,7 +827,7 @@ def test_security_context_is_enforced_by_the_kernel(
     cluster: Cluster, api: client.ApiClient, namespace: str
 ) -> None:
     script = """
-        import json, os, subprocess
+        import json, os, subprocess, sys
         status = dict(
             line.split(":\\t", 1) for line in open("/proc/self/status").read().splitlines()
         )
@@ -840,13 +843,17 @@ def test_security_context_is_enforced_by_the_kernel(
             "NoNewPrivs": status["NoNewPrivs"], "Seccomp": status["Seccomp"],
             "root_writable": writable("/x"), "tmp_writable": writable("/tmp/y"),
             "hostname": open("/etc/hostname").read().strip(), "uname": os.uname().nodename,
-            "host_repo_visible": os.path.exists("/work/main/pyproject.toml"),
+            "host_paths_visible": [p for p in sys.argv[1:] if os.path.exists(p)],
         }
         with open("/dev/termination-log", "w") as f:
             json.dump(out, f)
     """
+    # This checkout and its environment exist on the host, wherever the clone is; a pod must
+    # see neither (it runs its image, not the clone's code).
+    host_paths = [str(REPO_ROOT / "pyproject.toml"), sys.prefix]
+    assert all(os.path.exists(p) for p in host_paths)
     container = {
-        "command": ["python", "-c", textwrap.dedent(script)],
+        "command": ["python", "-c", textwrap.dedent(script), *host_paths],
         "securityContext": {
             "runAsUser": 10001,
             "runAsGroup": 10002,
@@ -876,7 +883,7 @@ def test_security_context_is_enforced_by_the_kernel(
     assert out["root_writable"] is False
     assert out["tmp_writable"] is True
     assert out["hostname"] == out["uname"] == "locked"
-    assert out["host_repo_visible"] is False
+    assert out["host_paths_visible"] == []
 
 
 @local_only

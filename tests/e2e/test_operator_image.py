@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from tests.e2e.conftest import Cluster, create_namespace
@@ -27,7 +28,12 @@ from tests.s3server import WRITER_KEY
 
 pytestmark = pytest.mark.e2e
 
-OPERATOR_IMAGE = "ghcr.io/kubemill/kubemill-operator:0.1.0"
+# The image deploy/base installs, which `make images` builds under that name.
+OPERATOR_IMAGE = next(
+    doc["spec"]["template"]["spec"]["containers"][0]["image"]
+    for doc in yaml.safe_load_all((ROOT / "deploy" / "base" / "deployment.yaml").read_text())
+    if doc and doc.get("kind") == "Deployment"
+)
 
 
 @pytest.fixture

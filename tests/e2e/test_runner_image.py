@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import RUNNER_IMAGE, Cluster
 from tests.e2e.operator import RUNS
 from tests.e2e.test_notebookrun import create_run, s3_json, wait_event, wait_run
 from tests.harness import kube
@@ -58,7 +58,7 @@ def test_a_notebook_runs_inside_the_runner_image_as_its_user_with_a_read_only_ro
     assert facts["seccomp"] == "2"
 
     runner = _runner_status(api, run_namespace, "facts")
-    assert runner["image"] == "ghcr.io/kubemill/kubemill-runner:0.1.0"
+    assert runner["image"] == RUNNER_IMAGE
     assert runner["imageID"].startswith("sha256:")
 
 
