@@ -2,8 +2,8 @@
 
 Brings up the local sandbox (a real control plane built from the Kubernetes Go modules, a node
 agent playing the kubelet, and S3), installs crds/ and deploy/ with kubectl (the operator runs
-as a pod of its Deployment), applies examples/daily-report-run.yaml, waits for it with
-`kubectl wait`, and prints its status, results and where the output is. Then it previews and
+as a pod of its Deployment), applies examples/daily-report-run.yaml, watches it until it ends
+either way, and prints its status, results and where the output is. Then it previews and
 applies examples/daily-report-schedule.yaml, triggers it by hand, waits for a run on its own
 slot, and suspends it. The sandbox keeps running afterwards for kubectl; `make sandbox-down`
 stops it.
