@@ -326,12 +326,14 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
     inputs = inputs_hash(ROOT, dockerfile, context_files(ROOT), base_id)
     short = name.removeprefix("kubemill-")
     info = inspect(cache, ref)
+    by_content = content_ref(name, inputs)
     if label(info, INPUTS_LABEL) == inputs and info is not None:
+        if inspect(cache, by_content) is None:
+            run(buildah(cache, "tag", image_id(info), by_content))
         say(f"{short} {ref} up to date (inputs {inputs[:12]})")
         return image_id(info)
     # Clones share the storage and the public tag: another clone's build moved the tag, but the
     # image of these inputs is still here under its content tag, so it is taken back, not rebuilt.
-    by_content = content_ref(name, inputs)
     kept = inspect(cache, by_content)
     if kept is not None and label(kept, INPUTS_LABEL) == inputs:
         run(buildah(cache, "tag", by_content, ref))
