@@ -233,7 +233,7 @@ def remove_cgroups(subtree: str) -> None:
 # -- watchdog ------------------------------------------------------------------------------------
 
 _WATCHDOG = r"""
-import os, signal, subprocess, sys, time
+import os, select, signal, subprocess, sys
 for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
     signal.signal(s, signal.SIG_IGN)
 runc, root, subtree, workdir = sys.argv[1:5]
@@ -259,12 +259,18 @@ for _ in range(50):
                     pass
     if not pids:
         break
+    # Wait on each victim's pidfd for its exit (not a fixed sleep), then look again for any
+    # process forked meanwhile; a process that cannot be waited on has already gone.
+    fds = []
     for pid in pids:
         try:
+            fds.append(os.pidfd_open(pid))
             os.kill(pid, signal.SIGKILL)
         except OSError:
             pass
-    time.sleep(0.1)
+    for fd in fds:
+        select.select([fd], [], [], 1.0)
+        os.close(fd)
 for cid in ids:
     call("delete", "--force", cid)
 points = []
