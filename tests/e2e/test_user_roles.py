@@ -11,8 +11,7 @@ from the admin's credentials; an impersonated user is in `system:authenticated`,
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
 import pytest
 from kubernetes import client
@@ -39,6 +38,8 @@ EDITOR = ("edit", "erin-editor")
 OWNER = ("admin", "olga-admin")
 VIEWER = ("view", "victor-viewer")
 STRANGER = "sam-unbound"
+
+AsUser = Callable[[str], client.ApiClient]
 
 
 def runs(namespace: str) -> str:
@@ -71,13 +72,18 @@ def schedule_body(name: str) -> JSON:
     }
 
 
-def grants(role: JSON, resource: str, verb: str) -> bool:
-    return any(
-        GROUP in rule.get("apiGroups", [])
-        and resource in rule.get("resources", [])
-        and verb in rule.get("verbs", [])
-        for rule in role.get("rules") or []
-    )
+def granting(resource: str, verb: str) -> wait.Predicate:
+    """The ClusterRole has a rule allowing ``verb`` on kubemill's ``resource``."""
+
+    def check(event: str, role: JSON) -> bool:
+        return event != "DELETED" and any(
+            GROUP in rule.get("apiGroups", [])
+            and resource in rule.get("resources", [])
+            and verb in rule.get("verbs", [])
+            for rule in role.get("rules") or []
+        )
+
+    return check
 
 
 @pytest.fixture(scope="module")
@@ -96,9 +102,7 @@ def aggregated(kubemill_installed: Cluster, api: client.ApiClient) -> Cluster:
         wait.wait_for(
             api,
             CLUSTER_ROLES,
-            lambda event, obj, resource=resource, verb=verb: (
-                event != "DELETED" and grants(obj, resource, verb)
-            ),
+            granting(resource, verb),
             name=role,
             timeout=AGGREGATION_TIMEOUT,
             what=f"kubemill's {verb} {resource} rule aggregated into ClusterRole {role}",
@@ -161,7 +165,7 @@ def bind(
 
 
 @pytest.fixture
-def as_user(cluster: Cluster) -> Iterator[Any]:
+def as_user(cluster: Cluster) -> Iterator[AsUser]:
     """``as_user(name)``: an API client that acts as ``name`` (impersonated by the admin)."""
     clients: list[client.ApiClient] = []
 
@@ -176,7 +180,7 @@ def as_user(cluster: Cluster) -> Iterator[Any]:
         c.close()
 
 
-def refused(call: Any, user: str, verb: str, resource: str) -> None:
+def refused(call: Callable[[], object], user: str, verb: str, resource: str) -> None:
     """``call()`` is refused by RBAC for ``user``, with the API server's own wording."""
     with pytest.raises(ApiException) as denied:
         call()
@@ -193,7 +197,11 @@ def status_patch(api: client.ApiClient, namespace: str, name: str) -> JSON:
 
 @pytest.mark.parametrize("binding", [EDITOR, OWNER], ids=["edit", "admin"])
 def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
-    aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: Any, binding: Any
+    aggregated: Cluster,
+    api: client.ApiClient,
+    namespace: str,
+    as_user: AsUser,
+    binding: tuple[str, str],
 ) -> None:
     role, user = binding
     bind(api, namespace, role, user, proof=("create", PLURAL))
@@ -225,7 +233,7 @@ def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
 
 
 def test_view_reads_runs_and_schedules_and_changes_nothing(
-    aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: Any
+    aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: AsUser
 ) -> None:
     kube.request(api, "POST", runs(namespace), body=run_body("report"))
     kube.request(api, "POST", schedules(namespace), body=schedule_body("daily"))
@@ -263,7 +271,7 @@ def test_view_reads_runs_and_schedules_and_changes_nothing(
 
 
 def test_a_user_without_a_binding_is_refused(
-    aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: Any
+    aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: AsUser
 ) -> None:
     kube.request(api, "POST", runs(namespace), body=run_body("report"))
     # Others are bound in the same namespace; the stranger's refusals are about the stranger.
