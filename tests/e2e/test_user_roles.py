@@ -10,6 +10,7 @@ from the admin's credentials; an impersonated user is in `system:authenticated`,
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Callable, Iterator
 
@@ -18,6 +19,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from kubemill.operator.meta import GROUP, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
+from kubemill.operator.schedules import build_run
 from tests.harness import kube, procs, wait
 from tests.harness.kube import JSON
 from tests.harness.kubeconfig import api_client
@@ -211,8 +213,12 @@ def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
     assert created["metadata"]["name"] == "report"
     assert kube.get(person, f"{runs(namespace)}/report")["spec"]["notebook"]
     assert [r["metadata"]["name"] for r in kube.get(person, runs(namespace))["items"]] == ["report"]
-    kube.request(person, "POST", schedules(namespace), body=schedule_body("daily"))
+    schedule = kube.request(person, "POST", schedules(namespace), body=schedule_body("daily"))
     assert kube.get(person, f"{schedules(namespace)}/daily")["spec"]["schedule"] == "@daily"
+    # What `kubemill backfill` does: a run owned by the schedule, created by the person.
+    slot = datetime.datetime(2026, 11, 27, tzinfo=datetime.UTC)
+    backfilled = build_run(schedule, slot, "daily-backfilled", "backfill")
+    kube.request(person, "POST", runs(namespace), body=backfilled)
     # What `kubemill trigger` does: an annotation on the schedule.
     triggered = kube.merge_patch(
         person,
@@ -227,6 +233,7 @@ def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
     assert status_patch(api, namespace, "report")["status"]["phase"] == "Succeeded"
 
     kube.request(person, "DELETE", f"{runs(namespace)}/report")
+    kube.request(person, "DELETE", f"{runs(namespace)}/daily-backfilled")
     kube.request(person, "DELETE", f"{schedules(namespace)}/daily")
     wait.wait_gone(api, runs(namespace), "report", timeout=30, what="the run's deletion")
     wait.wait_gone(api, schedules(namespace), "daily", timeout=30, what="the schedule's deletion")
