@@ -666,6 +666,69 @@ def test_finished_job_is_deleted_after_its_ttl(
     )
 
 
+def test_resource_quota_admits_up_to_its_limit_and_refuses_beyond(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    """Quota usage is counted by the resourcequota controller; without it a namespace with any
+    quota refuses everything the quota covers ("status unknown for quota")."""
+    create(
+        api,
+        f"/api/v1/namespaces/{namespace}/resourcequotas",
+        {
+            "apiVersion": "v1",
+            "kind": "ResourceQuota",
+            "metadata": {"name": "one-job"},
+            "spec": {"hard": {"count/jobs.batch": "1"}},
+        },
+    )
+
+    def counted(event: str, quota: JSON) -> bool:
+        return event != "DELETED" and "count/jobs.batch" in quota.get("status", {}).get("used", {})
+
+    wait.wait_for(
+        api, f"/api/v1/namespaces/{namespace}/resourcequotas", counted, name="one-job",
+        timeout=TIMEOUT, what="the quota's first count",
+    )  # fmt: skip
+    # Suspended: the quota is about the Jobs, no pod need run.
+    first = job_manifest(cluster, "first", "pass")
+    first["spec"]["suspend"] = True
+    create(api, jobs(namespace), first)
+    second = job_manifest(cluster, "second", "pass")
+    second["spec"]["suspend"] = True
+    with pytest.raises(ApiException) as refused:
+        create(api, jobs(namespace), second)
+    assert refused.value.status == 403
+    assert "exceeded quota: one-job" in json.loads(refused.value.body)["message"]
+
+
+def test_pod_disruption_budget_gets_its_status(
+    cluster: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    """Allowed disruptions come from the disruption controller; without it an eviction of any
+    pod a budget covers is refused for ever."""
+    budgets = f"/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets"
+    create(
+        api,
+        budgets,
+        {
+            "apiVersion": "policy/v1",
+            "kind": "PodDisruptionBudget",
+            "metadata": {"name": "keep-one"},
+            "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "none-yet"}}},
+        },
+    )
+
+    def observed(event: str, pdb: JSON) -> bool:
+        return event != "DELETED" and pdb.get("status", {}).get("observedGeneration") == 1
+
+    pdb = wait.wait_for(
+        api, budgets, observed, name="keep-one", timeout=TIMEOUT, what="the budget's status"
+    )
+    assert pdb["status"]["expectedPods"] == 0
+    assert pdb["status"]["disruptionsAllowed"] == 0
+    assert wait.condition(pdb, "DisruptionAllowed") is not None, pdb["status"]
+
+
 # -- the node agent's runtime: images under runc ------------------------------------------------
 
 local_only = pytest.mark.usefixtures("local_cluster")

@@ -23,22 +23,69 @@ from .kubeconfig import write_kubeconfig
 REPO_ROOT = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
 
-# The controllers a batch workload needs, plus the ones that make namespaces and
-# ServiceAccounts usable (tokens, the kube-root-ca.crt ConfigMap that every projected
-# ServiceAccount volume reads) and Deployments work for the sandbox's operator.
+# What a kubeadm cluster (`--controllers=*`) runs that a kubemill promise, or the harness
+# itself, depends on. Without a controller its objects still exist but nothing acts on them,
+# so a test of that behaviour would pass or fail for the wrong reason.
 CONTROLLERS = (
+    # Runs are Jobs; schedules are compared with CronJobs (`make bench-schedule`).
     "job-controller",
     "cronjob-controller",
+    # Deleting a run deletes its Job and pods through owner references.
     "garbage-collector-controller",
+    # A run's ttlSecondsAfterFinished is its Job's.
     "ttl-after-finished-controller",
+    # Deleting a namespace deletes its runs, schedules, Jobs and pods (and tests' namespaces).
     "namespace-controller",
+    # Namespaces and ServiceAccounts usable as on a cluster: the `default` ServiceAccount,
+    # tokens, and the kube-root-ca.crt ConfigMap that every projected token volume reads.
     "serviceaccount-controller",
     "serviceaccount-token-controller",
     "root-ca-certificate-publisher-controller",
+    # Deletes pods left on a Node that no longer exists, and finished pods over its threshold.
     "pod-garbage-collector-controller",
+    # The operator's Deployment in the sandbox.
     "deployment-controller",
     "replicaset-controller",
+    # kubemill-edit and kubemill-view reach the built-in admin, edit and view roles only
+    # through aggregation (deploy/base/user-roles.yaml; tests/e2e/test_user_roles.py).
+    "clusterrole-aggregation-controller",
+    # A ResourceQuota is enforced at admission against the usage this controller counts; with
+    # no controller, a namespace with any quota refuses every pod ("status unknown for quota")
+    # instead of refusing only what exceeds it, so a Job's FailedCreate would name the wrong cause.
+    "resourcequota-controller",
+    # A PodDisruptionBudget's allowed disruptions come from this controller; with no
+    # controller, every eviction of a pod a budget covers is refused for ever, which would
+    # make a test of a budget protecting a run pass whatever the budget says.
+    "disruption-controller",
+    # Type-checks ValidatingAdmissionPolicies against the CRD schemas and reports mistakes in
+    # their status, as on a cluster; crds/ ships policies that enforce apply-time validation.
+    "validatingadmissionpolicy-status-controller",
 )
+# Left out, with the reason: kubemill makes no promise that depends on them, or the harness
+# has nothing for them to act on.
+# - node-lifecycle-controller, taint-eviction-controller: node failure; the one node is the
+#   local agent, and a pod lost with it is a pod failure to kubemill like any other.
+# - node-ipam-controller, ttl-controller: pod CIDRs and the kubelet's cache TTL annotation;
+#   the agent gives pods the host's loopback address and caches nothing.
+# - endpoints-controller, endpointslice-controller, endpointslice-mirroring-controller,
+#   service-cidr-controller: kubemill has no Service, pods have loopback addresses (which
+#   Endpoints refuse) and there is no kube-proxy to route a Service anyway.
+# - service-lb-controller, node-route-controller, cloud-node-lifecycle-controller: cloud.
+# - persistentvolume-binder-controller, persistentvolume-attach-detach-controller,
+#   persistentvolume-expander-controller, persistentvolume-protection-controller,
+#   persistentvolumeclaim-protection-controller, volumeattributesclass-protection-controller,
+#   ephemeral-volume-controller: runs keep nothing on volumes (outputs go to S3) and the run
+#   spec has no volume field; there is no storage provisioner here.
+# - daemonset-controller, statefulset-controller, replicationcontroller-controller,
+#   horizontal-pod-autoscaler-controller: kubemill creates none of these (no metrics server).
+# - certificatesigningrequest-*-controller, podcertificaterequest-cleaner-controller,
+#   kube-apiserver-serving-clustertrustbundle-publisher-controller, bootstrap-signer-controller,
+#   token-cleaner-controller, legacy-serviceaccount-token-cleaner-controller: node and
+#   certificate bootstrap; the harness issues every certificate itself.
+# - resourceclaim-controller, resourcepoolstatusrequest-controller,
+#   device-taint-eviction-controller, podgroup-protection-controller,
+#   storage-version-migrator-controller, storageversion-garbage-collector-controller,
+#   selinux-warning-controller: behind feature gates or off by default.
 
 SERVICE_CIDR = "10.0.0.0/24"
 # The first address of SERVICE_CIDR: the in-cluster name of the apiserver, put in its cert.
