@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import itertools
 import json
 import re
 import subprocess
@@ -109,7 +110,7 @@ def _write_parts(tmp_path: Path, text: str, cuts: list[int]) -> list[str]:
     data = text.encode()
     bounds = [0, *cuts, len(data)]
     paths = []
-    for index, (start, end) in enumerate(zip(bounds, bounds[1:], strict=False)):
+    for index, (start, end) in enumerate(itertools.pairwise(bounds)):
         path = tmp_path / f"parameters-{index}.json"
         path.write_bytes(data[start:end])
         paths.append(str(path))
