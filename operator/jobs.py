@@ -175,7 +175,8 @@ def _runner_args(run: Mapping[str, Any], settings: Settings, parameter_parts: in
         args.append("--parameters-json-file")
         args += [f"{PARAMETERS_MOUNT}/{_parameter_file(i)}" for i in range(parameter_parts)]
     if spec.get("kernel"):
-        args += ["--kernel", spec["kernel"]]
+        # One argument, so a kernel name that starts with "-" is never read as an option.
+        args.append(f"--kernel={spec['kernel']}")
     if spec.get("cellTimeout"):
         args += ["--cell-timeout", _seconds(parse_duration(spec["cellTimeout"], "cellTimeout"))]
     if spec.get("timeout"):

@@ -171,7 +171,7 @@ def test_every_operator_string_in_command_args_and_env_survives_the_expansion() 
     assert [k8s_expand(c, environment) for c in main["command"]] == [f"/opt/{tricky}/kubemill"]
     assert expanded_args[1] == f"s3://notebooks/{tricky}/daily.ipynb"
     assert expanded_args[2] == f"s3://results/{tricky}/analytics/daily-report/"
-    assert expanded_args[expanded_args.index("--kernel") + 1] == f"python3{tricky}"
+    assert f"--kernel=python3{tricky}" in expanded_args
     assert k8s_expand(env["AWS_ENDPOINT_URL"], ENV) == f"http://s3.local/{tricky}"
     assert k8s_expand(env["KUBEMILL_SECRET_PARAMS"], ENV) == f"pw{tricky}=KUBEMILL_SECRET_0"
     # The user's own env keeps Kubernetes' meaning: written as given.
@@ -184,6 +184,25 @@ def test_a_notebook_from_a_config_map_key_is_escaped_too() -> None:
     run["spec"]["notebookFrom"] = {"configMapKeyRef": {"name": "nb", "key": "a$$b.ipynb"}}
     args = container(build_job(run, SETTINGS))["args"]
     assert k8s_expand(args[1], ENV) == "/var/run/kubemill/notebook/a$$b.ipynb"
+
+
+@pytest.mark.parametrize("kernel", ["python3", "-q", "--html", "--kernel", "a=b"])
+def test_the_runner_reads_back_the_notebook_output_and_kernel_the_operator_meant(
+    kernel: str,
+) -> None:
+    # What the runner's own parser makes of the Job's args, after Kubernetes' expansion: a
+    # kernel name the CRD's pattern allows may start with "-" and must not become an option.
+    from kubemill.runner.cli import build_parser
+
+    run = make_run(kernel=kernel, parameters={"a": 1})
+    run["spec"]["notebook"] = "s3://notebooks/$(HOME)/x.ipynb"
+    args = [k8s_expand(a, ENV) for a in container(build_job(run, SETTINGS))["args"]]
+    parsed = build_parser().parse_args(args)
+    assert parsed.kernel == kernel
+    assert parsed.notebook == "s3://notebooks/$(HOME)/x.ipynb"
+    assert parsed.output == "s3://results/runs/analytics/daily-report/"
+    assert parsed.param_sources == [("J", ["/var/run/kubemill/parameters/parameters-0.json"])]
+    assert not parsed.html
 
 
 # --- the parameter ConfigMaps ------------------------------------------------------------------
