@@ -41,10 +41,10 @@ TERMINATION_LOG = "/dev/termination-log"
 PARAMETERS_MOUNT = "/var/run/kubemill/parameters"
 #: The key holding a part of the parameters' JSON text in each parameter ConfigMap.
 PARAMETERS_KEY = "parameters.json"
-#: UTF-8 bytes of parameter JSON per ConfigMap. The API server refuses a ConfigMap with more
-#: than 1 MiB (1,048,576 bytes) of data; 1,000,000 leaves room for the key, and for the
-#: metadata within etcd's 1.5 MiB per object. A NotebookRun itself can be about 1.5 MB, so a
-#: parameter set needs two ConfigMaps at most in practice; the builder makes as many as needed.
+#: UTF-8 bytes of parameter JSON per ConfigMap. The API server refuses a ConfigMap whose data
+#: values add up to more than 1 MiB (1,048,576 bytes); 1,000,000 stays under that with room for
+#: the metadata within etcd's 1.5 MiB per object. A NotebookRun itself can be about 1.5 MB, so a
+#: parameter set needs two ConfigMaps in practice; the builder makes as many as needed.
 PARAMETERS_CHUNK_BYTES = 1_000_000
 
 
@@ -76,12 +76,15 @@ def split_utf8(data: bytes, limit: int) -> list[str]:
 
 
 def parameter_chunks(spec: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES) -> list[str]:
-    """The run's parameters as JSON text, in parts of at most `limit` bytes; none without
-    parameters. Sorted keys make the text, and so each part, the same on every attempt."""
+    """The run's parameters as compact JSON text, in parts of at most `limit` bytes; none
+    without parameters. Sorted keys make the text, and so each part, the same on every
+    attempt."""
     parameters = spec.get("parameters") or {}
     if not parameters:
         return []
-    text = json.dumps(parameters, sort_keys=True, allow_nan=False, ensure_ascii=False)
+    text = json.dumps(
+        parameters, sort_keys=True, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+    )
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate, which no JSON decoder should produce
