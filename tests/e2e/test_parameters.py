@@ -16,7 +16,7 @@ from kubernetes import client
 from tests.conftest import TRICKY_TEXT, large_parameters, parameter_digest
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_notebookrun import create_run, wait_run
-from tests.harness import kube
+from tests.harness import kube, wait
 
 pytestmark = pytest.mark.e2e
 
@@ -95,3 +95,13 @@ def test_large_parameters_reach_the_kernel_byte_for_byte(
         assert cm["metadata"]["ownerReferences"][0]["uid"] == run["metadata"]["uid"]
     container = _runner_container(api, run_namespace, status["jobName"])
     assert max(len(arg) for arg in container["args"]) < 200
+
+    # Owned by the run, they go with it (the garbage collector follows their owner reference).
+    kube.request(
+        api, "DELETE", f"/apis/kubemill.dev/v1alpha1/namespaces/{run_namespace}/notebookruns/large"
+    )
+    for cm in config_maps:
+        wait.wait_gone(
+            api, f"/api/v1/namespaces/{run_namespace}/configmaps", cm["metadata"]["name"],
+            timeout=60, what=f"ConfigMap {cm['metadata']['name']} deleted with its run",
+        )  # fmt: skip
