@@ -184,3 +184,12 @@ def test_a_json_file_merges_next_to_a_yaml_file(tmp_path: Path) -> None:
         ["-y", "c: yaml-text", "--parameters-json-file", *paths, "-f", str(yaml_file)]
     )
     assert merged == {"a": "yaml", "b": "json-file", "c": "yaml-text"}
+
+
+def test_a_json_file_is_read_as_json_where_a_yaml_file_would_change_it(tmp_path: Path) -> None:
+    # -f is papermill's YAML 1.1 file: JSON's exponent floats and escaped astral characters
+    # do not survive it; --parameters-json-file reads JSON.
+    text = json.dumps({"big": 1e20, "face": "😀"})  # ensure_ascii: "\ud83d\ude00"
+    paths = _write_parts(tmp_path, text, [])
+    assert _sources(["-f", paths[0]]) != {"big": 1e20, "face": "😀"}
+    assert _sources(["--parameters-json-file", paths[0]]) == {"big": 1e20, "face": "😀"}
