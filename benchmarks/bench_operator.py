@@ -1,10 +1,11 @@
-"""Operator benchmark: NotebookRun to Job, against a plain API client creating the same Jobs.
+"""Operator benchmark: NotebookRun to Job, against a plain API client creating the same objects.
 
 On a real control plane built by the test harness (no node agent, so pods stay Pending and no
-kernel is measured): a plain client creates N Jobs one after the other; then N NotebookRuns are
-created the same way and the operator (under its own ServiceAccount, with deploy/'s RBAC)
-creates their Jobs. Prints total time until every Job exists, p50/p99 of create-to-Job latency,
-and the operator's resident memory with 1,000 runs present.
+kernel is measured): a plain client creates N ConfigMaps and Jobs one after the other; then N
+NotebookRuns are created the same way and the operator (under its own ServiceAccount, with
+deploy/'s RBAC) creates their Jobs. Each run has a parameter, so the operator also creates its
+parameter ConfigMap, as the plain client does. Prints total time until every Job exists,
+p50/p99 of create-to-Job latency, and the operator's resident memory with 1,000 runs present.
 Usage: make bench-operator  (or: python benchmarks/bench_operator.py -n 300)
 """
 
@@ -23,7 +24,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.append(str(ROOT))  # appended: its operator/ must not shadow the stdlib
 
-from kubemill.operator.jobs import build_job  # noqa: E402
+from kubemill.operator.jobs import build_job, build_parameter_config_maps  # noqa: E402
 from kubemill.operator.settings import Settings  # noqa: E402
 from tests.e2e.operator import (  # noqa: E402
     NAMESPACE,
@@ -37,6 +38,7 @@ from tests.harness.controlplane import ControlPlane, binary_dir  # noqa: E402
 from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig  # noqa: E402
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
+CONFIG_MAPS = "/api/v1/namespaces/{}/configmaps"
 SETTINGS = Settings(output_prefix="s3://bench/", runner_image="kubemill-runner:bench")
 
 
@@ -136,16 +138,21 @@ def main() -> None:
         )
         operator.start()
 
-        # A plain client creating the Jobs the operator would create.
+        # A plain client creating what the operator would create: the parameter ConfigMap,
+        # then the Job.
         plain_ns = namespace(api, "bench-plain")
         plain_latency: list[float] = []
         began = time.monotonic()
         for i in range(args.runs):
             run = run_body(f"run-{i:04d}")
             run["metadata"].update(namespace=plain_ns, uid=f"00000000-0000-0000-0000-{i:012d}")
+            config_maps = build_parameter_config_maps(run)
             job = build_job(run, SETTINGS)
-            job["metadata"].pop("ownerReferences")
+            for obj in (*config_maps, job):
+                obj["metadata"].pop("ownerReferences")
             t0 = time.monotonic()
+            for config_map in config_maps:
+                kube.request(api, "POST", CONFIG_MAPS.format(plain_ns), body=config_map)
             kube.request(api, "POST", JOBS.format(plain_ns), body=job)
             plain_latency.append(time.monotonic() - t0)
         plain_total = time.monotonic() - began
@@ -182,7 +189,8 @@ def main() -> None:
     print(f"\n{args.runs} objects, created one after the other by one client (seconds)")
     print("| | total until every Job exists | p50 latency | p99 latency |")
     print("| --- | --- | --- | --- |")
-    print(f"| plain client, Jobs | {plain_total:.2f} | {statistics.median(plain_latency):.3f} "
+    print(f"| plain client, ConfigMaps and Jobs | {plain_total:.2f} "
+          f"| {statistics.median(plain_latency):.3f} "
           f"| {percentile(plain_latency, 0.99):.3f} |")  # fmt: skip
     print(f"| NotebookRuns via the operator | {operator_total:.2f} "
           f"({operator_total / plain_total:.2f}x) | {statistics.median(latency):.3f} "

@@ -12,6 +12,7 @@ any point resumes where the last one stopped, and kopf writes no bookkeeping ont
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Hashable, Mapping
 from typing import Any, Protocol, cast
@@ -19,7 +20,7 @@ from typing import Any, Protocol, cast
 import kopf
 
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.jobs import build_job
+from kubemill.operator.jobs import build_job, build_parameter_config_maps
 from kubemill.operator.meta import GROUP, JOB_FINALIZER, LABEL_RUN, PLURAL, VERSION, job_name
 from kubemill.operator.settings import Settings
 from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
@@ -54,6 +55,9 @@ class Cluster(Protocol):
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         """Create the Job; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+
+    def create_configmap(self, namespace: str, config_map: Mapping[str, Any]) -> None:
+        """Create a ConfigMap; AlreadyExists, InvalidSpec (rejected) or TransientError."""
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the Job (no error if it is gone already)."""
@@ -181,10 +185,16 @@ class Reconciler(QueuedController):
         Creating is safe to repeat: the name is deterministic, so a Job created before a
         restart, or one the watch has not delivered yet, answers 409 and is adopted. Our
         finalizer keeps a Job until its outcome is recorded, so a missing Job was never made.
+        The parameter ConfigMaps come first, named after the Job and adopted the same way, so
+        the Job's pod never waits for them.
         """
         meta = run["metadata"]
         try:
-            self.cluster.create_job(meta["namespace"], build_job(run, self.settings))
+            job = build_job(run, self.settings)
+            for config_map in build_parameter_config_maps(run):
+                with contextlib.suppress(AlreadyExists):
+                    self.cluster.create_configmap(meta["namespace"], config_map)
+            self.cluster.create_job(meta["namespace"], job)
         except AlreadyExists:
             pass
         except InvalidSpec as exc:

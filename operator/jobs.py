@@ -20,12 +20,134 @@ from kubemill.operator.settings import Settings
 from kubemill.operator.spec import NOTEBOOK_MOUNT, notebook_input, output_folder, parse_duration
 from kubemill.runner.contract import ENV_RUN_IDENTITY, ENV_SECRET_PARAMS, ExitCode
 
-__all__ = ["CONTAINER", "RUNNER_UID", "build_job", "runner_timeout"]
+__all__ = [
+    "CONTAINER",
+    "PARAMETERS_CHUNK_BYTES",
+    "PARAMETERS_MOUNT",
+    "RUNNER_UID",
+    "build_job",
+    "build_parameter_config_maps",
+    "literal",
+    "parameter_chunks",
+    "runner_timeout",
+    "split_utf8",
+]
 
 CONTAINER = "runner"
 #: The runner image's user (Dockerfile.runner); numeric so runAsNonRoot can be verified.
 RUNNER_UID = 10001
 TERMINATION_LOG = "/dev/termination-log"
+#: Where the run's parameter ConfigMaps appear inside the runner pod, one file per part.
+PARAMETERS_MOUNT = "/var/run/kubemill/parameters"
+#: The key holding a part of the parameters' JSON text in each parameter ConfigMap.
+PARAMETERS_KEY = "parameters.json"
+#: UTF-8 bytes of parameter JSON per ConfigMap. The API server refuses a ConfigMap whose data
+#: values add up to more than 1 MiB (1,048,576 bytes); 1,000,000 stays under that with room for
+#: the metadata within etcd's 1.5 MiB per object. A NotebookRun itself can be about 1.5 MB, so a
+#: parameter set needs two ConfigMaps in practice; the builder makes as many as needed.
+PARAMETERS_CHUNK_BYTES = 1_000_000
+
+
+def literal(text: str) -> str:
+    """`text` spelt so that Kubernetes passes it on unchanged from a container's command, args
+    or env value. Those fields are expanded: `$(NAME)` becomes the value of a variable NAME
+    the container has, and `$$` becomes `$`. Doubling every `$` makes the expansion give back
+    exactly `text`, whatever variables exist (third_party/forked/golang/expansion).
+
+    Every string the operator puts into those fields goes through here; only a user's own
+    spec.env values do not, since users write `$(VAR)` there on purpose."""
+    return text.replace("$", "$$")
+
+
+def split_utf8(data: bytes, limit: int) -> list[str]:
+    """UTF-8 `data` cut into texts of at most `limit` bytes each, never inside a character
+    (a ConfigMap's data values must be valid UTF-8); joined, they are `data` again."""
+    if limit < 4:
+        raise ValueError("a part must have room for one UTF-8 character (4 bytes)")
+    parts: list[str] = []
+    start = 0
+    while start < len(data):
+        end = min(start + limit, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # a continuation byte
+            end -= 1
+        parts.append(data[start:end].decode("utf-8"))
+        start = end
+    return parts
+
+
+def parameter_chunks(spec: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES) -> list[str]:
+    """The run's parameters as compact JSON text, in parts of at most `limit` bytes; none
+    without parameters. Sorted keys make the text, and so each part, the same on every
+    attempt."""
+    parameters = spec.get("parameters") or {}
+    if not parameters:
+        return []
+    text = json.dumps(
+        parameters, sort_keys=True, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+    )
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError as exc:  # a lone surrogate, which no JSON decoder should produce
+        raise InvalidSpec(f"spec.parameters holds text that is not valid Unicode: {exc}") from None
+    return split_utf8(data, limit)
+
+
+def _parameter_config_map_name(job: str, index: int) -> str:
+    # Job names have at most 63 characters; ConfigMap names may have 253.
+    return f"{job}-parameters-{index}"
+
+
+def build_parameter_config_maps(
+    run: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES
+) -> list[dict[str, Any]]:
+    """The immutable ConfigMaps that carry the run's parameters to the runner, to create
+    before its Job (whose pod mounts them all); none without parameters.
+
+    Parameters never travel in the container's args or env: Kubernetes expands `$(VAR)` and
+    `$$` there, and Linux refuses any one argument or environment string over 128 KiB. Owned
+    by the run, they go when it goes; their names follow from the Job's, so creating them
+    again answers 409 and they are adopted, like the Job."""
+    meta = run["metadata"]
+    job = job_name(meta["name"], meta["uid"])
+    return [
+        {
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": _parameter_config_map_name(job, index),
+                "namespace": meta["namespace"],
+                "labels": child_labels(run),
+                "ownerReferences": [owner_reference(run)],
+            },
+            "immutable": True,
+            "data": {PARAMETERS_KEY: chunk},
+        }
+        for index, chunk in enumerate(parameter_chunks(run["spec"], limit))
+    ]
+
+
+def _parameter_volume(job: str, parts: int) -> dict[str, Any]:
+    """One read-only volume with a file per part, in order; a ConfigMap or key that is
+    missing keeps the pod from starting (the kubelet reports FailedMount), never runs it with
+    part of the parameters."""
+    return {
+        "name": "parameters",
+        "projected": {
+            "sources": [
+                {
+                    "configMap": {
+                        "name": _parameter_config_map_name(job, index),
+                        "items": [{"key": PARAMETERS_KEY, "path": _parameter_file(index)}],
+                    }
+                }
+                for index in range(parts)
+            ]
+        },
+    }
+
+
+def _parameter_file(index: int) -> str:
+    return f"parameters-{index}.json"
 
 
 def runner_timeout(deadline: float) -> float:
@@ -41,7 +163,8 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def _runner_args(run: Mapping[str, Any], settings: Settings) -> list[str]:
+def _runner_args(run: Mapping[str, Any], settings: Settings, parameter_parts: int) -> list[str]:
+    """The runner's arguments, unescaped (build_job passes each through `literal`)."""
     spec = run["spec"]
     meta = run["metadata"]
     args = [
@@ -51,11 +174,12 @@ def _runner_args(run: Mapping[str, Any], settings: Settings) -> list[str]:
         "--termination-message-path",
         TERMINATION_LOG,
     ]
-    parameters = spec.get("parameters") or {}
-    if parameters:
-        args += ["--parameters-json", json.dumps(parameters, sort_keys=True, allow_nan=False)]
+    if parameter_parts:
+        args.append("--parameters-json-file")
+        args += [f"{PARAMETERS_MOUNT}/{_parameter_file(i)}" for i in range(parameter_parts)]
     if spec.get("kernel"):
-        args += ["--kernel", spec["kernel"]]
+        # One argument, so a kernel name that starts with "-" is never read as an option.
+        args.append(f"--kernel={spec['kernel']}")
     if spec.get("cellTimeout"):
         args += ["--cell-timeout", _seconds(parse_duration(spec["cellTimeout"], "cellTimeout"))]
     if spec.get("timeout"):
@@ -83,7 +207,7 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
     }
     if settings.s3_endpoint_url:
         values["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
-    env: list[dict[str, Any]] = [{"name": k, "value": v} for k, v in values.items()]
+    env: list[dict[str, Any]] = [{"name": k, "value": literal(v)} for k, v in values.items()]
     for key, path in (
         ("pod", "metadata.name"),
         ("namespace", "metadata.namespace"),
@@ -102,7 +226,8 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
         env.append({"name": variable, "valueFrom": {"secretKeyRef": dict(ref)}})
         secrets.append(f"{item['name']}={variable}")
     if secrets:
-        env.append({"name": ENV_SECRET_PARAMS, "value": ",".join(secrets)})
+        env.append({"name": ENV_SECRET_PARAMS, "value": literal(",".join(secrets))})
+    # The user's own variables keep Kubernetes' meaning: `$(VAR)` there is written on purpose.
     return env + [dict(e) for e in run["spec"].get("env") or []]
 
 
@@ -119,6 +244,10 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
 
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
+    parameter_parts = len(parameter_chunks(spec))
+    if parameter_parts:
+        volumes.append(_parameter_volume(name, parameter_parts))
+        mounts.append({"name": "parameters", "mountPath": PARAMETERS_MOUNT, "readOnly": True})
     source = (spec.get("notebookFrom") or {}).get("configMapKeyRef")
     if source:
         volumes.append(
@@ -140,8 +269,8 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
     container: dict[str, Any] = {
         "name": CONTAINER,
         "image": spec.get("image") or settings.runner_image,
-        "command": [settings.runner_command],
-        "args": _runner_args(run, settings),
+        "command": [literal(settings.runner_command)],
+        "args": [literal(arg) for arg in _runner_args(run, settings, parameter_parts)],
         "env": _environment(run, name, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

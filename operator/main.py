@@ -37,6 +37,7 @@ class KubernetesCluster:
         configuration.connection_pool_maxsize = 32
         api = client.ApiClient(configuration)
         self._batch = client.BatchV1Api(api)
+        self._core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._error = client.ApiException
 
@@ -57,6 +58,21 @@ class KubernetesCluster:
                 namespace, job["metadata"]["name"], exc.status, _api_message(exc),
             )  # fmt: skip
             raise TransientError(str(exc.status)) from None
+
+    def create_configmap(self, namespace: str, config_map: Mapping[str, Any]) -> None:
+        name = config_map["metadata"]["name"]
+        try:
+            _discard(
+                self._core.create_namespaced_config_map(
+                    namespace, dict(config_map), _preload_content=False
+                )
+            )
+        except self._error as exc:
+            if exc.status == 409:
+                raise AlreadyExists(name) from None
+            if exc.status in (400, 422):
+                raise InvalidSpec(f"ConfigMap {name} was rejected: {_api_message(exc)}") from None
+            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         meta = job["metadata"]

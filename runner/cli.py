@@ -127,6 +127,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="a YAML (or JSON) file of name: value",
     )
     params.add_argument(
+        "--parameters-json-file",
+        nargs="+",
+        metavar="FILE",
+        action=_OrderedParams,
+        const="J",
+        dest="param_sources",
+        help="a JSON object read from FILE; several FILEs are the parts of one JSON text, "
+        "joined in the order given (how the operator passes parameters larger than one "
+        "ConfigMap)",
+    )
+    params.add_argument(
         "-y",
         "--parameters-yaml",
         "--parameters_yaml",
@@ -301,9 +312,27 @@ def _storage(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
     return Storage(lambda quick: make_s3_client(endpoint, region, quick=quick))
 
 
-#: papermill's precedence (base64 < file < yaml < -p < -r), with JSON beside YAML, so a
-#: papermill command line means the same here.
-MERGE_ORDER = "bfyjpr"
+#: papermill's precedence (base64 < file < yaml < -p < -r), with JSON beside YAML and a JSON
+#: file beside a YAML file, so a papermill command line means the same here.
+MERGE_ORDER = "bfJyjpr"
+
+
+def _read_parts(paths: Sequence[str]) -> list[bytes]:
+    """The bytes of each part; a missing or empty part is an error naming it, so a parameter
+    set never arrives partially (a middle part dropped from a JSON text can leave valid JSON)."""
+    parts = []
+    for number, path in enumerate(paths, 1):
+        which = f"parameters file {path}" + (
+            f" (part {number} of {len(paths)})" if len(paths) > 1 else ""
+        )
+        try:
+            data = Path(path).read_bytes()
+        except OSError as exc:
+            raise BadInputError(f"cannot read {which}: {exc.strerror}") from None
+        if not data:
+            raise BadInputError(f"{which} is empty")
+        parts.append(data)
+    return parts
 
 
 def _parameters(sources: Sequence[tuple[str, Any]]) -> dict[str, Any]:
@@ -323,6 +352,8 @@ def _parameters(sources: Sequence[tuple[str, Any]]) -> dict[str, Any]:
                     f"cannot read parameters file {value}: {exc.strerror}"
                 ) from None
             merged.update(p.load_yaml(text, f"parameters file {value}"))
+        elif kind == "J":
+            merged.update(p.load_json_parts(_read_parts(value), list(value)))
         elif kind == "y":
             merged.update(p.load_yaml(value, "-y/--parameters-yaml"))
         elif kind == "b":

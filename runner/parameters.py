@@ -9,14 +9,16 @@ from __future__ import annotations
 import ast
 import base64
 import binascii
+import bisect
 import datetime
 import difflib
 import io
+import itertools
 import json
 import keyword
 import math
 import tokenize
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,6 +39,7 @@ __all__ = [
     "inject_parameters",
     "json_safe",
     "load_json",
+    "load_json_parts",
     "load_yaml",
     "load_yaml_base64",
     "normalize",
@@ -117,6 +120,33 @@ def load_json(text: str, what: str) -> dict[str, Any]:
     except json.JSONDecodeError as exc:
         raise BadInputError(
             f"{what} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
+        ) from None
+
+
+def load_json_parts(parts: Sequence[bytes], names: Sequence[str]) -> dict[str, Any]:
+    """Parse one JSON object whose UTF-8 text was split into `parts` (named by `names`, in
+    order); an error names the part it is in, so a corrupt part can be found."""
+    data = b"".join(parts)
+    ends = list(itertools.accumulate(len(part) for part in parts))
+
+    def where(offset: int) -> str:
+        index = min(bisect.bisect_right(ends, offset), len(parts) - 1)
+        if len(parts) == 1:
+            return f"parameters file {names[0]}"
+        return f"parameters file {names[index]} (part {index + 1} of {len(parts)})"
+
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise BadInputError(f"{where(exc.start)} is not UTF-8 text") from None
+    try:
+        return _mapping(json.loads(text), where(0) if len(parts) == 1 else "parameters files")
+    except json.JSONDecodeError as exc:
+        offset = len(text[: exc.pos].encode())
+        of = " of the joined text" if len(parts) > 1 else ""
+        raise BadInputError(
+            f"{where(offset)} is not valid JSON at line {exc.lineno}, column {exc.colno}{of}: "
+            f"{exc.msg}"
         ) from None
 
 

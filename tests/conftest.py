@@ -92,3 +92,39 @@ def kubemill(
         timeout=timeout,
         cwd=cwd,
     )
+
+
+# --- parameter values that Kubernetes or Linux would change or refuse on the way in ----------
+
+#: Every printable ASCII character, what Kubernetes expands in args and env ($(VAR), $$),
+#: backslashes, quotes, newlines and non-ASCII text.
+TRICKY_TEXT = (
+    "price $$5, path $(HOME), run $(KUBEMILL_RUN_NAME) $ $( $$$ \\ \\$(HOME) \"q\" 'q'\n\t"
+    + "".join(chr(c) for c in range(32, 127))
+    + " é ∑ 😀"
+)
+
+
+def parameter_digest(value: Any) -> str:
+    """What parameters_digest.ipynb records for a value: a digest, since results reach the
+    run's status through a 4 KiB termination message."""
+    import hashlib
+    import json
+
+    text = json.dumps(value, sort_keys=True, ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def large_parameters(total_bytes: int) -> dict[str, Any]:
+    """A list of about 170 KB (over Linux's 128 KiB per argument) and a mapping that brings
+    the parameters' JSON to about `total_bytes`, with multibyte characters throughout."""
+    items = [f"item {i:06d} é {TRICKY_TEXT[:20]}" for i in range(4_400)]
+    blob: dict[str, str] = {}
+    size = len(str(items).encode())
+    index = 0
+    while size < total_bytes:
+        value = f"{index} ∑😀 " + "x" * 990
+        blob[f"key_{index:05d}"] = value
+        size += len(value.encode()) + 16
+        index += 1
+    return {"text": TRICKY_TEXT, "items": items, "blob": blob}

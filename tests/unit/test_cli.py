@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import itertools
+import json
 import re
 import subprocess
 import sys
@@ -96,3 +98,98 @@ def test_help_and_record_import_nothing_heavy() -> None:
         [sys.executable, "-P", "-c", probe], capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- parameters from JSON files, whole or in parts (how the operator passes them) -------------
+
+#: Every printable ASCII character, and what Kubernetes would expand in args or env.
+TRICKY = "".join(chr(c) for c in range(32, 127)) + " $(HOME) $$ $ \\ \" ' \n\t é 😀 ∑"
+
+
+def _write_parts(tmp_path: Path, text: str, cuts: list[int]) -> list[str]:
+    data = text.encode()
+    bounds = [0, *cuts, len(data)]
+    paths = []
+    for index, (start, end) in enumerate(itertools.pairwise(bounds)):
+        path = tmp_path / f"parameters-{index}.json"
+        path.write_bytes(data[start:end])
+        paths.append(str(path))
+    return paths
+
+
+def test_a_json_file_round_trips_every_value_exactly(tmp_path: Path) -> None:
+    values = {"s": TRICKY, "n": 2**70, "f": 0.1, "l": [None, True, {"k": TRICKY}]}
+    paths = _write_parts(tmp_path, json.dumps(values, ensure_ascii=False), [])
+    assert _sources(["--parameters-json-file", *paths]) == values
+
+
+@pytest.mark.parametrize("cut", [1, 5, 40, 97, 98, 99, 100, 101])
+def test_parts_are_joined_in_order_even_inside_a_multibyte_character(
+    tmp_path: Path, cut: int
+) -> None:
+    values = {"s": TRICKY * 2}
+    text = json.dumps(values, ensure_ascii=False)
+    data = text.encode()
+    # Three parts, the second cut anywhere: a cut through a character must still join.
+    multibyte = data.index("😀".encode()) + 2
+    paths = _write_parts(tmp_path, text, sorted({cut, multibyte}))
+    assert len(paths) == 3
+    assert _sources(["--parameters-json-file", *paths]) == values
+
+
+def test_a_missing_part_is_an_error_never_a_partial_parameter_set(tmp_path: Path) -> None:
+    # Dropping the middle part of this text leaves valid JSON ({"a": "xx", "b": 2}): only
+    # checking that every named part is there keeps a partial set from running.
+    paths = _write_parts(tmp_path, '{"a": "xx", "c": "yy", "b": 2}', [9, 20])
+    assert json.loads(Path(paths[0]).read_text() + Path(paths[2]).read_text()) == {
+        "a": "xx", "b": 2
+    }  # fmt: skip
+    Path(paths[1]).unlink()
+    with pytest.raises(BadInputError, match=r"parameters-1\.json \(part 2 of 3\): No such file"):
+        _sources(["--parameters-json-file", *paths])
+
+
+def test_an_empty_part_is_an_error(tmp_path: Path) -> None:
+    paths = _write_parts(tmp_path, '{"a": 1}', [4])
+    Path(paths[1]).write_bytes(b"")
+    with pytest.raises(BadInputError, match=r"\(part 2 of 2\) is empty"):
+        _sources(["--parameters-json-file", *paths])
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        (b'"b": ]', r"parameters-1\.json \(part 2 of 3\) is not valid JSON"),
+        (b'"b": \xff', r"parameters-1\.json \(part 2 of 3\) is not UTF-8"),
+    ],
+)
+def test_a_corrupt_part_is_named(tmp_path: Path, damage: bytes, message: str) -> None:
+    paths = _write_parts(tmp_path, '{"a": "xxxx", "b": "yyyy", "c": 3}', [12, 24])
+    Path(paths[1]).write_bytes(damage)
+    with pytest.raises(BadInputError, match=message):
+        _sources(["--parameters-json-file", *paths])
+
+
+def test_a_json_file_that_is_not_an_object_is_bad_input(tmp_path: Path) -> None:
+    paths = _write_parts(tmp_path, "[1, 2]", [])
+    with pytest.raises(BadInputError, match="must be a mapping"):
+        _sources(["--parameters-json-file", *paths])
+
+
+def test_a_json_file_merges_next_to_a_yaml_file(tmp_path: Path) -> None:
+    yaml_file = tmp_path / "p.yaml"
+    yaml_file.write_text("a: yaml\nb: yaml\n")
+    paths = _write_parts(tmp_path, '{"b": "json-file", "c": "json-file"}', [])
+    merged = _sources(
+        ["-y", "c: yaml-text", "--parameters-json-file", *paths, "-f", str(yaml_file)]
+    )
+    assert merged == {"a": "yaml", "b": "json-file", "c": "yaml-text"}
+
+
+def test_a_json_file_is_read_as_json_where_a_yaml_file_would_change_it(tmp_path: Path) -> None:
+    # -f is papermill's YAML 1.1 file: JSON's exponent floats and escaped astral characters
+    # do not survive it; --parameters-json-file reads JSON.
+    text = json.dumps({"big": 1e20, "face": "😀"})  # ensure_ascii: "\ud83d\ude00"
+    paths = _write_parts(tmp_path, text, [])
+    assert _sources(["-f", paths[0]]) != {"big": 1e20, "face": "😀"}
+    assert _sources(["--parameters-json-file", paths[0]]) == {"big": 1e20, "face": "😀"}

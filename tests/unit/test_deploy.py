@@ -75,3 +75,18 @@ def test_the_operator_runs_with_least_privilege(
     assert own["allowPrivilegeEscalation"] is False
     assert own["capabilities"]["drop"] == ["ALL"]
     assert not own["capabilities"].get("add")
+
+
+def test_the_operator_creates_configmaps_and_never_reads_them_or_secrets() -> None:
+    # It creates the ConfigMaps that carry runs' parameters, and adopts one that exists from
+    # the 409 alone; reading any would expose every ConfigMap in the cluster to it.
+    rbac = DEPLOYMENT.with_name("rbac.yaml")
+    (role,) = [d for d in yaml.safe_load_all(rbac.read_text()) if d["kind"] == "ClusterRole"]
+    core: dict[str, set[str]] = {}
+    for rule in role["rules"]:
+        assert "*" not in rule["verbs"] and "*" not in rule["resources"]
+        if "" in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                core.setdefault(resource, set()).update(rule["verbs"])
+    assert core["configmaps"] == {"create"}
+    assert "secrets" not in core

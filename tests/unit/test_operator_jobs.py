@@ -142,9 +142,12 @@ def test_everything_a_run_can_say() -> None:
     main = container(job)
     args = main["args"]
     assert args[2] == "s3://elsewhere/out/analytics/daily-report/"
-    parameters = json.loads(args[args.index("--parameters-json") + 1])
-    assert parameters == {"alpha": 0.1, "nested": {"a": [1, None]}, "region": "eu"}
-    assert args[args.index("--kernel") + 1] == "python3"
+    # Parameters travel in a mounted ConfigMap, never in args (see test_operator_parameters).
+    assert args[args.index("--parameters-json-file") + 1] == (
+        "/var/run/kubemill/parameters/parameters-0.json"
+    )
+    assert "eu" not in args and "--parameters-json" not in args
+    assert "--kernel=python3" in args
     assert args[args.index("--cell-timeout") + 1] == "600"
     assert args[args.index("--timeout") + 1] == "7140"  # the runner stops first
     assert "--html" in args and "--allow-unknown-parameters" in args
