@@ -12,22 +12,23 @@ from typing import Any
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.settings import Settings
+from kubemill.runner.rules import MIN_DURATION_SECONDS, duration_seconds
 
 __all__ = ["NOTEBOOK_MOUNT", "notebook_input", "output_folder", "parse_duration"]
 
 #: Where a notebook taken from a ConfigMap appears inside the runner pod.
 NOTEBOOK_MOUNT = "/var/run/kubemill/notebook"
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def parse_duration(text: str, field: str) -> float:
-    """Seconds in a Go-style duration such as `90s`, `10m`, `1h30m` or `250ms`."""
-    if not isinstance(text, str) or not _DURATION.match(text.strip()):
-        raise InvalidSpec(f"{field} {text!r} is not a duration; write e.g. 90s, 10m or 2h")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.strip()))
+    """Seconds in a duration such as `90s`, `10m`, `1h30m` or `1.5h`, by the CRD's own rule."""
+    try:
+        return duration_seconds(text if isinstance(text, str) else repr(text))
+    except ValueError:
+        raise InvalidSpec(
+            f"{field} {text!r} is not a duration of at least {MIN_DURATION_SECONDS}s; write e.g. "
+            "90s, 10m, 1h30m or 2h"
+        ) from None
 
 
 def notebook_input(spec: Mapping[str, Any]) -> str:
