@@ -60,9 +60,11 @@ typecheck: env
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -m kubemill.cli -p kubemill.runner -p kubemill.operator
 
-# The NotebookSchedule CRD is generated from the NotebookRun CRD and the cron syntax.
+# The NotebookSchedule CRD is generated from the NotebookRun CRD and the cron syntax; the
+# admission policies from the runner's rules (kubemill.runner.rules).
 crds: env
 	$(BIN)/python -P hack/gen_schedule_crd.py
+	$(BIN)/python -P hack/gen_policies.py
 
 demo: env control-plane images
 	$(BIN)/python examples/demo.py
