@@ -16,7 +16,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubemill.runner.rules import DURATION_PATTERN, MIN_DURATION_SECONDS, PARAMETER_NAME_PATTERN
+from kubemill.runner.rules import (
+    DURATION_MAX_LENGTH,
+    DURATION_PATTERN,
+    MIN_DURATION_SECONDS,
+    PARAMETER_NAME_PATTERN,
+)
 
 __all__ = [
     "CONFIG_KEY_PATTERN",
@@ -63,6 +68,8 @@ LABEL_VALUES: dict[str, Any] = {"type": "string", "maxLength": 63}
 #: Resource names a container may use without a domain (helper.IsStandardContainerResourceName).
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 
+#: A duration part of 7 integer digits, the first not 0: at least 1,000,000 ms.
+_LONG_PART = r"(^|[a-z])[1-9][0-9]{6}"
 _LABEL_RULE_HELP = (
     "at most 63 letters, digits, -, _ or ., starting and ending with a letter or digit"
 )
@@ -120,8 +127,11 @@ def duration_rules(field: str, example: str) -> list[dict[str, Any]]:
             "message": f"{field} must be a duration such as {example}",
         },
         {
-            # Only for strings the pattern accepts: duration() reads Go's syntax, a superset.
-            "rule": f"!{matches} || duration(self) >= duration('{MIN_DURATION_SECONDS}s')",
+            # duration() reads Go's syntax, a superset of the pattern, and fails on overflow;
+            # a part with 7 integer digits is at least 1 s anyway (see DURATION_MAX_LENGTH), so
+            # it is never evaluated for one.
+            "rule": f"!{matches} || self.matches({cel_string(_LONG_PART)}) || "
+            f"duration(self) >= duration('{MIN_DURATION_SECONDS}s')",
             "message": f"{field} must be at least {MIN_DURATION_SECONDS}s (it is counted in whole "
             "seconds, and 0 would fail every run at once); leave it out for no limit",
         },
@@ -274,11 +284,11 @@ def run_spec_rules() -> dict[str, dict[str, Any]]:
     exists = "has(self.operator) && self.operator == 'Exists'"
     return {
         "timeout": {
-            "maxLength": 32,
+            "maxLength": DURATION_MAX_LENGTH,
             "x-kubernetes-validations": duration_rules("spec.timeout", "90s, 10m, 1h30m or 2h"),
         },
         "cellTimeout": {
-            "maxLength": 32,
+            "maxLength": DURATION_MAX_LENGTH,
             "x-kubernetes-validations": duration_rules("spec.cellTimeout", "30s or 10m"),
         },
         "notebookFrom.configMapKeyRef.name": _name_rules(

@@ -13,6 +13,7 @@ import keyword
 import re
 
 __all__ = [
+    "DURATION_MAX_LENGTH",
     "DURATION_PATTERN",
     "KEYWORDS",
     "MIN_DURATION_SECONDS",
@@ -32,8 +33,15 @@ PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
 #: compares the committed policies with it.
 KEYWORDS: tuple[str, ...] = tuple(keyword.kwlist)
 
-#: A duration as the CRDs accept it: Go's syntax without its ns/us units, e.g. 90s, 1h30m, 1.5h.
-DURATION_PATTERN = r"^([0-9]+(\.[0-9]+)?(ms|s|m|h))+$"
+#: A duration as the CRDs accept it: Go's syntax without its ns/us units, e.g. 90s, 1h30m, 1.5h,
+#: with at most 7 integer digits per part.
+DURATION_PATTERN = r"^([0-9]{1,7}(\.[0-9]+)?(ms|s|m|h))+$"
+
+#: Longest duration text. With DURATION_PATTERN it bounds every duration: two 7-digit hour parts
+#: are about 2,300 years, within the Job's activeDeadlineSeconds (int64). It also keeps the API
+#: server's check overflow-free: CEL's duration() fails beyond about 292 years, which 20
+#: characters cannot reach without a 7-digit part, and such a part is at least 1 s anyway.
+DURATION_MAX_LENGTH = 20
 
 #: Shortest timeout or cellTimeout: the Job's activeDeadlineSeconds and nbclient's per-cell
 #: timeout both count whole seconds, so a shorter limit would silently become 1 s (and 0 would
@@ -58,8 +66,9 @@ def parameter_name_problem(name: str) -> str | None:
 
 def duration_seconds(text: str) -> float:
     """Seconds in a duration such as `90s`, `10m`, `1h30m` or `1.5h`; ValueError when `text`
-    does not match DURATION_PATTERN or is shorter than MIN_DURATION_SECONDS."""
-    if not re.fullmatch(DURATION_PATTERN, text):
+    does not match DURATION_PATTERN, is longer than DURATION_MAX_LENGTH characters or is shorter
+    than MIN_DURATION_SECONDS."""
+    if len(text) > DURATION_MAX_LENGTH or not re.fullmatch(DURATION_PATTERN, text):
         raise ValueError(f"{text!r} is not a duration; write e.g. 90s, 10m, 1h30m or 2h")
     seconds = sum(float(n) * _UNITS[unit] for n, unit in _PART.findall(text))
     if seconds < MIN_DURATION_SECONDS:

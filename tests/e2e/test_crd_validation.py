@@ -20,6 +20,7 @@ from kubemill.operator.jobs import build_job
 from kubemill.operator.settings import Settings
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import validate_parameters
+from kubemill.runner.rules import duration_seconds
 from tests.e2e.conftest import Cluster
 from tests.e2e.operator import ROOT
 from tests.harness import kube
@@ -482,3 +483,33 @@ def test_the_quantity_rule_matches_the_api_servers(
     """The CRD's quantity rule is Kubernetes' own: a Job with the same value is refused too."""
     job = _job_for(_with({"resources": {"limits": {"memory": limit}}}), namespace)
     assert _job_refusal(api, namespace, job) is not None
+
+
+DURATIONS = [
+    *("1s", "1000ms", "1.5s", "0.5m", "1h30m", "1.5h", "0100000ms", "3000000h"),
+    *("9999999h9999999h", "0000000000000000001s"),
+    *("0s", "0.0m", "0ms", "999ms", "0.1234567s", "0000000s", "99999999h", "86400000ms"),
+    *("1" * 19 + "s", "1d", "1h 30m", "-1s", "1us"),
+]
+
+
+@pytest.mark.parametrize("text", DURATIONS)
+def test_the_api_server_reads_durations_as_the_operator_does(
+    kubemill_installed: Cluster, api: client.ApiClient, namespace: str, text: str
+) -> None:
+    """Accepted by the CRD exactly when the operator accepts it, and then a valid Job."""
+    try:
+        duration_seconds(text)
+    except ValueError:
+        operator_accepts = False
+    else:
+        operator_accepts = True
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1", "kind": "NotebookRun",
+        "metadata": {"name": "duration"}, "spec": {**GOOD, "timeout": text, "cellTimeout": text},
+    }  # fmt: skip
+    result = _apply(kubemill_installed, namespace, doc)
+    assert (result.returncode == 0) is operator_accepts, result.stderr
+    if operator_accepts:
+        job = _job_for(doc["spec"], namespace)
+        assert _job_refusal(api, namespace, job) is None
