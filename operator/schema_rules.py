@@ -31,10 +31,12 @@ __all__ = [
     "LABEL_VALUES",
     "LABEL_VALUE_PATTERN",
     "QUANTITY_PATTERN",
+    "affinity_schema",
     "annotations_rules",
     "cel_string",
     "duration_rules",
     "env_name_schema",
+    "env_value_from_schema",
     "labels_rules",
     "quantities_schema",
     "resources_rules",
@@ -279,7 +281,7 @@ def _env_from_ref(what: str) -> dict[str, Any]:
 def run_spec_rules() -> dict[str, dict[str, Any]]:
     """What the NotebookRun CRD's spec schema carries at each path (property names joined by
     '.', `[]` for an array's items): the CRD is written by hand, and a unit test checks that each
-    of these schema keys there equals the value here."""
+    of these schema keys there equals the value here (None: the key is absent)."""
     toleration_key_ok = _key_ok("self.key")
     exists = "has(self.operator) && self.operator == 'Exists'"
     return {
@@ -319,7 +321,20 @@ def run_spec_rules() -> dict[str, dict[str, Any]]:
             "Guaranteed resources, for example cpu: 500m and memory: 1Gi.",
         ),
         "env": {"maxItems": 256},
+        "env[]": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": "!has(self.valueFrom) || !has(self.value) || self.value == ''",
+                    "message": "spec.env[]: set value or valueFrom, not both",
+                }
+            ]
+        },
         "env[].name": env_name_schema("Variable name."),
+        "env[].valueFrom": {
+            **env_value_from_schema(),
+            "x-kubernetes-preserve-unknown-fields": None,
+        },
+        "affinity": {**affinity_schema(), "x-kubernetes-preserve-unknown-fields": None},
         "envFrom": {
             "maxItems": 64,
             "items": {
@@ -400,3 +415,387 @@ def schema_at(spec_schema: dict[str, Any], path: str) -> dict[str, Any]:
         if items:
             node = node["items"]
     return node
+
+
+# --- core/v1 Affinity and EnvVarSource, as the API server validates them in a pod template ----
+
+_LABEL_KEY_RULE = f"self.matches({cel_string(LABEL_KEY_PATTERN)}) && self.indexOf('/') <= 253"
+_DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+_NODE_NAME_RULE = f"self.matches({cel_string(DNS_SUBDOMAIN_PATTERN)})"
+
+
+def _obj(description: str, properties: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "description": description, "properties": properties, **extra}
+
+
+def _strings(description: str, max_items: int, item: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": description,
+        "maxItems": max_items,
+        "items": {"type": "string", **item},
+    }
+
+
+def _label_key(description: str, field: str) -> dict[str, Any]:
+    return {
+        "type": "string",
+        "description": description,
+        "maxLength": 317,
+        "x-kubernetes-validations": [
+            {
+                "rule": _LABEL_KEY_RULE,
+                "message": f"{field} must be a label key such as topology.kubernetes.io/zone",
+            }
+        ],
+    }
+
+
+def _requirement(field: str, operators: list[str], label_values: bool) -> dict[str, Any]:
+    """A NodeSelectorRequirement or LabelSelectorRequirement: the operator decides how many
+    values there are (ValidateNodeSelectorRequirement, ValidateLabelSelectorRequirement)."""
+    value: dict[str, Any] = {"maxLength": 63 if label_values else 256}
+    if label_values:
+        value["x-kubernetes-validations"] = [
+            {
+                "rule": f"self.matches({cel_string(LABEL_VALUE_PATTERN)})",
+                "message": f"{field}.values must be label values: {_LABEL_RULE_HELP}",
+            }
+        ]
+    rules = [
+        {
+            "rule": "!(self.operator in ['In', 'NotIn']) || (has(self.values) && "
+            "size(self.values) > 0)",
+            "message": f"{field}: operator In and NotIn need values",
+        },
+        {
+            "rule": "!(self.operator in ['Exists', 'DoesNotExist']) || !has(self.values) || "
+            "size(self.values) == 0",
+            "message": f"{field}: operator Exists and DoesNotExist take no values",
+        },
+    ]
+    if "Gt" in operators:
+        rules.append(
+            {
+                "rule": "!(self.operator in ['Gt', 'Lt']) || (has(self.values) && "
+                "size(self.values) == 1 && self.values[0].matches('^-?[0-9]+$'))",
+                "message": f"{field}: operator Gt and Lt take one whole number as values",
+            }
+        )
+    return {
+        "type": "object",
+        "description": "A key, an operator and values.",
+        "required": ["key", "operator"],
+        "properties": {
+            "key": _label_key("The label key.", f"{field}.key"),
+            "operator": {
+                "type": "string",
+                "description": " or ".join(operators),
+                "enum": operators,
+            },
+            "values": _strings("Values the operator compares with.", 64, value),
+        },
+        "x-kubernetes-validations": rules,
+    }
+
+
+def _node_term(field: str, label_values: bool) -> dict[str, Any]:
+    return _obj(
+        "Node labels (matchExpressions) and fields (matchFields) to match, all of them.",
+        {
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements on node labels.",
+                "maxItems": 16,
+                "items": _requirement(
+                    f"{field}.matchExpressions[]",
+                    ["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"],
+                    label_values,
+                ),
+            },
+            "matchFields": {
+                "type": "array",
+                "description": "Requirements on node fields: metadata.name In or NotIn one name.",
+                "maxItems": 16,
+                "items": {
+                    "type": "object",
+                    "description": "A node field requirement.",
+                    "required": ["key", "operator", "values"],
+                    "properties": {
+                        "key": {
+                            "type": "string",
+                            "description": "metadata.name.",
+                            "enum": ["metadata.name"],
+                        },
+                        "operator": {
+                            "type": "string",
+                            "description": "In or NotIn.",
+                            "enum": ["In", "NotIn"],
+                        },
+                        "values": _strings(
+                            "One node name.",
+                            1,
+                            {
+                                "maxLength": 253,
+                                "x-kubernetes-validations": [
+                                    {
+                                        "rule": _NODE_NAME_RULE,
+                                        "message": f"{field}.matchFields[].values must be node "
+                                        "names",
+                                    }
+                                ],
+                            },
+                        )
+                        | {"minItems": 1},
+                    },
+                },
+            },
+        },
+    )
+
+
+def _label_selector(field: str) -> dict[str, Any]:
+    return _obj(
+        "Pods whose labels match (metav1.LabelSelector).",
+        {
+            "matchLabels": {
+                "type": "object",
+                "description": "Labels the pods have.",
+                "maxProperties": 32,
+                "additionalProperties": LABEL_VALUES,
+                "x-kubernetes-validations": labels_rules(f"{field}.matchLabels"),
+            },
+            "matchExpressions": {
+                "type": "array",
+                "description": "Requirements on the pods' labels.",
+                "maxItems": 16,
+                "items": _requirement(
+                    f"{field}.matchExpressions[]", ["In", "NotIn", "Exists", "DoesNotExist"], True
+                ),
+            },
+        },
+    )
+
+
+def _pod_term(field: str) -> dict[str, Any]:
+    label_keys = {"maxLength": 317, "x-kubernetes-validations": []}
+    label_keys["x-kubernetes-validations"] = [
+        {"rule": _LABEL_KEY_RULE, "message": f"{field}: match label keys must be label keys"}
+    ]
+    return _obj(
+        "Pods (by label, in namespaces) near which the runner pod should or should not run.",
+        {
+            "labelSelector": _label_selector(f"{field}.labelSelector"),
+            "namespaceSelector": _label_selector(f"{field}.namespaceSelector"),
+            "namespaces": _strings(
+                "Namespaces of those pods; default the run's.",
+                64,
+                {
+                    "maxLength": 63,
+                    "x-kubernetes-validations": [
+                        {
+                            "rule": f"self.matches({cel_string(_DNS_LABEL_PATTERN)})",
+                            "message": f"{field}.namespaces must be namespace names",
+                        }
+                    ],
+                },
+            ),
+            "topologyKey": _label_key(
+                "The node label whose equal values count as near, e.g. kubernetes.io/hostname.",
+                f"{field}.topologyKey",
+            )
+            | {"minLength": 1},
+            "matchLabelKeys": _strings(
+                "Keys of the runner pod's labels to match too.", 16, label_keys
+            ),
+            "mismatchLabelKeys": _strings(
+                "Keys of the runner pod's labels to mismatch.", 16, label_keys
+            ),
+        },
+        required=["topologyKey"],
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": "has(self.labelSelector) || (!has(self.matchLabelKeys) && "
+                    "!has(self.mismatchLabelKeys))",
+                    "message": f"{field}: matchLabelKeys and mismatchLabelKeys need a "
+                    "labelSelector",
+                },
+                {
+                    "rule": "!has(self.matchLabelKeys) || !has(self.mismatchLabelKeys) || "
+                    "!self.matchLabelKeys.exists(k, k in self.mismatchLabelKeys)",
+                    "message": f"{field}: a key cannot be in both matchLabelKeys and "
+                    "mismatchLabelKeys",
+                },
+            ]
+        },
+    )
+
+
+def _weighted(field: str, key: str, term: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "type": "array",
+        "description": "Preferences, each with a weight from 1 to 100.",
+        "maxItems": 16,
+        "items": _obj(
+            "A weighted preference.",
+            {
+                "weight": {
+                    "type": "integer",
+                    "description": "From 1 to 100.",
+                    "minimum": 1,
+                    "maximum": 100,
+                },
+                key: term,
+            },
+            required=["weight", key],
+        ),
+    }
+
+
+def _pod_affinity(field: str, what: str) -> dict[str, Any]:
+    required = f"{field}.requiredDuringSchedulingIgnoredDuringExecution[]"
+    preferred = f"{field}.preferredDuringSchedulingIgnoredDuringExecution[].podAffinityTerm"
+    return _obj(
+        f"Run the runner pod {what} other pods.",
+        {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "type": "array",
+                "description": "Terms that must all hold.",
+                "maxItems": 16,
+                "items": _pod_term(required),
+            },
+            "preferredDuringSchedulingIgnoredDuringExecution": _weighted(
+                field, "podAffinityTerm", _pod_term(preferred)
+            ),
+        },
+    )
+
+
+def affinity_schema() -> dict[str, Any]:
+    """core/v1 Affinity, with the checks the API server makes on a pod template's affinity."""
+    node = "spec.affinity.nodeAffinity"
+    required = f"{node}.requiredDuringSchedulingIgnoredDuringExecution.nodeSelectorTerms[]"
+    preferred = f"{node}.preferredDuringSchedulingIgnoredDuringExecution[].preference"
+    return _obj(
+        "Scheduling affinity of the runner pod (core/v1 Affinity).",
+        {
+            "nodeAffinity": _obj(
+                "Nodes the runner pod must or should run on.",
+                {
+                    "requiredDuringSchedulingIgnoredDuringExecution": _obj(
+                        "Node selector terms, any of which must match.",
+                        {
+                            "nodeSelectorTerms": {
+                                "type": "array",
+                                "description": "Terms, any of which must match.",
+                                "minItems": 1,
+                                "maxItems": 16,
+                                "items": _node_term(required, True),
+                            }
+                        },
+                        required=["nodeSelectorTerms"],
+                    ),
+                    "preferredDuringSchedulingIgnoredDuringExecution": _weighted(
+                        node, "preference", _node_term(preferred, False)
+                    ),
+                },
+            ),
+            "podAffinity": _pod_affinity("spec.affinity.podAffinity", "near"),
+            "podAntiAffinity": _pod_affinity("spec.affinity.podAntiAffinity", "away from"),
+        },
+    )
+
+
+_FIELD_PATHS = (
+    r"^(metadata\.(name|namespace|uid)|metadata\.(labels|annotations)\['"
+    + LABEL_KEY_PATTERN.removeprefix("^").removesuffix("$")
+    + r"'\]|spec\.(nodeName|serviceAccountName)|status\.(hostIP|hostIPs|podIP|podIPs))$"
+)
+_RESOURCE_FIELDS = [
+    f"{kind}.{name}"
+    for kind in ("limits", "requests")
+    for name in ("cpu", "memory", "ephemeral-storage")
+]
+
+
+def _key_selector(what: str, field: str) -> dict[str, Any]:
+    return _obj(
+        f"A key of a {what} in the run's namespace.",
+        {
+            "name": {"type": "string", "description": f"The {what}."}
+            | _name_rules(f"{field}.name", what),
+            "key": {"type": "string", "description": "The key."} | _key_rules(f"{field}.key"),
+            "optional": {"type": "boolean", "description": f"Start even if the {what} is missing."},
+        },
+        required=["name", "key"],
+    )
+
+
+def env_value_from_schema() -> dict[str, Any]:
+    """core/v1 EnvVarSource, checked as the API server checks a container's env."""
+    field = "spec.env[].valueFrom"
+    sources = ["fieldRef", "resourceFieldRef", "configMapKeyRef", "secretKeyRef"]
+    return _obj(
+        "Where the value comes from (core/v1 EnvVarSource): exactly one of fieldRef, "
+        "resourceFieldRef, configMapKeyRef and secretKeyRef.",
+        {
+            "fieldRef": _obj(
+                "A field of the runner pod.",
+                {
+                    "apiVersion": {"type": "string", "description": "v1.", "enum": ["v1"]},
+                    "fieldPath": {
+                        "type": "string",
+                        "description": "metadata.name, metadata.namespace, metadata.uid, "
+                        "metadata.labels['KEY'], metadata.annotations['KEY'], spec.nodeName, "
+                        "spec.serviceAccountName, status.hostIP(s) or status.podIP(s).",
+                        "maxLength": 400,
+                        "x-kubernetes-validations": [
+                            {
+                                "rule": f"self.matches({cel_string(_FIELD_PATHS)})",
+                                "message": f"{field}.fieldRef.fieldPath must be one of "
+                                "metadata.name, metadata.namespace, metadata.uid, "
+                                "metadata.labels['KEY'], metadata.annotations['KEY'], "
+                                "spec.nodeName, spec.serviceAccountName, status.hostIP, "
+                                "status.hostIPs, status.podIP, status.podIPs",
+                            }
+                        ],
+                    },
+                },
+                required=["fieldPath"],
+            ),
+            "resourceFieldRef": _obj(
+                "A resource limit or request of the runner container.",
+                {
+                    "containerName": {
+                        "type": "string",
+                        "description": "runner (the only container).",
+                        "enum": ["runner"],
+                    },
+                    "resource": {
+                        "type": "string",
+                        "description": ", ".join(_RESOURCE_FIELDS) + ".",
+                        "enum": _RESOURCE_FIELDS,
+                    },
+                    "divisor": {
+                        "anyOf": [{"type": "integer"}, {"type": "string"}],
+                        "x-kubernetes-int-or-string": True,
+                        "pattern": QUANTITY_PATTERN,
+                        "maxLength": 64,
+                        "description": "Unit of the value, e.g. 1Mi; default 1.",
+                    },
+                },
+                required=["resource"],
+            ),
+            "configMapKeyRef": _key_selector("ConfigMap", f"{field}.configMapKeyRef"),
+            "secretKeyRef": _key_selector("Secret", f"{field}.secretKeyRef"),
+        },
+        **{
+            "x-kubernetes-validations": [
+                {
+                    "rule": " + ".join(f"(has(self.{s}) ? 1 : 0)" for s in sources) + " == 1",
+                    "message": f"{field} needs exactly one of " + ", ".join(sources),
+                }
+            ]
+        },
+    )

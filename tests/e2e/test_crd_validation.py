@@ -160,6 +160,49 @@ RUN_TIME: list[tuple[str, dict[str, Any], str, str]] = [
     ("secret-name",
      {"parametersFrom": [{"name": "token", "secretKeyRef": {"name": "API Token", "key": "k"}}]},
      "spec.parametersFrom[].secretKeyRef.name must be the name of a Secret", "job"),
+    ("node-affinity-no-values",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}},
+     "matchExpressions[]: operator In and NotIn need values", "job"),
+    ("node-affinity-operator",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [
+             {"key": "zone", "operator": "Equals", "values": ["a"]}]}]}}}},
+     'matchExpressions[0].operator: Unsupported value: "Equals"', "job"),
+    ("node-affinity-value",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [
+             {"key": "zone", "operator": "In", "values": ["eu west"]}]}]}}}},
+     "matchExpressions[].values must be label values", "job"),
+    ("node-affinity-no-terms",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": []}}}},
+     "nodeSelectorTerms in body should have at least 1 items", "job"),
+    ("pod-affinity-no-topology",
+     {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+         {"labelSelector": {"matchLabels": {"app": "x"}}}]}}},
+     "requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value", "job"),
+    ("pod-affinity-weight",
+     {"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+         {"weight": 0, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}}},
+     "weight in body should be greater than or equal to 1", "job"),
+    ("pod-affinity-exists-values",
+     {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+         {"topologyKey": "zone", "labelSelector": {"matchExpressions": [
+             {"key": "app", "operator": "Exists", "values": ["x"]}]}}]}}},
+     "operator Exists and DoesNotExist take no values", "job"),
+    ("env-value-from-secret-name",
+     {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad Name", "key": "k"}}}]},
+     "spec.env[].valueFrom.secretKeyRef.name must be the name of a Secret", "job"),
+    ("env-value-from-field",
+     {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.foo"}}}]},
+     "spec.env[].valueFrom.fieldRef.fieldPath must be one of", "job"),
+    ("env-value-and-value-from",
+     {"env": [{"name": "A", "value": "x",
+               "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+     "spec.env[]: set value or valueFrom, not both", "job"),
+    ("env-value-from-empty", {"env": [{"name": "A", "valueFrom": {}}]},
+     "spec.env[].valueFrom needs exactly one of", "job"),
     ("ttl-over-int32", {"ttlSecondsAfterFinished": 2**31},
      "spec.ttlSecondsAfterFinished in body should be less than or equal to 2147483647", "job"),
 ]  # fmt: skip
@@ -446,7 +489,44 @@ EDGE: dict[str, Any] = {
         {"key": "example.com/flaky", "operator": "Equal", "value": "yes", "effect": "NoExecute",
          "tolerationSeconds": 30},
     ],
-    "env": [{"name": "MY VAR.x-1", "value": "$(HOME)"}, {"name": "_A", "value": ""}],
+    "env": [
+        {"name": "MY VAR.x-1", "value": "$(HOME)"},
+        {"name": "_A", "value": ""},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['a.b/c']"}}},
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"containerName": "runner",
+                                                           "resource": "limits.memory",
+                                                           "divisor": "1Mi"}}},
+        {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k",
+                                                          "optional": True}}},
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In",
+                                       "values": ["amd64", "arm64"]},
+                                      {"key": "cores", "operator": "Gt", "values": ["3"]},
+                                      {"key": "spot", "operator": "DoesNotExist"}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "NotIn",
+                                  "values": ["node-1"]}]},
+            ]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+            ],
+        },
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "namespaces": ["a", "b-1"],
+                 "labelSelector": {"matchLabels": {"app": "x"}, "matchExpressions": [
+                     {"key": "tier", "operator": "NotIn", "values": ["web"]}]},
+                 "matchLabelKeys": ["kubemill.dev/run"]},
+            ],
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "podAffinityTerm": {"topologyKey": "zone",
+                                                  "namespaceSelector": {}}},
+            ],
+        },
+    },
     "envFrom": [{"prefix": "P_", "configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s"}}],
     "serviceAccountName": "runner.sa-1",
     "image": "registry.example:5000/kubemill-runner@sha256:" + "a" * 64,
