@@ -30,6 +30,8 @@ __all__ = [
     "LABEL_KEY_PATTERN",
     "LABEL_VALUES",
     "LABEL_VALUE_PATTERN",
+    "NOTEBOOK_URL_PATTERN",
+    "OUTPUT_PREFIX_PATTERN",
     "QUANTITY_PATTERN",
     "affinity_schema",
     "annotations_rules",
@@ -59,6 +61,11 @@ CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 #: An environment variable name as Kubernetes 1.34+ accepts it (RelaxedEnvironmentVariable-
 #: Validation, GA): printable ASCII but '='.
 ENV_NAME_PATTERN = r"^[ -<>-~]+$"
+#: spec.notebook: an S3 object or an http(s) URL (the runner also reads local paths and stdin,
+#: which a runner pod does not have).
+NOTEBOOK_URL_PATTERN = r"^(s3://[^/]+/.+|https?://.+)$"
+#: spec.output: an S3 prefix whose bucket name S3 allows.
+OUTPUT_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 #: A resource quantity (k8s.io/apimachinery resource.Quantity), as controller-gen writes it.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
@@ -285,6 +292,22 @@ def run_spec_rules() -> dict[str, dict[str, Any]]:
     toleration_key_ok = _key_ok("self.key")
     exists = "has(self.operator) && self.operator == 'Exists'"
     return {
+        "notebook": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({cel_string(NOTEBOOK_URL_PATTERN)})",
+                    "message": "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL",
+                }
+            ]
+        },
+        "output": {
+            "x-kubernetes-validations": [
+                {
+                    "rule": f"self.matches({cel_string(OUTPUT_PREFIX_PATTERN)})",
+                    "message": "spec.output must be an S3 prefix such as s3://my-bucket/results/",
+                }
+            ]
+        },
         "timeout": {
             "maxLength": DURATION_MAX_LENGTH,
             "x-kubernetes-validations": duration_rules("spec.timeout", "90s, 10m, 1h30m or 2h"),

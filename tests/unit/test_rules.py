@@ -16,8 +16,15 @@ import pytest
 import yaml
 
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.schema_rules import run_spec_rules, schema_at
-from kubemill.operator.spec import parse_duration
+from kubemill.operator.schema_rules import (
+    NOTEBOOK_URL_PATTERN,
+    OUTPUT_PREFIX_PATTERN,
+    cel_string,
+    run_spec_rules,
+    schema_at,
+)
+from kubemill.operator.settings import Settings
+from kubemill.operator.spec import notebook_input, output_folder, parse_duration
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import validate_parameters
 from kubemill.runner.rules import (
@@ -191,3 +198,40 @@ def test_the_schedule_template_names_its_own_fields() -> None:
         "spec.runTemplate.metadata.labels"
         in labels["x-kubernetes-validations"][1]["messageExpression"]
     )
+
+
+@pytest.mark.parametrize(
+    ("spec", "accepted"),
+    [
+        ({"notebook": "s3://b/n.ipynb", "output": "s3://my-bucket/results/"}, True),
+        ({"notebook": "https://example.org/n.ipynb", "output": "s3://a.b-c"}, True),
+        ({"notebook": "s3://b/", "output": "s3://my-bucket/"}, False),
+        ({"notebook": "ftp://h/n.ipynb", "output": "s3://my-bucket/"}, False),
+        ({"notebook": "s3://b/n.ipynb", "output": "s3://My_Bucket/results/"}, False),
+        ({"notebook": "s3://b/n.ipynb", "output": "s3://ab/"}, False),
+    ],
+)
+def test_the_operator_reads_sources_and_outputs_by_the_crds_rules(
+    spec: dict[str, str], accepted: bool
+) -> None:
+    schema = _run_spec_schema()["properties"]
+    crd = all(
+        re.fullmatch(pattern, spec[field])
+        for field, pattern in (
+            ("notebook", NOTEBOOK_URL_PATTERN),
+            ("output", OUTPUT_PREFIX_PATTERN),
+        )
+    )
+    assert crd is accepted
+    for field in ("notebook", "output"):
+        assert (
+            cel_string(NOTEBOOK_URL_PATTERN if field == "notebook" else OUTPUT_PREFIX_PATTERN)
+            in schema[field]["x-kubernetes-validations"][0]["rule"]
+        )
+    if accepted:
+        notebook_input(spec)
+        output_folder(spec, "ns", "run", Settings())
+    else:
+        with pytest.raises(InvalidSpec):
+            notebook_input(spec)
+            output_folder(spec, "ns", "run", Settings())
