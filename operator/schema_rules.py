@@ -8,8 +8,8 @@ fix. hack/gen_schedule_crd.py and hack/gen_policies.py write these into the gene
 unit test checks the hand-written NotebookRun CRD carries exactly these rules. Each rule is
 checked against the real API server by tests/e2e/test_crd_validation.py.
 
-Regular expressions only, no CEL `format` library, so the CRDs install on Kubernetes 1.30 (the
-first with ValidatingAdmissionPolicy); `quantity()` is older than that.
+Regular expressions rather than the CEL `format` library, which only newer API servers have
+(ValidatingAdmissionPolicy needs 1.30 anyway); the tests run them on Kubernetes 1.36.
 """
 
 from __future__ import annotations
