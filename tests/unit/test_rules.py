@@ -34,6 +34,7 @@ from kubemill.runner.rules import (
     duration_seconds,
     parameter_name_problem,
 )
+from kubemill.runner.storage import Location
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
@@ -235,3 +236,20 @@ def test_the_operator_reads_sources_and_outputs_by_the_crds_rules(
         with pytest.raises(InvalidSpec):
             notebook_input(spec)
             output_folder(spec, "ns", "run", Settings())
+
+
+@pytest.mark.parametrize(
+    ("url", "bucket", "key"),
+    [
+        ("s3://b/reports/q#1.ipynb", "b", "reports/q#1.ipynb"),
+        ("s3://b/a?x=1.ipynb", "b", "a?x=1.ipynb"),
+        ("s3://bkt/dir/", "bkt", "dir/"),
+        ("s3://my-bucket/results/", "my-bucket", "results/"),
+    ],
+)
+def test_s3_urls_the_crd_accepts_are_read_as_written(url: str, bucket: str, key: str) -> None:
+    """'#' and '?' are ordinary characters of an S3 key: the runner reads the object named."""
+    pattern = NOTEBOOK_URL_PATTERN if not url.endswith("/") else OUTPUT_PREFIX_PATTERN
+    assert re.fullmatch(pattern, url)
+    location = Location.parse(url)
+    assert (location.scheme, location.bucket, location.key) == ("s3", bucket, key)
