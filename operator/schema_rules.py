@@ -74,6 +74,8 @@ QUANTITY_PATTERN = (
 #: The schema of a label map's values; the length bound also keeps the CEL rules within the API
 #: server's cost budget.
 LABEL_VALUES: dict[str, Any] = {"type": "string", "maxLength": 63}
+#: The most bytes an object's annotations may hold, keys and values (TotalAnnotationSizeLimitB).
+ANNOTATIONS_MAX = 256 * 1024
 #: Resource names a container may use without a domain (helper.IsStandardContainerResourceName).
 STANDARD_RESOURCES = ("cpu", "memory", "ephemeral-storage")
 
@@ -115,7 +117,7 @@ def labels_rules(field: str) -> list[dict[str, Any]]:
 
 def annotations_rules(field: str) -> list[dict[str, Any]]:
     """x-kubernetes-validations of a map of annotations: keys are checked as label keys after
-    lowering their case; values can be anything."""
+    lowering their case; values can be anything, up to 256 KiB in all (ValidateAnnotations)."""
     bad_key = f"!({_key_ok('k.lowerAscii()')})"
     return [
         {
@@ -123,7 +125,14 @@ def annotations_rules(field: str) -> list[dict[str, Any]]:
             "messageExpression": f"'{field} key \"' + self.filter(k, {bad_key})[0] + "
             f'\'" is not an annotation key: use an optional DNS prefix and "/", then '
             f"{_LABEL_RULE_HELP}, e.g. example.com/owner'",
-        }
+        },
+        {
+            # Characters, where the API server counts bytes (bytes() would cost too much to
+            # estimate): text beyond ASCII can still pass here and be refused in the Job.
+            "rule": f"self.map(k, size(k) + size(self[k])).sum() <= {ANNOTATIONS_MAX}",
+            "message": f"{field} must total at most 256 KiB (keys and values); keep large data "
+            "in a ConfigMap or in S3",
+        },
     ]
 
 

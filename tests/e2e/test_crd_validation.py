@@ -151,6 +151,9 @@ RUN_TIME: list[tuple[str, dict[str, Any], str, str]] = [
      'spec.podTemplate.metadata.labels.team is "data science", not a label value', "job"),
     ("pod-annotation-key", {"podTemplate": {"metadata": {"annotations": {"owner name": "x"}}}},
      'spec.podTemplate.metadata.annotations key "owner name" is not an annotation key', "job"),
+    ("pod-annotations-size",
+     {"podTemplate": {"metadata": {"annotations": {"a": "x" * 200_000, "b": "y" * 70_000}}}},
+     "spec.podTemplate.metadata.annotations must total at most 256 KiB", "job"),
     ("configmap-name",
      {"notebook": None, "notebookFrom": {"configMapKeyRef": {"name": "Notebooks", "key": "a"}}},
      "spec.notebookFrom.configMapKeyRef.name must be the name of a ConfigMap", "configmap"),
@@ -272,6 +275,15 @@ INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         {},
         {**SCHEDULE, "runTemplate": {**TEMPLATE, "metadata": {"annotations": {"a b": "x"}}}},
         'spec.runTemplate.metadata.annotations key "a b" is not an annotation key',
+    ),
+    (
+        "template-annotations-size",
+        {},
+        {
+            **SCHEDULE,
+            "runTemplate": {**TEMPLATE, "metadata": {"annotations": {"a": "x" * 270_000}}},
+        },
+        "spec.runTemplate.metadata.annotations must total at most 256 KiB",
     ),
     (
         "template-typo",
