@@ -33,6 +33,7 @@ __all__ = [
     "NOTEBOOK_URL_PATTERN",
     "OUTPUT_PREFIX_PATTERN",
     "QUANTITY_PATTERN",
+    "RESERVED_ENV_PREFIX",
     "affinity_schema",
     "annotations_rules",
     "cel_string",
@@ -66,6 +67,8 @@ ENV_NAME_PATTERN = r"^[ -<>-~]+$"
 NOTEBOOK_URL_PATTERN = r"^(s3://[^/]+/.+|https?://.+)$"
 #: spec.output: an S3 prefix whose bucket name S3 allows.
 OUTPUT_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
+#: Environment variable names the operator and the runner use among themselves.
+RESERVED_ENV_PREFIX = "KUBEMILL_"
 #: A resource quantity (k8s.io/apimachinery resource.Quantity), as controller-gen writes it.
 QUANTITY_PATTERN = (
     r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|"
@@ -156,20 +159,32 @@ def duration_rules(field: str, example: str) -> list[dict[str, Any]]:
     ]
 
 
-def env_name_schema(description: str) -> dict[str, Any]:
-    """An environment variable name (or envFrom prefix)."""
+def env_name_schema(description: str, reserved: str = "") -> dict[str, Any]:
+    """An environment variable name (or envFrom prefix); names starting with `reserved` are
+    refused."""
+    rules = [
+        {
+            "rule": f"self.matches({cel_string(ENV_NAME_PATTERN)})",
+            "message": "environment variable names are printable ASCII characters other "
+            "than '=', e.g. MY_SETTING",
+        }
+    ]
+    if reserved:
+        # The operator's variables come first in the container's env, and a later entry of the
+        # same name wins: KUBEMILL_SECRET_0 would silently replace a secret parameter.
+        rules.append(
+            {
+                "rule": f"!self.startsWith({cel_string(reserved)})",
+                "message": f"environment variable names starting with {reserved} are kubemill's "
+                "own (run identity, secret parameters); choose another name",
+            }
+        )
     return {
         "type": "string",
         "description": description,
         "minLength": 1,
         "maxLength": 256,
-        "x-kubernetes-validations": [
-            {
-                "rule": f"self.matches({cel_string(ENV_NAME_PATTERN)})",
-                "message": "environment variable names are printable ASCII characters other "
-                "than '=', e.g. MY_SETTING",
-            }
-        ],
+        "x-kubernetes-validations": rules,
     }
 
 
@@ -361,7 +376,7 @@ def run_spec_rules() -> dict[str, dict[str, Any]]:
                 }
             ]
         },
-        "env[].name": env_name_schema("Variable name."),
+        "env[].name": env_name_schema("Variable name.", reserved=RESERVED_ENV_PREFIX),
         "env[].valueFrom": {
             **env_value_from_schema(),
             "x-kubernetes-preserve-unknown-fields": None,

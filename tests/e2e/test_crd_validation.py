@@ -81,12 +81,13 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 ]
 
 
-# Refused at apply time because the operator, the runner or the API server (for the Job) would
-# refuse them later: (id, spec fields, message fragment, who refuses at run time: the runner, the
-# operator, the API server for the Job, for its pod (the Job is accepted and stays without one),
-# or for the ConfigMap it names (a name no ConfigMap can have: the pod would wait for it
-# forever)). test_each_apply_time_refusal_matches_a_run_time_refusal checks that last item, so no
-# rule here is stricter than what it stands in for.
+# Refused at apply time because the operator, the runner or the API server would refuse them
+# later: (id, spec fields, message fragment, who refuses at run time). That last item is one of
+# runner, operator, job (the API server, for the Job), pod (for its pod: the Job is accepted and
+# stays without one), configmap (for the ConfigMap it names: no ConfigMap can have that name, and
+# the pod would wait for it forever), or override (nobody: the value silently replaces one of
+# kubemill's own). test_each_apply_time_refusal_matches_a_run_time_refusal checks it, so no rule
+# here is stricter than what it stands in for.
 RUN_TIME: list[tuple[str, dict[str, Any], str, str]] = [
     ("keyword-parameter", {"parameters": {"class": 1}},
      'spec.parameters name "class" is a Python keyword', "runner"),
@@ -136,6 +137,10 @@ RUN_TIME: list[tuple[str, dict[str, Any], str, str]] = [
      "spec.tolerations[0].effect: Unsupported value", "job"),
     ("env-name", {"env": [{"name": "A=B", "value": "x"}]},
      "environment variable names are printable ASCII characters other than '='", "job"),
+    ("env-reserved",
+     {"parametersFrom": [{"name": "token", "secretKeyRef": {"name": "s", "key": "k"}}],
+      "env": [{"name": "KUBEMILL_SECRET_0", "value": "not the secret"}]},
+     "names starting with KUBEMILL_ are kubemill's own", "override"),
     ("env-from-two-sources",
      {"envFrom": [{"configMapRef": {"name": "c"}, "secretRef": {"name": "s"}}]},
      "needs exactly one of configMapRef and secretRef", "job"),
@@ -472,6 +477,14 @@ def test_each_apply_time_refusal_matches_a_run_time_refusal(
         pod = {"apiVersion": "v1", "kind": "Pod", **template}
         pod["metadata"] = {**template["metadata"], "name": "late"}
         assert _refusal(api, f"/api/v1/namespaces/{namespace}/pods", pod) is not None
+        return
+    if later == "override":
+        # Kubernetes accepts it, and the later entry silently wins over the operator's.
+        assert _job_refusal(api, namespace, job) is None
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        name = spec["env"][0]["name"]
+        assert [e["name"] for e in env].count(name) == 2
+        assert [e for e in env if e["name"] == name][-1] == spec["env"][0]
         return
     if later == "configmap":
         name = spec["notebookFrom"]["configMapKeyRef"]["name"]

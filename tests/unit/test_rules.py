@@ -16,15 +16,22 @@ import pytest
 import yaml
 
 from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.jobs import build_job
 from kubemill.operator.schema_rules import (
     NOTEBOOK_URL_PATTERN,
     OUTPUT_PREFIX_PATTERN,
+    RESERVED_ENV_PREFIX,
     cel_string,
     run_spec_rules,
     schema_at,
 )
 from kubemill.operator.settings import Settings
 from kubemill.operator.spec import notebook_input, output_folder, parse_duration
+from kubemill.runner.contract import (
+    ENV_RUN_IDENTITY,
+    ENV_SECRET_PARAMS,
+    ENV_TERMINATION_MESSAGE_PATH,
+)
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import validate_parameters
 from kubemill.runner.rules import (
@@ -259,3 +266,21 @@ def test_s3_urls_the_crd_accepts_are_read_as_written(url: str, bucket: str, key:
     assert re.fullmatch(pattern, url)
     location = Location.parse(url)
     assert (location.scheme, location.bucket, location.key) == ("s3", bucket, key)
+
+
+def test_every_variable_the_operator_sets_for_the_runner_is_reserved() -> None:
+    """A user's env entry of the same name would come later and win."""
+    run = {
+        "metadata": {"name": "r", "namespace": "ns", "uid": "u"},
+        "spec": {
+            "notebook": "s3://b/n.ipynb",
+            "parametersFrom": [{"name": "token", "secretKeyRef": {"name": "s", "key": "k"}}],
+        },
+    }
+    job = build_job(run, Settings(output_prefix="s3://bkt/"))
+    env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+    ours = {e["name"] for e in env} - {"HOME", "JUPYTER_RUNTIME_DIR", "IPYTHONDIR"}
+    ours -= {"MPLCONFIGDIR", "PYTHONUNBUFFERED", "AWS_ENDPOINT_URL"}
+    assert ours and all(name.startswith(RESERVED_ENV_PREFIX) for name in ours), ours
+    names = [*ENV_RUN_IDENTITY.values(), ENV_SECRET_PARAMS, ENV_TERMINATION_MESSAGE_PATH]
+    assert all(name.startswith(RESERVED_ENV_PREFIX) for name in names)
