@@ -60,9 +60,13 @@ typecheck: env
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -m kubemill.cli -p kubemill.runner -p kubemill.operator
 
-# The NotebookSchedule CRD is generated from the NotebookRun CRD and the cron syntax.
+# The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
+# CRD; the NotebookSchedule CRD is generated from it and the cron syntax; the admission policies
+# from the runner's rules (kubemill.runner.rules).
 crds: env
+	$(BIN)/python -P hack/sync_run_crd.py
 	$(BIN)/python -P hack/gen_schedule_crd.py
+	$(BIN)/python -P hack/gen_policies.py
 
 demo: env control-plane images
 	$(BIN)/python examples/demo.py

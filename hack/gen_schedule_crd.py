@@ -9,6 +9,7 @@ test fails when the file is stale.
 from __future__ import annotations
 
 import copy
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,14 @@ sys.path.append(str(ROOT))
 
 from kubemill.operator.cron import INVERTED_RANGE, PATTERN  # noqa: E402
 from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES  # noqa: E402
+from kubemill.operator.schema_rules import (  # noqa: E402
+    LABEL_VALUES,
+    annotations_rules,
+    cel_string,
+    labels_rules,
+)
 
+_RUN_FIELD = re.compile(r"(?<![\w.])spec\.")
 RUN_CRD = ROOT / "crds" / "kubemill.dev_notebookruns.yaml"
 OUTPUT = ROOT / "crds" / "kubemill.dev_notebookschedules.yaml"
 HEADER = (
@@ -47,6 +55,7 @@ def run_template_spec() -> dict[str, Any]:
     spec["x-kubernetes-validations"] = [
         rule for rule in spec.get("x-kubernetes-validations", []) if "oldSelf" not in rule["rule"]
     ]
+    _retarget_messages(spec)
     spec["description"] = (
         "The spec of each NotebookRun, as in a NotebookRun. String parameters may contain "
         "{{ variable }} placeholders, filled in for each run: "
@@ -54,6 +63,21 @@ def run_template_spec() -> dict[str, Any]:
         + "."
     )
     return dict(spec)
+
+
+def _retarget_messages(node: Any) -> None:
+    """Messages copied from the NotebookRun CRD name fields as `spec.x`; in a schedule they are
+    `spec.runTemplate.spec.x`, so the message names the field the user has to edit."""
+    if isinstance(node, dict):
+        for rule in node.get("x-kubernetes-validations", []):
+            for key in ("message", "messageExpression"):
+                if key in rule:
+                    rule[key] = _RUN_FIELD.sub("spec.runTemplate.spec.", rule[key])
+        for value in node.values():
+            _retarget_messages(value)
+    elif isinstance(node, list):
+        for value in node:
+            _retarget_messages(value)
 
 
 def conditions_schema() -> dict[str, Any]:
@@ -87,14 +111,14 @@ def spec_schema() -> dict[str, Any]:
                             "set spec.timeZone instead",
                         },
                         {
-                            "rule": f"self.matches({_cel_string(PATTERN)})",
+                            "rule": f"self.matches({cel_string(PATTERN)})",
                             "message": "spec.schedule must be 5 cron fields (minute hour "
                             "day-of-month month day-of-week) with values in range, 6 with a "
                             "leading seconds field, or @hourly/@daily/@weekly/@monthly/"
                             '@yearly; e.g. "30 2 * * *"; try it with kubemill schedule preview',
                         },
                         {
-                            "rule": f"!self.matches({_cel_string(INVERTED_RANGE)})",
+                            "rule": f"!self.matches({cel_string(INVERTED_RANGE)})",
                             "message": "spec.schedule has a range whose start comes after its "
                             "end (such as 5-3 or FRI-MON); split it, e.g. FRI-SAT,SUN-MON",
                         },
@@ -174,12 +198,20 @@ def spec_schema() -> dict[str, Any]:
                             "labels": {
                                 "type": "object",
                                 "description": "Labels of each run.",
-                                "additionalProperties": {"type": "string"},
+                                "maxProperties": 64,
+                                "additionalProperties": LABEL_VALUES,
+                                "x-kubernetes-validations": labels_rules(
+                                    "spec.runTemplate.metadata.labels"
+                                ),
                             },
                             "annotations": {
                                 "type": "object",
                                 "description": "Annotations of each run.",
+                                "maxProperties": 64,
                                 "additionalProperties": {"type": "string"},
+                                "x-kubernetes-validations": annotations_rules(
+                                    "spec.runTemplate.metadata.annotations"
+                                ),
                             },
                         },
                     },
@@ -229,11 +261,6 @@ def status_schema() -> dict[str, Any]:
             "conditions": conditions_schema(),
         },
     }
-
-
-def _cel_string(text: str) -> str:
-    """A CEL single-quoted string literal holding `text`."""
-    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def crd() -> dict[str, Any]:

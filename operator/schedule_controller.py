@@ -27,7 +27,7 @@ from kubemill.operator.handlers import (
     snapshot,
 )
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
-from kubemill.operator.schedules import plan
+from kubemill.operator.schedules import after_create, plan
 from kubemill.operator.workqueue import QueuedController
 
 __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
@@ -92,6 +92,7 @@ class ScheduleReconciler(QueuedController):
             self.cluster.delete_run(namespace, run_name)
             created.pop(run_name, None)
         status, events = decided.status, list(decided.events)
+        generation = int(schedule["metadata"].get("generation", 1))
         for run, reason, message in decided.create:
             run_name = run["metadata"]["name"]
             try:
@@ -99,10 +100,13 @@ class ScheduleReconciler(QueuedController):
             except AlreadyExists:
                 continue  # created before a restart, or a backfill made it: the lock held
             except InvalidSpec as exc:
+                # Refused by the API server: the template makes invalid runs.
                 events.append(("Warning", "RunRejected", exc.message))
+                status = after_create(status, generation, now, refused=exc.message)
                 if run_name == decided.slot_run:
                     status = {**status, "lastScheduleTime": old.get("lastScheduleTime")}
                 continue
+            status = after_create(status, generation, now, refused=None)
             _log.info("created run %s/%s", namespace, run_name)
             events.append(("Normal", reason, message))
             created[run_name] = {

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from kubemill.operator.cron import CronError, Schedule
-from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.errors import InvalidSchedule, InvalidSpec, InvalidTemplate
 from kubemill.operator.meta import (
     GROUP,
     LABEL_ORIGIN,
@@ -40,6 +40,7 @@ from kubemill.operator.status import TERMINAL, condition
 __all__ = [
     "TEMPLATE_VARIABLES",
     "Plan",
+    "after_create",
     "build_run",
     "finished_to_prune",
     "manual_run_name",
@@ -58,6 +59,8 @@ TEMPLATE_VARIABLES = {
     "scheduleName": "the NotebookSchedule's name",
     "runName": "the NotebookRun's name",
 }
+#: Ready's reason while the API server refuses the runs the template makes.
+REJECTED = "InvalidRunTemplate"
 #: Counting missed slots stops here; the Event then says "more than".
 MISSED_COUNT_LIMIT = 100_000
 #: Longest schedule name: its runs add `-YYYYMMDD-HHMMSS` and stay within 63 characters.
@@ -91,13 +94,13 @@ def manual_run_name(schedule_name: str, token: str) -> str:
 
 
 def parse_schedule(spec: Mapping[str, Any]) -> Schedule:
-    """The spec's schedule, or InvalidSpec; also one that parses but never fires
+    """The spec's schedule, or InvalidSchedule; also one that parses but never fires
     (`0 0 30 2 *`), which the CRD's pattern cannot tell."""
     try:
         schedule = Schedule.parse(str(spec.get("schedule", "")), str(spec.get("timeZone") or "UTC"))
         schedule.next_after(datetime.datetime(2000, 1, 1, tzinfo=_UTC))
     except CronError as exc:
-        raise InvalidSpec(exc.message) from None
+        raise InvalidSchedule(exc.message) from None
     return schedule
 
 
@@ -108,14 +111,14 @@ def _render(value: Any, variables: Mapping[str, str], where: str) -> Any:
             name = match.group(1)
             if name not in variables:
                 known = ", ".join(sorted(variables))
-                raise InvalidSpec(
+                raise InvalidTemplate(
                     f"{where}: unknown template variable {{{{ {name} }}}}; use one of {known}"
                 )
             return variables[name]
 
         text = _PLACEHOLDER.sub(substitute, value)
         if "{{" in _PLACEHOLDER.sub("", value) or "}}" in _PLACEHOLDER.sub("", value):
-            raise InvalidSpec(
+            raise InvalidTemplate(
                 f"{where}: {value!r} has an unclosed or malformed {{{{ }}}} placeholder; "
                 "write e.g. {{ scheduledDate }}"
             )
@@ -274,7 +277,7 @@ def plan(
             probe = datetime.datetime(2000, 1, 1, tzinfo=_UTC)
             build_run(schedule, probe, slot_run_name(meta["name"], probe), "schedule")
     except InvalidSpec as exc:
-        reason = "InvalidTemplate" if "runTemplate" in exc.message else "InvalidSchedule"
+        reason = exc.reason
         status["nextScheduleTime"] = None
         status["conditions"] = [
             condition("Ready", False, reason, exc.message, generation, previous, stamp),
@@ -341,9 +344,16 @@ def plan(
 
     status["nextScheduleTime"] = None if suspended else rfc3339(cron.next_after(now))
     result.wake_at = None if suspended else cron.next_after(now)
-    ready = ("Suspended", "spec.suspend is true") if suspended else ("Scheduling", "")
+    rejected = _rejection(previous, generation)
+    if suspended:
+        ready = (False, "Suspended", "spec.suspend is true")
+    elif rejected is not None:
+        # Until a run made from this template is accepted, or the template changes.
+        ready = (False, REJECTED, rejected)
+    else:
+        ready = (True, "Scheduling", "")
     status["conditions"] = [
-        condition("Ready", not suspended, ready[0], ready[1], generation, previous, stamp),
+        condition("Ready", *ready, generation, previous, stamp),
         condition(
             "Suspended",
             suspended,
@@ -424,6 +434,44 @@ def _fire(
             f"created run {name} for slot {when}",
         )
     )
+
+
+def _rejection(conditions: Sequence[Mapping[str, Any]], generation: int) -> str | None:
+    """The API server's message when the last run made from this generation's template was
+    refused; None otherwise."""
+    ready = next((c for c in conditions if c.get("type") == "Ready"), None)
+    if ready is None or ready.get("reason") != REJECTED:
+        return None
+    if ready.get("observedGeneration") != generation:
+        return None
+    return str(ready.get("message") or "")
+
+
+def after_create(
+    status: Mapping[str, Any],
+    generation: int,
+    now: datetime.datetime,
+    *,
+    refused: str | None,
+) -> dict[str, Any]:
+    """The status once a run made from the template was created (`refused` None) or refused by
+    the API server (its message, e.g. an invalid label value or a rule only an admission webhook
+    knows): Ready=False with reason InvalidRunTemplate, so a schedule whose every run is refused
+    does not look healthy; and Ready again as soon as one is accepted."""
+    conditions = list(status.get("conditions") or [])
+    suspended = _condition_status(conditions, "Suspended") == "True"
+    if refused is not None:
+        ready = condition("Ready", False, REJECTED, refused, generation, conditions, rfc3339(now))
+    elif _condition_reason(conditions, "Ready") == REJECTED:
+        reason = "Suspended" if suspended else "Scheduling"
+        message = "spec.suspend is true" if suspended else ""
+        ready = condition(
+            "Ready", not suspended, reason, message, generation, conditions, rfc3339(now)
+        )
+    else:
+        return dict(status)
+    others = [c for c in conditions if c.get("type") != "Ready"]
+    return {**status, "conditions": [ready, *others]}
 
 
 def _origin(run: Mapping[str, Any]) -> str:

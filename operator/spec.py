@@ -1,7 +1,8 @@
 """Reading a NotebookRun's spec: durations, the notebook source, the output folder.
 
 The CRD schema rejects bad manifests at the API server; these functions still check what they
-rely on, because a CRD can be older than the operator.
+rely on, because a CRD can be older than the operator, with the same rules (runner/rules.py,
+operator/schema_rules.py).
 """
 
 from __future__ import annotations
@@ -11,23 +12,25 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.schema_rules import NOTEBOOK_URL_PATTERN, OUTPUT_PREFIX_PATTERN
 from kubemill.operator.settings import Settings
+from kubemill.runner.rules import MIN_DURATION_SECONDS, duration_seconds
 
 __all__ = ["NOTEBOOK_MOUNT", "notebook_input", "output_folder", "parse_duration"]
 
 #: Where a notebook taken from a ConfigMap appears inside the runner pod.
 NOTEBOOK_MOUNT = "/var/run/kubemill/notebook"
 
-_DURATION = re.compile(r"^(?:(\d+(?:\.\d+)?)(ms|s|m|h))+$")
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h)")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
 
 def parse_duration(text: str, field: str) -> float:
-    """Seconds in a Go-style duration such as `90s`, `10m`, `1h30m` or `250ms`."""
-    if not isinstance(text, str) or not _DURATION.match(text.strip()):
-        raise InvalidSpec(f"{field} {text!r} is not a duration; write e.g. 90s, 10m or 2h")
-    return sum(float(n) * _UNITS[u] for n, u in _PART.findall(text.strip()))
+    """Seconds in a duration such as `90s`, `10m`, `1h30m` or `1.5h`, by the CRD's own rule."""
+    try:
+        return duration_seconds(text if isinstance(text, str) else repr(text))
+    except ValueError:
+        raise InvalidSpec(
+            f"{field} {text!r} is not a duration of at least {MIN_DURATION_SECONDS}s; write e.g. "
+            "90s, 10m, 1h30m or 2h"
+        ) from None
 
 
 def notebook_input(spec: Mapping[str, Any]) -> str:
@@ -40,7 +43,7 @@ def notebook_input(spec: Mapping[str, Any]) -> str:
             "spec.notebookFrom.configMapKeyRef"
         )
     if url:
-        if not re.match(r"^(s3://[^/]+/.+|https?://.+)$", url):
+        if not re.fullmatch(NOTEBOOK_URL_PATTERN, url):
             raise InvalidSpec(f"spec.notebook {url!r} must be an s3://BUCKET/KEY or https:// URL")
         return str(url)
     ref = (source or {}).get("configMapKeyRef") or {}
@@ -59,4 +62,8 @@ def output_folder(spec: Mapping[str, Any], namespace: str, name: str, settings: 
         )
     if not str(prefix).startswith("s3://"):
         raise InvalidSpec(f"spec.output {prefix!r} must start with s3://")
+    if spec.get("output") and not re.fullmatch(OUTPUT_PREFIX_PATTERN, str(prefix)):
+        raise InvalidSpec(
+            f"spec.output {prefix!r} must be an S3 prefix such as s3://my-bucket/results/"
+        )
     return f"{str(prefix).rstrip('/')}/{namespace}/{name}/"

@@ -15,7 +15,6 @@ import difflib
 import io
 import itertools
 import json
-import keyword
 import math
 import tokenize
 from collections.abc import Iterable, Mapping, Sequence
@@ -27,6 +26,7 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
 from kubemill.runner.errors import BadInputError
+from kubemill.runner.rules import parameter_name_problem
 
 __all__ = [
     "INJECTED_TAG",
@@ -399,12 +399,7 @@ def validate_parameters(
     """
     problems: list[str] = []
     all_names = [*values, *secret_names]
-    for name in all_names:
-        if not name.isidentifier() or keyword.iskeyword(name):
-            problems.append(
-                f"parameter name {name!r} is not a Python identifier "
-                "(use letters, digits and underscores, not starting with a digit)"
-            )
+    problems += [p for name in all_names if (p := parameter_name_problem(name))]
     if declared is not None:
         by_name = {d.name: d for d in declared}
         for name in all_names:

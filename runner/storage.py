@@ -63,11 +63,14 @@ class Location:
     def parse(cls, text: str) -> Location:
         if text == "-":
             return cls("-", "-")
-        parsed = urlparse(text)
-        if parsed.scheme == "s3":
-            if not parsed.netloc:
+        if text.startswith("s3://"):
+            # Not urlparse: an S3 key may hold '#' and '?', which it would cut off as a fragment
+            # or a query, so the runner would read another object than the one asked for.
+            bucket, _, key = text.removeprefix("s3://").partition("/")
+            if not bucket:
                 raise BadInputError(f"{text!r} has no bucket; write s3://BUCKET/KEY")
-            return cls("s3", text, bucket=parsed.netloc, key=parsed.path.lstrip("/"))
+            return cls("s3", text, bucket=bucket, key=key.lstrip("/"))
+        parsed = urlparse(text)
         if parsed.scheme in ("http", "https"):
             return cls(parsed.scheme, text)
         if parsed.scheme == "file":

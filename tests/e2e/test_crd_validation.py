@@ -1,18 +1,29 @@
 """The API server itself rejects bad NotebookRuns and NotebookSchedules, each with a message that
-says how to fix it.
+says how to fix it, and it rejects exactly what would fail later: what the operator, the runner
+or the API server (for the run's Job) would refuse.
 
 Also: the manifests in crds/ and deploy/ apply cleanly (server-side dry run)."""
 
 from __future__ import annotations
 
+import re
 import subprocess
 from typing import Any
 
 import pytest
 import yaml
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.jobs import build_job
+from kubemill.operator.settings import Settings
+from kubemill.runner.errors import BadInputError
+from kubemill.runner.parameters import validate_parameters
+from kubemill.runner.rules import duration_seconds
 from tests.e2e.conftest import Cluster
 from tests.e2e.operator import ROOT
+from tests.harness import kube
 
 pytestmark = pytest.mark.e2e
 
@@ -70,6 +81,148 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
 ]
 
 
+# Refused at apply time because the operator, the runner or the API server would refuse them
+# later: (id, spec fields, message fragment, who refuses at run time). That last item is one of
+# runner, operator, job (the API server, for the Job), pod (for its pod: the Job is accepted and
+# stays without one), configmap (for the ConfigMap it names: no ConfigMap can have that name, and
+# the pod would wait for it forever), or override (nobody: the value silently replaces one of
+# kubemill's own). test_each_apply_time_refusal_matches_a_run_time_refusal checks it, so no rule
+# here is stricter than what it stands in for.
+RUN_TIME: list[tuple[str, dict[str, Any], str, str]] = [
+    ("keyword-parameter", {"parameters": {"class": 1}},
+     'spec.parameters name "class" is a Python keyword', "runner"),
+    ("keyword-none", {"parameters": {"None": 1}},
+     'spec.parameters name "None" is a Python keyword', "runner"),
+    ("keyword-secret",
+     {"parametersFrom": [{"name": "import", "secretKeyRef": {"name": "s", "key": "k"}}]},
+     'spec.parametersFrom name "import" is a Python keyword', "runner"),
+    ("zero-timeout", {"timeout": "0s"}, "spec.timeout must be at least 1s", "operator"),
+    ("zero-minutes", {"timeout": "0m"}, "spec.timeout must be at least 1s", "operator"),
+    ("zero-fraction", {"timeout": "0.0s"}, "spec.timeout must be at least 1s", "operator"),
+    ("zero-ms", {"timeout": "0ms"}, "spec.timeout must be at least 1s", "operator"),
+    ("sub-second", {"timeout": "500ms"}, "spec.timeout must be at least 1s", "operator"),
+    ("zero-cell-timeout", {"cellTimeout": "0s"}, "spec.cellTimeout must be at least 1s",
+     "operator"),
+    ("memory-with-space", {"resources": {"limits": {"memory": "4 GB"}}},
+     'spec.resources.limits.memory is "4 GB", not a Kubernetes quantity', "job"),
+    ("two-dots", {"resources": {"requests": {"cpu": "1.5.2"}}},
+     'spec.resources.requests.cpu is "1.5.2", not a Kubernetes quantity', "job"),
+    ("negative-quantity", {"resources": {"limits": {"memory": "-1"}}},
+     "spec.resources.limits.memory must not be negative", "job"),
+    ("request-above-limit", {"resources": {"limits": {"cpu": 1}, "requests": {"cpu": "1500m"}}},
+     "spec.resources.requests.cpu is more than its limit", "job"),
+    ("unknown-resource", {"resources": {"limits": {"gpu": 1}}},
+     'spec.resources.limits has "gpu": use cpu, memory', "job"),
+    ("fractional-gpu", {"resources": {"limits": {"nvidia.com/gpu": "500m"}}},
+     "nvidia.com/gpu is an extended resource and must be a whole number", "job"),
+    ("overcommitted-gpu", {"resources": {"requests": {"nvidia.com/gpu": 1}}},
+     "nvidia.com/gpu cannot be overcommitted", "job"),
+    ("node-selector-value", {"nodeSelector": {"disk": "fast ssd"}},
+     'spec.nodeSelector.disk is "fast ssd", not a label value', "job"),
+    ("node-selector-key", {"nodeSelector": {"disk type": "ssd"}},
+     'spec.nodeSelector key "disk type" is not a label key', "job"),
+    ("toleration-key", {"tolerations": [{"key": "gpu vendor", "operator": "Exists"}]},
+     "spec.tolerations[].key must be a label key", "job"),
+    ("toleration-value", {"tolerations": [{"key": "gpu", "value": "a b"}]},
+     "spec.tolerations[].value must be a label value", "job"),
+    ("toleration-exists-value", {"tolerations": [{"key": "gpu", "operator": "Exists",
+                                                  "value": "x"}]},
+     "operator Exists takes no value", "job"),
+    ("toleration-no-key", {"tolerations": [{"operator": "Equal", "value": "x"}]},
+     "a toleration without a key needs operator Exists", "job"),
+    ("toleration-seconds", {"tolerations": [{"key": "a", "effect": "NoSchedule",
+                                             "tolerationSeconds": 60}]},
+     "tolerationSeconds needs effect NoExecute", "job"),
+    ("toleration-effect", {"tolerations": [{"key": "a", "effect": "Never"}]},
+     "spec.tolerations[0].effect: Unsupported value", "job"),
+    ("env-name", {"env": [{"name": "A=B", "value": "x"}]},
+     "environment variable names are printable ASCII characters other than '='", "job"),
+    ("env-reserved",
+     {"parametersFrom": [{"name": "token", "secretKeyRef": {"name": "s", "key": "k"}}],
+      "env": [{"name": "KUBEMILL_SECRET_0", "value": "not the secret"}]},
+     "names starting with KUBEMILL_ are kubemill's own", "override"),
+    ("env-from-two-sources",
+     {"envFrom": [{"configMapRef": {"name": "c"}, "secretRef": {"name": "s"}}]},
+     "needs exactly one of configMapRef and secretRef", "job"),
+    ("env-from-prefix", {"envFrom": [{"prefix": "A=", "configMapRef": {"name": "c"}}]},
+     "environment variable names are printable ASCII", "job"),
+    ("env-from-name", {"envFrom": [{"secretRef": {"name": "My_Secret"}}]},
+     "spec.envFrom[].secretRef.name must be the name of a Secret", "job"),
+    ("service-account", {"serviceAccountName": "Report Runner"},
+     "spec.serviceAccountName must be the name of a ServiceAccount", "job"),
+    ("image-spaces", {"image": "python:3.11 "}, "spec.image must not start or end with spaces",
+     "pod"),
+    ("pod-label-value", {"podTemplate": {"metadata": {"labels": {"team": "data science"}}}},
+     'spec.podTemplate.metadata.labels.team is "data science", not a label value', "job"),
+    ("pod-annotation-key", {"podTemplate": {"metadata": {"annotations": {"owner name": "x"}}}},
+     'spec.podTemplate.metadata.annotations key "owner name" is not an annotation key', "job"),
+    ("pod-annotations-size",
+     {"podTemplate": {"metadata": {"annotations": {"a": "x" * 200_000, "b": "y" * 70_000}}}},
+     "spec.podTemplate.metadata.annotations must total at most 256 KiB", "job"),
+    ("configmap-name",
+     {"notebook": None, "notebookFrom": {"configMapKeyRef": {"name": "Notebooks", "key": "a"}}},
+     "spec.notebookFrom.configMapKeyRef.name must be the name of a ConfigMap", "configmap"),
+    ("configmap-key",
+     {"notebook": None, "notebookFrom": {"configMapKeyRef": {"name": "nb", "key": ".."}}},
+     "spec.notebookFrom.configMapKeyRef.key must be a key", "job"),
+    ("secret-name",
+     {"parametersFrom": [{"name": "token", "secretKeyRef": {"name": "API Token", "key": "k"}}]},
+     "spec.parametersFrom[].secretKeyRef.name must be the name of a Secret", "job"),
+    ("node-affinity-no-values",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [{"key": "zone", "operator": "In"}]}]}}}},
+     "matchExpressions[]: operator In and NotIn need values", "job"),
+    ("node-affinity-operator",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [
+             {"key": "zone", "operator": "Equals", "values": ["a"]}]}]}}}},
+     'matchExpressions[0].operator: Unsupported value: "Equals"', "job"),
+    ("node-affinity-value",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": [{"matchExpressions": [
+             {"key": "zone", "operator": "In", "values": ["eu west"]}]}]}}}},
+     "matchExpressions[].values must be label values", "job"),
+    ("node-affinity-no-terms",
+     {"affinity": {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
+         "nodeSelectorTerms": []}}}},
+     "nodeSelectorTerms in body should have at least 1 items", "job"),
+    ("pod-affinity-no-topology",
+     {"affinity": {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+         {"labelSelector": {"matchLabels": {"app": "x"}}}]}}},
+     "requiredDuringSchedulingIgnoredDuringExecution[0].topologyKey: Required value", "job"),
+    ("pod-affinity-weight",
+     {"affinity": {"podAffinity": {"preferredDuringSchedulingIgnoredDuringExecution": [
+         {"weight": 0, "podAffinityTerm": {"topologyKey": "kubernetes.io/hostname"}}]}}},
+     "weight in body should be greater than or equal to 1", "job"),
+    ("pod-affinity-exists-values",
+     {"affinity": {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+         {"topologyKey": "zone", "labelSelector": {"matchExpressions": [
+             {"key": "app", "operator": "Exists", "values": ["x"]}]}}]}}},
+     "operator Exists and DoesNotExist take no values", "job"),
+    ("env-value-from-secret-name",
+     {"env": [{"name": "A", "valueFrom": {"secretKeyRef": {"name": "Bad Name", "key": "k"}}}]},
+     "spec.env[].valueFrom.secretKeyRef.name must be the name of a Secret", "job"),
+    ("env-value-from-field",
+     {"env": [{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "metadata.foo"}}}]},
+     "spec.env[].valueFrom.fieldRef.fieldPath must be one of", "job"),
+    ("env-value-and-value-from",
+     {"env": [{"name": "A", "value": "x",
+               "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}]},
+     "spec.env[]: set value or valueFrom, not both", "job"),
+    ("env-value-from-empty", {"env": [{"name": "A", "valueFrom": {}}]},
+     "spec.env[].valueFrom needs exactly one of", "job"),
+    ("ttl-over-int32", {"ttlSecondsAfterFinished": 2**31},
+     "spec.ttlSecondsAfterFinished in body should be less than or equal to 2147483647", "job"),
+]  # fmt: skip
+
+
+def _with(fields: dict[str, Any]) -> dict[str, Any]:
+    """GOOD with `fields` set (None removes one)."""
+    return {k: v for k, v in {**GOOD, **fields}.items() if v is not None}
+
+
+INVALID += [(f"late-{c[0]}", {}, _with(c[1]), c[2]) for c in RUN_TIME]
+
 TEMPLATE: dict[str, Any] = {"spec": GOOD}
 SCHEDULE: dict[str, Any] = {"schedule": "30 2 * * *", "runTemplate": TEMPLATE}
 
@@ -90,7 +243,7 @@ INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "template-without-notebook",
         {},
         {**SCHEDULE, "runTemplate": {"spec": {"parameters": {"a": 1}}}},
-        "set exactly one of spec.notebook",
+        "set exactly one of spec.runTemplate.spec.notebook",
     ),
     (
         "unknown-template-variable",
@@ -105,11 +258,56 @@ INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         'spec.runTemplate.spec.parameters name "2x" is not a Python identifier',
     ),
     (
+        "template-label-value",
+        {},
+        {**SCHEDULE, "runTemplate": {**TEMPLATE, "metadata": {"labels": {"team": "data science"}}}},
+        'spec.runTemplate.metadata.labels.team is "data science", not a label value',
+    ),
+    (
+        "template-label-key",
+        {},
+        {**SCHEDULE, "runTemplate": {**TEMPLATE, "metadata": {"labels": {"-team": "a"}}}},
+        'spec.runTemplate.metadata.labels key "-team" is not a label key',
+    ),
+    (
+        "template-long-label-value",
+        {},
+        {**SCHEDULE, "runTemplate": {**TEMPLATE, "metadata": {"labels": {"team": "t" * 64}}}},
+        "spec.runTemplate.metadata.labels.team: Too long",
+    ),
+    (
+        "template-annotation-key",
+        {},
+        {**SCHEDULE, "runTemplate": {**TEMPLATE, "metadata": {"annotations": {"a b": "x"}}}},
+        'spec.runTemplate.metadata.annotations key "a b" is not an annotation key',
+    ),
+    (
+        "template-annotations-size",
+        {},
+        {
+            **SCHEDULE,
+            "runTemplate": {**TEMPLATE, "metadata": {"annotations": {"a": "x" * 270_000}}},
+        },
+        "spec.runTemplate.metadata.annotations must total at most 256 KiB",
+    ),
+    (
         "template-typo",
         {},
         {**SCHEDULE, "runTemplate": {"spec": {**GOOD, "retries": 50}}},
         "retries",
     ),
+]
+
+_RUN_FIELD = re.compile(r"(?<![\w.\[])spec\.")
+# Each apply-time rule of a run holds in a schedule's template too, naming the template's field.
+INVALID_SCHEDULES += [
+    (
+        f"template-{c[0]}",
+        {},
+        {**SCHEDULE, "runTemplate": {"spec": _with(c[1])}},
+        _RUN_FIELD.sub("spec.runTemplate.spec.", c[2]),
+    )
+    for c in RUN_TIME
 ]
 
 
@@ -226,3 +424,197 @@ def test_samples_are_valid(kubemill_installed: Cluster, namespace: str, sample: 
         str(ROOT / "deploy" / "samples" / sample), check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
+
+
+def _job_for(spec: dict[str, Any], namespace: str) -> dict[str, Any]:
+    run = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookRun",
+        "metadata": {"name": "late", "namespace": namespace, "uid": "0b6e4c1a-1111-2222-3333"},
+        "spec": spec,
+    }
+    return build_job(run, Settings(output_prefix="s3://results/"))
+
+
+def _refusal(api: client.ApiClient, path: str, body: dict[str, Any]) -> str | None:
+    """The API server's message when it refuses to create `body` (a dry run: nothing is
+    created), or None when it accepts it."""
+    try:
+        kube.request(api, "POST", path, body=body, query={"dryRun": "All"})
+    except ApiException as exc:
+        assert exc.status in (400, 422), exc
+        return str(exc.body)
+    return None
+
+
+def _job_refusal(api: client.ApiClient, namespace: str, job: dict[str, Any]) -> str | None:
+    return _refusal(api, f"/apis/batch/v1/namespaces/{namespace}/jobs", job)
+
+
+@pytest.mark.parametrize(
+    ("fields", "later"), [c[1::2] for c in RUN_TIME], ids=[c[0] for c in RUN_TIME]
+)
+def test_each_apply_time_refusal_matches_a_run_time_refusal(
+    api: client.ApiClient, namespace: str, fields: dict[str, Any], later: str
+) -> None:
+    """Without the CRD's rule the spec would fail later, where `later` says: no rule refuses
+    what kubemill or Kubernetes would have run."""
+    spec = _with(fields)
+    if later == "operator":
+        with pytest.raises(InvalidSpec, match="at least 1s"):
+            _job_for(spec, namespace)
+        return
+    job = _job_for(spec, namespace)
+    if later == "runner":
+        secrets = [p["name"] for p in spec.get("parametersFrom", [])]
+        with pytest.raises(BadInputError, match="is a Python keyword"):
+            validate_parameters(spec.get("parameters", {}), secrets, None, allow_unknown=True)
+        assert _job_refusal(api, namespace, job) is None
+        return
+    if later == "pod":
+        assert _job_refusal(api, namespace, job) is None
+        template = job["spec"]["template"]
+        pod = {"apiVersion": "v1", "kind": "Pod", **template}
+        pod["metadata"] = {**template["metadata"], "name": "late"}
+        assert _refusal(api, f"/api/v1/namespaces/{namespace}/pods", pod) is not None
+        return
+    if later == "override":
+        # Kubernetes accepts it, and the later entry silently wins over the operator's.
+        assert _job_refusal(api, namespace, job) is None
+        env = job["spec"]["template"]["spec"]["containers"][0]["env"]
+        name = spec["env"][0]["name"]
+        assert [e["name"] for e in env].count(name) == 2
+        assert [e for e in env if e["name"] == name][-1] == spec["env"][0]
+        return
+    if later == "configmap":
+        name = spec["notebookFrom"]["configMapKeyRef"]["name"]
+        configmap = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}}
+        path = f"/api/v1/namespaces/{namespace}/configmaps"
+        assert _refusal(api, path, configmap) is not None, f"a ConfigMap can be named {name!r}"
+        return
+    assert _job_refusal(api, namespace, job) is not None, f"the API server accepts {fields}"
+
+
+# Values at the edge of each rule that the CRDs, the operator, the runner and the API server
+# (for the Job) all accept.
+EDGE: dict[str, Any] = {
+    **GOOD,
+    "parameters": {"match": 1, "type": "t", "_": None, "case": [1], "__x__": 2},
+    "parametersFrom": [{"name": "token", "secretKeyRef": {"name": "api.token-1", "key": "a_b.c"}}],
+    "timeout": "1s",
+    "cellTimeout": "1000ms",
+    "resources": {
+        "limits": {"cpu": 2, "memory": "4Gi", "nvidia.com/gpu": 1, "ephemeral-storage": "1e9"},
+        "requests": {"cpu": "0.5", "memory": "4G", "nvidia.com/gpu": "1"},
+    },
+    "nodeSelector": {"kubernetes.io/os": "linux", "example.com/empty": "", "a.b": "x-y_z.1"},
+    "tolerations": [
+        {"operator": "Exists"},
+        {"key": "gpu", "value": "", "effect": "NoSchedule"},
+        {"key": "example.com/flaky", "operator": "Equal", "value": "yes", "effect": "NoExecute",
+         "tolerationSeconds": 30},
+    ],
+    "env": [
+        {"name": "MY VAR.x-1", "value": "$(HOME)"},
+        {"name": "_A", "value": ""},
+        {"name": "POD", "valueFrom": {"fieldRef": {"fieldPath": "metadata.labels['a.b/c']"}}},
+        {"name": "MEM", "valueFrom": {"resourceFieldRef": {"containerName": "runner",
+                                                           "resource": "limits.memory",
+                                                           "divisor": "1Mi"}}},
+        {"name": "CFG", "valueFrom": {"configMapKeyRef": {"name": "cm", "key": "k",
+                                                          "optional": True}}},
+    ],
+    "affinity": {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+                {"matchExpressions": [{"key": "kubernetes.io/arch", "operator": "In",
+                                       "values": ["amd64", "arm64"]},
+                                      {"key": "cores", "operator": "Gt", "values": ["3"]},
+                                      {"key": "spot", "operator": "DoesNotExist"}]},
+                {"matchFields": [{"key": "metadata.name", "operator": "NotIn",
+                                  "values": ["node-1"]}]},
+            ]},
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "preference": {"matchExpressions": [
+                    {"key": "disk", "operator": "In", "values": ["ssd"]}]}},
+            ],
+        },
+        "podAntiAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": [
+                {"topologyKey": "kubernetes.io/hostname", "namespaces": ["a", "b-1"],
+                 "labelSelector": {"matchLabels": {"app": "x"}, "matchExpressions": [
+                     {"key": "tier", "operator": "NotIn", "values": ["web"]}]},
+                 "matchLabelKeys": ["kubemill.dev/run"]},
+            ],
+            "preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 1, "podAffinityTerm": {"topologyKey": "zone",
+                                                  "namespaceSelector": {}}},
+            ],
+        },
+    },
+    "envFrom": [{"prefix": "P_", "configMapRef": {"name": "cm"}}, {"secretRef": {"name": "s"}}],
+    "serviceAccountName": "runner.sa-1",
+    "image": "registry.example:5000/kubemill-runner@sha256:" + "a" * 64,
+    "ttlSecondsAfterFinished": 2**31 - 1,
+    "podTemplate": {
+        "metadata": {
+            "labels": {"example.com/team": "data-science", "empty": "", "x": "a" * 63},
+            "annotations": {"Example.com/Owner": "anything: at all", "note": ""},
+        }
+    },
+}  # fmt: skip
+
+
+def test_values_at_the_edge_of_each_rule_are_accepted_everywhere(
+    kubemill_installed: Cluster, api: client.ApiClient, namespace: str
+) -> None:
+    for kind, spec in (
+        ("NotebookRun", EDGE),
+        ("NotebookSchedule", {**SCHEDULE, "runTemplate": {"spec": EDGE}}),
+    ):
+        doc = {"apiVersion": "kubemill.dev/v1alpha1", "kind": kind,
+               "metadata": {"name": "edge"}, "spec": spec}  # fmt: skip
+        result = _apply(kubemill_installed, namespace, doc)
+        assert result.returncode == 0, result.stderr
+    assert _job_refusal(api, namespace, _job_for(EDGE, namespace)) is None
+    secrets = [p["name"] for p in EDGE["parametersFrom"]]
+    validate_parameters(EDGE["parameters"], secrets, None, allow_unknown=True)
+
+
+@pytest.mark.parametrize("limit", ["4 GB", "1.5.2", "-1", "4GB"])
+def test_the_quantity_rule_matches_the_api_servers(
+    api: client.ApiClient, namespace: str, limit: str
+) -> None:
+    """The CRD's quantity rule is Kubernetes' own: a Job with the same value is refused too."""
+    job = _job_for(_with({"resources": {"limits": {"memory": limit}}}), namespace)
+    assert _job_refusal(api, namespace, job) is not None
+
+
+DURATIONS = [
+    *("1s", "1000ms", "1.5s", "0.5m", "1h30m", "1.5h", "0100000ms", "3000000h"),
+    *("9999999h9999999h", "0000000000000000001s"),
+    *("0s", "0.0m", "0ms", "999ms", "0.1234567s", "0000000s", "99999999h", "86400000ms"),
+    *("1" * 19 + "s", "1d", "1h 30m", "-1s", "1us"),
+]
+
+
+@pytest.mark.parametrize("text", DURATIONS)
+def test_the_api_server_reads_durations_as_the_operator_does(
+    kubemill_installed: Cluster, api: client.ApiClient, namespace: str, text: str
+) -> None:
+    """Accepted by the CRD exactly when the operator accepts it, and then a valid Job."""
+    try:
+        duration_seconds(text)
+    except ValueError:
+        operator_accepts = False
+    else:
+        operator_accepts = True
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1", "kind": "NotebookRun",
+        "metadata": {"name": "duration"}, "spec": {**GOOD, "timeout": text, "cellTimeout": text},
+    }  # fmt: skip
+    result = _apply(kubemill_installed, namespace, doc)
+    assert (result.returncode == 0) is operator_accepts, result.stderr
+    if operator_accepts:
+        job = _job_for(doc["spec"], namespace)
+        assert _job_refusal(api, namespace, job) is None

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.conftest import Cluster
 from tests.e2e.operator import RUNS
@@ -325,3 +326,101 @@ def test_backfill_twice_creates_each_run_once_and_trigger_runs_now(
         wait_run(api, run_namespace, backfilled["metadata"]["name"], "Succeeded")
     refused = kubemill("backfill", "hourly", "--from", "2020-01-01", "--to", "2020-12-31")
     assert refused.returncode == 2 and "more than --max 100" in refused.stderr
+
+
+POLICIES = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
+BINDINGS = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicybindings"
+
+
+def _ready(reason: str) -> wait.Predicate:
+    def check(event: str, obj: dict[str, Any]) -> bool:
+        ready = wait.condition(obj, "Ready")
+        return event != "DELETED" and ready is not None and ready.get("reason") == reason
+
+    return check
+
+
+def test_a_schedule_whose_runs_are_refused_is_not_ready_until_its_template_is_fixed(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+) -> None:
+    """A rule the CRD cannot know (here a cluster's own admission policy: runs need a
+    cost-center label) refuses every run the template makes: the schedule is Ready=False with
+    the API server's message, not a healthy-looking schedule that never runs anything."""
+    name = f"e2e-cost-center-{run_namespace}"[:63].rstrip("-")
+    rule = "has(object.metadata.labels) && 'cost-center' in object.metadata.labels"
+    policy = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicy",
+        "metadata": {"name": name},
+        "spec": {
+            "failurePolicy": "Fail",
+            "matchConstraints": {"resourceRules": [{
+                "apiGroups": ["kubemill.dev"], "apiVersions": ["*"], "operations": ["CREATE"],
+                "resources": ["notebookruns"],
+            }]},
+            "validations": [{"expression": rule, "message": "runs here need a cost-center label"}],
+        },
+    }  # fmt: skip
+    binding = {
+        "apiVersion": "admissionregistration.k8s.io/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": name},
+        "spec": {
+            "policyName": name, "validationActions": ["Deny"],
+            "matchResources": {"namespaceSelector": {
+                "matchLabels": {"kubernetes.io/metadata.name": run_namespace},
+            }},
+        },
+    }  # fmt: skip
+    kube.request(api, "POST", POLICIES, body=policy)
+    kube.request(api, "POST", BINDINGS, body=binding)
+    try:
+        _await_refusal(api, run_namespace)
+        create_schedule(
+            api, run_namespace, "billed", f"s3://{results_bucket}/notebooks/params.ipynb",
+            schedule="*/2 * * * * *", concurrencyPolicy="Forbid",
+        )  # fmt: skip
+        refused = wait.wait_for(
+            api, SCHEDULES.format(run_namespace), _ready("InvalidRunTemplate"), name="billed",
+            timeout=60, what="the schedule Ready=False with reason InvalidRunTemplate",
+        )  # fmt: skip
+        ready = wait.condition(refused, "Ready")
+        assert ready is not None and ready["status"] == "False"
+        assert "runs here need a cost-center label" in ready["message"], ready
+        assert runs_of(api, run_namespace, "billed") == []
+        event = wait_schedule_event(api, run_namespace, "billed", "RunRejected")
+        assert "cost-center" in event["message"]
+        # Fixed: the next slot's run is accepted and the schedule is Ready again.
+        kube.merge_patch(
+            api, f"{SCHEDULES.format(run_namespace)}/billed",
+            {"spec": {"runTemplate": {"metadata": {"labels": {"cost-center": "ml"}}}}},
+        )  # fmt: skip
+        wait.wait_for(
+            api, SCHEDULES.format(run_namespace), wait.has_condition("Ready"), name="billed",
+            timeout=60, what="the schedule Ready again",
+        )  # fmt: skip
+        wait_runs(api, run_namespace, "billed", 1)
+        patch_schedule(api, run_namespace, "billed", suspend=True)
+    finally:
+        kube.request(api, "DELETE", f"{BINDINGS}/{name}")
+        kube.request(api, "DELETE", f"{POLICIES}/{name}")
+
+
+def _await_refusal(api: client.ApiClient, namespace: str, timeout: float = 30) -> None:
+    """A new admission policy takes effect a moment after it is created, and nothing reports
+    when: probe it with dry runs until it refuses."""
+    probe = {
+        "apiVersion": "kubemill.dev/v1alpha1", "kind": "NotebookRun",
+        "metadata": {"name": "probe"}, "spec": {"notebook": "s3://b/n.ipynb"},
+    }  # fmt: skip
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            kube.request(api, "POST", RUNS.format(namespace), body=probe, query={"dryRun": "All"})
+        except ApiException as exc:
+            if exc.status == 422:
+                return
+            raise
+        time.sleep(0.5)
+    raise AssertionError("the test's admission policy never took effect")

@@ -219,7 +219,7 @@ def test_no_output_anywhere_is_invalid() -> None:
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("250ms", 0.25), ("1.5h", 5400)],
+    [("90s", 90), ("10m", 600), ("2h", 7200), ("1h30m", 5400), ("1250ms", 1.25), ("1.5h", 5400)],
 )
 def test_durations(text: str, seconds: float) -> None:
     assert parse_duration(text, "timeout") == seconds

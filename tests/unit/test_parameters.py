@@ -237,7 +237,7 @@ def test_unknown_names_are_allowed_on_request_or_without_a_parameters_cell() -> 
 
 
 def test_keywords_are_not_parameter_names() -> None:
-    with pytest.raises(BadInputError, match="'class' is not a Python identifier"):
+    with pytest.raises(BadInputError, match="'class' is a Python keyword; rename it"):
         validate_parameters({"class": 1}, [], None, allow_unknown=True)
 
 

@@ -95,13 +95,23 @@ def test_a_refused_prune_does_not_hold_up_the_next_run() -> None:
     assert "403: denied by policy" in reconciler.events[1][1]
 
 
-def test_a_rejected_run_is_not_reported_as_created() -> None:
+def test_a_rejected_run_is_not_reported_as_created(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = Recorder(refuse={"create": InvalidSpec("run daily-20270112-060000 was rejected")})
     reconciler = Reconciler(cluster)
     reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
     assert [reason for reason, _ in reconciler.events] == ["RunRejected"]
     assert cluster.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
     assert cluster.status.get("lastScheduleTime") is None
+    ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "InvalidRunTemplate")
+    assert ready["message"] == "run daily-20270112-060000 was rejected"
+    # The next slot's run is accepted: Ready again.
+    cluster.refuse = {}
+    tomorrow = NOW + datetime.timedelta(days=1)
+    monkeypatch.setattr(schedule_controller, "_now", lambda: tomorrow)
+    reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+    ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("True", "Scheduling")
 
 
 def test_a_created_run_blocks_forbid_until_seen_but_not_forever(

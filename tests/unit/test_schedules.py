@@ -11,6 +11,7 @@ import pytest
 
 from kubemill.operator.schedules import (
     Plan,
+    after_create,
     build_run,
     finished_to_prune,
     manual_run_name,
@@ -175,6 +176,61 @@ def test_a_bad_template_makes_the_schedule_not_ready(parameter: str, message: st
     # The Event is posted once, not on every pass.
     again = plan({**spec, "status": result.status}, [], at("2027-01-11T06:00:05Z"))
     assert again.events == []
+
+
+def ready_of(status: dict[str, Any]) -> tuple[str, str, str]:
+    ready = next(c for c in status["conditions"] if c["type"] == "Ready")
+    return ready["status"], ready["reason"], ready["message"]
+
+
+SEEN_10TH = {"lastConsideredTime": "2027-01-10T06:00:00Z"}
+REFUSED = (
+    'run daily-20270111-060000 was rejected: NotebookRun.kubemill.dev "daily-20270111-060000" '
+    'is invalid: metadata.labels: Invalid value: "data science"; fix spec.runTemplate'
+)
+
+
+def test_a_template_whose_runs_are_refused_is_not_ready_until_one_is_accepted() -> None:
+    """A rule only the API server knows (a webhook, a newer Kubernetes) refuses each run: the
+    schedule says so, with the API server's message, and keeps saying it between slots."""
+    first = plan(schedule(SEEN_10TH), [], at("2027-01-11T06:00:00Z"))
+    assert created(first) == ["daily-20270111-060000"]
+    refused = after_create(first.status, 1, at("2027-01-11T06:00:00Z"), refused=REFUSED)
+    assert ready_of(refused) == ("False", "InvalidRunTemplate", REFUSED)
+    suspended = next(c for c in refused["conditions"] if c["type"] == "Suspended")
+    assert suspended["status"] == "False"
+    # Between slots the plan keeps the verdict, with its transition time.
+    later = plan(schedule(refused), [], at("2027-01-11T09:00:00Z"))
+    assert ready_of(later.status) == ("False", "InvalidRunTemplate", REFUSED)
+    since = next(c for c in refused["conditions"] if c["type"] == "Ready")["lastTransitionTime"]
+    assert later.status["conditions"][0]["lastTransitionTime"] == since
+    # The next slot's run is accepted (the rule was relaxed): Ready again.
+    nxt = plan(schedule(later.status), [], at("2027-01-12T06:00:00Z"))
+    assert created(nxt) == ["daily-20270112-060000"]
+    accepted = after_create(nxt.status, 1, at("2027-01-12T06:00:00Z"), refused=None)
+    assert ready_of(accepted) == ("True", "Scheduling", "")
+
+
+def test_editing_a_refused_template_makes_the_schedule_ready_again() -> None:
+    first = plan(schedule(SEEN_10TH), [], at("2027-01-11T06:00:00Z"))
+    refused = after_create(first.status, 1, at("2027-01-11T06:00:00Z"), refused=REFUSED)
+    edited = schedule(refused)
+    edited["metadata"]["generation"] = 2
+    result = plan(edited, [], at("2027-01-11T07:00:00Z"))
+    assert ready_of(result.status)[:2] == ("True", "Scheduling")
+    assert result.create == []
+
+
+def test_an_accepted_run_leaves_other_ready_reasons_alone() -> None:
+    suspended = plan(schedule(SEEN_10TH, suspend=True), [], at("2027-01-11T06:00:00Z"))
+    assert after_create(suspended.status, 1, at("2027-01-11T06:00:00Z"), refused=None) == (
+        suspended.status
+    )
+    # A manual trigger refused while suspended still says why.
+    refused = after_create(suspended.status, 1, at("2027-01-11T06:00:00Z"), refused=REFUSED)
+    assert ready_of(refused)[:2] == ("False", "InvalidRunTemplate")
+    resumed = after_create(refused, 1, at("2027-01-11T06:00:01Z"), refused=None)
+    assert ready_of(resumed) == ("False", "Suspended", "spec.suspend is true")
 
 
 def test_an_unparsable_schedule_is_reported_and_fixing_it_runs_no_old_slot() -> None:
