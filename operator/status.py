@@ -155,6 +155,11 @@ def _runner_ran(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def _stopping(pod: Mapping[str, Any]) -> bool:
+    meta, phase = pod["metadata"], pod.get("status", {}).get("phase")
+    return bool(meta.get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+
+
 def _event_problem(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
 ) -> tuple[str, str] | None:
@@ -323,20 +328,23 @@ def derive_status(
         # What keeps the runner from starting: the pod's own status first, then the Events.
         waiting = _waiting_problem(pods)
         blocked = ("PodProblem", waiting) if waiting else _event_problem(job, pods, problems)
+        started = (
+            summary is not None
+            or old.get("phase") == "Running"
+            or any(_runner_ran(p) for p in pods)
+        )
+        if not (blocked or started) and old.get("reason") in ("PodProblem", "PodNotCreated"):
+            newest = pods[-1] if pods else None
+            if _stopping(newest) if newest else old["reason"] == "PodNotCreated":
+                # The pod that could not start is being stopped (the Job's deadline, a
+                # deletion): its status no longer says why, the last status does.
+                blocked = (str(old["reason"]), str(old.get("message", "")))
         if complete:
             status.update(phase="Succeeded", reason="Succeeded", message="the notebook ran")
             status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
             status.pop("failure", None)
         elif failed:
-            started = (
-                summary is not None
-                or old.get("phase") == "Running"
-                or any(_runner_ran(p) for p in pods)
-            )
-            blocker = None
-            if not started:
-                last = old.get("message") if old.get("reason") in PROBLEM_REASONS else None
-                blocker = blocked[1] if blocked else (last or "")
+            blocker = None if started else (blocked[1] if blocked else "")
             reason, message, failure = _failure(failed, summary, terminated, spec, blocker)
             status.update(phase="Failed", reason=reason, message=message, failure=failure)
             status["completionTime"] = failed.get("lastTransitionTime") or now

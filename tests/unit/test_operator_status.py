@@ -238,8 +238,11 @@ def test_a_deadline_before_the_notebook_started_is_a_start_timeout_naming_the_ca
     stopped["status"]["containerStatuses"][0]["state"] = {
         "terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}
     }
+    # In between, the pod is stopped and the Job not failed yet: the problem stays named.
+    stopping = derive_status({**run, "status": pending}, job(active=1), [stopped], T1)
+    assert (stopping["reason"], stopping["message"]) == ("PodProblem", pending["message"])
     failed = derive_status(
-        {**run, "status": pending}, job(("Failed", "DeadlineExceeded")), [stopped], T1
+        {**run, "status": stopping}, job(("Failed", "DeadlineExceeded")), [stopped], T1
     )
     assert (failed["phase"], failed["reason"]) == ("Failed", "StartTimeout")
     assert "never started" in failed["message"] and "(30s)" in failed["message"]

@@ -1,0 +1,186 @@
+"""Runs that cannot start name the cause within seconds, a deadline passed before the notebook
+started says so, a Job the API server refuses fails the run at once, and an outcome survives a
+TTL of 0 while the operator is down."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from tests.e2e.operator import RUNS
+from tests.e2e.test_notebookrun import create_run, wait_event, wait_run
+from tests.harness import kube, wait
+
+pytestmark = pytest.mark.e2e
+
+#: Seconds from applying a run to its status naming what keeps it from starting. The cause is
+#: visible in the cluster about a second after the run is applied (the Job is created, the job
+#: controller or the node agent tries and reports); the rest is the operator's reaction.
+NAMED_WITHIN = 15.0
+
+
+def wait_reason(
+    api: client.ApiClient, namespace: str, name: str, reason: str, needle: str, timeout: float
+) -> dict[str, Any]:
+    def check(event: str, obj: dict[str, Any]) -> bool:
+        status = obj.get("status") or {}
+        return (
+            event != "DELETED"
+            and status.get("reason") == reason
+            and needle in str(status.get("message"))
+        )
+
+    return wait.wait_for(
+        api, RUNS.format(namespace), check, name=name, timeout=timeout,
+        what=f"NotebookRun {namespace}/{name} with reason {reason} naming {needle}",
+    )  # fmt: skip
+
+
+def test_a_missing_service_account_is_named_within_seconds(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    started = time.monotonic()
+    create_run(
+        api, run_namespace, "no-sa", notebook=f"s3://{results_bucket}/notebooks/values.ipynb",
+        serviceAccountName="nosuch",
+    )  # fmt: skip
+    run = wait_reason(api, run_namespace, "no-sa", "PodNotCreated", "nosuch", NAMED_WITHIN)
+    took = time.monotonic() - started
+    print(f"missing ServiceAccount named after {took:.1f}s: {run['status']['message']}")
+    assert run["status"]["phase"] == "Pending"
+    assert 'serviceaccount "nosuch" not found' in run["status"]["message"]
+    event = wait_event(api, run_namespace, "no-sa", "PodNotCreated")
+    assert event["type"] == "Warning" and "nosuch" in event["message"]
+
+
+def test_a_missing_notebook_config_map_is_named_within_seconds(
+    api: client.ApiClient, run_namespace: str
+) -> None:
+    started = time.monotonic()
+    create_run(
+        api, run_namespace, "no-cm",
+        notebookFrom={"configMapKeyRef": {"name": "no-such-notebooks", "key": "n.ipynb"}},
+    )  # fmt: skip
+    run = wait_reason(
+        api, run_namespace, "no-cm", "PodProblem", 'configmap "no-such-notebooks" not found',
+        NAMED_WITHIN,
+    )  # fmt: skip
+    took = time.monotonic() - started
+    print(f"missing ConfigMap named after {took:.1f}s: {run['status']['message']}")
+    assert run["status"]["message"].startswith("FailedMount: MountVolume.SetUp failed")
+    event = wait_event(api, run_namespace, "no-cm", "PodProblem")
+    assert event["type"] == "Warning" and "no-such-notebooks" in event["message"]
+    # The kubelet (our node agent) keeps the pod ContainerCreating and retries, counting the
+    # repeats on one Event.
+    pod = wait.wait_for(
+        api, f"/api/v1/namespaces/{run_namespace}/pods", lambda e, o: e != "DELETED",
+        label_selector="kubemill.dev/run=no-cm", timeout=30, what="the runner pod",
+    )  # fmt: skip
+    state = pod["status"]["containerStatuses"][0]["state"]
+    assert state["waiting"]["reason"] == "ContainerCreating"
+    mount = wait.wait_for(
+        api, f"/api/v1/namespaces/{run_namespace}/events",
+        lambda e, o: (
+            e != "DELETED" and o.get("reason") == "FailedMount" and int(o.get("count", 1)) >= 2
+        ),
+        timeout=30, what="a repeated FailedMount Event",
+    )  # fmt: skip
+    assert mount["involvedObject"]["uid"] == pod["metadata"]["uid"]
+
+
+def test_a_deadline_before_the_notebook_started_is_a_start_timeout(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    create_run(
+        api, run_namespace, "no-secret", notebook=f"s3://{results_bucket}/notebooks/values.ipynb",
+        timeout="30s",
+        parametersFrom=[{"name": "value", "secretKeyRef": {"name": "no-such-db", "key": "pw"}}],
+    )  # fmt: skip
+    pending = wait_reason(api, run_namespace, "no-secret", "PodProblem", "no-such-db", 30)
+    assert 'secret "no-such-db" not found' in pending["status"]["message"]
+    run = wait_run(api, run_namespace, "no-secret", "Failed", timeout=90)
+    status = run["status"]
+    assert status["reason"] == "StartTimeout", status
+    assert "never started" in status["message"] and "(30s)" in status["message"]
+    assert 'secret "no-such-db" not found' in status["message"]
+    assert wait_event(api, run_namespace, "no-secret", "StartTimeout")["type"] == "Warning"
+
+
+@pytest.mark.parametrize(
+    ("name", "spec", "needle"),
+    [
+        # 400: the Job does not decode (the CRD keeps affinity free-form, as core/v1 has it).
+        ("bad-affinity", {"affinity": {"nodeAffinity": "everywhere"}}, "nodeAffinity"),
+        # 422: the Job decodes but is invalid (a node selector key is a label key).
+        ("bad-selector", {"nodeSelector": {"not a/label key!": "x"}}, "nodeSelector"),
+    ],
+)
+def test_a_job_the_api_server_refuses_fails_the_run_at_once(
+    api: client.ApiClient,
+    run_namespace: str,
+    results_bucket: str,
+    name: str,
+    spec: dict[str, Any],
+    needle: str,
+) -> None:
+    started = time.monotonic()
+    create_run(
+        api, run_namespace, name, notebook=f"s3://{results_bucket}/notebooks/values.ipynb", **spec
+    )
+    run = wait_run(api, run_namespace, name, "Failed", timeout=30)
+    print(f"{name}: InvalidSpec after {time.monotonic() - started:.1f}s")
+    status = run["status"]
+    assert status["reason"] == "InvalidSpec", status
+    assert status["message"].startswith("the Job was rejected: ") and needle in status["message"]
+    assert "jobName" not in status
+
+
+def test_an_outcome_survives_ttl_zero_while_the_operator_is_down(
+    api: client.ApiClient, operator: Any, run_namespace: str, results_bucket: str
+) -> None:
+    jobs = f"/apis/batch/v1/namespaces/{run_namespace}/jobs"
+    pods = f"/api/v1/namespaces/{run_namespace}/pods"
+    version = wait.resource_version(api, jobs)
+    create_run(
+        api, run_namespace, "ttl0", notebook=f"s3://{results_bucket}/notebooks/values.ipynb",
+        parameters={"value": 42}, ttlSecondsAfterFinished=0,
+    )  # fmt: skip
+    job = wait.wait_for(
+        api, jobs, lambda e, o: e == "ADDED", since=version, timeout=30, what="the run's Job"
+    )
+    operator.kill()
+    try:
+        seen = kube.get(api, f"{RUNS.format(run_namespace)}/ttl0").get("status") or {}
+        assert seen.get("phase") not in ("Succeeded", "Failed"), "finished before the kill"
+        # The Job finishes and its TTL of 0 deletes it at once (foreground: the pods first).
+        name = job["metadata"]["name"]
+        wait.wait_for(
+            api, jobs, lambda e, o: bool(o["metadata"].get("deletionTimestamp")), name=name,
+            timeout=120, what="the TTL controller to delete the Job",
+        )  # fmt: skip
+        # Kept by our finalizer alone (the job controller has let go of it), with the summary
+        # in its termination message.
+        pod = wait.wait_for(
+            api, pods,
+            lambda e, o: (
+                e != "DELETED" and bool(o["metadata"].get("deletionTimestamp"))
+                and o["metadata"].get("finalizers") == ["kubemill.dev/status-recorded"]
+            ),
+            label_selector="kubemill.dev/run=ttl0", timeout=60,
+            what="the garbage collector to delete the runner pod",
+        )  # fmt: skip
+        terminated = pod["status"]["containerStatuses"][0]["state"]["terminated"]
+        assert '"outputUrl"' in terminated["message"]
+    finally:
+        operator.start()
+    run = wait_run(api, run_namespace, "ttl0", "Succeeded", "Failed", timeout=60)
+    status = run["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["outputUrl"] == f"s3://{results_bucket}/runs/{run_namespace}/ttl0/output.ipynb"
+    assert status["results"] == {"repr": "42", "type": "int"}
+    # Released: nothing is left behind.
+    wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=60, what="the runner pod to go")
+    wait.wait_gone(api, jobs, name, timeout=60, what="the Job to go")
