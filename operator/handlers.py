@@ -183,9 +183,12 @@ class Reconciler(QueuedController):
         meta = run["metadata"]
         uid = meta["uid"]
         old = self._written.get(uid, run.get("status") or {})
-        job: dict[str, Any] | None = next(
-            (j for j in snapshot(jobs, key) if _owned_by(j, uid)), None
-        )
+        all_jobs = snapshot(jobs, key)
+        job: dict[str, Any] | None = next((j for j in all_jobs if _owned_by(j, uid)), None)
+        for orphan in all_jobs:
+            if not _owned_by(orphan, uid):
+                # A namesake's, deleted while this run was being created: nothing to record.
+                self._release(orphan)
         now = now_rfc3339()
         deleting = bool(meta.get("deletionTimestamp"))
         if job is None and old.get("phase") not in TERMINAL and not deleting:

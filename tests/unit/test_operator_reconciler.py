@@ -118,8 +118,13 @@ def test_the_outcome_is_written_before_pods_and_job_are_released() -> None:
 def test_a_running_run_keeps_its_pods_and_a_namesakes_pods_are_released() -> None:
     cluster = Recorder()
     stale = pod("old", owner="r-deadbeef")
-    reconcile(Reconciler(cluster, Settings()), RUN, [job(active=1)], [pod("p1"), stale])
-    assert ("release-pod", "old") in cluster.calls
+    namesake = job()
+    namesake["metadata"].update(name="r-deadbeef", ownerReferences=[{"uid": "old-run-uid"}])
+    reconcile(Reconciler(cluster, Settings()), RUN, [job(active=1), namesake], [pod("p1"), stale])
+    assert ("release-pod", "old") in cluster.calls and (
+        "release-job",
+        "r-deadbeef",
+    ) in cluster.calls
     assert ("release-pod", "p1") not in cluster.calls and ("release-job", JOB) not in cluster.calls
 
 
