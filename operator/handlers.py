@@ -210,8 +210,8 @@ class Reconciler(QueuedController):
         for pod in all_pods:
             if _job_of(pod) != current:
                 self._release_pod(pod)
-        uids = [o["metadata"]["uid"] for o in [*([job] if job else []), *owned_pods]
-                if o["metadata"].get("uid")]  # fmt: skip
+        children = [job, *owned_pods] if job else owned_pods
+        uids = [c["metadata"]["uid"] for c in children if c["metadata"].get("uid")]
         problems = self.problems.observe(key, uids)
         new = derive_status({**run, "status": old}, job, owned_pods, now, problems)
         self._write(key, run, old, new)

@@ -94,6 +94,7 @@ def test_a_missing_notebook_config_map_is_named_within_seconds(
 def test_a_deadline_before_the_notebook_started_is_a_start_timeout(
     api: client.ApiClient, run_namespace: str, results_bucket: str
 ) -> None:
+    started = time.monotonic()
     create_run(
         api, run_namespace, "no-secret", notebook=f"s3://{results_bucket}/notebooks/values.ipynb",
         timeout="30s",
@@ -102,6 +103,7 @@ def test_a_deadline_before_the_notebook_started_is_a_start_timeout(
     pending = wait_reason(api, run_namespace, "no-secret", "PodProblem", "no-such-db", 30)
     assert 'secret "no-such-db" not found' in pending["status"]["message"]
     run = wait_run(api, run_namespace, "no-secret", "Failed", timeout=90)
+    print(f"StartTimeout after {time.monotonic() - started:.1f}s: {run['status']['message']}")
     status = run["status"]
     assert status["reason"] == "StartTimeout", status
     assert "never started" in status["message"] and "(30s)" in status["message"]
@@ -176,7 +178,9 @@ def test_an_outcome_survives_ttl_zero_while_the_operator_is_down(
         assert '"outputUrl"' in terminated["message"]
     finally:
         operator.start()
+    back = time.monotonic()
     run = wait_run(api, run_namespace, "ttl0", "Succeeded", "Failed", timeout=60)
+    print(f"TTL 0: outcome recorded {time.monotonic() - back:.1f}s after the operator was ready")
     status = run["status"]
     assert status["phase"] == "Succeeded", status
     assert status["outputUrl"] == f"s3://{results_bucket}/runs/{run_namespace}/ttl0/output.ipynb"
@@ -184,3 +188,4 @@ def test_an_outcome_survives_ttl_zero_while_the_operator_is_down(
     # Released: nothing is left behind.
     wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=60, what="the runner pod to go")
     wait.wait_gone(api, jobs, name, timeout=60, what="the Job to go")
+    print(f"TTL 0: pod and Job gone {time.monotonic() - back:.1f}s after the operator was ready")

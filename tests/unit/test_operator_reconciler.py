@@ -107,10 +107,17 @@ def test_the_outcome_is_written_before_pods_and_job_are_released() -> None:
     kept by our finalizers; the status is written from the pod's summary first."""
     cluster = Recorder()
     summary = {"exitCode": 0, "outputUrl": "s3://o/output.ipynb", "results": {"rows": 3}}
-    done = pod("p1", summary=summary)
-    done["metadata"]["deletionTimestamp"] = T1
-    reconcile(Reconciler(cluster, Settings()), RUN, [job("Complete", deleting=True)], [done])
-    assert cluster.calls == [("status", "Succeeded"), ("release-pod", "p1"), ("release-job", JOB)]
+    # A first attempt that failed (retries: 1) is kept until the end too, and then let go.
+    first = pod("p1", summary={"exitCode": 10, "failure": {"reason": "CellError"}})
+    first["status"]["phase"] = "Failed"
+    done = pod("p2", summary=summary)
+    done["metadata"]["creationTimestamp"] = T1
+    for p in (first, done):
+        p["metadata"]["deletionTimestamp"] = T1
+    reconcile(Reconciler(cluster, Settings()), RUN, [job("Complete", deleting=True)], [first, done])
+    assert cluster.calls == [
+        ("status", "Succeeded"), ("release-pod", "p1"), ("release-pod", "p2"), ("release-job", JOB)
+    ]  # fmt: skip
     assert cluster.status["outputUrl"] == "s3://o/output.ipynb"
     assert cluster.status["results"] == {"rows": 3}
 
