@@ -4,15 +4,18 @@ TTL of 0 while the operator is down."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from typing import Any
 
 import pytest
 from kubernetes import client
 
+from tests.e2e.conftest import Cluster
 from tests.e2e.operator import RUNS
 from tests.e2e.test_notebookrun import create_run, wait_event, wait_run
 from tests.harness import kube, wait
+from tests.integration.helpers import wait_for_line
 
 pytestmark = pytest.mark.e2e
 
@@ -189,3 +192,91 @@ def test_an_outcome_survives_ttl_zero_while_the_operator_is_down(
     wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=60, what="the runner pod to go")
     wait.wait_gone(api, jobs, name, timeout=60, what="the Job to go")
     print(f"TTL 0: pod and Job gone {time.monotonic() - back:.1f}s after the operator was ready")
+
+
+def quota(api: client.ApiClient, namespace: str, name: str, resource: str) -> None:
+    """A ResourceQuota of 0 for `resource`, with the status the quota controller would write
+    (the local cluster runs no quota controller; admission reads only the status)."""
+    path = f"/api/v1/namespaces/{namespace}/resourcequotas"
+    kube.request(
+        api, "POST", path,
+        body={"apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": name},
+              "spec": {"hard": {resource: "0"}}},
+    )  # fmt: skip
+    kube.merge_patch(
+        api, f"{path}/{name}/status", {"status": {"hard": {resource: "0"}, "used": {resource: "0"}}}
+    )
+
+
+def test_quotas_are_named_and_a_refused_job_is_retried(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    """A quota on Jobs refuses the Job itself (403 from the API server: it may pass, so the run
+    stays Pending, says so, and is retried); a quota on pods refuses the Job's pod."""
+    quota(api, run_namespace, "no-jobs", "count/jobs.batch")
+    started = time.monotonic()
+    create_run(
+        api, run_namespace, "quota", notebook=f"s3://{results_bucket}/notebooks/values.ipynb"
+    )
+    run = wait_reason(api, run_namespace, "quota", "JobNotCreated", "exceeded quota", NAMED_WITHIN)
+    print(f"Job quota named after {time.monotonic() - started:.1f}s: {run['status']['message']}")
+    assert run["status"]["phase"] == "Pending" and "no-jobs" in run["status"]["message"]
+    assert wait_event(api, run_namespace, "quota", "JobNotCreated")["type"] == "Warning"
+    # The quota moves from Jobs to pods: the retry creates the Job, whose pod is refused.
+    quota(api, run_namespace, "no-pods", "pods")
+    kube.request(api, "DELETE", f"/api/v1/namespaces/{run_namespace}/resourcequotas/no-jobs")
+    run = wait_reason(api, run_namespace, "quota", "PodNotCreated", "exceeded quota", 90)
+    print(f"pod quota named: {run['status']['message']}")
+    assert "no-pods" in run["status"]["message"] and run["status"]["jobName"]
+
+
+def test_an_evicted_attempt_is_kept_until_the_run_ends_then_released(
+    api: client.ApiClient, kubemill_installed: Cluster, run_namespace: str, results_bucket: str
+) -> None:
+    pods = f"/api/v1/namespaces/{run_namespace}/pods"
+    create_run(
+        api, run_namespace, "evicted", notebook=f"s3://{results_bucket}/notebooks/sleep.ipynb",
+        parameters={"seconds": 6},
+    )  # fmt: skip
+    wait_run(api, run_namespace, "evicted", "Running", timeout=60)
+    first = kube.get(api, pods, labelSelector="kubemill.dev/run=evicted")["items"][0]
+    name = first["metadata"]["name"]
+    # Evicted while a cell runs (the runner, PID 1 of its container, handles SIGTERM from
+    # then on; a signal before its handler is installed is dropped, as on any node).
+    follow = subprocess.Popen(
+        [kubemill_installed.kubectl_path, "--kubeconfig", str(kubemill_installed.kubeconfig),
+         "-n", run_namespace, "logs", "-f", name],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        assert follow.stdout is not None
+        wait_for_line(follow.stdout, "started sleeping", timeout=120)
+    finally:
+        follow.kill()
+        follow.communicate()
+    kube.request(
+        api, "POST", f"{pods}/{name}/eviction",
+        body={"apiVersion": "policy/v1", "kind": "Eviction",
+              "metadata": {"name": name, "namespace": run_namespace}},
+    )  # fmt: skip
+    # Not counted as a failure (podFailurePolicy Ignore): a second attempt runs, while the
+    # evicted pod stays, stopped, under our finalizer.
+    second = wait.wait_for(
+        api, pods, lambda e, o: e != "DELETED" and o["metadata"]["name"] != name,
+        label_selector="kubemill.dev/run=evicted", timeout=60, what="a second attempt",
+    )  # fmt: skip
+    evicted = wait.wait_for(
+        api, pods, wait.pod_phase("Failed"), name=name, timeout=60, what="the evicted pod stopped"
+    )
+    assert evicted["metadata"].get("deletionTimestamp")
+    assert "kubemill.dev/status-recorded" in evicted["metadata"]["finalizers"]
+    run = wait_run(api, run_namespace, "evicted", "Succeeded", "Failed", timeout=120)
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["attempts"] == 2
+    wait.wait_gone(api, pods, name, timeout=30, what="the evicted pod, once released")
+    # The attempt that succeeded stays with its Job (until the Job's TTL), released.
+    wait.wait_for(
+        api, pods,
+        lambda e, o: "kubemill.dev/status-recorded" not in (o["metadata"].get("finalizers") or []),
+        name=second["metadata"]["name"], timeout=30, what="the second attempt released",
+    )  # fmt: skip

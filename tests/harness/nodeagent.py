@@ -925,8 +925,11 @@ class PodWorker(threading.Thread):
             return
         self._last_status = comparable
         with self.lock:
-            self.pod = updated
-            self.sources.pod = updated
+            # The watch may have delivered a newer pod while this write was on its way (a
+            # deletion, most importantly): an older answer must not hide it.
+            if _version(updated) >= _version(self.pod):
+                self.pod = updated
+                self.sources.pod = updated
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.agent.event(self.pod, kind, reason, message)
@@ -938,6 +941,15 @@ class PodWorker(threading.Thread):
         if previous:
             return runs[-2] if len(runs) > 1 else None
         return runs[-1] if runs else None
+
+
+def _version(pod: JSON) -> int:
+    """The pod's resourceVersion as a number, to tell which of two copies is newer. Opaque by
+    contract, but an etcd revision on every API server this agent talks to."""
+    try:
+        return int(pod["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 def _terminated(run: ContainerRun) -> JSON:
