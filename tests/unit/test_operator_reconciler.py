@@ -7,6 +7,7 @@ The API itself is exercised end to end in tests/e2e/test_run_problems.py.
 
 from __future__ import annotations
 
+import datetime
 import json
 from collections.abc import Hashable, Mapping
 from typing import Any
@@ -249,3 +250,24 @@ def test_refusals_that_may_pass_are_transient_with_the_api_servers_message(code:
         )
     with pytest.raises(AlreadyExists):
         cluster_answering(409, "exists").create_job("ns", {"metadata": {"name": JOB}})
+
+
+def test_an_event_from_the_client_becomes_a_problem() -> None:
+    from types import SimpleNamespace as NS
+
+    from kubemill.operator.problems import problem_from_event
+
+    moment = datetime.datetime(2026, 11, 28, 10, 0, 5, tzinfo=datetime.UTC)
+    event = NS(
+        involved_object=NS(uid="job-uid", kind="Job"), reason="FailedCreate",
+        message="Error creating: quota\n", last_timestamp=moment, series=None, event_time=None,
+        first_timestamp=None, metadata=NS(creation_timestamp=None),
+    )  # fmt: skip
+    assert problem_from_event(event) == Problem(
+        "job-uid", "Job", "FailedCreate", "Error creating: quota", T1
+    )
+    # An events.k8s.io Event seen through core/v1: no lastTimestamp, its series says when.
+    event.last_timestamp, event.series = None, NS(last_observed_time=moment)
+    assert problem_from_event(event).seen == T1  # type: ignore[union-attr]
+    event.involved_object = NS(uid="", kind="Job")
+    assert problem_from_event(event) is None
