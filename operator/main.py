@@ -104,7 +104,7 @@ class KubernetesCluster:
                     f"run {run['metadata']['name']} was rejected: {_api_message(exc)}; fix "
                     "spec.runTemplate"
                 ) from None
-            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+            raise TransientError(f"{_api_message(exc)} (HTTP {exc.status})") from None
 
     def delete_run(self, namespace: str, name: str) -> None:
         try:
