@@ -36,7 +36,7 @@ CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed")
 PROBLEM_REASONS = ("PodProblem", "PodNotCreated", "JobNotCreated")
 #: Terminated reasons of a container whose process never ran (the runtime could not start it,
 #: or the pod was stopped before it was started).
-_NEVER_RAN = ("StartError", "ContainerCannotRun", "ContainerStatusUnknown", "CreateContainerError")
+_NEVER_RAN = ("StartError", "ContainerCannotRun", "ContainerStatusUnknown")
 
 
 @dataclass(frozen=True)
@@ -158,6 +158,14 @@ def _runner_ran(pod: Mapping[str, Any]) -> bool:
 def _stopping(pod: Mapping[str, Any]) -> bool:
     meta, phase = pod["metadata"], pod.get("status", {}).get("phase")
     return bool(meta.get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+
+
+def _still_blocked(old: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the last status's problem still stands when nothing current says otherwise: the
+    pod it was about is stopping, or (the job controller's problem) no pod was ever created."""
+    if not pods:
+        return old.get("reason") == "PodNotCreated"
+    return old.get("reason") == "PodProblem" and _stopping(pods[-1])
 
 
 def _event_problem(
@@ -333,12 +341,10 @@ def derive_status(
             or old.get("phase") == "Running"
             or any(_runner_ran(p) for p in pods)
         )
-        if not (blocked or started) and old.get("reason") in ("PodProblem", "PodNotCreated"):
-            newest = pods[-1] if pods else None
-            if _stopping(newest) if newest else old["reason"] == "PodNotCreated":
-                # The pod that could not start is being stopped (the Job's deadline, a
-                # deletion): its status no longer says why, the last status does.
-                blocked = (str(old["reason"]), str(old.get("message", "")))
+        if not (blocked or started) and _still_blocked(old, pods):
+            # The pod that could not start is being stopped (the Job's deadline, a deletion),
+            # or the Event is no longer at hand (a restart): the last status still says why.
+            blocked = (str(old["reason"]), str(old.get("message", "")))
         if complete:
             status.update(phase="Succeeded", reason="Succeeded", message="the notebook ran")
             status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
