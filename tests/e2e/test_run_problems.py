@@ -254,8 +254,8 @@ def test_an_outcome_survives_ttl_zero_while_the_operator_is_down(
 
 
 def quota(api: client.ApiClient, namespace: str, name: str, resource: str) -> None:
-    """A ResourceQuota of 0 for `resource`, with the status the quota controller would write
-    (the local cluster runs no quota controller; admission reads only the status)."""
+    """A ResourceQuota of 0 for `resource`, with the status the quota controller writes, so
+    that admission (which reads only the status) enforces it without waiting for a sync."""
     path = f"/api/v1/namespaces/{namespace}/resourcequotas"
     kube.request(
         api, "POST", path,
