@@ -28,7 +28,7 @@ RUN: dict[str, Any] = {
     "apiVersion": "kubemill.dev/v1alpha1",
     "kind": "NotebookRun",
     "metadata": {"name": "r", "namespace": "ns", "uid": "run-uid", "generation": 1},
-    "spec": {"notebook": "s3://b/n.ipynb", "output": "s3://o/"},
+    "spec": {"notebook": "s3://notebooks/n.ipynb", "output": "s3://results/"},
     "status": {},
 }
 JOB = job_name("r", "run-uid")
