@@ -21,7 +21,16 @@ import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.jobs import build_job, build_parameter_config_maps
-from kubemill.operator.meta import GROUP, JOB_FINALIZER, LABEL_RUN, PLURAL, VERSION, job_name
+from kubemill.operator.meta import (
+    GROUP,
+    JOB_FINALIZER,
+    LABEL_RUN,
+    PLURAL,
+    POD_FINALIZER,
+    VERSION,
+    job_name,
+)
+from kubemill.operator.problems import Problems
 from kubemill.operator.settings import Settings
 from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
 from kubemill.operator.workqueue import QueuedController
@@ -47,20 +56,25 @@ class AlreadyExists(Exception):
 
 
 class TransientError(Exception):
-    """An API call failed in a way that may pass: try again later."""
+    """An API call failed in a way that may pass: try again later. The message is the API
+    server's, with its HTTP status, since a run's status may show it."""
 
 
 class Cluster(Protocol):
     """The few API calls the controller makes, so tests and main.py choose the client."""
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
-        """Create the Job; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+        """Create the Job; AlreadyExists, InvalidSpec (rejected for good) or TransientError
+        (refused in a way that may pass: a quota, RBAC, the API server's health)."""
 
     def create_configmap(self, namespace: str, config_map: Mapping[str, Any]) -> None:
         """Create a ConfigMap; AlreadyExists, InvalidSpec (rejected) or TransientError."""
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the Job (no error if it is gone already)."""
+
+    def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
+        """Take kubemill's finalizer off the pod (no error if it is gone already)."""
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the run's status subresource (None values delete keys)."""
@@ -130,6 +144,16 @@ def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
     return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
 
 
+def _job_of(pod: Mapping[str, Any]) -> str | None:
+    """The name of the Job that controls a pod. The name, not the uid: Job names hash the
+    run's uid, so they tell a run's pods from a namesake's even before the Job is seen."""
+    for ref in pod["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == "Job" and ref.get("controller"):
+            name: str = ref.get("name", "")
+            return name
+    return None
+
+
 class Reconciler(QueuedController):
     """Brings each NotebookRun's Job and status in line with the cluster, one run at a time
     (the queue never gives one key to two threads at once)."""
@@ -142,42 +166,83 @@ class Reconciler(QueuedController):
         self.settings = settings
         #: Statuses this process wrote last, newer than the run index until its watch catches up.
         self._written: dict[str, dict[str, Any]] = {}
+        #: Warning Events about runs' Jobs and pods (problems.EventWatcher fills it).
+        self.problems = Problems(self.poke)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
 
     def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
         run = next(iter(snapshot(runs, key)), None)
+        all_pods = snapshot(pods, key)
         if run is None:
-            # Deleted: its Jobs go through owner references once our finalizer is off them.
+            # Deleted: its Jobs and pods go through owner references once our finalizers are
+            # off them; there is no status left to write.
+            self.problems.release(key)
+            for pod in all_pods:
+                self._release_pod(pod)
             for orphan in snapshot(jobs, key):
                 self._release(orphan)
             return
-        uid = run["metadata"]["uid"]
+        meta = run["metadata"]
+        uid = meta["uid"]
         old = self._written.get(uid, run.get("status") or {})
-        job: dict[str, Any] | None = next(
-            (j for j in snapshot(jobs, key) if _owned_by(j, uid)), None
-        )
+        all_jobs = snapshot(jobs, key)
+        job: dict[str, Any] | None = next((j for j in all_jobs if _owned_by(j, uid)), None)
+        for orphan in all_jobs:
+            if not _owned_by(orphan, uid):
+                # A namesake's, deleted while this run was being created: nothing to record.
+                self._release(orphan)
         now = now_rfc3339()
-        deleting = bool(run["metadata"].get("deletionTimestamp"))
+        deleting = bool(meta.get("deletionTimestamp"))
         if job is None and old.get("phase") not in TERMINAL and not deleting:
-            job, invalid = self._ensure_job(run)
+            try:
+                job, invalid = self._ensure_job(run)
+            except TransientError as exc:
+                # Refused in a way that may pass (a quota on Jobs, the operator's RBAC): say so
+                # on the run, and try again with backoff.
+                self._write_pending(
+                    key, run, old, now, f"cannot create the Job or its parameters: {exc}; retrying"
+                )
+                raise
             if invalid is not None:
                 failed = {**old, "phase": "Failed", "reason": "InvalidSpec", "message": invalid}
                 new = derive_status({**run, "status": failed}, None, [], now)
                 self._write(key, run, old, new)
                 return
-        owned_pods = [
-            p for p in snapshot(pods, key) if job and _owned_by(p, job["metadata"].get("uid"))
-        ]
-        new = derive_status({**run, "status": old}, job, owned_pods, now)
+        current = job_name(meta["name"], uid)
+        owned_pods = [p for p in all_pods if _job_of(p) == current]
+        # Pods of a namesake run deleted before (or of Jobs not ours) hold nothing we need.
+        for pod in all_pods:
+            if _job_of(pod) != current:
+                self._release_pod(pod)
+        children = [job, *owned_pods] if job else owned_pods
+        uids = [c["metadata"]["uid"] for c in children if c["metadata"].get("uid")]
+        problems = self.problems.observe(key, uids)
+        new = derive_status({**run, "status": old}, job, owned_pods, now, problems)
         self._write(key, run, old, new)
-        if job is not None and new.get("phase") in TERMINAL:
-            self._release(job)
+        if new.get("phase") in TERMINAL:
+            # The outcome is written: the pods (whose termination messages held it) and the
+            # Job may go now, whatever TTL or deletion is waiting for them.
+            self.problems.release(key)
+            for pod in owned_pods:
+                self._release_pod(pod)
+            if job is not None:
+                self._release(job)
 
     def _release(self, job: Mapping[str, Any]) -> None:
         if JOB_FINALIZER in (job["metadata"].get("finalizers") or []):
             self.cluster.remove_job_finalizer(job)
+
+    def _release_pod(self, pod: Mapping[str, Any]) -> None:
+        if POD_FINALIZER in (pod["metadata"].get("finalizers") or []):
+            self.cluster.remove_pod_finalizer(pod)
+
+    def _write_pending(
+        self, key: Key, run: dict[str, Any], old: Mapping[str, Any], now: str, message: str
+    ) -> None:
+        pending = {**old, "phase": "Pending", "reason": "JobNotCreated", "message": message}
+        self._write(key, run, old, derive_status({**run, "status": pending}, None, [], now))
 
     def _ensure_job(self, run: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
         """The run's Job, created now if the watch has not shown one, or why it cannot be.

@@ -10,6 +10,7 @@ from typing import Any
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.meta import (
     JOB_FINALIZER,
+    POD_FINALIZER,
     child_labels,
     copied_annotations,
     copied_labels,
@@ -332,7 +333,11 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
             ]
         },
         "template": {
-            "metadata": {"labels": pod_labels, "annotations": pod_annotations},
+            "metadata": {
+                "labels": pod_labels,
+                "annotations": pod_annotations,
+                "finalizers": [POD_FINALIZER],
+            },
             "spec": pod_spec,
         },
     }

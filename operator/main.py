@@ -14,7 +14,15 @@ import kopf
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.handlers import AlreadyExists, TransientError, register
-from kubemill.operator.meta import GROUP, JOB_FINALIZER, PLURAL, SCHEDULE_PLURAL, VERSION
+from kubemill.operator.meta import (
+    GROUP,
+    JOB_FINALIZER,
+    PLURAL,
+    POD_FINALIZER,
+    SCHEDULE_PLURAL,
+    VERSION,
+)
+from kubemill.operator.problems import EventWatcher
 from kubemill.operator.schedule_controller import register as register_schedules
 from kubemill.operator.settings import Settings
 
@@ -37,7 +45,7 @@ class KubernetesCluster:
         configuration.connection_pool_maxsize = 32
         api = client.ApiClient(configuration)
         self._batch = client.BatchV1Api(api)
-        self._core = client.CoreV1Api(api)
+        self.core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._error = client.ApiException
 
@@ -51,45 +59,38 @@ class KubernetesCluster:
         except self._error as exc:
             if exc.status == 409:
                 raise AlreadyExists(job["metadata"]["name"]) from None
-            if exc.status == 422:
+            if exc.status in _REJECTED:
                 raise InvalidSpec(f"the Job was rejected: {_api_message(exc)}") from None
             logging.getLogger(__name__).warning(
                 "cannot create Job %s/%s (%s): %s; retrying",
                 namespace, job["metadata"]["name"], exc.status, _api_message(exc),
             )  # fmt: skip
-            raise TransientError(str(exc.status)) from None
+            raise TransientError(f"{_api_message(exc)} (HTTP {exc.status})") from None
 
     def create_configmap(self, namespace: str, config_map: Mapping[str, Any]) -> None:
         name = config_map["metadata"]["name"]
         try:
             _discard(
-                self._core.create_namespaced_config_map(
+                self.core.create_namespaced_config_map(
                     namespace, dict(config_map), _preload_content=False
                 )
             )
         except self._error as exc:
             if exc.status == 409:
                 raise AlreadyExists(name) from None
-            if exc.status in (400, 422):
-                raise InvalidSpec(f"ConfigMap {name} was rejected: {_api_message(exc)}") from None
-            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+            if exc.status in _REJECTED:
+                raise InvalidSpec(
+                    f"the parameters' ConfigMap {name} was rejected: {_api_message(exc)}"
+                ) from None
+            raise TransientError(
+                f"ConfigMap {name}: {_api_message(exc)} (HTTP {exc.status})"
+            ) from None
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
-        meta = job["metadata"]
-        finalizers = list(meta.get("finalizers") or [])
-        if JOB_FINALIZER not in finalizers:
-            return
-        at = f"/metadata/finalizers/{finalizers.index(JOB_FINALIZER)}"
-        # A JSON patch that tests before it removes: a list changed meanwhile fails the test
-        # (422) and is retried with the fresh list, never dropping someone else's finalizer.
-        # (A strategic merge patch would merge the list and remove nothing.)
-        patch = [{"op": "test", "path": at, "value": JOB_FINALIZER}, {"op": "remove", "path": at}]
-        try:
-            self._batch.patch_namespaced_job(meta["name"], meta["namespace"], patch)
-        except self._error as exc:
-            if exc.status == 404:
-                return
-            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+        _remove_finalizer(self._batch.patch_namespaced_job, job, JOB_FINALIZER, self._error)
+
+    def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
+        _remove_finalizer(self.core.patch_namespaced_pod, pod, POD_FINALIZER, self._error)
 
     def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self._patch_status(PLURAL, namespace, name, status)
@@ -122,7 +123,7 @@ class KubernetesCluster:
                     f"run {run['metadata']['name']} was rejected: {_api_message(exc)}; fix "
                     "spec.runTemplate"
                 ) from None
-            raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+            raise TransientError(f"{_api_message(exc)} (HTTP {exc.status})") from None
 
     def delete_run(self, namespace: str, name: str) -> None:
         try:
@@ -132,6 +133,36 @@ class KubernetesCluster:
         except self._error as exc:
             if exc.status != 404:
                 raise TransientError(f"{exc.status}: {_api_message(exc)}") from None
+
+
+#: HTTP statuses of a Job the API server will never accept as built: 400 (it does not decode,
+#: e.g. a memory limit "4 GB"; an admission webhook's default denial), 413 (too large), 422
+#: (invalid; an admission policy's default denial). Everything else may pass without a change
+#: to the run: 403 is a quota on Jobs as often as the operator's RBAC, 404 a namespace being
+#: created or deleted, 409 a conflict, 429 and 5xx the API server's load or health.
+_REJECTED = (400, 413, 422)
+
+
+def _remove_finalizer(
+    patch: Any, obj: Mapping[str, Any], finalizer: str, error: type[Exception]
+) -> None:
+    meta = obj["metadata"]
+    finalizers = list(meta.get("finalizers") or [])
+    if finalizer not in finalizers:
+        return
+    at = f"/metadata/finalizers/{finalizers.index(finalizer)}"
+    # A JSON patch that tests before it removes: a list changed meanwhile fails the test (422)
+    # and is retried with the fresh list, never dropping someone else's finalizer (the job
+    # controller's own on pods comes and goes). A strategic merge patch would merge the list
+    # and remove nothing.
+    body = [{"op": "test", "path": at, "value": finalizer}, {"op": "remove", "path": at}]
+    try:
+        patch(meta["name"], meta["namespace"], body)
+    except error as exc:
+        status = getattr(exc, "status", None)
+        if status == 404:
+            return
+        raise TransientError(f"{_api_message(exc)} (HTTP {status})") from None
 
 
 def _discard(response: Any) -> None:
@@ -169,8 +200,9 @@ def main() -> None:
             handler.addFilter(_QuietSuccess())
     registry = kopf.OperatorRegistry()
     cluster = KubernetesCluster()
-    register(registry, settings, cluster)
+    reconciler = register(registry, settings, cluster)
     register_schedules(registry, cluster)
+    events = EventWatcher(cluster.core, reconciler.problems, settings.namespaces)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
@@ -186,6 +218,11 @@ def main() -> None:
         settings.scanning.disabled = True
         settings.execution.max_workers = 16
         settings.watching.server_timeout = 300
+        events.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop_watching_events(**_: Any) -> None:
+        events.stop()
 
     kopf.run(
         registry=registry,

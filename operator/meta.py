@@ -17,6 +17,7 @@ __all__ = [
     "LABEL_ORIGIN",
     "LABEL_RUN",
     "LABEL_SCHEDULE",
+    "POD_FINALIZER",
     "SCHEDULED_TIME",
     "SCHEDULE_PLURAL",
     "TRIGGER",
@@ -48,6 +49,11 @@ TRIGGER = "kubemill.dev/trigger"
 #: the run's final status: neither ttlSecondsAfterFinished nor a deletion can take the outcome
 #: away while the operator is down or busy.
 JOB_FINALIZER = "kubemill.dev/status-recorded"
+#: The same, on each runner pod (through the Job's pod template, which the job controller copies
+#: onto every pod it creates): the garbage collector deletes a Job's pods when the Job is deleted,
+#: even while the Job itself waits for its finalizer, and the summary is the pods' termination
+#: message. Removed from every pod of a run once its final status is written.
+POD_FINALIZER = JOB_FINALIZER
 MANAGED_BY = {"app.kubernetes.io/managed-by": "kubemill"}
 
 # Never copied to children: tools' own bookkeeping, which would confuse them on the child.

@@ -99,6 +99,12 @@ class ScheduleReconciler(QueuedController):
                 self.cluster.create_run(namespace, run)
             except AlreadyExists:
                 continue  # created before a restart, or a backfill made it: the lock held
+            except TransientError as exc:
+                # Refused in a way that may pass (a quota on NotebookRuns, RBAC, the API
+                # server's health): retried with backoff, and said on the schedule meanwhile.
+                message = f"cannot create run {run_name}: {exc}; retrying"
+                self.post_event(body, "Warning", "RunNotCreated", message)
+                raise
             except InvalidSpec as exc:
                 # Refused by the API server: the template makes invalid runs.
                 events.append(("Warning", "RunRejected", exc.message))

@@ -9,12 +9,15 @@ from __future__ import annotations
 import datetime
 import json
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from kubemill.operator.jobs import CONTAINER
 
 __all__ = [
+    "PROBLEM_REASONS",
     "TERMINAL",
+    "Problem",
     "condition",
     "derive_status",
     "format_duration",
@@ -25,6 +28,33 @@ __all__ = [
 
 TERMINAL = ("Succeeded", "Failed")
 CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed")
+#: Pending reasons that name what keeps a run from starting; each new message is also a Warning
+#: Event. PodProblem: the pod exists but cannot start (a missing Secret or ConfigMap, an image
+#: that cannot be pulled, no node fits). PodNotCreated: the job controller cannot create the pod
+#: (a missing ServiceAccount, a quota, Pod Security). JobNotCreated: the API server refused the
+#: Job in a way that may pass (a quota on Jobs, the operator's own RBAC); it is retried.
+PROBLEM_REASONS = ("PodProblem", "PodNotCreated", "JobNotCreated")
+#: Terminated reasons of a container whose process never ran (the runtime could not start it,
+#: or the pod was stopped before it was started).
+_NEVER_RAN = ("StartError", "ContainerCannotRun", "ContainerStatusUnknown")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A Warning Event about a run's Job or pod that says why the runner does not start: the job
+    controller's FailedCreate, the kubelet's FailedMount. Such causes appear only as Events,
+    never in the Job's or the pod's status, so the operator watches for them and hands them in.
+    """
+
+    #: The uid of the Job or pod the Event is about.
+    uid: str
+    #: "Job" or "Pod".
+    kind: str
+    #: The Event's reason (FailedCreate, FailedMount).
+    reason: str
+    message: str
+    #: When it was last seen (the Event's lastTimestamp, RFC 3339), to tell it from older pods.
+    seen: str
 
 
 def now_rfc3339(now: datetime.datetime | None = None) -> str:
@@ -104,6 +134,65 @@ def _waiting_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
     return None
 
 
+def _runner_state(pod: Mapping[str, Any]) -> Mapping[str, Any]:
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            found: Mapping[str, Any] = status
+            return found
+    return {}
+
+
+def _runner_ran(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's runner process ever ran: it runs now, or it ended (now or in an earlier
+    restart) after the runtime had started it."""
+    status = _runner_state(pod)
+    for state in (status.get("state") or {}, status.get("lastState") or {}):
+        if state.get("running"):
+            return True
+        terminated = state.get("terminated") or {}
+        if terminated and terminated.get("reason") not in _NEVER_RAN:
+            return True
+    return False
+
+
+def _stopping(pod: Mapping[str, Any]) -> bool:
+    meta, phase = pod["metadata"], pod.get("status", {}).get("phase")
+    return bool(meta.get("deletionTimestamp")) or phase in ("Succeeded", "Failed")
+
+
+def _still_blocked(old: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the last status's problem still stands when nothing current says otherwise: the
+    pod it was about is stopping, or (the job controller's problem) no pod was ever created."""
+    if not pods:
+        return old.get("reason") == "PodNotCreated"
+    return old.get("reason") == "PodProblem" and _stopping(pods[-1])
+
+
+def _event_problem(
+    job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
+) -> tuple[str, str] | None:
+    """(reason, message) of a reported problem that still holds: a FailedMount of the newest pod
+    while its runner has not run, or a FailedCreate of the Job while it has no live pod and none
+    created since. Pods sorted oldest first."""
+    newest = pods[-1] if pods else None
+    if newest is not None and newest.get("status", {}).get("phase", "Pending") == "Pending":
+        uid = newest["metadata"].get("uid")
+        mine = [p for p in problems if p.kind == "Pod" and p.uid == uid]
+        if mine and not _runner_ran(newest):
+            latest = max(mine, key=lambda p: p.seen)
+            return "PodProblem", f"{latest.reason}: {latest.message}"
+    uid = job["metadata"].get("uid")
+    creates = [p for p in problems if p.kind == "Job" and p.uid == uid]
+    if not creates or uid is None:
+        return None
+    latest = max(creates, key=lambda p: p.seen)
+    live = any(p.get("status", {}).get("phase") in (None, "Pending", "Running") for p in pods)
+    newer = any((p["metadata"].get("creationTimestamp") or "") >= latest.seen for p in pods)
+    if live or newer:
+        return None
+    return "PodNotCreated", f"the Job cannot create the runner pod: {latest.message}"
+
+
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
     for cond in job.get("status", {}).get("conditions") or []:
         if cond.get("type") == kind and cond.get("status") == "True":
@@ -123,14 +212,27 @@ def _failure(
     summary: dict[str, Any] | None,
     terminated: Mapping[str, Any] | None,
     spec: Mapping[str, Any],
+    blocker: str | None,
 ) -> tuple[str, str, dict[str, Any]]:
-    """Reason, message and failure details of a failed run, most specific source first."""
+    """Reason, message and failure details of a failed run, most specific source first.
+    `blocker` is what kept the notebook from starting, when it never started (None when it
+    did), or "" when nothing was reported."""
     job_reason = job_failed.get("reason", "Failed")
     if job_reason == "JobDeleted":
         message = str(job_failed.get("message"))
         failure = {**((summary or {}).get("failure") or {}), "reason": job_reason}
         failure["message"] = message
         return job_reason, message, failure
+    if job_reason == "DeadlineExceeded" and blocker is not None:
+        # No runner ever ran: the time went on getting the pod started, and more time would
+        # rarely help. Say what was in the way, as last seen.
+        message = (
+            f"the notebook never started: spec.timeout ({spec.get('timeout')}) passed while "
+            + (f"the runner pod could not start ({blocker})" if blocker else "waiting for the "
+               "runner pod to start")
+            + "; fix that, or raise spec.timeout if the pod only starts slowly"
+        )  # fmt: skip
+        return "StartTimeout", message, {"reason": "StartTimeout", "message": message}
     if job_reason == "DeadlineExceeded":
         message = (
             f"the run exceeded spec.timeout ({spec.get('timeout')}) and was stopped; "
@@ -161,8 +263,13 @@ def _failure(
             message += f" (after {int(spec.get('retries', 0)) + 1} attempts)"
         return reason, message, failure
     if terminated:
+        # The runtime's own account (StartError: exec: "kubemill": argument list too long) is
+        # often the only one there is.
         code = terminated.get("exitCode")
         message = f"the runner exited with code {code} without a summary ({job_reason})"
+        said = ": ".join(str(terminated[k]) for k in ("reason", "message") if terminated.get(k))
+        if said and said != "Error":
+            message += f": {said.strip()}"
         return "RunnerFailed", message, {"reason": "RunnerFailed", "message": message}
     message = str(job_failed.get("message") or job_reason)
     return job_reason, message, {"reason": job_reason, "message": message}
@@ -178,8 +285,10 @@ def derive_status(
     job: Mapping[str, Any] | None,
     pods: Sequence[Mapping[str, Any]],
     now: str,
+    problems: Sequence[Problem] = (),
 ) -> dict[str, Any]:
-    """The complete status the run should have, given its Job and pods as last seen."""
+    """The complete status the run should have, given its Job and pods as last seen, and the
+    Warning Events seen about them (`problems`; only those that still hold are used)."""
     old: Mapping[str, Any] = run.get("status") or {}
     generation = int(run["metadata"].get("generation", 1))
     spec = run.get("spec") or {}
@@ -224,22 +333,34 @@ def derive_status(
                 "NotebookRun to run it again",
             }
         running = any(p.get("status", {}).get("phase") == "Running" for p in pods[-1:])
+        # What keeps the runner from starting: the pod's own status first, then the Events.
+        waiting = _waiting_problem(pods)
+        blocked = ("PodProblem", waiting) if waiting else _event_problem(job, pods, problems)
+        started = (
+            summary is not None
+            or old.get("phase") == "Running"
+            or any(_runner_ran(p) for p in pods)
+        )
+        if not (blocked or started) and _still_blocked(old, pods):
+            # The pod that could not start is being stopped (the Job's deadline, a deletion),
+            # or the Event is no longer at hand (a restart): the last status still says why.
+            blocked = (str(old["reason"]), str(old.get("message", "")))
         if complete:
             status.update(phase="Succeeded", reason="Succeeded", message="the notebook ran")
             status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
             status.pop("failure", None)
         elif failed:
-            reason, message, failure = _failure(failed, summary, terminated, spec)
+            blocker = None if started else (blocked[1] if blocked else "")
+            reason, message, failure = _failure(failed, summary, terminated, spec, blocker)
             status.update(phase="Failed", reason=reason, message=message, failure=failure)
             status["completionTime"] = failed.get("lastTransitionTime") or now
         elif running:
             status.update(phase="Running", reason="Running", message="the notebook is running")
+        elif blocked:
+            status.update(phase="Pending", reason=blocked[0], message=blocked[1])
         else:
-            problem = _waiting_problem(pods)
             status.update(
-                phase="Pending",
-                reason="PodProblem" if problem else "Pending",
-                message=problem or "waiting for the runner pod to start",
+                phase="Pending", reason="Pending", message="waiting for the runner pod to start"
             )
     elif not terminal:
         status.setdefault("phase", "Pending")
@@ -289,10 +410,10 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[st
     if new.get("jobName") and new.get("jobName") != old.get("jobName"):
         events.append(("Normal", "JobCreated", f"created Job {new['jobName']}"))
     before, after = old.get("phase"), new.get("phase")
-    if after == before:
-        problem = after == "Pending" and new.get("reason") == "PodProblem"
+    if after == before or (after == "Pending" and before is None):
+        problem = after == "Pending" and new.get("reason") in PROBLEM_REASONS
         if problem and new.get("message") != old.get("message"):
-            events.append(("Warning", "PodProblem", str(new.get("message"))))
+            events.append(("Warning", str(new["reason"]), str(new.get("message"))))
         return events
     if after == "Running":
         events.append(("Normal", "Running", "the runner pod is executing the notebook"))

@@ -69,6 +69,14 @@ class WorkQueue:
             heapq.heappush(self._timers, (due, self._sequence, key))
             self._cond.notify_all()
 
+    def add_if_started(self, key: Hashable) -> None:
+        """Queue `key` from a thread outside kopf: only once a kopf handler has started the
+        workers (in its context, which posting Events needs); before that, the first passes
+        over every object read what the caller had to say anyway."""
+        with self._cond:
+            if self._threads:
+                self._add(key)
+
     def retry(self, key: Hashable) -> None:
         """Queue `key` again after an exponential backoff (1 s, 2 s, … at most 60 s)."""
         with self._cond:
@@ -149,6 +157,10 @@ class QueuedController:
         """Reconcile soon; bursts of events for one key become one pass."""
         self._indexes = indexes  # kopf's live indexes, the same objects every time
         self._queue.add(key)
+
+    def poke(self, key: Hashable) -> None:
+        """Reconcile soon, on news from outside kopf's watches (an Event about a child)."""
+        self._queue.add_if_started(key)
 
     def _work(self, key: Hashable) -> None:
         if self._indexes is None:

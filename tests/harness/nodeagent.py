@@ -61,6 +61,10 @@ BACKOFF_MAX = 300.0
 # How long a failed image lookup shows as ErrImagePull before ImagePullBackOff, as the kubelet's
 # next pod sync would switch it.
 ERR_IMAGE_PULL_SECONDS = 1.0
+# The kubelet's volume manager retries a failed mount after 0.5 s, doubling up to 2m2s
+# (exponentialbackoff's initialDurationBeforeRetry and maxDurationBeforeRetry).
+MOUNT_BACKOFF_START = 0.5
+MOUNT_BACKOFF_MAX = 122.0
 # containers-common's default profile: what containerd and CRI-O use for RuntimeDefault.
 SECCOMP_PROFILE = Path("/usr/share/containers/seccomp.json")
 NO_IMAGES = "no images: run `make images`"
@@ -248,7 +252,11 @@ class PodWorker(threading.Thread):
             self._await_deletion()
             return
         if self.deletion_requested():
-            # Deleted before it ever ran here: there is nothing to stop.
+            # Deleted before it ever ran here: there is nothing to stop, but the kubelet still
+            # reports a terminal phase, which a Job's podFailurePolicy waits for before it
+            # counts the pod (it may linger with a finalizer, never reaching Failed otherwise).
+            self.phase = "Failed"
+            self._report()
             self._final_delete()
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -260,6 +268,7 @@ class PodWorker(threading.Thread):
             self.waiting[c["name"]] = ("ContainerCreating", "")
         self._report()
 
+        delay = MOUNT_BACKOFF_START
         while not self.volumes_ready:
             if self._should_stop():
                 return self._terminate()
@@ -267,10 +276,13 @@ class PodWorker(threading.Thread):
                 self.sources.prepare_volumes()
                 self.volumes_ready = True
             except ContainerConfigError as e:
+                # The pod stays ContainerCreating, and the Event repeats (aggregated into one
+                # with a count, as the kubelet's recorder does) at each retry.
                 self._event("Warning", "FailedMount", str(e))
                 self._report()
-                if self.wake.wait(1.0):
-                    self.wake.clear()
+                if self._sleep(delay):
+                    return self._terminate()
+                delay = min(delay * 2, MOUNT_BACKOFF_MAX)
         self._report()
 
         if not self._run_init_containers():
@@ -490,6 +502,9 @@ class PodWorker(threading.Thread):
         self._kill_all(self._grace())
         self.waiting.clear()
         self.next_start.clear()
+        if self._compute_phase() not in ("Succeeded", "Failed"):
+            # Stopped before its containers ended by themselves: the kubelet reports Failed.
+            self.phase = "Failed"
         self._report()
         self._final_delete()
 
@@ -809,6 +824,15 @@ class PodWorker(threading.Thread):
                 status["lastState"] = {"terminated": _terminated(previous)}
             else:
                 status["lastState"] = {}
+        elif self.phase in ("Succeeded", "Failed"):
+            # Never started, and the pod is over: what the kubelet reports for such a container.
+            status["state"] = {
+                "terminated": {
+                    "exitCode": 137,
+                    "reason": "ContainerStatusUnknown",
+                    "message": "The container could not be located when the pod was terminated",
+                }
+            }
         else:
             status["state"] = {"waiting": {"reason": "PodInitializing"}}
         return status
@@ -901,8 +925,11 @@ class PodWorker(threading.Thread):
             return
         self._last_status = comparable
         with self.lock:
-            self.pod = updated
-            self.sources.pod = updated
+            # The watch may have delivered a newer pod while this write was on its way (a
+            # deletion, most importantly): an older answer must not hide it.
+            if _version(updated) >= _version(self.pod):
+                self.pod = updated
+                self.sources.pod = updated
 
     def _event(self, kind: str, reason: str, message: str) -> None:
         self.agent.event(self.pod, kind, reason, message)
@@ -914,6 +941,15 @@ class PodWorker(threading.Thread):
         if previous:
             return runs[-2] if len(runs) > 1 else None
         return runs[-1] if runs else None
+
+
+def _version(pod: JSON) -> int:
+    """The pod's resourceVersion as a number, to tell which of two copies is newer. Opaque by
+    contract, but an etcd revision on every API server this agent talks to."""
+    try:
+        return int(pod["metadata"].get("resourceVersion") or 0)
+    except ValueError:
+        return 0
 
 
 def _terminated(run: ContainerRun) -> JSON:
@@ -950,6 +986,9 @@ class NodeAgent:
         self.lock = threading.Lock()
         self.bound: set[str] = set()
         self.finished: set[str] = set()
+        # Events posted per pod uid: (type, reason, message) -> (Event name, count), so that a
+        # repeated one is counted on the first, as the kubelet's event correlator does.
+        self.posted: dict[str, dict[tuple[str, str, str], tuple[str, int]]] = {}
         self.stopping = threading.Event()
         self.node_labels: dict[str, str] = {}
 
@@ -1120,6 +1159,7 @@ class NodeAgent:
     def forget(self, uid: str) -> None:
         with self.lock:
             self.workers.pop(uid, None)
+            self.posted.pop(uid, None)
             # Events still arrive for a pod that waits for finalizers after its final delete;
             # a second worker would overwrite its terminal status.
             self.finished.add(uid)
@@ -1156,6 +1196,22 @@ class NodeAgent:
     def event(self, pod: JSON, kind: str, reason: str, message: str) -> None:
         meta = pod["metadata"]
         ts = now()
+        with self.lock:
+            seen = self.posted.setdefault(meta["uid"], {}).get((kind, reason, message))
+        if seen is not None:
+            name, count = seen
+            try:
+                kube.merge_patch(
+                    self.api,
+                    f"/api/v1/namespaces/{meta['namespace']}/events/{name}",
+                    {"count": count + 1, "lastTimestamp": ts},
+                )
+            except ApiException as e:
+                log.info("event not recorded: %s", e.reason)
+                return
+            with self.lock:
+                self.posted.setdefault(meta["uid"], {})[(kind, reason, message)] = (name, count + 1)
+            return
         body = {
             "apiVersion": "v1",
             "kind": "Event",
@@ -1176,10 +1232,16 @@ class NodeAgent:
             "count": 1,
         }
         try:
-            kube.request(self.api, "POST", f"/api/v1/namespaces/{meta['namespace']}/events",
-                         body=body)  # fmt: skip
+            created = kube.request(self.api, "POST",
+                                   f"/api/v1/namespaces/{meta['namespace']}/events",
+                                   body=body)  # fmt: skip
         except ApiException as e:
             log.info("event not recorded: %s", e.reason)
+            return
+        with self.lock:
+            self.posted.setdefault(meta["uid"], {})[(kind, reason, message)] = (
+                created["metadata"]["name"], 1,
+            )  # fmt: skip
 
     def locate_log(
         self, namespace: str, pod: str, container: str, previous: bool

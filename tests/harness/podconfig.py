@@ -182,41 +182,51 @@ class PodSources:
     # -- volumes --------------------------------------------------------------------------
 
     def prepare_volumes(self) -> None:
-        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        """Set up every volume; ContainerConfigError worded as the kubelet's FailedMount is
+        (`MountVolume.SetUp failed for volume "x" : configmap "y" not found`)."""
         for volume in self.spec.get("volumes") or []:
-            path = self.volume_path(volume)
-            if "hostPath" in volume:
-                kind = volume["hostPath"].get("type", "")
-                if kind == "DirectoryOrCreate":
-                    path.mkdir(parents=True, exist_ok=True)
-                elif kind == "FileOrCreate" and not path.exists():
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    path.touch()
-                elif not path.exists():
-                    raise ContainerConfigError(f"hostPath {path} does not exist")
-                continue
-            files: dict[str, tuple[bytes, int]] | None
-            if "emptyDir" in volume:
+            try:
+                self._prepare_volume(volume)
+            except ContainerConfigError as e:
+                raise ContainerConfigError(
+                    f'MountVolume.SetUp failed for volume "{volume["name"]}" : {e}'
+                ) from e
+
+    def _prepare_volume(self, volume: JSON) -> None:
+        fs_group = (self.spec.get("securityContext") or {}).get("fsGroup")
+        path = self.volume_path(volume)
+        if "hostPath" in volume:
+            kind = volume["hostPath"].get("type", "")
+            if kind == "DirectoryOrCreate":
                 path.mkdir(parents=True, exist_ok=True)
-                # The kubelet makes emptyDirs world-writable, so any runAsUser can use them.
-                path.chmod(0o777)
-                if fs_group is not None:
-                    os.chown(path, -1, int(fs_group))
-                    path.chmod(0o2777)
-                continue
-            if "configMap" in volume:
-                files = self._projected_config_map(volume["configMap"], volume["configMap"])
-            elif "secret" in volume:
-                v = volume["secret"]
-                files = self._projected_secret({**v, "name": v["secretName"]}, v)
-            elif "downwardAPI" in volume:
-                files = self._projected_downward(volume["downwardAPI"], volume["downwardAPI"])
-            elif "projected" in volume:
-                files = self._projected(volume["projected"])
-            else:
-                kinds = sorted(k for k in volume if k != "name")
-                raise ContainerConfigError(f"volume {volume['name']}: unsupported type {kinds}")
-            _write_files(path, files or {}, fs_group)
+            elif kind == "FileOrCreate" and not path.exists():
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            elif not path.exists():
+                raise ContainerConfigError(f"hostPath {path} does not exist")
+            return
+        files: dict[str, tuple[bytes, int]] | None
+        if "emptyDir" in volume:
+            path.mkdir(parents=True, exist_ok=True)
+            # The kubelet makes emptyDirs world-writable, so any runAsUser can use them.
+            path.chmod(0o777)
+            if fs_group is not None:
+                os.chown(path, -1, int(fs_group))
+                path.chmod(0o2777)
+            return
+        if "configMap" in volume:
+            files = self._projected_config_map(volume["configMap"], volume["configMap"])
+        elif "secret" in volume:
+            v = volume["secret"]
+            files = self._projected_secret({**v, "name": v["secretName"]}, v)
+        elif "downwardAPI" in volume:
+            files = self._projected_downward(volume["downwardAPI"], volume["downwardAPI"])
+        elif "projected" in volume:
+            files = self._projected(volume["projected"])
+        else:
+            kinds = sorted(k for k in volume if k != "name")
+            raise ContainerConfigError(f"volume {volume['name']}: unsupported type {kinds}")
+        _write_files(path, files or {}, fs_group)
 
     def _items(
         self, data: dict[str, bytes] | None, source: JSON, volume: JSON, what: str

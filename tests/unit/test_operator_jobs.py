@@ -57,6 +57,9 @@ def test_minimal_run() -> None:
     assert job["metadata"]["name"] == job_name("daily-report", make_run()["metadata"]["uid"])
     assert job["metadata"]["namespace"] == "analytics"
     assert job["metadata"]["finalizers"] == ["kubemill.dev/status-recorded"]
+    # The job controller copies the template's finalizers onto each pod it creates
+    # (controller.GetPodFromTemplate), so the pods, and their summary, outlive a TTL deletion.
+    assert job["spec"]["template"]["metadata"]["finalizers"] == ["kubemill.dev/status-recorded"]
     owner = job["metadata"]["ownerReferences"][0]
     assert owner == {
         "apiVersion": "kubemill.dev/v1alpha1",

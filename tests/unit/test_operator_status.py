@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from kubemill.operator.handlers import merge_patch
-from kubemill.operator.status import derive_status, transitions
+from kubemill.operator.status import Problem, derive_status, transitions
 
 RUN: dict[str, Any] = {
     "metadata": {"name": "r", "namespace": "ns", "uid": "u", "generation": 1},
@@ -83,8 +83,16 @@ def test_the_last_attempt_speaks_and_earlier_results_do_not_linger() -> None:
 
 
 def test_deadline_is_a_run_timeout_and_deleted_jobs_are_named() -> None:
-    timed_out = derive_status(RUN, job(("Failed", "DeadlineExceeded")), [], T1)
+    ran = pod("p", T0, None, "Failed")
+    ran["status"]["containerStatuses"][0]["state"] = {"terminated": {"exitCode": 143}}
+    timed_out = derive_status(RUN, job(("Failed", "DeadlineExceeded")), [ran], T1)
     assert timed_out["reason"] == "RunTimeout"
+    # The runner's own summary says it ran, whatever became of its pod.
+    summary = {"exitCode": 12, "failure": {"reason": "RunTimeout", "message": "m"}}
+    saved = derive_status(
+        RUN, job(("Failed", "DeadlineExceeded")), [pod("p", T0, summary, "Failed")], T1
+    )
+    assert saved["reason"] == "RunTimeout"
     deleted = derive_status(RUN, job(deleting=True, active=1), [], T1)
     assert (deleted["phase"], deleted["reason"]) == ("Failed", "JobDeleted")
 
@@ -159,3 +167,120 @@ def test_an_oom_kill_is_named_even_when_the_runner_survived_to_blame_the_kernel(
     status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [killed], T1)
     assert status["reason"] == "OOMKilled"
     assert "limits.memory" in status["message"] and "cell" not in status["message"]
+
+
+def waiting_pod(
+    uid: str, created: str, reason: str = "ContainerCreating", message: str = ""
+) -> dict[str, Any]:
+    waiting = {"reason": reason, **({"message": message} if message else {})}
+    return {
+        "metadata": {"name": f"pod-{uid}", "uid": uid, "creationTimestamp": created},
+        "status": {
+            "phase": "Pending",
+            "containerStatuses": [{"name": "runner", "state": {"waiting": waiting}}],
+        },
+    }
+
+
+MOUNT = Problem(
+    "pod-1", "Pod", "FailedMount",
+    'MountVolume.SetUp failed for volume "notebook" : configmap "nb" not found', T1,
+)  # fmt: skip
+CREATE = Problem(
+    "job-uid", "Job", "FailedCreate",
+    'Error creating: pods "r-1234abcd-" is forbidden: error looking up service account ns/sa: '
+    'serviceaccount "sa" not found', T1,
+)  # fmt: skip
+
+
+def test_a_failed_create_names_the_missing_object_while_the_job_has_no_pod() -> None:
+    status = derive_status(RUN, job(active=0), [], T1, [CREATE])
+    assert (status["phase"], status["reason"]) == ("Pending", "PodNotCreated")
+    assert 'serviceaccount "sa" not found' in status["message"]
+    before = {"phase": "Pending", "reason": "Pending", "jobName": "r-1234abcd"}
+    assert transitions(before, status) == [("Warning", "PodNotCreated", status["message"])]
+    # Once a pod exists (the ServiceAccount was created), the old Event no longer holds.
+    later = derive_status(RUN, job(active=1), [waiting_pod("p", T1)], T1, [CREATE])
+    assert (later["reason"], later["message"]) == ("Pending", "waiting for the runner pod to start")
+    # A Job that cannot create its second attempt's pod: the Event is newer than every pod.
+    first = pod("p1", T0, {"exitCode": 10, "failure": {"reason": "CellError"}}, "Failed")
+    retry = derive_status(RUN, job(failed=1), [first], T1, [CREATE])
+    assert retry["reason"] == "PodNotCreated"
+    # Another Job's Event (a namesake's) is not this run's problem.
+    other = Problem("other-uid", "Job", "FailedCreate", "quota", T1)
+    assert derive_status(RUN, job(), [], T1, [other])["reason"] == "Pending"
+
+
+def test_a_failed_mount_holds_only_while_the_newest_pod_has_not_run() -> None:
+    status = derive_status(RUN, job(active=1), [waiting_pod("pod-1", T0)], T1, [MOUNT])
+    assert (status["phase"], status["reason"]) == ("Pending", "PodProblem")
+    assert status["message"] == f"FailedMount: {MOUNT.message}"
+    running = waiting_pod("pod-1", T0)
+    running["status"] = {
+        "phase": "Running",
+        "containerStatuses": [{"name": "runner", "state": {"running": {"startedAt": T1}}}],
+    }
+    assert derive_status(RUN, job(active=1), [running], T1, [MOUNT])["reason"] == "Running"
+    # The pod's own status says more than an Event: it wins.
+    secret = waiting_pod("pod-1", T0, "CreateContainerConfigError", 'secret "db" not found')
+    both = derive_status(RUN, job(active=1), [secret], T1, [MOUNT])
+    assert both["message"] == 'CreateContainerConfigError: secret "db" not found'
+
+
+def test_a_deadline_before_the_notebook_started_is_a_start_timeout_naming_the_cause() -> None:
+    run = {**RUN, "spec": {**RUN["spec"], "timeout": "30s"}}
+    secret = waiting_pod("pod-1", T0, "CreateContainerConfigError", 'secret "db" not found')
+    pending = derive_status(run, job(active=1), [secret], T0)
+    assert pending["reason"] == "PodProblem"
+    # The job controller stops the pod at the deadline: the last problem seen is kept.
+    stopped = waiting_pod("pod-1", T0)
+    stopped["status"]["phase"] = "Failed"
+    stopped["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"exitCode": 137, "reason": "ContainerStatusUnknown"}
+    }
+    # In between, the pod is stopped and the Job not failed yet: the problem stays named.
+    stopping = derive_status({**run, "status": pending}, job(active=1), [stopped], T1)
+    assert (stopping["reason"], stopping["message"]) == ("PodProblem", pending["message"])
+    failed = derive_status(
+        {**run, "status": stopping}, job(("Failed", "DeadlineExceeded")), [stopped], T1
+    )
+    assert (failed["phase"], failed["reason"]) == ("Failed", "StartTimeout")
+    assert "never started" in failed["message"] and "(30s)" in failed["message"]
+    assert 'secret "db" not found' in failed["message"]
+    assert failed["failure"]["reason"] == "StartTimeout"
+    assert transitions(pending, failed) == [("Warning", "StartTimeout", failed["message"])]
+    # Seen only now (the operator was down): the problem still on the pod, or in the Events.
+    direct = derive_status(run, job(("Failed", "DeadlineExceeded")), [secret], T1)
+    assert direct["reason"] == "StartTimeout" and 'secret "db"' in direct["message"]
+    nothing = derive_status(run, job(("Failed", "DeadlineExceeded")), [], T1, [CREATE])
+    assert nothing["reason"] == "StartTimeout" and 'serviceaccount "sa"' in nothing["message"]
+    # A run that was Running had started: a deadline then is the notebook's.
+    was_running = {**pending, "phase": "Running", "reason": "Running"}
+    assert (
+        derive_status({**run, "status": was_running}, job(("Failed", "DeadlineExceeded")),
+                      [stopped], T1)["reason"]
+        == "RunTimeout"
+    )  # fmt: skip
+
+
+def test_a_runner_without_a_summary_passes_on_the_runtimes_message() -> None:
+    failed = pod("p", T0, None, "Failed")
+    failed["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {
+            "exitCode": 128,
+            "reason": "StartError",
+            "message": 'exec: "kubemill": argument list too long',
+        }
+    }
+    status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [failed], T1)
+    assert status["reason"] == "RunnerFailed"
+    assert status["message"] == (
+        "the runner exited with code 128 without a summary (BackoffLimitExceeded): "
+        'StartError: exec: "kubemill": argument list too long'
+    )
+    plain = pod("p", T0, None, "Failed")
+    plain["status"]["containerStatuses"][0]["state"] = {
+        "terminated": {"exitCode": 1, "reason": "Error"}
+    }
+    message = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [plain], T1)["message"]
+    assert message == "the runner exited with code 1 without a summary (BackoffLimitExceeded)"

@@ -16,6 +16,7 @@ import pytest
 
 from kubemill.operator import schedule_controller
 from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.handlers import TransientError
 from kubemill.operator.schedule_controller import ScheduleReconciler
 
 NOW = datetime.datetime(2027, 1, 12, 6, 0, 0, 500000, tzinfo=datetime.UTC)
@@ -112,6 +113,19 @@ def test_a_rejected_run_is_not_reported_as_created(monkeypatch: pytest.MonkeyPat
     reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
     ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Scheduling")
+
+
+def test_a_run_refused_for_now_is_named_on_the_schedule_and_retried() -> None:
+    """A quota on NotebookRuns (403) may pass: not a rejection of the template, but never a
+    silent retry either."""
+    refusal = TransientError("exceeded quota: runs, requested: count/notebookruns… (HTTP 403)")
+    cluster = Recorder(refuse={"create": refusal})
+    reconciler = Reconciler(cluster)
+    with pytest.raises(TransientError):  # the queue retries the pass with backoff
+        reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+    assert [reason for reason, _ in reconciler.events] == ["RunNotCreated"]
+    assert "exceeded quota" in reconciler.events[0][1]
+    assert ("status", "daily") not in cluster.calls  # the slot stays due
 
 
 def test_a_created_run_blocks_forbid_until_seen_but_not_forever(
