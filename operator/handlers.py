@@ -76,8 +76,9 @@ class Cluster(Protocol):
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the pod (no error if it is gone already)."""
 
-    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the run's status subresource (None values delete keys)."""
+    def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the run's whole status subresource with `status`, None values kept: a
+        recorded result may be None, which a merge patch would read as "delete this key"."""
 
 
 _KEPT_METADATA = (
@@ -271,7 +272,7 @@ class Reconciler(QueuedController):
     ) -> None:
         if new == old:
             return
-        self.cluster.patch_run_status(key[0], key[1], merge_patch(old, new))
+        self.cluster.replace_run_status(key[0], key[1], new)
         self._written[run["metadata"]["uid"]] = new
         for kind, reason, message in transitions(old, new):
             kopf.event(_body(run), type=kind, reason=reason, message=message)

@@ -92,18 +92,22 @@ class KubernetesCluster:
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         _remove_finalizer(self.core.patch_namespaced_pod, pod, POD_FINALIZER, self._error)
 
-    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._patch_status(PLURAL, namespace, name, status)
+    def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        # A JSON patch: unlike a merge patch it can write null, which a notebook may record as
+        # a result. (The client's custom-object API would send a list as a merge patch.)
+        patch = [{"op": "add", "path": "/status", "value": dict(status)}]
+        self._patch_status(PLURAL, namespace, name, patch, "application/json-patch+json")
 
     def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        self._patch_status(SCHEDULE_PLURAL, namespace, name, status)
+        patch = {"status": dict(status)}
+        self._patch_status(SCHEDULE_PLURAL, namespace, name, patch, "application/merge-patch+json")
 
     def _patch_status(
-        self, plural: str, namespace: str, name: str, status: Mapping[str, Any]
+        self, plural: str, namespace: str, name: str, patch: Any, content_type: str
     ) -> None:
         try:
             self._custom.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, plural, name, {"status": dict(status)}
+                GROUP, VERSION, namespace, plural, name, patch, _content_type=content_type
             )
         except self._error as exc:
             if exc.status == 404:  # deleted meanwhile: there is nothing left to describe

@@ -69,6 +69,26 @@ def s3_json(s3_admin: Any, url: str) -> Any:
     return json.loads(s3_admin.get_object(Bucket=bucket, Key=key)["Body"].read())
 
 
+def test_results_recorded_as_none_stay_null_in_the_status(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+    s3_admin: Any,
+) -> None:
+    """A recorded None is a value: the API server keeps it only if the status is not written as
+    a JSON merge patch, where null means "delete this key"."""
+    create_run(
+        api, run_namespace, "nones", notebook=f"s3://{results_bucket}/notebooks/records_none.ipynb"
+    )
+    run = wait_run(api, run_namespace, "nones", "Succeeded", "Failed")
+    expected = {"nothing": None, "nested": {"a": None, "b": [None, 1]}, "rows": 3}
+    assert run["status"]["phase"] == "Succeeded", run["status"]
+    assert run["status"]["results"] == expected
+    output = run["status"]["outputUrl"]
+    assert s3_json(s3_admin, output.rsplit("/", 1)[0] + "/results.json") == expected
+
+
 def test_run_with_parameters_succeeds(
     api: client.ApiClient,
     kubemill_installed: Cluster,

@@ -348,7 +348,7 @@ class FakeCluster:
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         raise AssertionError("not expected")
 
-    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         raise AssertionError("not expected")
 
 

@@ -54,9 +54,9 @@ class Recorder:
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         self.calls.append(("release-pod", pod["metadata"]["name"]))
 
-    def patch_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", str(status.get("phase"))))
-        self.status.update(status)
+        self.status = dict(status)
 
 
 @pytest.fixture(autouse=True)
@@ -121,6 +121,17 @@ def test_the_outcome_is_written_before_pods_and_job_are_released() -> None:
     ]  # fmt: skip
     assert cluster.status["outputUrl"] == "s3://o/output.ipynb"
     assert cluster.status["results"] == {"rows": 3}
+
+
+def test_results_that_are_none_are_written_as_null_not_dropped() -> None:
+    """A notebook may record None; the status is replaced whole, so None stays a value (a merge
+    patch would read it as "delete this key" and the result would vanish)."""
+    cluster = Recorder()
+    results = {"nothing": None, "nested": {"a": None, "b": [None, 1]}, "rows": 3}
+    done = pod("p1", summary={"exitCode": 0, "outputUrl": "s3://o/out.ipynb", "results": results})
+    reconcile(Reconciler(cluster, Settings()), RUN, [job("Complete")], [done])
+    assert cluster.status["results"] == results
+    assert "nothing" in cluster.status["results"]
 
 
 def test_a_running_run_keeps_its_pods_and_a_namesakes_pods_are_released() -> None:
