@@ -60,7 +60,9 @@ YEARS = range(2026, 2029)
 @pytest.fixture(scope="module")
 def crondiff() -> str:
     """The oracle's path, built by the script `make test` runs (about 10 s cold, instant warm)."""
-    done = subprocess.run([str(BUILD)], check=True, capture_output=True, text=True)
+    done = subprocess.run([str(BUILD)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{BUILD} failed (it needs Go and the Go module proxy):\n{done.stderr}")
     return done.stdout.strip().splitlines()[-1]
 
 
@@ -283,9 +285,8 @@ class Difference:
     """One disagreement: a case, which side accepted it, or a slot only one side has."""
 
     case: Case
-    kind: (
-        str  # "accepted by kubemill", "accepted by CronJob", "slot of kubemill", "slot of CronJob"
-    )
+    #: "accepted by kubemill", "accepted by CronJob", "slot of kubemill" or "slot of CronJob"
+    kind: str
     slot: int | None = None
 
 
