@@ -32,13 +32,13 @@ $(STAMP): $(UV)
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck control-plane images
+test: env lint typecheck control-plane images crondiff
 	$(BIN)/pytest tests
 
 test-unit: env
 	$(BIN)/pytest tests/unit
 
-test-integration: env images
+test-integration: env images crondiff
 	$(BIN)/pytest tests/integration
 
 test-e2e: env control-plane images
@@ -88,9 +88,15 @@ $(UV):
 clean-env:
 	rm -rf $(VENV)
 
+.PHONY: control-plane crondiff sandbox-up sandbox-down
+# The oracle of tests/integration/test_cron_differential.py: CronJob's cron parser (robfig/cron
+# at the version Kubernetes pins), built into $(CACHE)/tools/crondiff-<source hash> (a second
+# when the Go module cache is warm; the test also builds it when missing).
+crondiff:
+	hack/crondiff/build.sh >/dev/null
+
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from the Kubernetes Go modules
 # into $(CACHE)/k8s (seconds when cached; a few minutes cold).
-.PHONY: control-plane sandbox-up sandbox-down
 control-plane:
 	hack/build-control-plane.sh >/dev/null
 
