@@ -14,9 +14,10 @@ import sys
 import time
 from collections.abc import Callable, Mapping
 from itertools import islice
-from typing import Any
+from typing import Any, TextIO
 
-from kubemill.cli.schedule import UsageError, parse_moment, positive, usage_errors
+from kubemill.cli import Handler
+from kubemill.cli.schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
 from kubemill.operator.cron import Schedule
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
@@ -38,17 +39,13 @@ TRIGGER_TIMEOUT = 120.0
 #: A backfill larger than this needs --max: thousands of runs are rarely what was meant.
 DEFAULT_MAX_RUNS = 100
 
-ClusterCommand = Callable[[argparse.Namespace, Any], int]
 
-
-def cluster_errors(
-    command: ClusterCommand,
-) -> Callable[[argparse.Namespace, Mapping[str, str]], int]:
+def cluster_errors(command: ScheduleCommand) -> Handler:
     """The handler `kubemill` calls: a wait that gave up, an API server's refusal or an
     unreachable one is one line and exit 1 (a UsageError, one line and exit 2)."""
 
     @usage_errors
-    def guarded(args: argparse.Namespace, out: Any) -> int:
+    def guarded(args: argparse.Namespace, out: TextIO) -> int:
         try:
             return command(args, out)
         except TimeoutError as exc:
@@ -116,7 +113,7 @@ def _cluster_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_trigger(args: argparse.Namespace, out: Any) -> int:
+def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     api = _Api(args.kubeconfig, args.context)
     namespace = args.namespace or api.default_namespace
     schedule = api.schedule(namespace, args.schedule)
@@ -159,7 +156,7 @@ def _slots(
     return list(islice(schedule.slots(start - datetime.timedelta(microseconds=1), end), most))
 
 
-def cmd_backfill(args: argparse.Namespace, out: Any) -> int:
+def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
     api = _Api(args.kubeconfig, args.context)
     namespace = args.namespace or api.default_namespace
     schedule = api.schedule(namespace, args.schedule)

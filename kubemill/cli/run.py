@@ -14,10 +14,10 @@ import json
 import os
 import sys
 import textwrap
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from kubemill.cli import parameters
+from kubemill.cli import Handler, parameters
 from kubemill.runner.contract import (
     ENV_RUN_IDENTITY,
     ENV_SECRET_PARAMS,
@@ -37,8 +37,6 @@ EXIT_CODES_HELP = (
     + "\n\nSee the README for what each exit code means."
 )
 
-RunnerCommand = Callable[[argparse.Namespace, Mapping[str, str]], int]
-
 
 def _seconds(text: str) -> float:
     try:
@@ -56,7 +54,7 @@ def _merge_order() -> str:
     return ", ".join(flags[kind] for kind in parameters.MERGE_ORDER)
 
 
-def runner_errors(command: RunnerCommand) -> RunnerCommand:
+def runner_errors(command: Handler) -> Handler:
     """A runner error is one line, `kubemill: error: …`, and the exit code its kind documents; an
     interrupt is TERMINATED; anything else is an internal error (a bug), with --debug's
     traceback."""

@@ -15,11 +15,13 @@ import json
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TextIO
 from zoneinfo import ZoneInfo
 
+from kubemill.cli import Handler
 from kubemill.operator.cron import CronError, Schedule
 from kubemill.operator.schedules import rfc3339
+from kubemill.runner.contract import ExitCode
 
 __all__ = [
     "BAD_INPUT",
@@ -31,20 +33,18 @@ __all__ = [
     "usage_errors",
 ]
 
-#: Exit code of a command line or schedule that cannot work, as the runner's BAD_INPUT.
-BAD_INPUT = 2
+#: Exit code of a command line or schedule that cannot work: the runner's, for one meaning.
+BAD_INPUT = int(ExitCode.BAD_INPUT)
 
 #: A schedule command: parsed arguments and where to print, an exit code out.
-ScheduleCommand = Callable[[argparse.Namespace, Any], int]
+ScheduleCommand = Callable[[argparse.Namespace, TextIO], int]
 
 
 class UsageError(Exception):
     """What the user must change: printed as one line, `kubemill COMMAND: error: …`, exit 2."""
 
 
-def usage_errors(
-    command: ScheduleCommand,
-) -> Callable[[argparse.Namespace, Mapping[str, str]], int]:
+def usage_errors(command: ScheduleCommand) -> Handler:
     """The handler `kubemill` calls: prints to stdout, and a UsageError is one line and exit 2."""
 
     @functools.wraps(command)
@@ -139,7 +139,7 @@ def _from_file(path: str) -> tuple[str, str]:
     return spec["schedule"], str(spec.get("timeZone") or "UTC")
 
 
-def cmd_preview(args: argparse.Namespace, out: Any) -> int:
+def cmd_preview(args: argparse.Namespace, out: TextIO) -> int:
     if bool(args.schedule) == bool(args.file):
         raise UsageError('give a schedule ("30 2 * * *") or -f MANIFEST, not both or neither')
     expression, time_zone = _from_file(args.file) if args.file else (args.schedule, "UTC")
