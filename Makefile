@@ -55,10 +55,10 @@ TYPECHECK_TREE := build/typecheck
 typecheck: env
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
-	@ln -sfn ../../../kubemill/cli.py $(TYPECHECK_TREE)/kubemill/cli.py
+	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -m kubemill.cli -p kubemill.runner -p kubemill.operator
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -p kubemill.runner -p kubemill.operator
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
 # CRD; the NotebookSchedule CRD is generated from it and the cron syntax; the admission policies

@@ -9,7 +9,10 @@ rebuilt from the clone it is tested with, never reused from another).
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -105,7 +108,40 @@ def test_images_hold_this_checkouts_code(store: dict[str, Path], ref: str) -> No
     sources["operator"] = ROOT / "operator"
     for package, folder in sources.items():
         target = installed if package == "kubemill" else installed / package
-        for source in folder.glob("*.py"):
-            assert (target / source.name).read_bytes() == source.read_bytes(), source
+        for source in folder.rglob("*.py"):
+            installed_source = target / source.relative_to(folder)
+            assert installed_source.read_bytes() == source.read_bytes(), source
     contract = installed / "runner" / "contract.py"
     assert contract.read_bytes() == (ROOT / "runner" / "contract.py").read_bytes()
+
+
+def _in_image(folder: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """`kubemill ARGV` run by the image's own interpreter and packages (chroot into its root
+    file system; no bytecode written into the shared store)."""
+    chroot = shutil.which("chroot")
+    if os.geteuid() != 0 or chroot is None:
+        pytest.skip("needs root and chroot to enter the image's root file system")
+    env = {"PATH": "/opt/kubemill/bin:/usr/bin:/bin", "PYTHONDONTWRITEBYTECODE": "1"}
+    command = [chroot, str(folder / "rootfs"), "/opt/kubemill/bin/kubemill", *argv]
+    return subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+
+
+def test_the_runner_image_lists_every_command_and_previews_schedules(
+    store: dict[str, Path],
+) -> None:
+    listed = _in_image(store[RUNNER], "--help")
+    assert listed.returncode == 0, listed.stderr
+    for line in ("run", "inspect", "results", "schedule preview", "trigger", "backfill"):
+        assert f"\n  {line}  " in listed.stdout
+    preview = _in_image(store[RUNNER], "schedule", "preview", "30 2 * * *", "--tz",
+                        "Europe/Berlin", "--from", "2027-03-28", "--count", "1")  # fmt: skip
+    assert preview.returncode == 0, preview.stderr
+    assert "2027-03-28T01:00:00Z" in preview.stdout and "DST starts" in preview.stdout
+
+
+def test_the_runner_image_says_trigger_needs_the_kubernetes_client(
+    store: dict[str, Path],
+) -> None:
+    triggered = _in_image(store[RUNNER], "trigger", "daily")
+    assert triggered.returncode == 2
+    assert triggered.stderr.startswith("kubemill trigger: error: this command needs the Kubernetes")

@@ -12,14 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from kubemill.runner import cli
+from kubemill.cli import build_parser, main
+from kubemill.cli.parameters import merge_parameters
 from kubemill.runner.contract import ExitCode
 from kubemill.runner.errors import BadInputError
 
 
 def _sources(argv: list[str]) -> dict[str, object]:
-    args = cli.build_parser().parse_args(["run", "in.ipynb", "out.ipynb", *argv])
-    return cli._parameters(args.param_sources or [])
+    args = build_parser().parse_args(["run", "in.ipynb", "out.ipynb", *argv])
+    return merge_parameters(args.param_sources or [])
 
 
 def test_sources_merge_in_papermills_order_whatever_the_command_line_order(
@@ -63,7 +64,7 @@ def test_usage_errors_are_one_line_and_exit_2(
     argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     with pytest.raises(SystemExit) as caught:
-        cli.main(argv, environ={})
+        main(argv, environ={})
     assert caught.value.code == ExitCode.BAD_INPUT
     err = capsys.readouterr().err.strip()
     assert message in err
@@ -80,7 +81,7 @@ def test_the_readme_documents_every_exit_code_as_it_is() -> None:
 
 def test_bad_input_before_the_run_still_writes_a_summary(tmp_path: Path) -> None:
     summary = tmp_path / "summary.json"
-    code = cli.main(
+    code = main(
         ["run", "in.ipynb", "out.ipynb", "--secret-param", "nope"],
         environ={"KUBEMILL_TERMINATION_MESSAGE_PATH": str(summary)},
     )
@@ -90,7 +91,7 @@ def test_bad_input_before_the_run_still_writes_a_summary(tmp_path: Path) -> None
 
 def test_help_and_record_import_nothing_heavy() -> None:
     probe = (
-        "import sys, kubemill, kubemill.runner.cli;"
+        "import sys, kubemill, kubemill.cli.run, kubemill.cli.notebook;"
         "heavy = {'nbclient', 'boto3', 'botocore', 'nbformat', 'jupyter_client', 'yaml'};"
         "print(sorted(heavy & set(sys.modules)))"
     )

@@ -192,7 +192,7 @@ def test_the_runner_reads_back_the_notebook_output_and_kernel_the_operator_meant
 ) -> None:
     # What the runner's own parser makes of the Job's args, after Kubernetes' expansion: a
     # kernel name the CRD's pattern allows may start with "-" and must not become an option.
-    from kubemill.runner.cli import build_parser
+    from kubemill.cli import build_parser
 
     run = make_run(kernel=kernel, parameters={"a": 1})
     run["spec"]["notebook"] = "s3://notebooks/$(HOME)/x.ipynb"

@@ -82,11 +82,3 @@ def test_bad_input_exits_2_with_the_fix(
         code = int(exit_.code or 0)
     assert code == 2
     assert message in capsys.readouterr().err
-
-
-def test_runner_commands_still_go_to_the_runner(capsys: pytest.CaptureFixture[str]) -> None:
-    with pytest.raises(SystemExit) as exit_:
-        main(["--help"])
-    assert exit_.value.code == 0
-    out = capsys.readouterr().out
-    assert "run" in out and "kubemill schedule preview" in out
