@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nbformat import NotebookNode
 
-from kubemill.runner import __version__
+from kubemill.runner import __version__, early
 from kubemill.runner.clock import iso
 from kubemill.runner.contract import ExitCode, build_summary
 from kubemill.runner.errors import (
@@ -197,6 +197,11 @@ class _SignalRouter:
             self.reporter.warning(f"{name} while saving the output: saving first")
         else:
             raise Terminated.by(name, None, None)
+
+    def replay_early(self) -> None:
+        """Act on a SIGTERM that came before the handler was installed (see runner/early.py)."""
+        for signum in early.take():
+            self(signum, None)
 
     @contextlib.contextmanager
     def installed(self, enabled: bool) -> Iterator[None]:
@@ -528,6 +533,8 @@ def run_notebook(
     with signals.installed(options.handle_signals):
         run = _Run(options, storage, reporter, environ, identity or {}, signals)
         try:
+            if options.handle_signals:
+                signals.replay_early()
             run.prepare()
             assert run.targets is not None
             reporter.info(

@@ -20,7 +20,7 @@ import sys
 from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, NoReturn
 
-from kubemill.runner import __version__
+from kubemill.runner import __version__, early
 from kubemill.runner.contract import ExitCode
 
 __all__ = ["COMMANDS", "Command", "build_parser", "main"]
@@ -119,6 +119,9 @@ def build_parser(argv: Sequence[str] | None = None) -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
     args_list = list(sys.argv[1:] if argv is None else argv)
+    if _chosen(args_list) == "run":
+        # Before anything slow is imported: a container's PID 1 would drop a SIGTERM now.
+        early.hold()
     args = build_parser(args_list).parse_args(args_list)
     handler: Handler = args.handler
     return handler(args, os.environ if environ is None else environ)

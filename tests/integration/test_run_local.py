@@ -209,6 +209,36 @@ def test_signal_mid_cell_saves_output_and_exits_promptly(tmp_path: Path, signum:
     assert "started sleeping" in stdout_text(nb)
 
 
+def test_a_sigterm_before_the_run_handles_signals_is_not_lost(tmp_path: Path) -> None:
+    """In a container the runner is PID 1, which gets only the signals it has a handler for: a
+    SIGTERM while Python still imports nbclient would be dropped and the run would go on. The
+    command holds SIGTERM first thing and the run acts on it once its handler is in. Sent here
+    between the two, deterministically, by the process itself."""
+    summary_file = tmp_path / "summary.json"
+    argv = [
+        "run", str(NOTEBOOKS / "params.ipynb"), str(tmp_path / "o.ipynb"),
+        "--termination-message-path", str(summary_file),
+    ]  # fmt: skip
+    script = (
+        "import os, signal, sys\n"
+        "from kubemill.cli import main\n"
+        "from kubemill.runner import early\n"
+        "early.hold()\n"
+        "os.kill(os.getpid(), signal.SIGTERM)\n"
+        f"sys.exit(main({argv!r}))\n"
+    )
+    result = subprocess.run(
+        [str(Path(KUBEMILL).with_name("python")), "-P", "-c", script],
+        capture_output=True, text=True, timeout=120, env=runner_env(),
+    )  # fmt: skip
+    assert result.returncode == 15, result.stderr
+    summary = load(summary_file)
+    assert summary["reason"] == "Terminated"
+    assert "SIGTERM" in summary["failure"]["message"]
+    # It stopped before the notebook was read: nothing ran, so no output notebook.
+    assert not (tmp_path / "o.ipynb").exists()
+
+
 def test_old_nbformat_is_upgraded_with_a_note(tmp_path: Path) -> None:
     result = kubemill(["run", str(NOTEBOOKS / "v3.ipynb"), str(tmp_path / "o.ipynb")])
     assert result.returncode == 0, result.stderr
