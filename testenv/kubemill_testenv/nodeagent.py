@@ -1325,3 +1325,7 @@ def main(argv: list[str] | None = None) -> None:
         config.log_port, config.serving_cert, config.serving_key, config.client_ca, agent.locate_log
     )
     agent.run()
+
+
+if __name__ == "__main__":
+    main()
