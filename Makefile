@@ -4,12 +4,14 @@
 # $(CACHE)/tools), whose package cache in $(CACHE)/uv is shared: a second clone's environment
 # takes seconds. The stamp is keyed by pyproject.toml, so a changed dependency list rebuilds it.
 # Slow one-time builds (control plane, images) live in $(CACHE), keyed by their inputs.
+# The test environment (control plane, node agent, S3 server) is a distribution of its own in
+# testenv/, installed editable into the same .venv but never into the images.
 # `python -P` wherever a module runs from the repository root: the folder operator/ would
 # otherwise shadow the standard library's operator module.
 SHELL := /bin/bash
 PYTHON ?= python3
 CACHE ?= $(HOME)/.cache/kubemill
-VENV_KEY := $(shell sed '/^\[tool\.pytest/,$$d' pyproject.toml | sha256sum | cut -c1-12)
+VENV_KEY := $(shell (sed '/^\[tool\.pytest/,$$d' pyproject.toml; cat testenv/pyproject.toml) | sha256sum | cut -c1-12)
 VENV ?= $(CURDIR)/.venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(VENV_KEY)
@@ -27,7 +29,7 @@ env: $(STAMP)
 $(STAMP): $(UV)
 	rm -rf $(VENV)
 	$(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python --editable '.[operator,html,dev]'
+	$(UV) pip install --quiet --python $(BIN)/python --editable '.[operator,html,dev]' --editable ./testenv
 	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
@@ -58,7 +60,9 @@ typecheck: env
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -p kubemill.runner -p kubemill.operator
+	@ln -sfn ../../testenv/kubemill_testenv $(TYPECHECK_TREE)/kubemill_testenv
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -p kubemill.runner -p kubemill.operator \
+		-p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
 # CRD; the NotebookSchedule CRD is generated from it and the cron syntax; the admission policies
@@ -96,9 +100,9 @@ crondiff:
 	hack/crondiff/build.sh >/dev/null
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from the Kubernetes Go modules
-# into $(CACHE)/k8s (seconds when cached; a few minutes cold).
+# into $(CACHE)/k8s (seconds when cached; a few minutes cold). Sources: testenv/k8s.
 control-plane:
-	hack/build-control-plane.sh >/dev/null
+	testenv/build-control-plane.sh >/dev/null
 
 # The runner and operator images, built with buildah (storage in $(CACHE)/containers) on a base
 # made from Debian packages by mmdebstrap, each rebuilt only when its inputs change, then
@@ -110,7 +114,7 @@ images: env
 
 # A local cluster (pods run as processes on this machine) plus S3, left running for kubectl.
 sandbox-up: env control-plane images
-	$(BIN)/python hack/sandbox.py up
+	$(BIN)/python -P -m kubemill_testenv.sandbox up
 
 sandbox-down: env
-	$(BIN)/python hack/sandbox.py down
+	$(BIN)/python -P -m kubemill_testenv.sandbox down

@@ -18,10 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # appended: its operator/ must not shadow the stdlib
+from kubemill_testenv.s3server import WRITER_KEY, start_s3
 
-from tests.s3server import WRITER_KEY, start_s3  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 BIN = Path(sys.executable).parent
 BUCKET = "bench"

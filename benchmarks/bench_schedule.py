@@ -26,28 +26,26 @@ import datetime
 import os
 import re
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # appended: its operator/ must not shadow the stdlib
+from kubernetes.client.rest import ApiException
 
-from kubernetes.client.rest import ApiException  # noqa: E402
-
-from tests.e2e.operator import (  # noqa: E402
+from kubemill_testenv import kube
+from kubemill_testenv.controlplane import ControlPlane, binary_dir
+from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
+from kubemill_testenv.operatorproc import (
     NAMESPACE,
     RUNS,
     SERVICE_ACCOUNT,
     OperatorProcess,
     manifests_without_deployment,
 )
-from tests.harness import kube  # noqa: E402
-from tests.harness.controlplane import ControlPlane, binary_dir  # noqa: E402
-from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CRONJOBS = "/apis/batch/v1/namespaces/{}/cronjobs"

@@ -34,11 +34,9 @@ from typing import Any
 import yaml
 
 from kubemill.operator.meta import LABEL_ORIGIN, LABEL_RUN, LABEL_SCHEDULE
+from kubemill_testenv.s3server import WRITER_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.append(str(ROOT))  # appended: its operator/ must not shadow the stdlib
-
-from tests.s3server import WRITER_KEY  # noqa: E402
 
 NAMESPACE = "kubemill-demo"
 RUN = "daily-report"
@@ -394,8 +392,8 @@ def _state_detail(detail: dict[str, Any]) -> str:
 
 def start_sandbox() -> tuple[Cluster, dict[str, Any]]:
     """Bring up (or reuse) the sandbox; its state file says where everything is."""
-    sandbox = [sys.executable, str(ROOT / "hack" / "sandbox.py"), "up"]
-    run(sandbox, shown="python hack/sandbox.py up")
+    sandbox = [sys.executable, "-P", "-m", "kubemill_testenv.sandbox", "up"]
+    run(sandbox, shown="python -P -m kubemill_testenv.sandbox up")
     state = json.loads((SANDBOX / "state.json").read_text())
     env = {**os.environ, "KUBECONFIG": state["kubeconfig"]}
     return Cluster(state["kubectl"], env), state

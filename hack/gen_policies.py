@@ -10,19 +10,16 @@ fails when a committed file differs from what this writes.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Appended, not prepended: the root's `operator/` must not shadow the standard library's.
-sys.path.append(str(ROOT))
+from kubemill.operator.schedules import TEMPLATE_VARIABLES
+from kubemill.operator.schema_rules import cel_string
+from kubemill.runner.rules import KEYWORDS, PARAMETER_NAME_PATTERN
 
-from kubemill.operator.schedules import TEMPLATE_VARIABLES  # noqa: E402
-from kubemill.operator.schema_rules import cel_string  # noqa: E402
-from kubemill.runner.rules import KEYWORDS, PARAMETER_NAME_PATTERN  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN_POLICY = ROOT / "crds" / "notebookrun-parameters-policy.yaml"
 SCHEDULE_POLICY = ROOT / "crds" / "notebookschedule-template-policy.yaml"

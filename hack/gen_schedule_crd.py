@@ -10,24 +10,21 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Appended, not prepended: the root's `operator/` must not shadow the standard library's.
-sys.path.append(str(ROOT))
-
-from kubemill.operator.cron import INVERTED_RANGE, PATTERN  # noqa: E402
-from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES  # noqa: E402
-from kubemill.operator.schema_rules import (  # noqa: E402
+from kubemill.operator.cron import INVERTED_RANGE, PATTERN
+from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES
+from kubemill.operator.schema_rules import (
     LABEL_VALUES,
     annotations_rules,
     cel_string,
     labels_rules,
 )
+
+ROOT = Path(__file__).resolve().parents[1]
 
 _RUN_FIELD = re.compile(r"(?<![\w.])spec\.")
 RUN_CRD = ROOT / "crds" / "kubemill.dev_notebookruns.yaml"

@@ -12,17 +12,14 @@ from __future__ import annotations
 
 import copy
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-# Appended, not prepended: the root's `operator/` must not shadow the standard library's.
-sys.path.append(str(ROOT))
+from kubemill.operator.schema_rules import run_spec_rules, schema_at
 
-from kubemill.operator.schema_rules import run_spec_rules, schema_at  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 RUN_CRD = ROOT / "crds" / "kubemill.dev_notebookruns.yaml"
 #: Where the spec's properties are, by key, from the top of the file.

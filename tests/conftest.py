@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from tests.s3server import WRITER_KEY, S3Server, start_s3
+from kubemill_testenv.s3server import WRITER_KEY, S3Server, start_s3
 
 NOTEBOOKS = Path(__file__).parent / "notebooks"
 KUBEMILL = str(Path(sys.executable).with_name("kubemill"))

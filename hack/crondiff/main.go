@@ -8,7 +8,7 @@
 // first `count` slots strictly after `after` in Unix seconds (fewer when robfig gives up, after
 // 5 years), or {"valid": false, "error": "..."}.
 //
-// The two steps copy Kubernetes v1.36.3 (the version hack/k8s builds):
+// The two steps copy Kubernetes v1.36.3 (the version testenv/k8s builds):
 //   - validation, pkg/apis/batch/validation validateScheduleFormat: cron.ParseStandard on the
 //     schedule as written (with parsers.ParseCronScheduleWithPanicRecovery's recover), and no
 //     "TZ" anywhere in a new object's schedule;

@@ -24,10 +24,10 @@ import pytest
 from kubernetes import client
 
 from kubemill.operator.settings import Settings
+from kubemill_testenv import kube, wait
+from kubemill_testenv.cluster import start_local_cluster
+from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
 from tests.conftest import NOTEBOOKS
-from tests.harness import kube, wait
-from tests.harness.cluster import start_local_cluster
-from tests.harness.kubeconfig import api_client, mint_service_account_kubeconfig
 
 # Containers run `python`, so they need an image that has it. The local node agent runs images
 # from the store `make images` fills, and the runner image has python on its PATH; on an
@@ -152,7 +152,8 @@ RESULTS_BUCKET = "kubemill-e2e"
 @pytest.fixture(scope="session")
 def kubemill_installed(cluster: Cluster) -> Cluster:
     """The CRDs and the operator's RBAC, applied from crds/ and deploy/ as a user would."""
-    from tests.e2e.operator import ROOT, manifests_without_deployment
+    from kubemill_testenv.controlplane import REPO_ROOT as ROOT
+    from kubemill_testenv.operatorproc import manifests_without_deployment
 
     cluster.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
     cluster.kubectl(
@@ -216,7 +217,7 @@ def operator(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Any]:
     """One operator for the session, with exactly the RBAC deploy/ grants it."""
-    from tests.e2e.operator import NAMESPACE, SERVICE_ACCOUNT, OperatorProcess
+    from kubemill_testenv.operatorproc import NAMESPACE, SERVICE_ACCOUNT, OperatorProcess
 
     workdir = tmp_path_factory.mktemp("operator")
     kubeconfig = mint_service_account_kubeconfig(
@@ -245,7 +246,7 @@ def operator(
 @pytest.fixture
 def run_namespace(namespace: str, api: client.ApiClient, operator: Any, s3_server: Any) -> str:
     """A test namespace with the S3 credentials Secret runner pods read (the writer identity)."""
-    from tests.s3server import WRITER_KEY
+    from kubemill_testenv.s3server import WRITER_KEY
 
     kube.request(
         api,

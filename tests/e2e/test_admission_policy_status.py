@@ -16,11 +16,11 @@ import yaml
 from kubernetes import client
 
 from kubemill.operator.meta import GROUP, PLURAL, VERSION
-from tests.harness import kube, wait
-from tests.harness.kube import JSON
+from kubemill_testenv import kube, wait
+from kubemill_testenv.controlplane import REPO_ROOT as ROOT
+from kubemill_testenv.kube import JSON
 
 from .conftest import Cluster
-from .operator import ROOT
 
 pytestmark = pytest.mark.e2e
 

@@ -20,10 +20,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from tests.harness import kube, procs, wait
-from tests.harness.controlplane import REPO_ROOT
-from tests.harness.kube import JSON
-from tests.harness.kubeconfig import api_client
+from kubemill_testenv import kube, procs, wait
+from kubemill_testenv.controlplane import REPO_ROOT
+from kubemill_testenv.kube import JSON
+from kubemill_testenv.kubeconfig import api_client
 
 from .conftest import Cluster
 

@@ -21,9 +21,9 @@ from kubemill.operator.settings import Settings
 from kubemill.runner.errors import BadInputError
 from kubemill.runner.parameters import validate_parameters
 from kubemill.runner.rules import duration_seconds
+from kubemill_testenv import kube
+from kubemill_testenv.controlplane import REPO_ROOT as ROOT
 from tests.e2e.conftest import Cluster
-from tests.e2e.operator import ROOT
-from tests.harness import kube
 
 pytestmark = pytest.mark.e2e
 

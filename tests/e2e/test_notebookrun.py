@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubemill_testenv import kube, wait
+from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
-from tests.e2e.operator import RUNS
-from tests.harness import kube, wait
 from tests.integration.helpers import wait_for_line
 
 pytestmark = pytest.mark.e2e

@@ -15,10 +15,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubemill_testenv import kube, wait
+from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
-from tests.e2e.operator import RUNS
 from tests.e2e.test_notebookrun import s3_json, wait_run
-from tests.harness import kube, wait
 
 pytestmark = pytest.mark.e2e
 

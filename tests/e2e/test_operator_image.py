@@ -18,13 +18,14 @@ import pytest
 import yaml
 from kubernetes import client
 
+from kubemill_testenv import kube
+from kubemill_testenv.cluster import start_local_cluster
+from kubemill_testenv.controlplane import REPO_ROOT as ROOT
+from kubemill_testenv.kubeconfig import api_client
+from kubemill_testenv.operatorproc import NAMESPACE
+from kubemill_testenv.s3server import WRITER_KEY
 from tests.e2e.conftest import Cluster, create_namespace
-from tests.e2e.operator import NAMESPACE, ROOT
 from tests.e2e.test_notebookrun import create_run, wait_run
-from tests.harness import kube
-from tests.harness.cluster import start_local_cluster
-from tests.harness.kubeconfig import api_client
-from tests.s3server import WRITER_KEY
 
 pytestmark = pytest.mark.e2e
 

@@ -12,9 +12,9 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.e2e.operator import RUNS
+from kubemill_testenv import kube, wait
+from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.test_notebookrun import create_run
-from tests.harness import kube, wait
 
 pytestmark = pytest.mark.e2e
 

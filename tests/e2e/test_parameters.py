@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubemill_testenv import kube, wait
 from tests.conftest import TRICKY_TEXT, large_parameters, parameter_digest
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_notebookrun import create_run, wait_run
-from tests.harness import kube, wait
 
 pytestmark = pytest.mark.e2e
 

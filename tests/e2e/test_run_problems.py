@@ -14,10 +14,10 @@ import pytest
 from kubernetes import client
 from kubernetes.client import ApiException
 
+from kubemill_testenv import kube, wait
+from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
-from tests.e2e.operator import RUNS
 from tests.e2e.test_notebookrun import create_run, wait_event, wait_run
-from tests.harness import kube, wait
 from tests.integration.helpers import wait_for_line
 
 pytestmark = pytest.mark.e2e

@@ -9,10 +9,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from kubemill_testenv import kube
+from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import RUNNER_IMAGE, Cluster
-from tests.e2e.operator import RUNS
 from tests.e2e.test_notebookrun import create_run, s3_json, wait_event, wait_run
-from tests.harness import kube
 
 pytestmark = pytest.mark.e2e
 

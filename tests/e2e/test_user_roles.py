@@ -20,9 +20,9 @@ from kubernetes.client.rest import ApiException
 
 from kubemill.operator.meta import GROUP, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
 from kubemill.operator.schedules import build_run
-from tests.harness import kube, procs, wait
-from tests.harness.kube import JSON
-from tests.harness.kubeconfig import api_client
+from kubemill_testenv import kube, procs, wait
+from kubemill_testenv.kube import JSON
+from kubemill_testenv.kubeconfig import api_client
 
 from .conftest import Cluster
 

@@ -2,8 +2,9 @@
 
 The environment used to be one venv in a cache shared by every clone, holding an editable install
 of whichever clone built it first: a second clone silently tested the first one's files. Here two
-clones in unrelated folders each run `make env`; each must import `kubemill`, `kubemill.runner`
-and `kubemill.operator` from its own folder, and see an edit made in its own files only.
+clones in unrelated folders each run `make env`; each must import `kubemill`, `kubemill.runner`,
+`kubemill.operator` and its test environment (`kubemill_testenv`, whose node agent and sandbox
+run that clone's code) from its own folder, and see an edit made in its own files only.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill"))
 
 WHERE = (
-    "import kubemill, kubemill.runner, kubemill.operator;"
+    "import kubemill, kubemill.runner, kubemill.operator, kubemill_testenv;"
     "print(kubemill.__file__); print(kubemill.runner.__file__); print(kubemill.operator.__file__);"
+    "print(kubemill_testenv.__file__);"
     "print(getattr(kubemill, 'CHECKOUT_MARK', 'unmarked'))"
 )
 
@@ -75,4 +77,5 @@ def test_two_clones_in_different_folders_each_test_their_own_code(tmp_path: Path
             clone.resolve() / "kubemill" / "__init__.py",
             clone.resolve() / "runner" / "__init__.py",
             clone.resolve() / "operator" / "__init__.py",
+            clone.resolve() / "testenv" / "kubemill_testenv" / "__init__.py",
         ]

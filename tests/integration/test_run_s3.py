@@ -18,9 +18,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubemill_testenv.s3server import READER_KEY, S3Server
 from tests.conftest import KUBEMILL, NOTEBOOKS, kubemill, runner_env
 from tests.integration.helpers import load, start, stdout_text, stop, wait_for_line
-from tests.s3server import READER_KEY, S3Server
 
 pytestmark = pytest.mark.integration
 

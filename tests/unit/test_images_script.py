@@ -2,25 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
+from tests import hack_scripts
+
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _load() -> ModuleType:
-    # hack/ is a folder of scripts, not a package: load the script from its path.
-    spec = importlib.util.spec_from_file_location("hack_images", ROOT / "hack" / "images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-images = _load()
+images = hack_scripts.load("images")
 BASE_ID = "a" * 64
 
 

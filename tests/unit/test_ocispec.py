@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from tests.harness import ocispec
-from tests.harness.ocispec import Mount, SpecInputs, User
-from tests.harness.podconfig import ContainerConfigError
+from kubemill_testenv import ocispec
+from kubemill_testenv.ocispec import Mount, SpecInputs, User
+from kubemill_testenv.podconfig import ContainerConfigError
 
 JSON = dict[str, Any]
 

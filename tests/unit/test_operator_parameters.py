@@ -28,7 +28,7 @@ from kubemill.operator.jobs import (
     split_utf8,
 )
 from kubemill.operator.meta import job_name
-from tests.harness.podconfig import expand as node_agent_expand
+from kubemill_testenv.podconfig import expand as node_agent_expand
 from tests.unit.test_operator_jobs import SETTINGS, container, make_run
 
 # --- Kubernetes' expansion, ported line by line -----------------------------------------------

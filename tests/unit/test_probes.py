@@ -22,8 +22,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness.kube import JSON
-from tests.harness.probes import (
+from kubemill_testenv.kube import JSON
+from kubemill_testenv.probes import (
     GRPC_UNSUPPORTED,
     ContainerProbes,
     Kind,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import ast
 import keyword
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -42,14 +41,14 @@ from kubemill.runner.rules import (
     parameter_name_problem,
 )
 from kubemill.runner.storage import Location
+from tests import hack_scripts
 
 ROOT = Path(__file__).resolve().parents[2]
 CRDS = ROOT / "crds"
 
 
 def _hack(module: str) -> Any:
-    sys.path.append(str(ROOT / "hack"))
-    return __import__(module)
+    return hack_scripts.load(module)
 
 
 def _policy_keywords(path: Path) -> list[str]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ from kubemill.operator.schedules import (
     plan,
     slot_run_name,
 )
+from tests import hack_scripts
 
 UTC = datetime.UTC
 CREATED = "2027-01-10T05:00:00Z"
@@ -420,8 +420,7 @@ def test_the_schedule_crd_is_generated_from_its_sources() -> None:
     """crds/kubemill.dev_notebookschedules.yaml is written by hack/gen_schedule_crd.py from
     the NotebookRun CRD and the cron pattern; run `make crds` after changing either."""
     root = Path(__file__).resolve().parents[2]
-    sys.path.append(str(root / "hack"))
-    import gen_schedule_crd  # type: ignore[import-not-found]
+    gen_schedule_crd = hack_scripts.load("gen_schedule_crd")
 
     assert (root / "crds" / "kubemill.dev_notebookschedules.yaml").read_text() == (
         gen_schedule_crd.render()

@@ -1,5 +1,6 @@
-"""The kubemill operator in e2e tests: installed with the manifests users apply, run as a local
-process under its own ServiceAccount's kubeconfig, so a missing RBAC permission fails a test."""
+"""The kubemill operator in e2e tests and benchmarks: installed with the manifests users apply,
+run as a local process under its own ServiceAccount's kubeconfig, so a missing RBAC permission
+fails a test."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from typing import Any
 
 import yaml
 
-ROOT = Path(__file__).resolve().parents[2]
+from .controlplane import REPO_ROOT
+
 OPERATOR = str(Path(sys.executable).with_name("kubemill-operator"))
 NAMESPACE = "kubemill-system"
 SERVICE_ACCOUNT = "kubemill-operator"
@@ -28,7 +30,7 @@ RUNS = "/apis/kubemill.dev/v1alpha1/namespaces/{}/notebookruns"
 def manifests_without_deployment(kubectl: Any) -> str:
     """deploy/base as kustomize renders it, minus the operator Deployment: the tests run the
     operator themselves, so they can kill and restart it at will."""
-    rendered = kubectl("kustomize", str(ROOT / "deploy" / "base")).stdout
+    rendered = kubectl("kustomize", str(REPO_ROOT / "deploy" / "base")).stdout
     docs = [d for d in yaml.safe_load_all(rendered) if d and d.get("kind") != "Deployment"]
     return yaml.safe_dump_all(docs, sort_keys=False)
 

@@ -55,7 +55,7 @@ def _alive(pid: int) -> bool:
 def serve(state_dir: Path, ready_fd: int | None = None) -> None:
     """Run everything in this process's care until SIGTERM; write a line to `ready_fd` once
     the state file is in place, so `up` waits on that instead of polling for the file."""
-    from tests.s3server import start_s3
+    from .s3server import start_s3
 
     procs.install_exit_hooks()
     stop = threading.Event()
@@ -77,7 +77,7 @@ def serve(state_dir: Path, ready_fd: int | None = None) -> None:
             "kubectl": str(cluster.kubectl_path),
             "startup_seconds": round(cluster.startup_seconds, 1),
             "s3": {
-                # tests.s3server starts weed without a parent-death signal, so `down` must be
+                # s3server starts weed without a parent-death signal, so `down` must be
                 # able to stop it itself if this supervisor was killed.
                 "pid": s3.process.pid,
                 "endpoint_url": s3.endpoint_url,
@@ -150,15 +150,13 @@ def up(state_dir: Path, timeout: float) -> int:
     state_dir.mkdir(parents=True, exist_ok=True)
     _state_file(state_dir).unlink(missing_ok=True)
     log = (state_dir / "sandbox.log").open("ab")
-    boot = (
-        "import sys; sys.path.append(sys.argv.pop(1)); "
-        "from tests.harness.sandbox import main; main()"
-    )
     ready, ready_w = os.pipe()
     supervisor = subprocess.Popen(
         [
-            sys.executable, "-c", boot, str(REPO_ROOT), "serve", "--dir", str(state_dir),
-            "--ready-fd", str(ready_w),
+            # -P: not the working directory first, where a checkout's operator/ shadows the
+            # standard library's module.
+            sys.executable, "-P", "-m", "kubemill_testenv.sandbox",
+            "serve", "--dir", str(state_dir), "--ready-fd", str(ready_w),
         ],
         stdin=subprocess.DEVNULL,
         stdout=log,
@@ -263,3 +261,7 @@ def main(argv: list[str] | None = None) -> None:
         print("sandbox: not running")
         sys.exit(1)
     print_instructions(state)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,6 +1,6 @@
 """A real Kubernetes control plane on loopback: etcd, kube-apiserver, kube-controller-manager.
 
-The binaries come from ``hack/build-control-plane.sh`` (the Kubernetes Go modules of one pinned
+The binaries come from ``testenv/build-control-plane.sh`` (the Kubernetes Go modules of one pinned
 version, cached under ``~/.cache/kubemill/k8s``). Every run gets its own CA, certificates,
 ServiceAccount signing keys, ports and etcd data directory, so runs never share state.
 """
@@ -20,8 +20,13 @@ from pathlib import Path
 from . import pki, procs
 from .kubeconfig import write_kubeconfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
-BUILD_SCRIPT = REPO_ROOT / "hack" / "build-control-plane.sh"
+# The folder this package is installed (editable) from: testenv/, which also holds the Go
+# sources of the control plane (k8s/) and their build script.
+TESTENV_ROOT = Path(__file__).resolve().parents[1]
+BUILD_SCRIPT = TESTENV_ROOT / "build-control-plane.sh"
+# The kubemill checkout around it, whose `make images` writes build/images.json, and which a
+# running sandbox records as the one it was started from.
+REPO_ROOT = TESTENV_ROOT.parent
 
 # What a kubeadm cluster (`--controllers=*`) runs that a kubemill promise, or the harness
 # itself, depends on. Without a controller its objects still exist but nothing acts on them,

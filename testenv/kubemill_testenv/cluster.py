@@ -32,11 +32,9 @@ def images_path() -> Path:
     return path
 
 
-# Run as `python -c` with the repository appended to sys.path: `-m` would put the working
-# directory first, where the project's `operator/` folder shadows the standard library module.
-_AGENT_BOOT = (
-    "import sys; sys.path.append(sys.argv.pop(1)); from tests.harness.nodeagent import main; main()"
-)
+# `-P`: the installed package is found without the working directory on the import path, where
+# a kubemill checkout's `operator/` folder would shadow the standard library's `operator`.
+_AGENT = ("-P", "-m", "kubemill_testenv.nodeagent")
 
 
 @dataclass
@@ -79,9 +77,7 @@ def start_node_agent(cp: ControlPlane, workdir: Path, timeout: float = 60.0) -> 
         "node-agent",
         [
             sys.executable,
-            "-c",
-            _AGENT_BOOT,
-            str(REPO_ROOT),
+            *_AGENT,
             f"--kubeconfig={cp.kubeconfig}",
             f"--node-name={NODE_NAME}",
             f"--workdir={workdir}",
