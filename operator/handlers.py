@@ -32,7 +32,13 @@ from kubemill.operator.meta import (
 )
 from kubemill.operator.problems import Problems
 from kubemill.operator.settings import Settings
-from kubemill.operator.status import TERMINAL, derive_status, now_rfc3339, transitions
+from kubemill.operator.status import (
+    TERMINAL,
+    derive_status,
+    now_rfc3339,
+    runner_running,
+    transitions,
+)
 from kubemill.operator.workqueue import QueuedController
 
 __all__ = [
@@ -202,9 +208,16 @@ class Reconciler(QueuedController):
             except TransientError as exc:
                 # Refused in a way that may pass (a quota on Jobs, the operator's RBAC): say so
                 # on the run, and try again with backoff.
-                self._write_pending(
-                    key, run, old, now, f"cannot create the Job or its parameters: {exc}; retrying"
-                )
+                if not old.get("jobName"):
+                    # (A run whose Job exists, that the Job watch has not shown yet, keeps its
+                    # status: the retry finds the Job.)
+                    self._write_pending(
+                        key,
+                        run,
+                        old,
+                        now,
+                        f"cannot create the Job or its parameters: {exc}; retrying",
+                    )
                 raise
             if invalid is not None:
                 failed = {**old, "phase": "Failed", "reason": "InvalidSpec", "message": invalid}
@@ -224,11 +237,15 @@ class Reconciler(QueuedController):
         self._write(key, run, old, new)
         if new.get("phase") in TERMINAL:
             # The outcome is written: the pods (whose termination messages held it) and the
-            # Job may go now, whatever TTL or deletion is waiting for them.
+            # Job may go now, whatever TTL or deletion is waiting for them. A pod whose runner
+            # was still running when last seen keeps both: its end, with the summary, comes
+            # in a later pod event, which fills in the status and releases them.
             self.problems.release(key)
+            settling = [p for p in owned_pods if runner_running(p)]
             for pod in owned_pods:
-                self._release_pod(pod)
-            if job is not None:
+                if pod not in settling:
+                    self._release_pod(pod)
+            if job is not None and not settling:
                 self._release(job)
 
     def _release(self, job: Mapping[str, Any]) -> None:

@@ -48,6 +48,9 @@ class KubernetesCluster:
         self.core = client.CoreV1Api(api)
         self._custom = client.CustomObjectsApi(api)
         self._error = client.ApiException
+        # The Event watches hold their connections for minutes (one per selector and watched
+        # namespace): a pool of their own, so they never starve the workers' pool.
+        self.watching = client.CoreV1Api(client.ApiClient(configuration))
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         try:
@@ -206,7 +209,7 @@ def main() -> None:
     cluster = KubernetesCluster()
     reconciler = register(registry, settings, cluster)
     register_schedules(registry, cluster)
-    events = EventWatcher(cluster.core, reconciler.problems, settings.namespaces)
+    events = EventWatcher(cluster.watching, reconciler.problems, settings.namespaces)
 
     @kopf.on.login(registry=registry)
     def login(**kwargs: Any) -> kopf.ConnectionInfo | None:

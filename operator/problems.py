@@ -185,6 +185,10 @@ class EventWatcher:
                         timeout_seconds=300, allow_watch_bookmarks=True,
                     )  # fmt: skip
                     for item in stream:
+                        if item["type"] == "BOOKMARK":
+                            # The client hands a bookmark's object over as a plain dict.
+                            version = item["raw_object"]["metadata"]["resourceVersion"]
+                            continue
                         obj = item["object"]
                         version = obj.metadata.resource_version
                         if item["type"] in ("ADDED", "MODIFIED"):

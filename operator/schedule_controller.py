@@ -66,10 +66,13 @@ class ScheduleReconciler(QueuedController):
         self._written: dict[str, dict[str, Any]] = {}
         #: Runs created by this process that the run watch has not shown yet, by schedule uid.
         self._created: dict[str, dict[str, dict[str, Any]]] = {}
+        #: The last RunNotCreated message posted per schedule uid: posted again only if it changes.
+        self._refused: dict[str, str] = {}
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._created.pop(uid, None)
+        self._refused.pop(uid, None)
 
     def reconcile(self, key: Key, schedules: Any, runs: Any) -> None:
         schedule = next(iter(snapshot(schedules, key)), None)
@@ -93,6 +96,7 @@ class ScheduleReconciler(QueuedController):
             created.pop(run_name, None)
         status, events = decided.status, list(decided.events)
         generation = int(schedule["metadata"].get("generation", 1))
+        deferred: TransientError | None = None
         for run, reason, message in decided.create:
             run_name = run["metadata"]["name"]
             try:
@@ -101,10 +105,15 @@ class ScheduleReconciler(QueuedController):
                 continue  # created before a restart, or a backfill made it: the lock held
             except TransientError as exc:
                 # Refused in a way that may pass (a quota on NotebookRuns, RBAC, the API
-                # server's health): retried with backoff, and said on the schedule meanwhile.
+                # server's health): said once on the schedule (again only if the reason
+                # changes), and retried with backoff after the rest of this pass, whose
+                # history prune may be what frees the quota.
                 message = f"cannot create run {run_name}: {exc}; retrying"
-                self.post_event(body, "Warning", "RunNotCreated", message)
-                raise
+                if self._refused.get(uid) != message:
+                    self.post_event(body, "Warning", "RunNotCreated", message)
+                    self._refused[uid] = message
+                deferred = exc
+                break
             except InvalidSpec as exc:
                 # Refused by the API server: the template makes invalid runs.
                 events.append(("Warning", "RunRejected", exc.message))
@@ -113,13 +122,15 @@ class ScheduleReconciler(QueuedController):
                     status = {**status, "lastScheduleTime": old.get("lastScheduleTime")}
                 continue
             status = after_create(status, generation, now, refused=None)
+            self._refused.pop(uid, None)
             _log.info("created run %s/%s", namespace, run_name)
             events.append(("Normal", reason, message))
             created[run_name] = {
                 "metadata": {**run["metadata"], "creationTimestamp": now.isoformat()},
                 "status": {},
             }
-        if status != old:
+        # A run refused for now leaves the status as it was, so its slot stays due.
+        if status != old and deferred is None:
             self.cluster.patch_schedule_status(namespace, name, merge_patch(old, status))
             self._written[uid] = status
         for kind, reason, message in events:
@@ -137,6 +148,8 @@ class ScheduleReconciler(QueuedController):
                 self.post_event(body, "Warning", "PruneFailed", message)
             else:
                 _log.info("deleted run %s/%s: %s", namespace, run_name, why)
+        if deferred is not None:
+            raise deferred
 
     def post_event(self, body: kopf.Body, kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)

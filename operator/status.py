@@ -23,6 +23,7 @@ __all__ = [
     "format_duration",
     "now_rfc3339",
     "pending_status",
+    "runner_running",
     "transitions",
 ]
 
@@ -152,6 +153,18 @@ def _runner_ran(pod: Mapping[str, Any]) -> bool:
         terminated = state.get("terminated") or {}
         if terminated and terminated.get("reason") not in _NEVER_RAN:
             return True
+    return False
+
+
+def runner_running(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod's runner was running when last seen, so its summary (the termination
+    message) is still to come: the Job can say Complete, or Failed past its deadline, while the
+    pod watch has not yet delivered the runner's end, and releasing the pod then would lose it."""
+    if pod.get("status", {}).get("phase") in ("Succeeded", "Failed"):
+        return False
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") == CONTAINER:
+            return "running" in (status.get("state") or {})
     return False
 
 

@@ -530,8 +530,8 @@ def run_notebook(
 ) -> RunOutcome:
     """Run one notebook; never raises, returns the outcome with its summary instead."""
     signals = _SignalRouter(reporter)
+    run = _Run(options, storage, reporter, environ, identity or {}, signals)
     with signals.installed(options.handle_signals):
-        run = _Run(options, storage, reporter, environ, identity or {}, signals)
         try:
             if options.handle_signals:
                 signals.replay_early()

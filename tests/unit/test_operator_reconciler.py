@@ -123,6 +123,29 @@ def test_the_outcome_is_written_before_pods_and_job_are_released() -> None:
     assert cluster.status["results"] == {"rows": 3}
 
 
+def test_a_pod_seen_running_after_its_job_ended_is_kept_until_its_summary_is_read() -> None:
+    """The Job and pod watches are separate streams: the Job can say Complete while the pod
+    index still shows the runner running. Releasing then (TTL 0 deletes the pod at once) would
+    lose the outcome; the pod and the Job are kept until the pod's end is seen."""
+    cluster = Recorder()
+    reconciler = Reconciler(cluster, Settings())
+    running = pod("p1")
+    running["status"].update(
+        phase="Running", containerStatuses=[{"name": "runner", "state": {"running": {}}}]
+    )
+    reconcile(reconciler, RUN, [job("Complete", deleting=True)], [running])
+    assert cluster.calls == [("status", "Succeeded")]
+    summary = {"exitCode": 0, "outputUrl": "s3://o/output.ipynb", "results": {"rows": 3}}
+    reconcile(reconciler, RUN, [job("Complete", deleting=True)], [pod("p1", summary=summary)])
+    assert cluster.calls[1:] == [
+        ("status", "Succeeded"),
+        ("release-pod", "p1"),
+        ("release-job", JOB),
+    ]
+    assert cluster.status["outputUrl"] == "s3://o/output.ipynb"
+    assert cluster.status["results"] == {"rows": 3}
+
+
 def test_results_that_are_none_are_written_as_null_not_dropped() -> None:
     """A notebook may record None; the status is replaced whole, so None stays a value (a merge
     patch would read it as "delete this key" and the result would vanish)."""

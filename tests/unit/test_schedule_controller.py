@@ -128,6 +128,24 @@ def test_a_run_refused_for_now_is_named_on_the_schedule_and_retried() -> None:
     assert ("status", "daily") not in cluster.calls  # the slot stays due
 
 
+def test_a_run_refused_for_now_does_not_hold_up_the_prune_that_may_free_the_quota() -> None:
+    """A quota on NotebookRuns full of finished runs: the history prune of the same pass must
+    still run (it is what frees the quota), and the refusal is posted once, not per retry."""
+    refusal = TransientError("exceeded quota: runs (HTTP 403)")
+    cluster = Recorder(refuse={"create": refusal})
+    reconciler = Reconciler(cluster)
+    old = finished("20270110-060000", "Failed")
+    for _ in range(3):
+        with pytest.raises(TransientError):
+            reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: [old]})
+    assert cluster.calls.count(("delete", "daily-20270110-060000")) == 3
+    assert ("status", "daily") not in cluster.calls
+    assert [reason for reason, _ in reconciler.events] == ["RunNotCreated"]
+    cluster.refuse = {}
+    reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: []})
+    assert cluster.calls[-2:] == [("create", "daily-20270112-060000"), ("status", "daily")]
+
+
 def test_a_created_run_blocks_forbid_until_seen_but_not_forever(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
