@@ -7,12 +7,12 @@ reached Succeeded or Failed never leaves it; later observations may only fill in
 from __future__ import annotations
 
 import datetime
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from kubemill.operator.jobs import CONTAINER
+from kubemill.runner.contract import Summary, parse_summary
 
 __all__ = [
     "PROBLEM_REASONS",
@@ -106,7 +106,7 @@ def condition(
     }
 
 
-def _summary(pod: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Mapping[str, Any] | None]:
+def _summary(pod: Mapping[str, Any]) -> tuple[Summary | None, Mapping[str, Any] | None]:
     """The runner's summary and the container's terminated state, when the pod has ended."""
     for status in pod.get("status", {}).get("containerStatuses") or []:
         if status.get("name") != CONTAINER:
@@ -114,12 +114,13 @@ def _summary(pod: Mapping[str, Any]) -> tuple[dict[str, Any] | None, Mapping[str
         terminated = (status.get("state") or {}).get("terminated")
         if not terminated:
             return None, None
-        try:
-            summary = json.loads(terminated.get("message") or "")
-        except ValueError:
-            summary = None
-        return (summary if isinstance(summary, dict) else None), terminated
+        return parse_summary(terminated.get("message")), terminated
     return None, None
+
+
+def _ran(summary: Summary | None) -> dict[str, Any]:
+    """The runner's own failure details, as a fresh dict to amend; empty without them."""
+    return dict(summary.failure or {}) if summary is not None else {}
 
 
 def _waiting_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
@@ -222,7 +223,7 @@ def _by_age(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 
 def _failure(
     job_failed: Mapping[str, Any],
-    summary: dict[str, Any] | None,
+    summary: Summary | None,
     terminated: Mapping[str, Any] | None,
     spec: Mapping[str, Any],
     blocker: str | None,
@@ -233,7 +234,7 @@ def _failure(
     job_reason = job_failed.get("reason", "Failed")
     if job_reason == "JobDeleted":
         message = str(job_failed.get("message"))
-        failure = {**((summary or {}).get("failure") or {}), "reason": job_reason}
+        failure = {**_ran(summary), "reason": job_reason}
         failure["message"] = message
         return job_reason, message, failure
     if job_reason == "DeadlineExceeded" and blocker is not None:
@@ -251,7 +252,7 @@ def _failure(
             f"the run exceeded spec.timeout ({spec.get('timeout')}) and was stopped; "
             "raise spec.timeout or make the notebook faster"
         )
-        failure = dict((summary or {}).get("failure") or {})
+        failure = _ran(summary)
         failure.update(reason="RunTimeout", message=message)
         return "RunTimeout", message, failure
     if terminated and terminated.get("reason") == "OOMKilled":
@@ -264,13 +265,13 @@ def _failure(
             + (f" ({limit})" if limit else "")
             + " and was killed; raise spec.resources.limits.memory or use less memory"
         )
-        ran = dict((summary or {}).get("failure") or {})
+        ran = _ran(summary)
         if ran.get("cell") is not None:
             message += f" (while running cell {ran['cell']})"
         return "OOMKilled", message, {**ran, "reason": "OOMKilled", "message": message}
-    if summary and summary.get("failure"):
-        failure = dict(summary["failure"])
-        reason = str(failure.get("reason") or summary.get("reason") or job_reason)
+    if summary is not None and summary.failure:
+        failure = _ran(summary)
+        reason = str(failure.get("reason") or summary.reason or job_reason)
         message = str(failure.get("message") or reason)
         if job_reason == "BackoffLimitExceeded" and int(spec.get("retries", 0)) > 0:
             message += f" (after {int(spec.get('retries', 0)) + 1} attempts)"
@@ -316,13 +317,13 @@ def derive_status(
         summary, terminated = _summary(pod)
         if terminated is not None:
             break
-    if summary:
+    if summary is not None:
         # The latest attempt's account replaces an earlier one's, results included.
-        if summary.get("outputUrl") is not None:
-            status["outputUrl"] = summary["outputUrl"]
-        status["results"] = dict(summary.get("results") or {})
-        if summary.get("resultsTruncated"):
-            status["resultsTruncated"] = summary["resultsTruncated"]
+        if summary.output_url is not None:
+            status["outputUrl"] = summary.output_url
+        status["results"] = dict(summary.results)
+        if summary.results_truncated:
+            status["resultsTruncated"] = summary.results_truncated
         else:
             status.pop("resultsTruncated", None)
 
@@ -379,9 +380,9 @@ def derive_status(
         status.setdefault("phase", "Pending")
         status.setdefault("reason", "Pending")
         status.setdefault("message", "creating the Job")
-    elif summary and summary.get("failure") and "failure" in status:
+    elif summary is not None and summary.failure and "failure" in status:
         # A terminal run may still learn the runner's own account of the failure.
-        status["failure"] = {**summary["failure"], **status["failure"]}
+        status["failure"] = {**summary.failure, **status["failure"]}
 
     if status.get("phase") in TERMINAL and status.get("startTime") and status.get("completionTime"):
         start, end = _parse_time(status["startTime"]), _parse_time(status["completionTime"])

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
@@ -18,8 +20,10 @@ __all__ = [
     "SCRAPBOOK_MIMETYPES",
     "SUMMARY_LIMIT",
     "ExitCode",
+    "Summary",
     "build_summary",
     "parse_secret_params",
+    "parse_summary",
 ]
 
 #: Where the summary goes when `--termination-message-path` is not given.
@@ -96,16 +100,153 @@ def parse_secret_params(text: str) -> dict[str, str]:
     return pairs
 
 
-def _encoded(summary: dict[str, Any]) -> bytes:
-    return json.dumps(summary, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+class _Invalid:
+    """A field's value that is present but of the wrong type: it reads as missing."""
+
+
+_INVALID: Any = _Invalid()
+
+
+def _wire(key: str, read: Callable[[Any], Any], *, omit_empty: bool = False) -> dict[str, Any]:
+    """A summary field's JSON key, how to read it from untrusted JSON, and whether it is left
+    out of the message when empty (None, False, nothing)."""
+    return {"key": key, "read": read, "omit_empty": omit_empty}
+
+
+def _integer(value: Any) -> Any:
+    return value if isinstance(value, int) and not isinstance(value, bool) else _INVALID
+
+
+def _number(value: Any) -> Any:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    return float(value) if ok else _INVALID
+
+
+def _text(value: Any) -> Any:
+    return value if isinstance(value, str) else _INVALID
+
+
+def _flag(value: Any) -> Any:
+    return value if isinstance(value, bool) else _INVALID
+
+
+def _json_object(value: Any) -> Any:
+    return value if isinstance(value, dict) else _INVALID
+
+
+def _names(value: Any) -> Any:
+    if value is True or value is False:
+        return value
+    if isinstance(value, list) and all(isinstance(name, str) for name in value):
+        return value
+    return _INVALID
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The runner's summary, as the operator reads it from the pod's termination message.
+
+    A frozen dataclass rather than a TypedDict so the reader says `summary.output_url`: the
+    wire names (camelCase JSON keys) appear once, in each field's metadata below, and a typo on
+    either side is a type error instead of a silently missing key. Only `exit_code` is needed to
+    count as a summary; every other field has the value a reader assumes when it is missing, so
+    a summary from an older or newer runner still reads.
+    """
+
+    #: The process exit code (an `ExitCode` value; an int, so a newer runner's code still reads).
+    exit_code: int = field(metadata=_wire("exitCode", _integer))
+    #: "Succeeded" or "Failed".
+    status: str = field(default="", metadata=_wire("status", _text))
+    #: The `ExitCode`'s reason: CellError, RunTimeout, …
+    reason: str = field(default="", metadata=_wire("reason", _text))
+    #: Where the executed notebook was saved; None when nothing was saved.
+    output_url: str | None = field(default=None, metadata=_wire("outputUrl", _text))
+    #: The recorded results that fit (JSON values; a result may be None).
+    results: Mapping[str, Any] = field(
+        default_factory=dict, metadata=_wire("results", _json_object)
+    )
+    #: Seconds from start to summary, to the millisecond; None when the run never started.
+    duration_seconds: float | None = field(
+        default=None, metadata=_wire("durationSeconds", _number, omit_empty=True)
+    )
+    #: The failure details (reason, message, cell, cellId, executionCount, ename, evalue,
+    #: traceback), passed on whole to the run's status.failure; None when the run succeeded.
+    failure: Mapping[str, Any] | None = field(
+        default=None, metadata=_wire("failure", _json_object, omit_empty=True)
+    )
+    #: Names of the results left out to fit, or True when even the names did not fit;
+    #: results.json has them all.
+    results_truncated: list[str] | bool = field(
+        default=False, metadata=_wire("resultsTruncated", _names, omit_empty=True)
+    )
+    #: The failure details did not fit even cut short and were left out.
+    failure_truncated: bool = field(
+        default=False, metadata=_wire("failureTruncated", _flag, omit_empty=True)
+    )
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object written as the termination message."""
+        out: dict[str, Any] = {}
+        for item in fields(self):
+            value = getattr(self, item.name)
+            if item.metadata["omit_empty"] and _empty(value):
+                continue
+            if isinstance(value, Mapping):
+                value = dict(value)
+            out[item.metadata["key"]] = value
+        return out
+
+    def encode(self) -> bytes:
+        """Compact, ASCII-only JSON: a byte cut can never split a character."""
+        return _encoded(self.to_json())
+
+
+def _empty(value: Any) -> bool:
+    """None, False or an empty list or object; a duration of 0.0 is a value."""
+    if value is None or value is False:
+        return True
+    return isinstance(value, list | Mapping) and not value
+
+
+def _encoded(value: Mapping[str, Any]) -> bytes:
+    return json.dumps(value, separators=(",", ":"), sort_keys=True, allow_nan=False).encode()
+
+
+def parse_summary(message: str | bytes | None) -> Summary | None:
+    """The summary in a container's termination message, or None when there is none to read.
+
+    Never raises: the message comes from a pod, and a pod can leave anything there (nothing,
+    its last log lines under `FallbackToLogsOnError`, a summary the kubelet cut at 4096 bytes,
+    JSON nested past the parser's recursion limit). A JSON object with an integer `exitCode` is
+    a summary; a field of the wrong type reads as missing, so one bad field costs only itself.
+    """
+    if not message:
+        return None
+    text = message.decode("utf-8", "replace") if isinstance(message, bytes) else message
+    try:
+        raw = json.loads(text)
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(raw, dict):
+        return None
+    values: dict[str, Any] = {}
+    for item in fields(Summary):
+        key = item.metadata["key"]
+        if key in raw:
+            value = item.metadata["read"](raw[key])
+            if value is not _INVALID:
+                values[item.name] = value
+    if "exit_code" not in values:
+        return None
+    return Summary(**values)
 
 
 def build_summary(
     *,
     exit_code: ExitCode,
     output_url: str | None,
-    results: dict[str, Any],
-    failure: dict[str, Any] | None,
+    results: Mapping[str, Any],
+    failure: Mapping[str, Any] | None,
     duration_seconds: float | None,
     limit: int = SUMMARY_LIMIT,
 ) -> bytes:
@@ -114,45 +255,48 @@ def build_summary(
     Results that do not fit are dropped, largest first, and named in `resultsTruncated`, so the
     reader knows to look in results.json instead of trusting a partial dictionary silently.
     """
-    summary: dict[str, Any] = {
-        "status": "Succeeded" if exit_code is ExitCode.OK else "Failed",
-        "reason": exit_code.reason,
-        "exitCode": int(exit_code),
-        "outputUrl": output_url,
-        "results": dict(results),
-    }
-    if duration_seconds is not None:
-        summary["durationSeconds"] = round(duration_seconds, 3)
-    if failure:
-        summary["failure"] = dict(failure)
-        if isinstance(failure.get("traceback"), str):
-            # The traceback's last lines say what happened; the full one is in the notebook.
-            summary["failure"]["traceback"] = failure["traceback"][-1500:]
-    data = _encoded(summary)
+    details: dict[str, Any] | None = dict(failure) if failure else None
+    if details is not None and isinstance(details.get("traceback"), str):
+        # The traceback's last lines say what happened; the full one is in the notebook.
+        details["traceback"] = details["traceback"][-1500:]
+    summary = Summary(
+        exit_code=int(exit_code),
+        status="Succeeded" if exit_code is ExitCode.OK else "Failed",
+        reason=exit_code.reason,
+        output_url=output_url,
+        results=dict(results),
+        duration_seconds=None if duration_seconds is None else round(duration_seconds, 3),
+        failure=details,
+    )
+    data = summary.encode()
     if len(data) <= limit:
         return data
 
+    kept = dict(results)
     truncated: list[str] = []
     by_size = sorted(results, key=lambda k: len(_encoded({"v": results[k]})), reverse=True)
     for name in by_size:
-        del summary["results"][name]
+        del kept[name]
         truncated.append(name)
-        summary["resultsTruncated"] = sorted(truncated)
-        data = _encoded(summary)
+        summary = replace(summary, results=dict(kept), results_truncated=sorted(truncated))
+        data = summary.encode()
         if len(data) <= limit:
             return data
     # Only the failure text (or a huge list of names) can still be too long: cut it down.
-    if "failure" in summary:
-        failure_copy = dict(summary["failure"])
+    if details is not None:
+        cut = dict(details)
         for key in ("traceback", "message", "evalue"):
-            if isinstance(failure_copy.get(key), str):
-                failure_copy[key] = failure_copy[key][:512] + "…[truncated]"
-        summary["failure"] = failure_copy
-    if len(_encoded(summary)) > limit:
-        summary["resultsTruncated"] = True
-    data = _encoded(summary)
+            if isinstance(cut.get(key), str):
+                cut[key] = cut[key][:512] + "…[truncated]"
+        summary = replace(summary, failure=cut)
+    if truncated and len(summary.encode()) > limit:
+        summary = replace(summary, results_truncated=True)
+    data = summary.encode()
     if len(data) > limit:
-        summary.pop("failure", None)
-        summary["failureTruncated"] = True
-        data = _encoded(summary)
+        summary = replace(summary, failure=None, failure_truncated=True)
+        data = summary.encode()
+        if truncated and summary.results_truncated is True:
+            # Without the failure details the names may fit after all: they say what to fetch.
+            named = replace(summary, results_truncated=sorted(truncated)).encode()
+            data = named if len(named) <= limit else data
     return data

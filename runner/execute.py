@@ -5,6 +5,10 @@ deadline, signal handling that interrupts the kernel before giving up, per-cell 
 notification on every change so the output can be checkpointed while a cell is still running.
 It drives the kernel itself instead of using `NotebookClient.async_setup_kernel`, whose own
 SIGTERM handler would shut the kernel down before the output is saved.
+
+Only nbclient's public surface is used (its traits, the `on_cell_executed` hook, and the
+methods a subclass is meant to extend: `process_message`, `output`), and jupyter_client's
+kernel manager to stop the kernel, so any nbclient from 0.10 on will do.
 """
 
 from __future__ import annotations
@@ -91,21 +95,29 @@ def _plain(text: str) -> str:
 
 
 class _Client(NotebookClient):
-    """nbclient with a callback on every output, for live logs and checkpoints."""
+    """nbclient with a callback on every output, for live logs and checkpoints, and a flag that
+    says a cell ran out of time."""
 
     def __init__(self, nb: NotebookNode, observer: Observer, **kwargs: Any) -> None:
         super().__init__(nb, **kwargs)
         self._observer = observer
         self.timed_out = False
+        self.on_cell_executed = self._executed
 
-    async def _async_handle_timeout(
-        self, timeout: int, cell: NotebookNode | None = None
-    ) -> dict[str, Any] | None:
-        # nbclient interrupts the kernel and answers with `error_on_timeout` at once; the
-        # interrupt's own traceback, which shows the line the cell was stuck on, still reaches
-        # the output while nbclient waits for the cell's last messages.
-        self.timed_out = True
-        return await super()._async_handle_timeout(timeout, cell)
+    def _executed(self, cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
+        """nbclient's `on_cell_executed` hook: notice the reply it made up for a timed-out cell.
+
+        On a cell timeout nbclient interrupts the kernel (`interrupt_on_timeout`) and, instead
+        of waiting for the kernel's reply, answers with an error reply made of
+        `error_on_timeout`; this hook sees that reply whether or not errors are allowed. A
+        kernel's own error reply always differs: it has the exception's name, value and a
+        traceback, and no kernel names its exception after a sentence of ours.
+        """
+        content = (execute_reply or {}).get("content") or {}
+        expected = self.error_on_timeout or {}
+        made_up = all(content.get(key) == value for key, value in expected.items())
+        if expected and content.get("status") == "error" and made_up:
+            self.timed_out = True
 
     def process_message(
         self, msg: dict[str, Any], cell: NotebookNode, cell_index: int
@@ -226,6 +238,9 @@ class Execution:
             timeout=math.ceil(options.cell_timeout) if options.cell_timeout else None,
             startup_timeout=max(1, math.ceil(options.start_timeout)),
             allow_errors=options.allow_errors,
+            # A timed-out cell is interrupted, and nbclient answers for it at once with this
+            # error; the interrupt's own traceback, which shows the line the cell was stuck on,
+            # still reaches the output while nbclient waits for the cell's last messages.
             interrupt_on_timeout=True,
             error_on_timeout={
                 "ename": "CellTimeoutError",
@@ -245,25 +260,36 @@ class Execution:
         sockets = tempfile.mkdtemp(prefix="kubemill-kernel-")
         client.km.transport = "ipc"
         client.km.ip = os.path.join(sockets, "kernel")
+        failed = False
         try:
             await self._start_kernel(client)
             await self._execute_cells(client)
         except BaseException:
-            # A kernel that failed us gets no graceful shutdown: it may be busy or stuck.
-            client.shutdown_kernel = "immediate"
+            failed = True
             raise
         finally:
-            if self._stop is not None:
-                client.shutdown_kernel = "immediate"
-            await asyncio.shield(self._cleanup(client))
+            # A kernel that failed us, or that we were told to stop, gets no graceful shutdown:
+            # it may be busy or stuck.
+            now = failed or self._stop is not None
+            await asyncio.shield(self._shutdown(client, now=now))
             shutil.rmtree(sockets, ignore_errors=True)
 
     @staticmethod
-    async def _cleanup(client: _Client) -> None:
-        if client.km is None:
+    async def _shutdown(client: _Client, *, now: bool) -> None:
+        """Stop the kernel and release its channels and connection files, each step on its own:
+        a kernel that is already gone needs no shutdown, and its files still need removing."""
+        km, kc = client.km, client.kc
+        client.km = client.kc = None
+        if km is None:
             return
-        with contextlib.suppress(Exception):  # a kernel that is already gone needs no shutdown
-            await client._async_cleanup_kernel()
+        with contextlib.suppress(Exception):
+            if await ensure_async(km.is_alive()):
+                await ensure_async(km.shutdown_kernel(now=now))
+        with contextlib.suppress(Exception):
+            await ensure_async(km.cleanup_resources())
+        if kc is not None:
+            with contextlib.suppress(Exception):
+                kc.stop_channels()  # synchronous, in the async client too
 
     async def _start_kernel(self, client: _Client) -> None:
         name = self.options.kernel_name

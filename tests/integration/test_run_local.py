@@ -123,6 +123,13 @@ def test_allow_errors_keeps_going(tmp_path: Path) -> None:
     ("args", "code", "reason", "message"),
     [
         (["--cell-timeout", "1.5"], 11, "CellTimeout", "did not finish within the cell timeout"),
+        # A timeout is not a cell error to tolerate: the run still stops there.
+        (
+            ["--cell-timeout", "1.5", "--allow-errors"],
+            11,
+            "CellTimeout",
+            "did not finish within the cell timeout",
+        ),
         (["--timeout", "3"], 12, "RunTimeout", "did not finish within its timeout of 3s"),
     ],
 )

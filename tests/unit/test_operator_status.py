@@ -7,6 +7,7 @@ from typing import Any
 
 from kubemill.operator.handlers import merge_patch
 from kubemill.operator.status import Problem, derive_status, transitions
+from kubemill.runner.contract import ExitCode, build_summary
 
 RUN: dict[str, Any] = {
     "metadata": {"name": "r", "namespace": "ns", "uid": "u", "generation": 1},
@@ -284,3 +285,39 @@ def test_a_runner_without_a_summary_passes_on_the_runtimes_message() -> None:
     }
     message = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [plain], T1)["message"]
     assert message == "the runner exited with code 1 without a summary (BackoffLimitExceeded)"
+
+
+def ended(message: str, code: int) -> dict[str, Any]:
+    state = {"terminated": {"exitCode": code, "reason": "Error", "message": message}}
+    return {
+        "metadata": {"name": "p", "creationTimestamp": T0},
+        "status": {"phase": "Failed", "containerStatuses": [{"name": "runner", "state": state}]},
+    }
+
+
+def test_what_the_runner_writes_is_what_the_status_shows() -> None:
+    # Both sides of the contract at once: the runner's own builder, the operator's reader.
+    message = build_summary(
+        exit_code=ExitCode.CELL_ERROR,
+        output_url="s3://o/output.ipynb",
+        results={"rows": 3, "none": None, "big": "x" * 5000},
+        failure={"reason": "CellError", "message": "cell In [2] raised ValueError: v", "cell": 2},
+        duration_seconds=1.5,
+    ).decode()
+    status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [ended(message, 10)], T1)
+    assert (status["reason"], status["message"]) == (
+        "CellError", "cell In [2] raised ValueError: v (after 2 attempts)"
+    )  # fmt: skip
+    assert status["failure"] == {
+        "reason": "CellError", "message": "cell In [2] raised ValueError: v", "cell": 2
+    }  # fmt: skip
+    assert status["outputUrl"] == "s3://o/output.ipynb"
+    assert status["results"] == {"rows": 3, "none": None}
+    assert status["resultsTruncated"] == ["big"]
+
+
+def test_a_summary_the_kubelet_cut_short_is_no_summary() -> None:
+    message = json.dumps({"exitCode": 10, "results": {"t": "x" * 5000}})[:4096]
+    status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [ended(message, 10)], T1)
+    assert status["reason"] == "RunnerFailed"
+    assert "results" not in status
