@@ -46,21 +46,36 @@ test-integration: env images crondiff
 test-e2e: env control-plane images
 	$(BIN)/pytest tests/e2e
 
-lint: env
+# Besides ruff and hadolint: a module imports the modules of its own folder relatively, so a
+# reader or a tool that does not know the package-dir mapping sees which uses which (imports
+# across folders are absolute; ruff's TID252 keeps out `..`); and lint-imports checks the import
+# contracts in pyproject.toml, from the installed-layout tree below (its working directory goes
+# first on sys.path, and the repository root would shadow the standard library's operator).
+lint: env layout-tree
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	@bad=$$(grep -nE '^\s*(from|import) kubemill\.runner\b' runner/*.py; \
+		grep -nE '^\s*(from|import) kubemill\.operator\b' operator/*.py; \
+		grep -nE '^\s*(from|import) kubemill\.cli\b' kubemill/cli/*.py); \
+		if [ -n "$$bad" ]; then echo "$$bad"; \
+		echo "import modules of the same folder relatively (from .x import y)"; exit 1; fi
+	cd $(TYPECHECK_TREE) && $(BIN)/lint-imports --no-logo $(CURDIR)/pyproject.toml
 	$(BIN)/hadolint Dockerfile.runner Dockerfile.operator
 
-# mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping,
-# so it reads the packages through a tree of symlinks with the installed layout.
+# mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping, nor
+# can import-linter, so both read the packages through a tree of symlinks with the installed
+# layout.
 TYPECHECK_TREE := build/typecheck
-typecheck: env
+.PHONY: layout-tree
+layout-tree:
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
 	@ln -sfn ../../testenv/kubemill_testenv $(TYPECHECK_TREE)/kubemill_testenv
+
+typecheck: env layout-tree
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -p kubemill.runner -p kubemill.operator \
 		-p kubemill_testenv
 

@@ -19,9 +19,9 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.jobs import build_job, build_parameter_config_maps
-from kubemill.operator.meta import (
+from .errors import InvalidSpec
+from .jobs import build_job, build_parameter_config_maps
+from .meta import (
     GROUP,
     JOB_FINALIZER,
     LABEL_RUN,
@@ -30,16 +30,16 @@ from kubemill.operator.meta import (
     VERSION,
     job_name,
 )
-from kubemill.operator.problems import Problems
-from kubemill.operator.settings import Settings
-from kubemill.operator.status import (
+from .problems import Problems
+from .settings import Settings
+from .status import (
     TERMINAL,
     derive_status,
     now_rfc3339,
     runner_running,
     transitions,
 )
-from kubemill.operator.workqueue import QueuedController
+from .workqueue import QueuedController
 
 __all__ = [
     "AlreadyExists",

@@ -7,8 +7,10 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.meta import (
+from kubemill.runner.contract import ENV_RUN_IDENTITY, ENV_SECRET_PARAMS, ExitCode
+
+from .errors import InvalidSpec
+from .meta import (
     JOB_FINALIZER,
     POD_FINALIZER,
     child_labels,
@@ -17,9 +19,8 @@ from kubemill.operator.meta import (
     job_name,
     owner_reference,
 )
-from kubemill.operator.settings import Settings
-from kubemill.operator.spec import NOTEBOOK_MOUNT, notebook_input, output_folder, parse_duration
-from kubemill.runner.contract import ENV_RUN_IDENTITY, ENV_SECRET_PARAMS, ExitCode
+from .settings import Settings
+from .spec import NOTEBOOK_MOUNT, notebook_input, output_folder, parse_duration
 
 __all__ = [
     "CONTAINER",

@@ -12,9 +12,9 @@ from typing import Any, cast
 
 import kopf
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import AlreadyExists, TransientError, register
-from kubemill.operator.meta import (
+from .errors import InvalidSpec
+from .handlers import AlreadyExists, TransientError, register
+from .meta import (
     GROUP,
     JOB_FINALIZER,
     PLURAL,
@@ -22,9 +22,9 @@ from kubemill.operator.meta import (
     SCHEDULE_PLURAL,
     VERSION,
 )
-from kubemill.operator.problems import EventWatcher
-from kubemill.operator.schedule_controller import register as register_schedules
-from kubemill.operator.settings import Settings
+from .problems import EventWatcher
+from .schedule_controller import register as register_schedules
+from .settings import Settings
 
 __all__ = ["KubernetesCluster", "main"]
 

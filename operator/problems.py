@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from kubemill.operator.status import Problem, now_rfc3339
+from .status import Problem, now_rfc3339
 
 __all__ = ["SELECTORS", "EventWatcher", "Problems", "problem_from_event"]
 

@@ -18,17 +18,17 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import (
+from .errors import InvalidSpec
+from .handlers import (
     AlreadyExists,
     TransientError,
     merge_patch,
     plain,
     snapshot,
 )
-from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
-from kubemill.operator.schedules import after_create, plan
-from kubemill.operator.workqueue import QueuedController
+from .meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
+from .schedules import after_create, plan
+from .workqueue import QueuedController
 
 __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
 

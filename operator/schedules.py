@@ -23,9 +23,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubemill.operator.cron import CronError, Schedule
-from kubemill.operator.errors import InvalidSchedule, InvalidSpec, InvalidTemplate
-from kubemill.operator.meta import (
+from .cron import CronError, Schedule
+from .errors import InvalidSchedule, InvalidSpec, InvalidTemplate
+from .meta import (
     GROUP,
     LABEL_ORIGIN,
     LABEL_SCHEDULE,
@@ -35,7 +35,7 @@ from kubemill.operator.meta import (
     copied_annotations,
     copied_labels,
 )
-from kubemill.operator.status import TERMINAL, condition
+from .status import TERMINAL, condition
 
 __all__ = [
     "TEMPLATE_VARIABLES",

@@ -11,10 +11,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.schema_rules import NOTEBOOK_URL_PATTERN, OUTPUT_PREFIX_PATTERN
-from kubemill.operator.settings import Settings
 from kubemill.runner.rules import MIN_DURATION_SECONDS, duration_seconds
+
+from .errors import InvalidSpec
+from .schema_rules import NOTEBOOK_URL_PATTERN, OUTPUT_PREFIX_PATTERN
+from .settings import Settings
 
 __all__ = ["NOTEBOOK_MOUNT", "notebook_input", "output_folder", "parse_duration"]
 

@@ -11,8 +11,9 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from kubemill.operator.jobs import CONTAINER
 from kubemill.runner.contract import Summary, parse_summary
+
+from .jobs import CONTAINER
 
 __all__ = [
     "PROBLEM_REASONS",

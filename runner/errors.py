@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kubemill.runner.contract import ExitCode
+from .contract import ExitCode
 
 __all__ = [
     "BadInputError",

@@ -32,8 +32,8 @@ from nbclient.exceptions import CellExecutionError, CellTimeoutError, DeadKernel
 from nbclient.util import ensure_async
 from nbformat import NotebookNode
 
-from kubemill.runner.clock import iso
-from kubemill.runner.errors import (
+from .clock import iso
+from .errors import (
     BadInputError,
     CellError,
     CellTimeout,

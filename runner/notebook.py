@@ -14,9 +14,9 @@ from nbformat import NotebookNode
 from nbformat.v4 import new_markdown_cell
 from nbformat.v4.rwbase import rejoin_lines, strip_transient
 
-from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
-from kubemill.runner.errors import BadInputError
-from kubemill.runner.redact import Redactor
+from .contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
+from .errors import BadInputError
+from .redact import Redactor
 
 __all__ = [
     "ANCHOR_TAG",

@@ -25,8 +25,8 @@ import yaml
 from nbformat import NotebookNode
 from nbformat.v4 import new_code_cell
 
-from kubemill.runner.errors import BadInputError
-from kubemill.runner.rules import parameter_name_problem
+from .errors import BadInputError
+from .rules import parameter_name_problem
 
 __all__ = [
     "INJECTED_TAG",

@@ -15,9 +15,9 @@ from typing import IO, Any
 
 from nbformat import NotebookNode
 
-from kubemill.runner.clock import iso
-from kubemill.runner.execute import CellTiming
-from kubemill.runner.redact import Redactor
+from .clock import iso
+from .execute import CellTiming
+from .redact import Redactor
 
 __all__ = ["Reporter"]
 

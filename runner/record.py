@@ -11,7 +11,7 @@ from typing import Any
 
 __all__ = ["record"]
 
-from kubemill.runner.contract import RECORD_MIMETYPE as _MIMETYPE
+from .contract import RECORD_MIMETYPE as _MIMETYPE
 
 
 def record(name: str, value: Any) -> None:

@@ -20,10 +20,10 @@ from urllib.parse import urlsplit, urlunsplit
 
 from nbformat import NotebookNode
 
-from kubemill.runner import __version__, early
-from kubemill.runner.clock import iso
-from kubemill.runner.contract import ExitCode, build_summary
-from kubemill.runner.errors import (
+from . import __version__, early
+from .clock import iso
+from .contract import ExitCode, build_summary
+from .errors import (
     BadInputError,
     InternalError,
     RunFailure,
@@ -31,8 +31,8 @@ from kubemill.runner.errors import (
     StorageError,
     Terminated,
 )
-from kubemill.runner.execute import Execution, ExecutionOptions
-from kubemill.runner.notebook import (
+from .execute import Execution, ExecutionOptions
+from .notebook import (
     collect_results,
     error_anchor_cell,
     parse_notebook,
@@ -40,7 +40,7 @@ from kubemill.runner.notebook import (
     serialize,
     status_banner,
 )
-from kubemill.runner.parameters import (
+from .parameters import (
     PARAMETERS_TAG,
     declared_parameters,
     find_tagged_cell,
@@ -49,9 +49,9 @@ from kubemill.runner.parameters import (
     normalize,
     validate_parameters,
 )
-from kubemill.runner.progress import Reporter
-from kubemill.runner.redact import Redactor
-from kubemill.runner.storage import Fetched, Location, Storage, source_identity
+from .progress import Reporter
+from .redact import Redactor
+from .storage import Fetched, Location, Storage, source_identity
 
 __all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "display_uri", "run_notebook"]
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
-from kubemill.runner.errors import BadInputError, StorageError
+from .errors import BadInputError, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client

@@ -16,8 +16,6 @@ from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any, TextIO
 
-from kubemill.cli import Handler
-from kubemill.cli.schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
 from kubemill.operator.cron import Schedule
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
@@ -29,6 +27,9 @@ from kubemill.operator.schedules import (
     slot_run_name,
 )
 from kubemill.operator.status import TERMINAL
+
+from . import Handler
+from .schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
 
 __all__ = ["declare_backfill", "declare_trigger"]
 

@@ -6,7 +6,7 @@ import argparse
 import json
 from collections.abc import Mapping
 
-from kubemill.cli.run import runner_errors, storage
+from .run import runner_errors, storage
 
 __all__ = ["declare_inspect", "declare_results"]
 

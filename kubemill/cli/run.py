@@ -17,7 +17,6 @@ import textwrap
 from collections.abc import Mapping
 from typing import Any
 
-from kubemill.cli import Handler, parameters
 from kubemill.runner.contract import (
     ENV_RUN_IDENTITY,
     ENV_SECRET_PARAMS,
@@ -27,6 +26,8 @@ from kubemill.runner.contract import (
     parse_secret_params,
 )
 from kubemill.runner.errors import BadInputError, RunnerError
+
+from . import Handler, parameters
 
 __all__ = ["declare_run", "runner_errors", "storage"]
 

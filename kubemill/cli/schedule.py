@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import TextIO
 from zoneinfo import ZoneInfo
 
-from kubemill.cli import Handler
 from kubemill.operator.cron import CronError, Schedule
 from kubemill.operator.schedules import rfc3339
 from kubemill.runner.contract import ExitCode
+
+from . import Handler
 
 __all__ = [
     "BAD_INPUT",
