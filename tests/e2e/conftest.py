@@ -28,6 +28,7 @@ from kubemill_testenv import kube, wait
 from kubemill_testenv.cluster import start_local_cluster
 from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
 from tests.conftest import NOTEBOOKS
+from tests.integration.helpers import wait_for_line
 
 # Containers run `python`, so they need an image that has it. The local node agent runs images
 # from the store `make images` fills, and the runner image has python on its PATH; on an
@@ -55,6 +56,20 @@ class Cluster:
             text=True,
             timeout=120,
         )
+
+    def await_log_line(self, namespace: str, pod: str, line: str, timeout: float = 120) -> None:
+        """Follow the pod's log (`kubectl logs -f`, as a user would) until `line` appears."""
+        follow = subprocess.Popen(
+            [self.kubectl_path, "--kubeconfig", str(self.kubeconfig),
+             "-n", namespace, "logs", "-f", pod],
+            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        try:
+            assert follow.stdout is not None
+            wait_for_line(follow.stdout, line, timeout=timeout)
+        finally:
+            follow.kill()
+            follow.communicate()
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ pods executed by the node agent, a real kernel and real S3."""
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Callable
 from typing import Any
 
@@ -14,7 +13,6 @@ from kubernetes import client
 from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
-from tests.integration.helpers import wait_for_line
 
 pytestmark = pytest.mark.e2e
 
@@ -270,17 +268,7 @@ def test_deleting_a_running_run_stops_it_and_keeps_its_partial_output(
         api, pods, lambda e, p: e != "DELETED" and p.get("status", {}).get("phase") == "Running",
         label_selector="kubemill.dev/run=deleted", timeout=120, what="the runner pod",
     )  # fmt: skip
-    follow = subprocess.Popen(
-        [kubemill_installed.kubectl_path, "--kubeconfig", str(kubemill_installed.kubeconfig),
-         "-n", run_namespace, "logs", "-f", pod["metadata"]["name"]],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert follow.stdout is not None
-        wait_for_line(follow.stdout, "started sleeping", timeout=120)
-    finally:
-        follow.kill()
-        follow.communicate()
+    kubemill_installed.await_log_line(run_namespace, pod["metadata"]["name"], "started sleeping")
     kube.request(api, "DELETE", f"{RUNS.format(run_namespace)}/deleted")
     wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=90, what="the runner pod")
     jobs = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs")

@@ -5,7 +5,6 @@ TTL of 0 while the operator is down."""
 from __future__ import annotations
 
 import contextlib
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -18,7 +17,6 @@ from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
 from tests.e2e.test_notebookrun import create_run, wait_event, wait_run
-from tests.integration.helpers import wait_for_line
 
 pytestmark = pytest.mark.e2e
 
@@ -300,19 +298,8 @@ def test_an_evicted_attempt_is_kept_until_the_run_ends_then_released(
     wait_run(api, run_namespace, "evicted", "Running", timeout=60)
     first = kube.get(api, pods, labelSelector="kubemill.dev/run=evicted")["items"][0]
     name = first["metadata"]["name"]
-    # Evicted while a cell runs (the runner, PID 1 of its container, handles SIGTERM from
-    # then on; a signal before its handler is installed is dropped, as on any node).
-    follow = subprocess.Popen(
-        [kubemill_installed.kubectl_path, "--kubeconfig", str(kubemill_installed.kubeconfig),
-         "-n", run_namespace, "logs", "-f", name],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        assert follow.stdout is not None
-        wait_for_line(follow.stdout, "started sleeping", timeout=120)
-    finally:
-        follow.kill()
-        follow.communicate()
+    # Evicted while a cell runs, so the run has something to save.
+    kubemill_installed.await_log_line(run_namespace, name, "started sleeping")
     kube.request(
         api, "POST", f"{pods}/{name}/eviction",
         body={"apiVersion": "policy/v1", "kind": "Eviction",
