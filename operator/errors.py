@@ -5,7 +5,13 @@ Each carries the condition reason it becomes, so the edge never guesses it from 
 
 from __future__ import annotations
 
-__all__ = ["InvalidSchedule", "InvalidSpec", "InvalidTemplate"]
+__all__ = [
+    "AlreadyExists",
+    "InvalidSchedule",
+    "InvalidSpec",
+    "InvalidTemplate",
+    "TransientError",
+]
 
 
 class InvalidSpec(Exception):
@@ -29,3 +35,13 @@ class InvalidTemplate(InvalidSpec):
     """A NotebookSchedule's runTemplate cannot be turned into a run (the operator's own check)."""
 
     reason = "InvalidTemplate"
+
+
+class AlreadyExists(Exception):
+    """The object to create exists already: adopt it (its name is deterministic)."""
+
+
+class TransientError(Exception):
+    """An API call failed in a way that may pass (a quota, RBAC, the API server's health): try
+    again with backoff. The message is the API server's, with its HTTP status, since a run's
+    status or a schedule's Event may show it."""

@@ -3,23 +3,25 @@
 Nothing is registered at import time: `register()` fills the registry main.py creates.
 
 It is level-triggered, like controllers built with controller-runtime: every watch event of a
-run, its Job or its pods only queues the run's key; a worker then looks at the run, its Job and
-its pods as kopf's indexes hold them, creates the Job if there is none (the deterministic name
-makes a second create fail with 409, and the existing Job is adopted), and patches the status
-when it differs. Nothing is remembered between events but what the cluster says, so a restart at
-any point resumes where the last one stopped, and kopf writes no bookkeeping onto the runs.
+run, its Job or its pods updates the controller's caches and queues the run's key; a worker
+then looks at the run, its Job and its pods as the caches hold them, creates the Job if there is
+none (the deterministic name makes a second create fail with 409, and the existing Job is
+adopted), and patches the status when it differs. Nothing is remembered between events but
+what the cluster says, so a restart at any point resumes where the last one stopped, and kopf
+writes no bookkeeping onto the runs.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Hashable, Mapping
+from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
 import kopf
 
-from .errors import InvalidSpec
+from .cache import Cache, plain
+from .errors import AlreadyExists, InvalidSpec, TransientError
 from .jobs import build_job, build_parameter_config_maps
 from .meta import (
     GROUP,
@@ -28,42 +30,26 @@ from .meta import (
     PLURAL,
     POD_FINALIZER,
     VERSION,
+    controller_name,
     job_name,
+    owned_by,
 )
 from .problems import Problems
 from .settings import Settings
 from .status import (
     TERMINAL,
     derive_status,
-    now_rfc3339,
     runner_running,
     transitions,
 )
+from .times import rfc3339
 from .workqueue import QueuedController
 
-__all__ = [
-    "AlreadyExists",
-    "Cluster",
-    "Reconciler",
-    "TransientError",
-    "merge_patch",
-    "plain",
-    "register",
-    "snapshot",
-]
+__all__ = ["Cluster", "Reconciler", "register"]
 
 _log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
-
-
-class AlreadyExists(Exception):
-    """The object to create exists already."""
-
-
-class TransientError(Exception):
-    """An API call failed in a way that may pass: try again later. The message is the API
-    server's, with its HTTP status, since a run's status may show it."""
 
 
 class Cluster(Protocol):
@@ -87,78 +73,20 @@ class Cluster(Protocol):
         recorded result may be None, which a merge patch would read as "delete this key"."""
 
 
-_KEPT_METADATA = (
-    "deletionTimestamp",
-    "finalizers",
-    "name",
-    "namespace",
-    "uid",
-    "generation",
-    "labels",
-    "annotations",
-    "ownerReferences",
-    "creationTimestamp",
-    "resourceVersion",
-)
+def _run_copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    """What the controller keeps of a run: all of its spec until it ends, then all but the
+    parameters, which only building its Job needs and which may be megabytes per run."""
+    finished = (body.get("status") or {}).get("phase") in TERMINAL
+    return plain(body, drop=("parameters",) if finished else ())
 
 
-def plain(body: Mapping[str, Any], *, spec: bool = True) -> dict[str, Any]:
-    """A detached copy of what the controller uses from a body, small enough to keep in an
-    index: no managedFields, and no pod or Job spec, which would triple the memory per run."""
-    meta = body.get("metadata") or {}
-    return {
-        "apiVersion": body.get("apiVersion"),
-        "kind": body.get("kind"),
-        "metadata": {k: meta[k] for k in _KEPT_METADATA if k in meta},
-        "spec": dict(body.get("spec") or {}) if spec else {},
-        "status": dict(body.get("status") or {}),
-    }
+def _child_copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    return plain(body, spec=False)
 
 
 def _body(run: dict[str, Any]) -> kopf.Body:
     """A body kopf can post Events about."""
     return kopf.Body(cast(kopf.RawBody, run))
-
-
-def snapshot(index: Any, key: Hashable) -> list[dict[str, Any]]:
-    """A copy of the objects under `key` in a kopf index. kopf changes its indexes on its event
-    loop while the workers read them from their threads; a read that overlaps a change fails
-    with "dictionary changed size during iteration", and reading again is all it needs."""
-    for _ in range(9):
-        try:
-            return list(index.get(key, []))
-        except RuntimeError:
-            continue
-    return list(index.get(key, []))
-
-
-def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
-    """The JSON merge patch that turns `old` into `new`: removed keys become None at every
-    depth, so a later attempt's results replace an earlier one's instead of merging."""
-    patch: dict[str, Any] = {k: None for k in old if k not in new}
-    for key, value in new.items():
-        before = old.get(key)
-        if isinstance(value, dict) and isinstance(before, dict):
-            nested = merge_patch(before, value)
-            if nested:
-                patch[key] = nested
-        elif value != before or key not in old:
-            patch[key] = value
-    return patch
-
-
-def _owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
-    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
-
-
-def _job_of(pod: Mapping[str, Any]) -> str | None:
-    """The name of the Job that controls a pod. The name, not the uid: Job names hash the
-    run's uid, so they tell a run's pods from a namesake's even before the Job is seen."""
-    for ref in pod["metadata"].get("ownerReferences") or []:
-        if ref.get("kind") == "Job" and ref.get("controller"):
-            name: str = ref.get("name", "")
-            return name
-    return None
 
 
 class Reconciler(QueuedController):
@@ -175,32 +103,37 @@ class Reconciler(QueuedController):
         self._written: dict[str, dict[str, Any]] = {}
         #: Warning Events about runs' Jobs and pods (problems.EventWatcher fills it).
         self.problems = Problems(self.poke)
+        #: What the watches delivered: runs by (namespace, name), their Jobs and pods by the
+        #: same key (their run label).
+        self.runs = Cache(_run_copy)
+        self.jobs = Cache(_child_copy)
+        self.pods = Cache(_child_copy)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
 
-    def reconcile(self, key: Key, runs: Any, jobs: Any, pods: Any) -> None:
-        run = next(iter(snapshot(runs, key)), None)
-        all_pods = snapshot(pods, key)
+    def reconcile(self, key: Key) -> None:
+        run = self.runs.first(key)
+        all_pods = self.pods.get(key)
         if run is None:
             # Deleted: its Jobs and pods go through owner references once our finalizers are
             # off them; there is no status left to write.
             self.problems.release(key)
             for pod in all_pods:
                 self._release_pod(pod)
-            for orphan in snapshot(jobs, key):
+            for orphan in self.jobs.get(key):
                 self._release(orphan)
             return
         meta = run["metadata"]
         uid = meta["uid"]
         old = self._written.get(uid, run.get("status") or {})
-        all_jobs = snapshot(jobs, key)
-        job: dict[str, Any] | None = next((j for j in all_jobs if _owned_by(j, uid)), None)
+        all_jobs = self.jobs.get(key)
+        job: dict[str, Any] | None = next((j for j in all_jobs if owned_by(j, uid)), None)
         for orphan in all_jobs:
-            if not _owned_by(orphan, uid):
+            if not owned_by(orphan, uid):
                 # A namesake's, deleted while this run was being created: nothing to record.
                 self._release(orphan)
-        now = now_rfc3339()
+        now = rfc3339()
         deleting = bool(meta.get("deletionTimestamp"))
         if job is None and old.get("phase") not in TERMINAL and not deleting:
             try:
@@ -225,10 +158,10 @@ class Reconciler(QueuedController):
                 self._write(key, run, old, new)
                 return
         current = job_name(meta["name"], uid)
-        owned_pods = [p for p in all_pods if _job_of(p) == current]
+        owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
         # Pods of a namesake run deleted before (or of Jobs not ours) hold nothing we need.
         for pod in all_pods:
-            if _job_of(pod) != current:
+            if controller_name(pod, "Job") != current:
                 self._release_pod(pod)
         children = [job, *owned_pods] if job else owned_pods
         uids = [c["metadata"]["uid"] for c in children if c["metadata"].get("uid")]
@@ -296,51 +229,32 @@ class Reconciler(QueuedController):
 
 
 def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Cluster) -> Reconciler:
-    """Register the NotebookRun controller's indexes and watches into `registry`."""
+    """Register the NotebookRun controller's watches into `registry`."""
     reconciler = Reconciler(cluster, settings)
     on_run = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
     owned = {"labels": {LABEL_RUN: kopf.PRESENT}, "registry": registry}
 
-    # The ids name the keyword arguments through which kopf hands the indexes to handlers.
-    @kopf.index(id="runs", **on_run)  # type: ignore[arg-type]
-    def runs(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): plain(body)}
-
-    @kopf.index("batch", "v1", "jobs", id="jobs", **owned)  # type: ignore[arg-type]
-    def jobs(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): plain(body, spec=False)}
-
-    @kopf.index("", "v1", "pods", id="pods", **owned)  # type: ignore[arg-type]
-    def pods(namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_RUN]): plain(body, spec=False)}
-
+    # kopf calls an object's handlers one event at a time, in order, so a cache never sees an
+    # object's events out of order. `type` is None for the objects of the initial listing.
     @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
-    def run_changed(
-        namespace: str,
-        name: str,
-        body: kopf.Body,
-        runs: kopf.Index[Any, Any],
-        jobs: kopf.Index[Any, Any],
-        pods: kopf.Index[Any, Any],
-        **kwargs: Any,
-    ) -> None:
-        if kwargs.get("type") == "DELETED":
+    def run_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
+        event = kwargs.get("type")
+        reconciler.runs.apply((namespace, name), event, body)
+        if event == "DELETED":
             reconciler.forget(body["metadata"]["uid"])
-            reconciler.enqueue((namespace, name), runs, jobs, pods)  # to release its Jobs
+            reconciler.enqueue((namespace, name))  # to release its Jobs and pods
         elif (body.get("status") or {}).get("phase") not in TERMINAL:
-            reconciler.enqueue((namespace, name), runs, jobs, pods)
+            reconciler.enqueue((namespace, name))
 
-    def child_changed(
-        namespace: str,
-        labels: kopf.Labels,
-        runs: kopf.Index[Any, Any],
-        jobs: kopf.Index[Any, Any],
-        pods: kopf.Index[Any, Any],
-        **_: Any,
-    ) -> None:
-        reconciler.enqueue((namespace, labels[LABEL_RUN]), runs, jobs, pods)
+    def child_changed(cache: Cache) -> Any:
+        def changed(namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any) -> None:
+            key = (namespace, labels[LABEL_RUN])
+            cache.apply(key, kwargs.get("type"), body)
+            reconciler.enqueue(key)
+
+        return changed
 
     # A Job or one of its pods changed: the run's status may have changed with it.
-    kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)(child_changed)  # type: ignore[arg-type]
-    kopf.on.event("", "v1", "pods", id="pod-changed", **owned)(child_changed)  # type: ignore[arg-type]
+    kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)(child_changed(reconciler.jobs))  # type: ignore[arg-type]
+    kopf.on.event("", "v1", "pods", id="pod-changed", **owned)(child_changed(reconciler.pods))  # type: ignore[arg-type]
     return reconciler

@@ -1,4 +1,4 @@
-"""Names, labels, annotations and owner references: plain functions over dicts.
+"""Names, labels, annotations, owner references and patches: plain functions over dicts.
 
 Children get deterministic names, which is what makes a restart safe: creating a Job that
 already exists fails with 409 and the existing one is adopted, never duplicated.
@@ -17,15 +17,19 @@ __all__ = [
     "LABEL_ORIGIN",
     "LABEL_RUN",
     "LABEL_SCHEDULE",
+    "MANAGED_BY",
     "POD_FINALIZER",
     "SCHEDULED_TIME",
     "SCHEDULE_PLURAL",
     "TRIGGER",
     "VERSION",
     "child_labels",
+    "controller_name",
     "copied_annotations",
     "copied_labels",
     "job_name",
+    "merge_patch",
+    "owned_by",
     "owner_reference",
 ]
 
@@ -96,13 +100,46 @@ def child_labels(run: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
-def owner_reference(run: Mapping[str, Any]) -> dict[str, Any]:
-    meta = run["metadata"]
+def owner_reference(
+    owner: Mapping[str, Any], kind: str = KIND, *, block_deletion: bool = True
+) -> dict[str, Any]:
+    """The reference that makes `owner` (a kubemill object) the controller of a child, which
+    the garbage collector deletes with it."""
+    meta = owner["metadata"]
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": KIND,
+        "kind": kind,
         "name": meta["name"],
         "uid": meta["uid"],
         "controller": True,
-        "blockOwnerDeletion": True,
+        "blockOwnerDeletion": block_deletion,
     }
+
+
+def owned_by(obj: Mapping[str, Any], uid: str | None) -> bool:
+    """Whether `obj` is a child of the object with `uid` (not of a deleted namesake)."""
+    return any(r.get("uid") == uid for r in obj["metadata"].get("ownerReferences") or [])
+
+
+def controller_name(obj: Mapping[str, Any], kind: str) -> str | None:
+    """The name of the `kind` object that controls `obj` (a pod's Job), if any."""
+    for ref in obj["metadata"].get("ownerReferences") or []:
+        if ref.get("kind") == kind and ref.get("controller"):
+            name: str = ref.get("name", "")
+            return name
+    return None
+
+
+def merge_patch(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:
+    """The JSON merge patch that turns `old` into `new`: removed keys become None at every
+    depth, so a later attempt's results replace an earlier one's instead of merging."""
+    patch: dict[str, Any] = {k: None for k in old if k not in new}
+    for key, value in new.items():
+        before = old.get(key)
+        if isinstance(value, dict) and isinstance(before, dict):
+            nested = merge_patch(before, value)
+            if nested:
+                patch[key] = nested
+        elif value != before or key not in old:
+            patch[key] = value
+    return patch

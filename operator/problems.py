@@ -23,7 +23,8 @@ import time
 from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
-from .status import Problem, now_rfc3339
+from .status import Problem
+from .times import rfc3339
 
 __all__ = ["SELECTORS", "EventWatcher", "Problems", "problem_from_event"]
 
@@ -130,7 +131,7 @@ def problem_from_event(event: Any) -> Problem | None:
         kind=involved.kind or "",
         reason=event.reason or "",
         message=(event.message or "").strip(),
-        seen=now_rfc3339(moment) if moment is not None else now_rfc3339(),
+        seen=rfc3339(moment),
     )
 
 

@@ -18,16 +18,12 @@ from typing import Any, Protocol, cast
 
 import kopf
 
-from .errors import InvalidSpec
-from .handlers import (
-    AlreadyExists,
-    TransientError,
-    merge_patch,
-    plain,
-    snapshot,
-)
-from .meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION
+from .cache import Cache, plain
+from .errors import AlreadyExists, InvalidSpec, TransientError
+from .meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION, merge_patch, owned_by
 from .schedules import after_create, plan
+from .times import now as clock
+from .times import parse_rfc3339
 from .workqueue import QueuedController
 
 __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
@@ -53,10 +49,6 @@ class ScheduleCluster(Protocol):
         """Merge-patch the schedule's status subresource."""
 
 
-def _now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
-
-
 class ScheduleReconciler(QueuedController):
     transient = (TransientError,)
 
@@ -68,24 +60,24 @@ class ScheduleReconciler(QueuedController):
         self._created: dict[str, dict[str, dict[str, Any]]] = {}
         #: The last RunNotCreated message posted per schedule uid: posted again only if it changes.
         self._refused: dict[str, str] = {}
+        #: What the watches delivered: schedules by (namespace, name), and their runs, without
+        #: spec, by the same key (their schedule label).
+        self.schedules = Cache()
+        self.runs = Cache(_run_copy)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
         self._created.pop(uid, None)
         self._refused.pop(uid, None)
 
-    def reconcile(self, key: Key, schedules: Any, runs: Any) -> None:
-        schedule = next(iter(snapshot(schedules, key)), None)
+    def reconcile(self, key: Key) -> None:
+        schedule = self.schedules.first(key)
         if schedule is None or schedule["metadata"].get("deletionTimestamp"):
             return  # its runs go with it through their owner references
         uid = schedule["metadata"]["uid"]
         old = self._written.get(uid, schedule.get("status") or {})
-        children = [
-            r
-            for r in snapshot(runs, key)
-            if any(o.get("uid") == uid for o in r["metadata"].get("ownerReferences") or [])
-        ]
-        now = _now()
+        children = [r for r in self.runs.get(key) if owned_by(r, uid)]
+        now = clock()
         created = self._pending(uid, {r["metadata"]["name"] for r in children}, now)
         decided = plan({**schedule, "status": old}, [*children, *created.values()], now)
         namespace, name = key
@@ -136,7 +128,7 @@ class ScheduleReconciler(QueuedController):
         for kind, reason, message in events:
             self.post_event(body, kind, reason, message)
         if decided.wake_at is not None:
-            self._queue.add_after(key, (decided.wake_at - _now()).total_seconds())
+            self._queue.add_after(key, (decided.wake_at - clock()).total_seconds())
         for run_name, why in decided.prune:
             # Last, and never fatal: a delete that is refused (an admission policy, a
             # namespace without the permission) must not stop the schedule's next runs.
@@ -160,14 +152,18 @@ class ScheduleReconciler(QueuedController):
         cannot hold a Forbid schedule back for good."""
         created = self._created.setdefault(uid, {})
         for name in list(created):
-            made = datetime.datetime.fromisoformat(created[name]["metadata"]["creationTimestamp"])
+            made = parse_rfc3339(created[name]["metadata"]["creationTimestamp"]) or now
             if name in seen or (now - made).total_seconds() > PENDING_EXPIRY:
                 del created[name]
         return created
 
 
+def _run_copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    return plain(body, spec=False)
+
+
 def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> ScheduleReconciler:
-    """Register the NotebookSchedule controller's indexes and watches into `registry`."""
+    """Register the NotebookSchedule controller's watches into `registry`."""
     reconciler = ScheduleReconciler(cluster)
     on_schedule = {
         "group": GROUP,
@@ -183,39 +179,21 @@ def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> Sched
         "registry": registry,
     }
 
-    @kopf.index(id="schedules", **on_schedule)  # type: ignore[arg-type]
-    def schedules(namespace: str, name: str, body: kopf.Body, **_: Any) -> dict[Any, Any]:
-        return {(namespace, name): plain(body)}
-
-    @kopf.index(id="scheduled_runs", **on_child)  # type: ignore[arg-type]
-    def scheduled_runs(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **_: Any
-    ) -> dict[Any, Any]:
-        return {(namespace, labels[LABEL_SCHEDULE]): plain(body, spec=False)}
-
     @kopf.on.event(id="schedule-changed", **on_schedule)  # type: ignore[arg-type]
-    def schedule_changed(
-        namespace: str,
-        name: str,
-        body: kopf.Body,
-        schedules: kopf.Index[Any, Any],
-        scheduled_runs: kopf.Index[Any, Any],
-        **kwargs: Any,
-    ) -> None:
+    def schedule_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
+        reconciler.schedules.apply((namespace, name), kwargs.get("type"), body)
         if kwargs.get("type") == "DELETED":
             reconciler.forget(body["metadata"]["uid"])
             return
-        reconciler.enqueue((namespace, name), schedules, scheduled_runs)
+        reconciler.enqueue((namespace, name))
 
     @kopf.on.event(id="scheduled-run-changed", **on_child)  # type: ignore[arg-type]
     def scheduled_run_changed(
-        namespace: str,
-        labels: kopf.Labels,
-        schedules: kopf.Index[Any, Any],
-        scheduled_runs: kopf.Index[Any, Any],
-        **_: Any,
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
     ) -> None:
+        key = (namespace, labels[LABEL_SCHEDULE])
+        reconciler.runs.apply(key, kwargs.get("type"), body)
         # Its phase decides Forbid and Replace, the history and lastSuccessfulTime.
-        reconciler.enqueue((namespace, labels[LABEL_SCHEDULE]), schedules, scheduled_runs)
+        reconciler.enqueue(key)
 
     return reconciler

@@ -29,13 +29,16 @@ from .meta import (
     GROUP,
     LABEL_ORIGIN,
     LABEL_SCHEDULE,
+    MANAGED_BY,
     SCHEDULED_TIME,
     TRIGGER,
     VERSION,
     copied_annotations,
     copied_labels,
+    owner_reference,
 )
 from .status import TERMINAL, condition
+from .times import parse_rfc3339, rfc3339
 
 __all__ = [
     "TEMPLATE_VARIABLES",
@@ -47,7 +50,6 @@ __all__ = [
     "parse_schedule",
     "plan",
     "render_parameters",
-    "rfc3339",
     "slot_run_name",
 ]
 
@@ -68,19 +70,6 @@ MAX_SCHEDULE_NAME = 47
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _UTC = datetime.UTC
-
-
-def rfc3339(moment: datetime.datetime) -> str:
-    return moment.astimezone(_UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _time(text: Any) -> datetime.datetime | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        return datetime.datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(_UTC)
-    except ValueError:
-        return None
 
 
 def slot_run_name(schedule_name: str, slot: datetime.datetime) -> str:
@@ -172,7 +161,7 @@ def build_run(
             "namespace": meta["namespace"],
             "labels": {
                 **copied_labels(template_meta.get("labels")),
-                "app.kubernetes.io/managed-by": "kubemill",
+                **MANAGED_BY,
                 LABEL_SCHEDULE: meta["name"],
                 LABEL_ORIGIN: origin,
             },
@@ -181,14 +170,7 @@ def build_run(
                 SCHEDULED_TIME: rfc3339(slot),
             },
             "ownerReferences": [
-                {
-                    "apiVersion": f"{GROUP}/{VERSION}",
-                    "kind": "NotebookSchedule",
-                    "name": meta["name"],
-                    "uid": meta["uid"],
-                    "controller": True,
-                    "blockOwnerDeletion": origin != "backfill",
-                }
+                owner_reference(schedule, "NotebookSchedule", block_deletion=origin != "backfill")
             ],
         },
         "spec": spec,
@@ -196,7 +178,7 @@ def build_run(
 
 
 def _scheduled(run: Mapping[str, Any]) -> datetime.datetime | None:
-    return _time((run["metadata"].get("annotations") or {}).get(SCHEDULED_TIME))
+    return parse_rfc3339((run["metadata"].get("annotations") or {}).get(SCHEDULED_TIME))
 
 
 def _order(run: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -290,9 +272,9 @@ def plan(
 
     # The watermark: slots at or before it are handled. Runs the schedule created carry their
     # slot, so a crash between creating a run and writing this status loses nothing.
-    created = _time(meta.get("creationTimestamp")) or now
+    created = parse_rfc3339(meta.get("creationTimestamp")) or now
     considered = max(
-        [created, _time(old.get("lastConsideredTime")) or created]
+        [created, parse_rfc3339(old.get("lastConsideredTime")) or created]
         + [s for r in runs if _origin(r) == "schedule" and (s := _scheduled(r))]
     )
     changed = "observedSchedule" in old and old["observedSchedule"] != _fingerprint(spec)
@@ -320,7 +302,7 @@ def plan(
     status["lastConsideredTime"] = rfc3339(considered)
 
     token = (meta.get("annotations") or {}).get(TRIGGER)
-    requested = _time(token)
+    requested = parse_rfc3339(token)
     # A token older than the schedule came with a copy of another schedule (kubectl get -o yaml,
     # a restore): it was that schedule's trigger, not a request to this one.
     if token and token != old.get("lastTrigger") and not (requested and requested < created):
@@ -506,9 +488,9 @@ def _finish(
         t
         for r in runs
         if (r.get("status") or {}).get("phase") == "Succeeded"
-        and (t := _time(r["status"].get("completionTime")))
+        and (t := parse_rfc3339(r["status"].get("completionTime")))
     ]
-    last = _time(status.get("lastSuccessfulTime"))
+    last = parse_rfc3339(status.get("lastSuccessfulTime"))
     if successes and (last is None or max(successes) > last):
         status["lastSuccessfulTime"] = rfc3339(max(successes))
     return status

@@ -6,7 +6,6 @@ reached Succeeded or Failed never leaves it; later observations may only fill in
 
 from __future__ import annotations
 
-import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +13,7 @@ from typing import Any
 from kubemill.runner.contract import Summary, parse_summary
 
 from .jobs import CONTAINER
+from .times import parse_rfc3339
 
 __all__ = [
     "PROBLEM_REASONS",
@@ -22,7 +22,6 @@ __all__ = [
     "condition",
     "derive_status",
     "format_duration",
-    "now_rfc3339",
     "pending_status",
     "runner_running",
     "transitions",
@@ -57,17 +56,6 @@ class Problem:
     message: str
     #: When it was last seen (the Event's lastTimestamp, RFC 3339), to tell it from older pods.
     seen: str
-
-
-def now_rfc3339(now: datetime.datetime | None = None) -> str:
-    moment = now or datetime.datetime.now(datetime.UTC)
-    return moment.astimezone(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def _parse_time(text: str | None) -> datetime.datetime | None:
-    if not text:
-        return None
-    return datetime.datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=datetime.UTC)
 
 
 def format_duration(seconds: float) -> str:
@@ -386,7 +374,7 @@ def derive_status(
         status["failure"] = {**summary.failure, **status["failure"]}
 
     if status.get("phase") in TERMINAL and status.get("startTime") and status.get("completionTime"):
-        start, end = _parse_time(status["startTime"]), _parse_time(status["completionTime"])
+        start, end = parse_rfc3339(status["startTime"]), parse_rfc3339(status["completionTime"])
         if start and end:
             status["duration"] = format_duration((end - start).total_seconds())
 

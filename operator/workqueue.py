@@ -5,6 +5,9 @@ also be queued for later (a retry's backoff, a schedule's next slot).
 Watch events for a run arrive in bursts (the Job, its pod, their status updates); the status
 is recomputed from the latest state anyway, so one pass per burst is enough. Doing that work on
 a few threads of its own also keeps kopf's handler threads free for creating Jobs.
+
+`stop` ends it the way a pod's shutdown needs: no new item starts, and the items being worked on
+finish (a Job created, its status written) within a deadline.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ __all__ = ["QueuedController", "WorkQueue"]
 _log = logging.getLogger(__name__)
 
 
+def _name(key: Hashable) -> str:
+    """A key as a person reads it: `namespace/name`."""
+    return "/".join(map(str, key)) if isinstance(key, tuple) else str(key)
+
+
 class WorkQueue:
     def __init__(self, work: Callable[[Hashable], None], *, workers: int = 4) -> None:
         self._work = work
@@ -39,15 +47,18 @@ class WorkQueue:
         self._timers: list[tuple[float, int, Hashable]] = []
         self._due: dict[Hashable, float] = {}
         self._sequence = 0
+        self._stopping = False
 
     def add(self, key: Hashable) -> None:
         """Queue `key`; the workers run in a copy of the caller's context (kopf's included)."""
         with self._cond:
-            if not self._threads:
+            if not self._threads and not self._stopping:
                 self._start(contextvars.copy_context())
             self._add(key)
 
     def _add(self, key: Hashable) -> None:
+        if self._stopping:
+            return
         if key in self._active:
             self._again.add(key)
         elif key not in self._queued:
@@ -60,6 +71,8 @@ class WorkQueue:
         request for the same key stands, a later one is folded into it."""
         due = time.monotonic() + max(0.0, delay)
         with self._cond:
+            if self._stopping:
+                return
             if not self._threads:
                 self._start(contextvars.copy_context())
             if self._due.get(key, float("inf")) <= due:
@@ -88,6 +101,25 @@ class WorkQueue:
         with self._cond:
             self._failures.pop(key, None)
 
+    def stop(self, timeout: float) -> bool:
+        """Start no more items and wait up to `timeout` seconds for the ones being worked on;
+        True if they all finished. What was still queued is not lost: the next operator's
+        first pass over every object finds the same work."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+            active = sorted(map(_name, self._active))
+        if active:
+            _log.info("stopping: waiting for %s", ", ".join(active))
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        with self._cond:
+            left = sorted(map(_name, self._active))
+        if left:
+            _log.warning("stopped with %s unfinished after %.0fs", ", ".join(left), timeout)
+        return not left
+
     def _start(self, context: contextvars.Context) -> None:
         timers = threading.Thread(
             target=context.copy().run, args=(self._wake,), name="kubemill-timers", daemon=True
@@ -107,7 +139,7 @@ class WorkQueue:
     def _wake(self) -> None:
         """Moves delayed keys into the queue when they are due."""
         with self._cond:
-            while True:
+            while not self._stopping:
                 now = time.monotonic()
                 while self._timers and self._timers[0][0] <= now:
                     due, _, key = heapq.heappop(self._timers)
@@ -120,8 +152,10 @@ class WorkQueue:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                while not self._order:
+                while not self._order and not self._stopping:
                     self._cond.wait()
+                if self._stopping:
+                    return
                 key = self._order.popleft()
                 self._queued.discard(key)
                 self._active.add(key)
@@ -132,7 +166,7 @@ class WorkQueue:
             finally:
                 with self._cond:
                     self._active.discard(key)
-                    if key in self._again:
+                    if key in self._again and not self._stopping:
                         self._again.discard(key)
                         self._queued.add(key)
                         self._order.append(key)
@@ -140,33 +174,33 @@ class WorkQueue:
 
 
 class QueuedController:
-    """Calls `reconcile(key, *indexes)` for each queued key on the queue's threads, and
-    queues a key again with backoff when its pass fails, whatever the failure."""
+    """Calls `reconcile(key)` for each queued key on the queue's threads, and queues a key
+    again with backoff when its pass fails, whatever the failure."""
 
-    #: A pass over one object; subclasses define it with their indexes as parameters.
-    reconcile: Callable[..., None]
+    #: A pass over one object, reading what the controller's caches hold.
+    reconcile: Callable[[Any], None]
     #: The errors that are expected now and then (logged at INFO, not WARNING).
     transient: tuple[type[Exception], ...] = ()
 
     def __init__(self, what: str, *, workers: int) -> None:
         self._what = what
-        self._indexes: tuple[Any, ...] | None = None
         self._queue = WorkQueue(self._work, workers=workers)
 
-    def enqueue(self, key: Hashable, *indexes: Any) -> None:
+    def enqueue(self, key: Hashable) -> None:
         """Reconcile soon; bursts of events for one key become one pass."""
-        self._indexes = indexes  # kopf's live indexes, the same objects every time
         self._queue.add(key)
 
     def poke(self, key: Hashable) -> None:
         """Reconcile soon, on news from outside kopf's watches (an Event about a child)."""
         self._queue.add_if_started(key)
 
+    def stop(self, timeout: float) -> bool:
+        """Finish the passes under way (at most `timeout` seconds) and start no more."""
+        return self._queue.stop(timeout)
+
     def _work(self, key: Hashable) -> None:
-        if self._indexes is None:
-            return  # a timer fired before any watch event: there is nothing to look at yet
         try:
-            self.reconcile(key, *self._indexes)
+            self.reconcile(key)
         except Exception as exc:  # any failure is retried with backoff, as controllers do
             level = logging.INFO if isinstance(exc, self.transient) else logging.WARNING
             _log.log(level, "reconciling %s %s failed (%s); retrying", self._what, key, exc)

@@ -1,7 +1,8 @@
 """`kubemill trigger` and `kubemill backfill`: a NotebookSchedule's runs, now or for past slots.
 
 They talk to the cluster through the official client (the `operator` extra; the runner image has
-none, and says so), with the kubeconfig kubectl uses. Run names come from the operator's own
+none, and says so), with the kubeconfig kubectl uses, loaded and its errors worded by the same
+module as the operator's (kubemill.operator.client). Run names come from the operator's own
 functions, so a backfill's runs have the names the schedule would have given them.
 """
 
@@ -9,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import sys
 import time
 from collections.abc import Callable, Mapping
 from itertools import islice
 from typing import Any, TextIO
 
+from kubemill.operator.client import NoCluster, connect, describe
 from kubemill.operator.cron import Schedule
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
@@ -23,10 +24,10 @@ from kubemill.operator.schedules import (
     build_run,
     manual_run_name,
     parse_schedule,
-    rfc3339,
     slot_run_name,
 )
 from kubemill.operator.status import TERMINAL
+from kubemill.operator.times import rfc3339
 
 from . import Handler
 from .schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
@@ -55,7 +56,7 @@ def cluster_errors(command: ScheduleCommand) -> Handler:
         except UsageError:
             raise
         except Exception as exc:
-            problem = _cluster_problem(exc)
+            problem = describe(exc)
             if problem is None:
                 raise
             print(f"kubemill {args.command}: error: {problem}", file=sys.stderr)
@@ -234,28 +235,13 @@ class _Api:
 
     def __init__(self, kubeconfig: str | None, context: str | None) -> None:
         try:
-            from kubernetes import client, config
-        except ImportError:
-            raise UsageError(
-                "this command needs the Kubernetes client: pip install 'kubemill[operator]' "
-                "(the runner image has none; run it where kubectl works)"
-            ) from None
-        try:
-            config.load_kube_config(config_file=kubeconfig, context=context)
-            contexts, current = config.list_kube_config_contexts(config_file=kubeconfig)
-            chosen = next((c for c in contexts if c.get("name") == context), current)
-            self.default_namespace = (chosen or {}).get("context", {}).get("namespace", "default")
-        except config.ConfigException as exc:
-            if kubeconfig or context:
-                raise UsageError(f"cannot use the kubeconfig: {exc}") from None
-            try:
-                config.load_incluster_config()
-            except config.ConfigException:
-                raise UsageError(
-                    f"no cluster to talk to: {exc}; set KUBECONFIG or pass --kubeconfig"
-                ) from None
-            self.default_namespace = "default"
-        self.custom = client.CustomObjectsApi()
+            connection = connect(kubeconfig, context)
+        except NoCluster as exc:
+            raise UsageError(str(exc)) from None
+        from kubernetes import client
+
+        self.default_namespace = connection.namespace
+        self.custom = client.CustomObjectsApi(client.ApiClient(connection.configuration))
         self.error = client.ApiException
 
     def schedule(self, namespace: str, name: str) -> dict[str, Any]:
@@ -327,18 +313,3 @@ def _until(
             if exc.status != 410:
                 raise
             version = None
-
-
-def _cluster_problem(exc: Exception) -> str | None:
-    """What an error of the Kubernetes client or its HTTP library says, in one line."""
-    module = type(exc).__module__
-    if module.startswith("kubernetes"):
-        status, reason = getattr(exc, "status", None), getattr(exc, "reason", "")
-        try:
-            message = json.loads(getattr(exc, "body", "") or "{}").get("message", reason)
-        except ValueError:
-            message = reason
-        return f"the API server answered {status}: {message}"
-    if module.startswith("urllib3"):
-        return f"cannot reach the API server: {exc}"
-    return None

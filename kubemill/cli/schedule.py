@@ -19,7 +19,7 @@ from typing import TextIO
 from zoneinfo import ZoneInfo
 
 from kubemill.operator.cron import CronError, Schedule
-from kubemill.operator.schedules import rfc3339
+from kubemill.operator.times import rfc3339
 from kubemill.runner.contract import ExitCode
 
 from . import Handler

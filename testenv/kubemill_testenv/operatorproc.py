@@ -91,6 +91,20 @@ class OperatorProcess:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait(timeout=30)
 
+    def terminate(self, grace: float) -> tuple[int, float]:
+        """SIGTERM, as a rollout or a node drain sends it; the exit code and the seconds it
+        took. A process still running after `grace` (the pod's grace period) is SIGKILLed, as
+        the kubelet would, and reported as -9."""
+        assert self.process is not None and self.process.poll() is None
+        began = time.monotonic()
+        os.killpg(self.process.pid, signal.SIGTERM)
+        try:
+            code = self.process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            code = -signal.SIGKILL
+        return code, time.monotonic() - began
+
     def stop(self) -> None:
         if self.process is not None and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)

@@ -114,3 +114,40 @@ def test_killed_operator_loses_no_run_and_duplicates_no_job(
             succeeded[involved] = succeeded.get(involved, 0) + event.get("count", 1)
     assert all(count == 1 for count in succeeded.values()), (seed, succeeded)
     assert operator.starts >= 6
+
+
+def test_sigterm_lets_the_workers_finish_and_the_next_operator_finds_the_rest(
+    api: client.ApiClient, operator: Any, run_namespace: str, results_bucket: str
+) -> None:
+    """A rollout or a node drain sends SIGTERM: the operator stops taking work, lets the
+    workers finish what they are doing, and exits 0 within the Deployment's grace period
+    (30 s). What it had not started, its successor does."""
+    names = [f"term-{i:02d}" for i in range(20)]
+    notebook = f"s3://{results_bucket}/notebooks/values.ipynb"
+    for index, name in enumerate(names):
+        create_run(api, run_namespace, name, notebook=notebook, parameters={"value": index})
+    # SIGTERM once the operator is busy with them: the first Job exists.
+    wait.wait_for(
+        api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs", lambda e, o: e != "DELETED",
+        timeout=120, what="the operator to create a Job",
+    )  # fmt: skip
+    before = len(operator.log.read_text(errors="replace"))
+    code, seconds = operator.terminate(grace=30)
+    log = operator.log.read_text(errors="replace")[before:]
+    print(f"SIGTERM to exit: {seconds:.1f}s")
+    assert code == 0, log[-4000:]
+    assert "stopping: letting the workers finish" in log, log[-4000:]
+    assert "unfinished" not in log and "stopped" in log.split("letting the workers finish")[1]
+    operator.start()
+    for name in names:
+        wait.wait_for(
+            api, RUNS.format(run_namespace),
+            lambda e, o: e != "DELETED" and (o.get("status") or {}).get("phase") in TERMINAL,
+            name=name, timeout=300, what=f"run {name} to finish after the restart",
+        )  # fmt: skip
+    jobs = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs")["items"]
+    assert sorted(j["metadata"]["labels"]["kubemill.dev/run"] for j in jobs) == names
+    runs = kube.get(api, RUNS.format(run_namespace))["items"]
+    assert {r["metadata"]["name"]: r["status"]["phase"] for r in runs} == dict.fromkeys(
+        names, "Succeeded"
+    )

@@ -18,8 +18,8 @@ from typing import Any
 
 import pytest
 
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import AlreadyExists, Reconciler
+from kubemill.operator.errors import AlreadyExists, InvalidSpec
+from kubemill.operator.handlers import Reconciler
 from kubemill.operator.jobs import (
     PARAMETERS_CHUNK_BYTES,
     build_job,

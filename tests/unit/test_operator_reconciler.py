@@ -15,9 +15,10 @@ from typing import Any
 import pytest
 
 from kubemill.operator import handlers
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import AlreadyExists, Reconciler, TransientError
-from kubemill.operator.main import KubernetesCluster
+from kubemill.operator.cache import Cache
+from kubemill.operator.client import KubernetesCluster
+from kubemill.operator.errors import AlreadyExists, InvalidSpec, TransientError
+from kubemill.operator.handlers import Reconciler
 from kubemill.operator.meta import JOB_FINALIZER, POD_FINALIZER, job_name
 from kubemill.operator.problems import Problems
 from kubemill.operator.settings import Settings
@@ -100,7 +101,19 @@ def pod(name: str, owner: str = JOB, summary: dict[str, Any] | None = None) -> d
 def reconcile(
     reconciler: Reconciler, run: dict[str, Any] | None, jobs: list[Any], pods: list[Any]
 ) -> None:
-    reconciler.reconcile(KEY, {KEY: [run]} if run else {}, {KEY: jobs}, {KEY: pods})
+    load(reconciler.runs, [run] if run else [])
+    load(reconciler.jobs, jobs)
+    load(reconciler.pods, pods)
+    reconciler.reconcile(KEY)
+
+
+def load(cache: Cache, objects: list[Any]) -> None:
+    """Make `objects` what the watches delivered under KEY (the earlier ones deleted)."""
+    for gone in cache.get(KEY):
+        cache.apply(KEY, "DELETED", gone)
+    for obj in objects:
+        meta = obj["metadata"]
+        cache.apply(KEY, "ADDED", {**obj, "metadata": {"uid": meta.get("name"), **meta}})
 
 
 def test_the_outcome_is_written_before_pods_and_job_are_released() -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from kubemill.operator.handlers import merge_patch
+from kubemill.operator.meta import merge_patch
 from kubemill.operator.status import Problem, derive_status, transitions
 from kubemill.runner.contract import ExitCode, build_summary
 

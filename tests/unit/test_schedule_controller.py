@@ -15,8 +15,7 @@ import kopf
 import pytest
 
 from kubemill.operator import schedule_controller
-from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.handlers import TransientError
+from kubemill.operator.errors import InvalidSpec, TransientError
 from kubemill.operator.schedule_controller import ScheduleReconciler
 
 NOW = datetime.datetime(2027, 1, 12, 6, 0, 0, 500000, tzinfo=datetime.UTC)
@@ -57,7 +56,7 @@ class Reconciler(ScheduleReconciler):
 
 @pytest.fixture(autouse=True)
 def clock(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(schedule_controller, "_now", lambda: NOW)
+    monkeypatch.setattr(schedule_controller, "clock", lambda: NOW)
 
 
 def schedule(**spec: Any) -> dict[str, Any]:
@@ -82,11 +81,24 @@ def finished(slot: str, phase: str) -> dict[str, Any]:
     }
 
 
+def reconcile(
+    reconciler: ScheduleReconciler, schedule: dict[str, Any], runs: list[dict[str, Any]]
+) -> None:
+    """One pass, with `schedule` and `runs` as what the watches delivered (nothing else)."""
+    for cache, objects in ((reconciler.schedules, [schedule]), (reconciler.runs, runs)):
+        for gone in cache.get(KEY):
+            cache.apply(KEY, "DELETED", gone)
+        for obj in objects:
+            meta = obj["metadata"]
+            cache.apply(KEY, "ADDED", {**obj, "metadata": {"uid": meta.get("name"), **meta}})
+    reconciler.reconcile(KEY)
+
+
 def test_a_refused_prune_does_not_hold_up_the_next_run() -> None:
     cluster = Recorder(refuse={"delete": RuntimeError("403: denied by policy")})
     reconciler = Reconciler(cluster)
     old = finished("20270110-060000", "Failed")
-    reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: [old]})
+    reconcile(reconciler, schedule(failedRunsHistoryLimit=0), [old])
     assert cluster.calls == [
         ("create", "daily-20270112-060000"),
         ("status", "daily"),
@@ -99,7 +111,7 @@ def test_a_refused_prune_does_not_hold_up_the_next_run() -> None:
 def test_a_rejected_run_is_not_reported_as_created(monkeypatch: pytest.MonkeyPatch) -> None:
     cluster = Recorder(refuse={"create": InvalidSpec("run daily-20270112-060000 was rejected")})
     reconciler = Reconciler(cluster)
-    reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+    reconcile(reconciler, schedule(), [])
     assert [reason for reason, _ in reconciler.events] == ["RunRejected"]
     assert cluster.status["lastConsideredTime"] == "2027-01-12T06:00:00Z"
     assert cluster.status.get("lastScheduleTime") is None
@@ -109,8 +121,8 @@ def test_a_rejected_run_is_not_reported_as_created(monkeypatch: pytest.MonkeyPat
     # The next slot's run is accepted: Ready again.
     cluster.refuse = {}
     tomorrow = NOW + datetime.timedelta(days=1)
-    monkeypatch.setattr(schedule_controller, "_now", lambda: tomorrow)
-    reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+    monkeypatch.setattr(schedule_controller, "clock", lambda: tomorrow)
+    reconcile(reconciler, schedule(), [])
     ready = next(c for c in cluster.status["conditions"] if c["type"] == "Ready")
     assert (ready["status"], ready["reason"]) == ("True", "Scheduling")
 
@@ -122,7 +134,7 @@ def test_a_run_refused_for_now_is_named_on_the_schedule_and_retried() -> None:
     cluster = Recorder(refuse={"create": refusal})
     reconciler = Reconciler(cluster)
     with pytest.raises(TransientError):  # the queue retries the pass with backoff
-        reconciler.reconcile(KEY, {KEY: [schedule()]}, {KEY: []})
+        reconcile(reconciler, schedule(), [])
     assert [reason for reason, _ in reconciler.events] == ["RunNotCreated"]
     assert "exceeded quota" in reconciler.events[0][1]
     assert ("status", "daily") not in cluster.calls  # the slot stays due
@@ -137,12 +149,12 @@ def test_a_run_refused_for_now_does_not_hold_up_the_prune_that_may_free_the_quot
     old = finished("20270110-060000", "Failed")
     for _ in range(3):
         with pytest.raises(TransientError):
-            reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: [old]})
+            reconcile(reconciler, schedule(failedRunsHistoryLimit=0), [old])
     assert cluster.calls.count(("delete", "daily-20270110-060000")) == 3
     assert ("status", "daily") not in cluster.calls
     assert [reason for reason, _ in reconciler.events] == ["RunNotCreated"]
     cluster.refuse = {}
-    reconciler.reconcile(KEY, {KEY: [schedule(failedRunsHistoryLimit=0)]}, {KEY: []})
+    reconcile(reconciler, schedule(failedRunsHistoryLimit=0), [])
     assert cluster.calls[-2:] == [("create", "daily-20270112-060000"), ("status", "daily")]
 
 
@@ -152,15 +164,15 @@ def test_a_created_run_blocks_forbid_until_seen_but_not_forever(
     cluster = Recorder()
     reconciler = Reconciler(cluster)
     spec = schedule(schedule="* * * * * *", concurrencyPolicy="Forbid")
-    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    reconcile(reconciler, spec, [])
     assert cluster.calls[0] == ("create", "daily-20270112-060000")
     # A second later the watch still has not shown it: it counts as active.
-    monkeypatch.setattr(schedule_controller, "_now", lambda: NOW + datetime.timedelta(seconds=1))
-    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    monkeypatch.setattr(schedule_controller, "clock", lambda: NOW + datetime.timedelta(seconds=1))
+    reconcile(reconciler, spec, [])
     assert ("create", "daily-20270112-060001") not in cluster.calls
     assert reconciler.events[-1][0] == "SkippedActive"
     # Deleted before the watch ever showed it: after a minute it no longer blocks.
     later = NOW + datetime.timedelta(seconds=61)
-    monkeypatch.setattr(schedule_controller, "_now", lambda: later)
-    reconciler.reconcile(KEY, {KEY: [spec]}, {KEY: []})
+    monkeypatch.setattr(schedule_controller, "clock", lambda: later)
+    reconcile(reconciler, spec, [])
     assert cluster.calls[-2] == ("create", "daily-20270112-060101")
