@@ -81,14 +81,12 @@ def test_a_10_mb_result_reaches_the_downstream_notebook_through_results_json(
     assert digest["results"]["lengths"]["items"] == 700_000
     assert digest["results"]["digests"]["items"] == big["results"]["digest"]
     # The lineage names the upstream run and the results.json the runner read.
-    lineage = (
-        s3_server.client()
-        .get_object(Bucket=results_bucket, Key=f"runs/{run_namespace}/digest/run.json")["Body"]
-        .read()
-    )
-    assert (
-        b'"resultsSha256"' in lineage and f"/{run_namespace}/big/results.json".encode() in lineage
-    )
+    key = f"runs/{run_namespace}/digest/run.json"
+    lineage = json.loads(s3_admin.get_object(Bucket=results_bucket, Key=key)["Body"].read())
+    (upstream,) = lineage["upstream"]
+    assert upstream["name"] == "big" and upstream["parameters"] == ["items"]
+    assert upstream["uid"] == big_uid
+    assert upstream["results"][0]["url"].endswith(f"/{run_namespace}/big/results.json")
 
 
 def test_an_upstream_failure_or_a_cycle_ends_the_run_without_a_job(
