@@ -5,6 +5,7 @@ failure or a cycle ends the run without a Job."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
