@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from nbformat import NotebookNode
 
@@ -51,9 +50,9 @@ from .parameters import (
 )
 from .progress import Reporter
 from .redact import Redactor
-from .storage import Fetched, Location, Storage, source_identity
+from .storage import Fetched, Location, Storage, display_uri, source_identity
 
-__all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "display_uri", "run_notebook"]
+__all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "run_notebook"]
 
 #: Seconds the final save may take after SIGTERM: with the 5 s interrupt grace and the kernel's
 #: shutdown, the runner exits within about 22 s, inside Kubernetes' default 30 s grace period.
@@ -91,16 +90,6 @@ class RunOutcome:
     failure: dict[str, Any] | None
     duration: float
     summary: bytes
-
-
-def display_uri(uri: str) -> str:
-    """A URI as it may be recorded: without user:password@ or query (presigned signatures)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _Targets:
