@@ -51,6 +51,7 @@ from .parameters import (
 from .progress import Reporter
 from .redact import Redactor
 from .storage import Fetched, Location, Storage, display_uri, source_identity
+from .upstream import Upstream, check_overlap, fetch_results, upstream_lineage
 
 __all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "run_notebook"]
 
@@ -80,6 +81,7 @@ class RunOptions:
     interrupt_grace: float = 5.0
     report_mode: bool = False  # papermill's --report-mode: hide code cells' source
     prepare_only: bool = False  # papermill's --prepare-only: inject parameters, do not execute
+    upstream: Upstream = field(default_factory=Upstream)  # --upstream-file: runs to read from
 
 
 @dataclass
@@ -231,6 +233,7 @@ class _Run:
         self.redactor = Redactor()
         self.failure: RunnerError | None = None
         self.kernel_name = ""
+        self.upstream_digests: dict[str, str] = {}  # results.json URL -> SHA-256 of what was read
 
     # --- preparing ------------------------------------------------------------------------
 
@@ -239,6 +242,7 @@ class _Run:
         self.targets = targets = _Targets(options.output)
         self._read_secrets()
         self.parameters = normalize(options.parameters)
+        check_overlap(options.upstream, [*self.parameters, *options.secrets])
         if options.html:
             try:
                 import nbconvert  # noqa: F401
@@ -260,6 +264,7 @@ class _Run:
                 cell.execution_count = None
                 cell.metadata.pop("kubemill", None)
                 cell.metadata.pop("execution", None)
+        self._read_upstream()
         self.kernel_name = (
             options.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
         )
@@ -292,6 +297,20 @@ class _Run:
             values.append(value)
         self.redactor = Redactor(values)
         self.reporter.redactor = self.redactor  # cell output streams into the log
+
+    def _read_upstream(self) -> None:
+        """Read the upstream results the operator could not pass inline; after the notebook, so
+        a failure here still leaves an output notebook that says why."""
+        upstream = self.options.upstream
+        if not upstream.results:
+            return
+        read = fetch_results(upstream, self.storage.read)
+        self.upstream_digests = read.digests
+        self.parameters.update(read.values)
+        self.reporter.info(
+            f"parameters {', '.join(read.values)} read from the results of upstream runs "
+            f"{', '.join(dict.fromkeys(ref.run for ref in upstream.results))}"
+        )
 
     def _parameterize(self, nb: NotebookNode) -> None:
         options = self.options
@@ -354,6 +373,8 @@ class _Run:
             out["endTime"] = iso(now)
         if self.identity:
             out["identity"] = dict(self.identity)
+        if self.options.upstream.runs:
+            out["upstream"] = upstream_lineage(self.options.upstream, self.upstream_digests)
         if execution is not None:
             out["cells"] = [t.as_dict() for t in execution.timings]
             if execution.cell_errors:
