@@ -51,7 +51,7 @@ from .parameters import (
 from .progress import Reporter
 from .redact import Redactor
 from .storage import Fetched, Location, Storage, display_uri, source_identity
-from .upstream import Upstream, check_overlap, fetch_results, upstream_lineage
+from .upstream import Upstream, check_overlap, pick_results, read_results, upstream_lineage
 
 __all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "run_notebook"]
 
@@ -304,11 +304,12 @@ class _Run:
         upstream = self.options.upstream
         if not upstream.results:
             return
-        read = fetch_results(upstream, self.storage.read)
-        self.upstream_digests = read.digests
-        self.parameters.update(read.values)
+        files = read_results(upstream, self.storage.read)
+        self.upstream_digests = {url: file.sha256 for url, file in files.items()}
+        values = pick_results(upstream, files)
+        self.parameters.update(values)
         self.reporter.info(
-            f"parameters {', '.join(read.values)} read from the results of upstream runs "
+            f"parameters {', '.join(values)} read from the results of upstream runs "
             f"{', '.join(dict.fromkeys(ref.run for ref in upstream.results))}"
         )
 

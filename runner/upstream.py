@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from .errors import BadInputError, RunnerError
@@ -21,13 +21,14 @@ from .storage import Fetched, Location, display_uri
 
 __all__ = [
     "ResultRef",
+    "ResultsFile",
     "Upstream",
     "UpstreamRun",
-    "UpstreamValues",
     "check_overlap",
-    "fetch_results",
     "parse_upstream",
     "pick_result",
+    "pick_results",
+    "read_results",
     "results_document",
     "upstream_lineage",
 ]
@@ -73,11 +74,11 @@ class Upstream:
 
 
 @dataclass(frozen=True)
-class UpstreamValues:
-    """The parameters read from upstream results, and the SHA-256 of each results.json read."""
+class ResultsFile:
+    """An upstream run's results.json as read: its results, and the SHA-256 of its bytes."""
 
-    values: dict[str, Any] = field(default_factory=dict)
-    digests: dict[str, str] = field(default_factory=dict)  # url -> sha256 of the bytes read
+    document: dict[str, Any]
+    sha256: str
 
 
 # --- the upstream file ------------------------------------------------------------------------
@@ -283,24 +284,27 @@ def pick_result(document: Mapping[str, Any], ref: ResultRef) -> Any:
     )
 
 
-def fetch_results(upstream: Upstream, read: Callable[[Location], Fetched]) -> UpstreamValues:
-    """The parameters `upstream.results` name, each results.json read once (it can be large)."""
-    out = UpstreamValues()
-    documents: dict[str, dict[str, Any]] = {}
+def read_results(upstream: Upstream, read: Callable[[Location], Fetched]) -> dict[str, ResultsFile]:
+    """Each results.json `upstream.results` points to, by URL, read once (it can be large)."""
+    files: dict[str, ResultsFile] = {}
     for ref in upstream.results:
-        if ref.url not in documents:
-            try:
-                fetched = read(Location.parse(ref.url))
-            except RunnerError as exc:
-                raise BadInputError(
-                    f"cannot read the results of upstream run {ref.run!r} from "
-                    f"{display_uri(ref.url)}: {exc.message}; check that the run succeeded with "
-                    "a run folder there and that this runner's credentials can read it"
-                ) from None
-            documents[ref.url] = results_document(fetched.data, ref)
-            out.digests[ref.url] = fetched.sha256
-        out.values[ref.parameter] = pick_result(documents[ref.url], ref)
-    return out
+        if ref.url in files:
+            continue
+        try:
+            fetched = read(Location.parse(ref.url))
+        except RunnerError as exc:
+            raise BadInputError(
+                f"cannot read the results of upstream run {ref.run!r} from "
+                f"{display_uri(ref.url)}: {exc.message}; check that the run succeeded with "
+                "a run folder there and that this runner's credentials can read it"
+            ) from None
+        files[ref.url] = ResultsFile(results_document(fetched.data, ref), fetched.sha256)
+    return files
+
+
+def pick_results(upstream: Upstream, files: Mapping[str, ResultsFile]) -> dict[str, Any]:
+    """The parameters `upstream.results` name, from the files `read_results` read."""
+    return {ref.parameter: pick_result(files[ref.url].document, ref) for ref in upstream.results}
 
 
 def upstream_lineage(upstream: Upstream, digests: Mapping[str, str]) -> list[dict[str, Any]]:

@@ -17,12 +17,14 @@ from kubemill.runner.errors import BadInputError, StorageError
 from kubemill.runner.storage import Fetched, Location
 from kubemill.runner.upstream import (
     ResultRef,
+    ResultsFile,
     Upstream,
     UpstreamRun,
     check_overlap,
-    fetch_results,
     parse_upstream,
     pick_result,
+    pick_results,
+    read_results,
     results_document,
     upstream_lineage,
 )
@@ -258,15 +260,15 @@ def test_each_results_json_is_read_once_and_its_digest_kept() -> None:
     url = "s3://b/runs/team-a/extract/results.json"
     data = json.dumps({"rows": [1, 2], "n": 2}).encode()
     reads: list[str] = []
-    read = fetch_results(upstream, _reader({url: data}, reads))
-    assert read.values == {"rows": [1, 2], "count": 2}
-    assert read.digests == {url: hashlib.sha256(data).hexdigest()}
+    files = read_results(upstream, _reader({url: data}, reads))
+    assert files == {url: ResultsFile({"rows": [1, 2], "n": 2}, hashlib.sha256(data).hexdigest())}
     assert reads == [url]
+    assert pick_results(upstream, files) == {"rows": [1, 2], "count": 2}
 
 
 def test_an_unreadable_results_json_names_the_run_and_url() -> None:
     with pytest.raises(BadInputError) as caught:
-        fetch_results(_parse(VALID), _reader({}, []))
+        read_results(_parse(VALID), _reader({}, []))
     assert caught.value.message.startswith(
         "cannot read the results of upstream run 'extract' from "
         "s3://b/runs/team-a/extract/results.json: cannot read "
