@@ -67,7 +67,7 @@ def test_a_run_applied_before_its_upstream_waits_then_takes_its_values(
 def test_a_10_mb_result_reaches_the_downstream_notebook_through_results_json(
     api: client.ApiClient, run_namespace: str, results_bucket: str, s3_admin: Any
 ) -> None:
-    create_run(api, run_namespace, "big", parameters={"count": 700_000},
+    create_run(api, run_namespace, "big", parameters={"count": 70_000, "width": 150},
                notebook=f"s3://{results_bucket}/notebooks/records_big.ipynb")  # fmt: skip
     create_run(api, run_namespace, "digest",
                notebook=f"s3://{results_bucket}/notebooks/parameters_digest.ipynb",
@@ -79,7 +79,7 @@ def test_a_10_mb_result_reaches_the_downstream_notebook_through_results_json(
     assert "items" in big["resultsTruncated"]  # too large for the status
     digest = wait_run(api, run_namespace, "digest", "Succeeded", "Failed", timeout=600)["status"]
     assert digest["phase"] == "Succeeded", digest
-    assert digest["results"]["lengths"]["items"] == 700_000
+    assert digest["results"]["lengths"]["items"] == 70_000
     assert digest["results"]["digests"]["items"] == big["results"]["digest"]
     # The lineage names the upstream run and the results.json the runner read.
     key = f"runs/{run_namespace}/digest/run.json"
@@ -87,7 +87,8 @@ def test_a_10_mb_result_reaches_the_downstream_notebook_through_results_json(
     (upstream,) = lineage["upstream"]
     assert upstream["name"] == "big" and upstream["parameters"] == ["items"]
     assert upstream["uid"] == big_uid
-    assert upstream["results"][0]["url"].endswith(f"/{run_namespace}/big/results.json")
+    assert upstream["resultsUrl"].endswith(f"/{run_namespace}/big/results.json")
+    assert len(upstream["resultsSha256"]) == 64
 
 
 def test_an_upstream_failure_or_a_cycle_ends_the_run_without_a_job(

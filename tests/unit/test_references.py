@@ -202,3 +202,25 @@ def test_a_reference_the_crd_should_have_refused_is_invalid_spec(
 def test_secret_parameters_are_not_references() -> None:
     spec = {"parametersFrom": [{"name": "s", "secretKeyRef": {"name": "a", "key": "b"}}]}
     assert references(spec) == [] and referenced_runs(spec) == []
+
+
+def test_the_upstream_file_the_operator_writes_is_one_the_runner_reads() -> None:
+    """Both sides of the --upstream-file contract, as the operator's ConfigMap carries it."""
+    from kubemill.operator.jobs import UPSTREAM_KEY, build_parameter_config_maps
+    from kubemill.runner.upstream import parse_upstream
+
+    extract = succeeded("extract", results={"small": 1}, resultsTruncated=["big"])
+    clean = succeeded("clean")
+    report = run(
+        "report", ref("big", "extract", result="big"), ref("s", "extract", result="small"),
+        ref("nb", "clean", output="notebook"),
+    )  # fmt: skip
+    report["metadata"]["uid"] = "report-uid"
+    resolution = resolve(report, lookup(extract, clean))
+    config_map = build_parameter_config_maps(report, resolution)[-1]
+    upstream = parse_upstream(config_map["data"][UPSTREAM_KEY].encode(), "upstream file")
+    assert [(r.name, r.uid) for r in upstream.runs] == [
+        ("extract", "extract-uid"),
+        ("clean", "clean-uid"),
+    ]
+    assert [(r.parameter, r.run, r.result) for r in upstream.results] == [("big", "extract", "big")]
