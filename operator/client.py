@@ -21,6 +21,7 @@ from .meta import (
     POD_FINALIZER,
     SCHEDULE_PLURAL,
     VERSION,
+    WORKFLOW_PLURAL,
 )
 
 __all__ = [
@@ -194,6 +195,10 @@ class KubernetesCluster:
     def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         patch = {"status": dict(status)}
         self._patch_status(SCHEDULE_PLURAL, namespace, name, patch, "application/merge-patch+json")
+
+    def patch_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        patch = {"status": dict(status)}
+        self._patch_status(WORKFLOW_PLURAL, namespace, name, patch, "application/merge-patch+json")
 
     def _patch_status(
         self, plural: str, namespace: str, name: str, patch: Any, content_type: str
