@@ -1,0 +1,139 @@
+"""NotebookWorkflow on the real control plane, with the operator under its own ServiceAccount:
+a diamond with a fan-out over a recorded list and a test step that passes or fails on a planted
+defect; an upstream failure that skips what depends on it while the independent branch and the
+finally step run."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from kubernetes import client
+
+from kubemill_testenv import kube, wait
+from kubemill_testenv.operatorproc import RUNS
+
+pytestmark = pytest.mark.e2e
+
+ENDED = ("Succeeded", "Failed")
+WORKFLOWS = "/apis/kubemill.dev/v1alpha1/namespaces/{}/notebookworkflows"
+
+
+def step(name: str, notebook: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"notebook": notebook}
+    for key in ("parameters", "parametersFrom"):
+        if key in extra:
+            spec[key] = extra.pop(key)
+    return {"name": name, "runTemplate": {"spec": spec}, **extra}
+
+
+def ref(parameter: str, step_name: str, **what: str) -> dict[str, Any]:
+    return {"name": parameter, "stepRef": {"name": step_name, **what}}
+
+
+def create_workflow(
+    api: client.ApiClient, namespace: str, name: str, steps: list[Any], **spec: Any
+) -> dict[str, Any]:
+    body = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookWorkflow",
+        "metadata": {"name": name},
+        "spec": {"steps": steps, **spec},
+    }
+    return kube.request(api, "POST", WORKFLOWS.format(namespace), body=body)
+
+
+def wait_workflow(api: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    return wait.wait_for(
+        api, WORKFLOWS.format(namespace),
+        lambda e, o: e != "DELETED" and (o.get("status") or {}).get("phase") in ENDED,
+        name=name, timeout=600, what=f"workflow {name} to end",
+    )  # fmt: skip
+
+
+def steps_of(workflow: dict[str, Any]) -> dict[str, tuple[str, str]]:
+    table = {}
+    for entry in workflow["status"]["steps"]:
+        item = f"/{entry['item']}" if "item" in entry else ""
+        table[entry["name"] + item] = (entry["phase"], entry.get("reason", ""))
+    return table
+
+
+def diamond(bucket: str, expected_rows: int) -> list[dict[str, Any]]:
+    notebooks = f"s3://{bucket}/notebooks"
+    return [
+        step("extract", f"{notebooks}/workflow_extract.ipynb"),
+        step("rows", f"{notebooks}/values.ipynb",
+             parametersFrom=[ref("value", "extract", result="rows")]),
+        step("region", f"{notebooks}/values.ipynb",
+             forEach={"parameter": "value", "fromStep": {"name": "extract", "result": "regions"}}),
+        step("report", f"{notebooks}/values.ipynb", dependsOn=["rows"],
+             parametersFrom=[ref("value", "region", result="repr")]),
+        step("check", f"{notebooks}/workflow_check.ipynb", test=True,
+             parameters={"expected_rows": expected_rows},
+             parametersFrom=[ref("notebook", "extract", output="notebook")]),
+    ]  # fmt: skip
+
+
+def test_a_diamond_with_a_fan_out_and_a_passing_test_step(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    create_workflow(api, run_namespace, "diamond", diamond(results_bucket, expected_rows=3))
+    done = wait_workflow(api, run_namespace, "diamond")
+    status = done["status"]
+    assert (status["phase"], status["progress"]) == ("Succeeded", "6/6"), status
+    assert status["tests"] == {"total": 1, "passed": 1, "failed": 0}
+    assert set(steps_of(done)) == {"extract", "rows", "region/0", "region/1", "report", "check"}
+    runs = {r["metadata"]["name"]: r for r in kube.get(api, RUNS.format(run_namespace))["items"]}
+    assert runs["diamond-rows"]["status"]["results"]["repr"] == "3"
+    assert runs["diamond-region-1"]["status"]["results"]["repr"] == "'us'"
+    # The report took the fan-out's list, one value per item, in item order.
+    assert runs["diamond-report"]["status"]["results"]["repr"] == repr(["'eu'", "'us'"])
+    for run in runs.values():
+        owner = run["metadata"]["ownerReferences"][0]
+        assert (owner["kind"], owner["name"]) == ("NotebookWorkflow", "diamond")
+    jobs = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs")["items"]
+    assert sorted(j["metadata"]["labels"]["kubemill.dev/run"] for j in jobs) == sorted(runs)
+
+
+def test_a_planted_defect_fails_the_test_step_and_the_workflow_says_which_check(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    create_workflow(api, run_namespace, "defect", diamond(results_bucket, expected_rows=4))
+    status = wait_workflow(api, run_namespace, "defect")["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "TestFailed"), status
+    assert "rows is 3, expected 4" in status["message"]
+    assert status["tests"] == {"total": 1, "passed": 0, "failed": 1}
+    events = kube.get(api, f"/api/v1/namespaces/{run_namespace}/events")["items"]
+    failed = [e["message"] for e in events if e["reason"] == "TestFailed"]
+    assert any("rows is 3, expected 4" in m for m in failed), failed
+
+
+def test_an_upstream_failure_skips_its_dependents_while_the_rest_and_finally_run(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    notebooks = f"s3://{results_bucket}/notebooks"
+    steps = [
+        step("extract", f"{notebooks}/workflow_extract.ipynb", parameters={"fail": True}),
+        step("rows", f"{notebooks}/values.ipynb",
+             parametersFrom=[ref("value", "extract", result="rows")]),
+        step("later", f"{notebooks}/values.ipynb", dependsOn=["rows"]),
+        step("other", f"{notebooks}/values.ipynb", parameters={"value": 1}),
+    ]  # fmt: skip
+    final = [
+        step("notify", f"{notebooks}/values.ipynb",
+             parametersFrom=[{"name": "value", "workflowOutcome": {}}]),
+    ]  # fmt: skip
+    create_workflow(api, run_namespace, "broken", steps, **{"finally": final})
+    done = wait_workflow(api, run_namespace, "broken")
+    assert (done["status"]["phase"], done["status"]["reason"]) == ("Failed", "StepFailed")
+    assert done["status"]["message"].startswith("step extract failed (CellError): ")
+    assert steps_of(done) == {
+        "extract": ("Failed", "CellError"), "rows": ("Skipped", "UpstreamFailed"),
+        "later": ("Skipped", "UpstreamFailed"), "other": ("Succeeded", "Succeeded"),
+        "notify": ("Succeeded", "Succeeded"),
+    }  # fmt: skip
+    runs = {r["metadata"]["name"]: r for r in kube.get(api, RUNS.format(run_namespace))["items"]}
+    assert "broken-later" not in runs  # never created: its dependency never succeeded
+    outcome = runs["broken-notify"]["status"]["results"]["repr"]
+    assert "'phase': 'Failed'" in outcome and "'failed': ['extract']" in outcome
