@@ -44,6 +44,7 @@ from .times import parse_rfc3339
 
 __all__ = [
     "MAX_ITEMS",
+    "RETRY",
     "Step",
     "WorkflowPlan",
     "parse_steps",
@@ -57,6 +58,9 @@ MAX_ITEMS = 200
 SMALL_RESULT = 200
 #: The annotation on a forEach step's run holding its item's index.
 ITEM = "kubemill.dev/item"
+#: Set on a failed NotebookWorkflow (to any new value; `kubemill retry` uses the time) to
+#: re-run its failed and skipped steps.
+RETRY = "kubemill.dev/retry"
 #: Phases of a step (or item) that will not change.
 ENDED = ("Succeeded", "Failed", "Skipped")
 #: Characters of a failure message quoted in a step's entry and the workflow's message.
@@ -98,9 +102,11 @@ class WorkflowPlan:
     status: dict[str, Any] = field(default_factory=dict)
 
 
-def run_name(workflow: str, step: str, item: int | None = None) -> str:
-    """The one name a step's run (or a forEach item's) can have in this workflow."""
-    return f"{workflow}-{step}" if item is None else f"{workflow}-{step}-{item}"
+def run_name(workflow: str, step: str, item: int | None = None, attempt: int = 1) -> str:
+    """The one name a step's run (or a forEach item's) can have in this workflow's attempt:
+    a retry gives a failed or skipped step a new run, and keeps the old one to look at."""
+    name = f"{workflow}-{step}" if item is None else f"{workflow}-{step}-{item}"
+    return name if attempt == 1 else f"{name}-r{attempt}"
 
 
 def _step(raw: Mapping[str, Any], final: bool, where: str) -> Step:
@@ -227,6 +233,8 @@ class _Slot:
     phase: str = "Pending"
     reason: str = ""
     message: str = ""
+    #: The workflow attempt this slot's run belongs to (1, or the retry that re-ran it).
+    attempt: int = 1
 
 
 def _run_phase(run: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -417,6 +425,11 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
         result.events = _events(old, result.status)
         return result
     runs_by_name = {r["metadata"]["name"]: r for r in runs}
+    attempt, attempts = _attempts(workflow, {s.name for s in steps if s.final})
+    if attempt != int(old.get("attempt") or 1):
+        result.events.append(
+            ("Normal", "Retrying", f"attempt {attempt}: re-running the failed and skipped steps")
+        )
     main = _topological([s for s in steps if not s.final])
     finals = [s for s in steps if s.final]
     slots: dict[str, list[_Slot]] = {}
@@ -429,7 +442,9 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
     )
     for step in [*main, *finals]:
         if step.final and not all(phases[s.name] in ENDED for s in main):
-            slots[step.name] = [_Slot(step, None, run_name(meta["name"], step.name), None)]
+            tries = attempts.get((step.name, None), 1)
+            name = run_name(meta["name"], step.name, None, tries)
+            slots[step.name] = [_Slot(step, None, name, None, attempt=tries)]
             phases[step.name] = "Pending"
             continue
         blocked = (
@@ -444,8 +459,10 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
         indexed = step.for_each is not None and known is not None
         step_slots = []
         for index in range(len(known) if known is not None else 1):
-            name = run_name(meta["name"], step.name, index if indexed else None)
-            slot = _Slot(step, index if indexed else None, name, runs_by_name.get(name))
+            item = index if indexed else None
+            tries = attempts.get((step.name, item), 1)
+            name = run_name(meta["name"], step.name, item, tries)
+            slot = _Slot(step, item, name, runs_by_name.get(name), attempt=tries)
             if slot.run is not None:
                 slot.phase, slot.reason, slot.message = _run_phase(slot.run)
             step_slots.append(slot)
@@ -483,9 +500,32 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
         phases[step.name] = _aggregate(step_slots)
         if phases[step.name] == "Failed" and spec.get("failFast") and not step.final:
             stopped = True
-    result.status = _status(workflow, steps, slots, now)
-    result.events = _events(old, result.status)
+    result.status = _status(workflow, steps, slots, now, attempt)
+    result.events += _events(old, result.status)
     return result
+
+
+def _attempts(
+    workflow: Mapping[str, Any], finals: set[str]
+) -> tuple[int, dict[tuple[str, int | None], int]]:
+    """The workflow's attempt, and each step's (or item's), by (step, item).
+
+    A new value of the retry annotation on a failed workflow starts the next attempt: every
+    step or item that failed or was skipped, and every finally step, gets a new run; the
+    steps that succeeded keep theirs, and so their outputs. A retry asked while the workflow
+    still runs waits until it has ended."""
+    old = workflow.get("status") or {}
+    attempt = int(old.get("attempt") or 1)
+    attempts = {
+        (str(e["name"]), e.get("item")): int(e.get("attempt") or 1) for e in old.get("steps") or []
+    }
+    token = (workflow["metadata"].get("annotations") or {}).get(RETRY)
+    if token and token != old.get("retryToken") and old.get("phase") == "Failed":
+        attempt += 1
+        for entry in old.get("steps") or []:
+            if entry["phase"] in ("Failed", "Skipped") or entry["name"] in finals:
+                attempts[(str(entry["name"]), entry.get("item"))] = attempt
+    return attempt, attempts
 
 
 def _ready(step: Step, slots: Mapping[str, list[_Slot]], phases: Mapping[str, str]) -> bool:
@@ -541,11 +581,17 @@ def _entry(slot: _Slot) -> dict[str, Any]:
         entry["results"] = _small(status["results"])
     if slot.step.test:
         entry["test"] = True
+    if slot.attempt > 1:
+        entry["attempt"] = slot.attempt
     return entry
 
 
 def _status(
-    workflow: Mapping[str, Any], steps: Sequence[Step], slots: Mapping[str, list[_Slot]], now: str
+    workflow: Mapping[str, Any],
+    steps: Sequence[Step],
+    slots: Mapping[str, list[_Slot]],
+    now: str,
+    attempt: int,
 ) -> dict[str, Any]:
     old: Mapping[str, Any] = workflow.get("status") or {}
     generation = int(workflow["metadata"].get("generation", 1))
@@ -572,7 +618,11 @@ def _status(
             old, generation, now, "Succeeded", "Succeeded", f"{len(every)} runs succeeded"
         )
     status["progress"] = f"{ended}/{len(every)}"
-    status["attempt"] = int(old.get("attempt") or 1)
+    status["attempt"] = attempt
+    if attempt > int(old.get("attempt") or 1):
+        status["retryToken"] = (workflow["metadata"].get("annotations") or {}).get(RETRY)
+    elif old.get("retryToken"):
+        status["retryToken"] = old["retryToken"]
     status["steps"] = [_entry(s) for s in every]
     if tests:
         status["tests"] = {

@@ -291,3 +291,66 @@ def test_steps_know_what_gates_them() -> None:
     steps = {s.name: s for s in parse_steps(diamond()["spec"])}
     assert steps["clean"].gates == ()  # its value is waited for by its run
     assert steps["report"].gates == ("clean", "region")  # dependsOn, and a forEach list
+
+
+def test_a_retry_re_runs_the_failed_and_skipped_steps_and_keeps_the_successful_ones() -> None:
+    wf = workflow(
+        step("extract"),
+        step("clean", refs=(ref("rows", "extract", result="rows"),)),
+        step("flaky", dependsOn=["extract"]),
+        step("report", dependsOn=["flaky", "clean"]),
+        final=(step("notify"),),
+    )
+    driver = Driver(wf)
+    driver.step()
+    driver.end("wf-extract", results={"rows": 3})
+    driver.end("wf-clean")
+    driver.step()
+    driver.end("wf-flaky", "Failed", reason="CellError", message="timeout talking to the db")
+    driver.step()
+    driver.end("wf-notify")
+    driver.step()
+    assert driver.wf["status"]["phase"] == "Failed"
+    assert driver.phases()["report"] == "Skipped"
+    # Asking again while nothing changed does nothing; a new token starts attempt 2.
+    driver.wf["metadata"]["annotations"] = {"kubemill.dev/retry": "2027-01-12T07:00:00Z"}
+    result = driver.step()
+    assert [b["metadata"]["name"] for b, _ in result.create] == ["wf-flaky-r2"]
+    assert ("Normal", "Retrying", "attempt 2: re-running the failed and skipped steps") in (
+        result.events
+    )
+    status = driver.wf["status"]
+    assert (status["phase"], status["attempt"]) == ("Running", 2)
+    assert status["retryToken"] == "2027-01-12T07:00:00Z"
+    assert "completionTime" not in status
+    assert driver.phases() == {
+        "extract": "Succeeded", "clean": "Succeeded", "flaky": "Pending", "report": "Pending",
+        "notify": "Pending",
+    }  # fmt: skip
+    assert driver.step().create == []  # the same token again: no attempt 3
+    driver.end("wf-flaky-r2")
+    assert [b["metadata"]["name"] for b, _ in driver.step().create] == ["wf-report-r2"]
+    driver.end("wf-report-r2")
+    assert [b["metadata"]["name"] for b, _ in driver.step().create] == ["wf-notify-r2"]
+    driver.end("wf-notify-r2")
+    driver.step()
+    status = driver.wf["status"]
+    assert (status["phase"], status["attempt"], status["progress"]) == ("Succeeded", 2, "5/5")
+    assert {e["name"]: e.get("runName") for e in status["steps"]} == {
+        "extract": "wf-extract", "clean": "wf-clean", "flaky": "wf-flaky-r2",
+        "report": "wf-report-r2", "notify": "wf-notify-r2",
+    }  # fmt: skip
+    assert "wf-flaky" in driver.runs  # the failed attempt's run stays, to look at
+
+
+def test_a_retry_asked_while_the_workflow_runs_waits_until_it_has_failed() -> None:
+    driver = Driver(workflow(step("a")))
+    driver.step()
+    driver.wf["metadata"]["annotations"] = {"kubemill.dev/retry": "t1"}
+    assert driver.step().create == [] and driver.wf["status"]["attempt"] == 1
+    driver.end("wf-a", "Failed", reason="CellError", message="x")
+    driver.step()
+    assert driver.wf["status"]["phase"] == "Failed"  # the end is recorded first,
+    driver.step()
+    assert driver.wf["status"]["attempt"] == 2  # then the waiting request is honoured
+    assert "wf-a-r2" in driver.runs
