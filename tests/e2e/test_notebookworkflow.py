@@ -5,6 +5,7 @@ finally step run."""
 
 from __future__ import annotations
 
+import subprocess
 from typing import Any
 
 import pytest
@@ -12,6 +13,8 @@ from kubernetes import client
 
 from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
+from tests.e2e.conftest import Cluster
+from tests.e2e.test_notebookschedule import KUBEMILL
 
 pytestmark = pytest.mark.e2e
 
@@ -137,3 +140,49 @@ def test_an_upstream_failure_skips_its_dependents_while_the_rest_and_finally_run
     assert "broken-later" not in runs  # never created: its dependency never succeeded
     outcome = runs["broken-notify"]["status"]["results"]["repr"]
     assert "'phase': 'Failed'" in outcome and "'failed': ['extract']" in outcome
+
+
+def test_retry_re_runs_only_the_failed_and_skipped_steps(
+    api: client.ApiClient, kubemill_installed: Cluster, run_namespace: str, results_bucket: str
+) -> None:
+    notebooks = f"s3://{results_bucket}/notebooks"
+    steps = [
+        step("flaky", f"{notebooks}/fails_once.ipynb",
+             parameters={"bucket": results_bucket, "marker": f"markers/{run_namespace}/flaky"}),
+        step("after", f"{notebooks}/values.ipynb",
+             parametersFrom=[ref("value", "flaky", result="attempt")]),
+        step("steady", f"{notebooks}/values.ipynb", parameters={"value": 1}),
+    ]  # fmt: skip
+    final = [step("notify", f"{notebooks}/values.ipynb")]
+    create_workflow(api, run_namespace, "flaky", steps, **{"finally": final})
+    first = wait_workflow(api, run_namespace, "flaky")["status"]
+    assert (first["phase"], first["attempt"]) == ("Failed", 1), first
+    retried = subprocess.run(
+        [KUBEMILL, "retry", "flaky", "-n", run_namespace,
+         "--kubeconfig", str(kubemill_installed.kubeconfig)],
+        text=True, capture_output=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout == (
+        "notebookworkflow.kubemill.dev/flaky attempt 2: re-running flaky, after\n"
+    )
+    done = wait.wait_for(
+        api, WORKFLOWS.format(run_namespace),
+        lambda e, o: (o.get("status") or {}).get("attempt") == 2
+        and o["status"].get("phase") in ENDED,
+        name="flaky", timeout=600, what="the second attempt to end",
+    )  # fmt: skip
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    runs = sorted(r["metadata"]["name"] for r in kube.get(api, RUNS.format(run_namespace))["items"])
+    # The failed attempt's runs stay; the steady step ran once, its output reused.
+    assert runs == [
+        "flaky-after", "flaky-after-r2", "flaky-flaky", "flaky-flaky-r2", "flaky-notify",
+        "flaky-notify-r2", "flaky-steady",
+    ]  # fmt: skip
+    again = subprocess.run(
+        [KUBEMILL, "retry", "flaky", "-n", run_namespace,
+         "--kubeconfig", str(kubemill_installed.kubeconfig)],
+        text=True, capture_output=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert again.returncode == 2
+    assert "is Succeeded: only a failed workflow is retried" in again.stderr
