@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
@@ -35,6 +36,7 @@ from .meta import (
     owned_by,
 )
 from .problems import Problems
+from .references import Resolution, referenced_runs, resolve
 from .settings import Settings
 from .status import (
     TERMINAL,
@@ -108,9 +110,36 @@ class Reconciler(QueuedController):
         self.runs = Cache(_run_copy)
         self.jobs = Cache(_child_copy)
         self.pods = Cache(_child_copy)
+        #: The runs that take values from a run, by (namespace, that run's name), kept from
+        #: the runs' specs as they arrive: a referenced run's change wakes them.
+        self._dependents: dict[Key, set[str]] = {}
+        self._dependents_lock = threading.Lock()
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
+
+    def run_seen(self, key: Key, event: str | None, body: Mapping[str, Any]) -> None:
+        """Record a run's watch event, queue it when it has work left, and queue the runs
+        that wait for it (they may start, or fail with it)."""
+        namespace, name = key
+        self.runs.apply(key, event, body)
+        with self._dependents_lock:
+            for other in referenced_runs(body.get("spec") or {}):
+                group = self._dependents.setdefault((namespace, other), set())
+                if event == "DELETED":
+                    group.discard(name)
+                    if not group:
+                        del self._dependents[(namespace, other)]
+                else:
+                    group.add(name)
+            waiting = sorted(self._dependents.get(key, ()))
+        if event == "DELETED":
+            self.forget(body["metadata"]["uid"])
+            self.enqueue(key)  # to release its Jobs and pods
+        elif (body.get("status") or {}).get("phase") not in TERMINAL:
+            self.enqueue(key)
+        for dependent in waiting:
+            self.enqueue((namespace, dependent))
 
     def reconcile(self, key: Key) -> None:
         run = self.runs.first(key)
@@ -137,7 +166,22 @@ class Reconciler(QueuedController):
         deleting = bool(meta.get("deletionTimestamp"))
         if job is None and old.get("phase") not in TERMINAL and not deleting:
             try:
-                job, invalid = self._ensure_job(run)
+                resolved = resolve(run, lambda other: self.runs.first((key[0], other)))
+            except InvalidSpec as exc:
+                resolved = Resolution(failed=(exc.reason, exc.message))
+            if not resolved.ready and old.get("jobName"):
+                return  # its Job exists (the watch will show it): what it took stands
+            if resolved.failed is not None:
+                reason, message = resolved.failed
+                self._write_ended(key, run, old, now, reason, message)
+                return
+            if resolved.waiting is not None:
+                waiting = {**old, "phase": "Waiting", "reason": "Waiting"}
+                waiting["message"] = resolved.waiting
+                self._write(key, run, old, derive_status({**run, "status": waiting}, None, [], now))
+                return
+            try:
+                job, invalid = self._ensure_job(run, resolved)
             except TransientError as exc:
                 # Refused in a way that may pass (a quota on Jobs, the operator's RBAC): say so
                 # on the run, and try again with backoff.
@@ -153,9 +197,7 @@ class Reconciler(QueuedController):
                     )
                 raise
             if invalid is not None:
-                failed = {**old, "phase": "Failed", "reason": "InvalidSpec", "message": invalid}
-                new = derive_status({**run, "status": failed}, None, [], now)
-                self._write(key, run, old, new)
+                self._write_ended(key, run, old, now, "InvalidSpec", invalid)
                 return
         current = job_name(meta["name"], uid)
         owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
@@ -195,7 +237,23 @@ class Reconciler(QueuedController):
         pending = {**old, "phase": "Pending", "reason": "JobNotCreated", "message": message}
         self._write(key, run, old, derive_status({**run, "status": pending}, None, [], now))
 
-    def _ensure_job(self, run: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None]:
+    def _write_ended(
+        self,
+        key: Key,
+        run: dict[str, Any],
+        old: Mapping[str, Any],
+        now: str,
+        reason: str,
+        message: str,
+    ) -> None:
+        """The run fails without a Job: its spec cannot run, or a run it needs failed."""
+        failed = {**old, "phase": "Failed", "reason": reason, "message": message}
+        failed["completionTime"] = now
+        self._write(key, run, old, derive_status({**run, "status": failed}, None, [], now))
+
+    def _ensure_job(
+        self, run: dict[str, Any], resolved: Resolution
+    ) -> tuple[dict[str, Any] | None, str | None]:
         """The run's Job, created now if the watch has not shown one, or why it cannot be.
 
         Creating is safe to repeat: the name is deterministic, so a Job created before a
@@ -206,8 +264,8 @@ class Reconciler(QueuedController):
         """
         meta = run["metadata"]
         try:
-            job = build_job(run, self.settings)
-            for config_map in build_parameter_config_maps(run):
+            job = build_job(run, self.settings, resolved)
+            for config_map in build_parameter_config_maps(run, resolved):
                 with contextlib.suppress(AlreadyExists):
                     self.cluster.create_configmap(meta["namespace"], config_map)
             self.cluster.create_job(meta["namespace"], job)
@@ -238,13 +296,7 @@ def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Clust
     # object's events out of order. `type` is None for the objects of the initial listing.
     @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
     def run_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
-        event = kwargs.get("type")
-        reconciler.runs.apply((namespace, name), event, body)
-        if event == "DELETED":
-            reconciler.forget(body["metadata"]["uid"])
-            reconciler.enqueue((namespace, name))  # to release its Jobs and pods
-        elif (body.get("status") or {}).get("phase") not in TERMINAL:
-            reconciler.enqueue((namespace, name))
+        reconciler.run_seen((namespace, name), kwargs.get("type"), body)
 
     def child_changed(cache: Cache) -> Any:
         def changed(namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any) -> None:

@@ -19,6 +19,7 @@ from .meta import (
     job_name,
     owner_reference,
 )
+from .references import Resolution
 from .settings import Settings
 from .spec import NOTEBOOK_MOUNT, notebook_input, output_folder, parse_duration
 
@@ -43,6 +44,9 @@ TERMINATION_LOG = "/dev/termination-log"
 PARAMETERS_MOUNT = "/var/run/kubemill/parameters"
 #: The key holding a part of the parameters' JSON text in each parameter ConfigMap.
 PARAMETERS_KEY = "parameters.json"
+#: The key (and the file in PARAMETERS_MOUNT) of the runner's --upstream-file: the runs this
+#: run takes values from, and the results it fetches from their results.json.
+UPSTREAM_KEY = "upstream.json"
 #: UTF-8 bytes of parameter JSON per ConfigMap. The API server refuses a ConfigMap whose data
 #: values add up to more than 1 MiB (1,048,576 bytes); 1,000,000 stays under that with room for
 #: the metadata within etcd's 1.5 MiB per object. A NotebookRun itself can be about 1.5 MB, so a
@@ -77,16 +81,25 @@ def split_utf8(data: bytes, limit: int) -> list[str]:
     return parts
 
 
-def parameter_chunks(spec: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES) -> list[str]:
-    """The run's parameters as compact JSON text, in parts of at most `limit` bytes; none
-    without parameters. Sorted keys make the text, and so each part, the same on every
-    attempt."""
-    parameters = spec.get("parameters") or {}
+def _compact(value: Any) -> str:
+    return json.dumps(
+        value, sort_keys=True, allow_nan=False, ensure_ascii=False, separators=(",", ":")
+    )
+
+
+def run_parameters(spec: Mapping[str, Any], resolved: Resolution | None = None) -> dict[str, Any]:
+    """The parameters the runner gets: the spec's, and the values taken from other runs."""
+    return {**(spec.get("parameters") or {}), **(resolved.inline if resolved else {})}
+
+
+def parameter_chunks(
+    parameters: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES
+) -> list[str]:
+    """`parameters` as compact JSON text, in parts of at most `limit` bytes; none without
+    parameters. Sorted keys make the text, and so each part, the same on every attempt."""
     if not parameters:
         return []
-    text = json.dumps(
-        parameters, sort_keys=True, allow_nan=False, ensure_ascii=False, separators=(",", ":")
-    )
+    text = _compact(parameters)
     try:
         data = text.encode("utf-8")
     except UnicodeEncodeError as exc:  # a lone surrogate, which no JSON decoder should produce
@@ -99,8 +112,14 @@ def _parameter_config_map_name(job: str, index: int) -> str:
     return f"{job}-parameters-{index}"
 
 
+def _upstream_config_map_name(job: str) -> str:
+    return f"{job}-upstream"
+
+
 def build_parameter_config_maps(
-    run: Mapping[str, Any], limit: int = PARAMETERS_CHUNK_BYTES
+    run: Mapping[str, Any],
+    resolved: Resolution | None = None,
+    limit: int = PARAMETERS_CHUNK_BYTES,
 ) -> list[dict[str, Any]]:
     """The immutable ConfigMaps that carry the run's parameters to the runner, to create
     before its Job (whose pod mounts them all); none without parameters.
@@ -111,41 +130,55 @@ def build_parameter_config_maps(
     again answers 409 and they are adopted, like the Job."""
     meta = run["metadata"]
     job = job_name(meta["name"], meta["uid"])
-    return [
-        {
+
+    def config_map(name: str, data: dict[str, str]) -> dict[str, Any]:
+        return {
             "apiVersion": "v1",
             "kind": "ConfigMap",
             "metadata": {
-                "name": _parameter_config_map_name(job, index),
+                "name": name,
                 "namespace": meta["namespace"],
                 "labels": child_labels(run),
                 "ownerReferences": [owner_reference(run)],
             },
             "immutable": True,
-            "data": {PARAMETERS_KEY: chunk},
+            "data": data,
         }
-        for index, chunk in enumerate(parameter_chunks(run["spec"], limit))
+
+    chunks = parameter_chunks(run_parameters(run["spec"], resolved), limit)
+    maps = [
+        config_map(_parameter_config_map_name(job, index), {PARAMETERS_KEY: chunk})
+        for index, chunk in enumerate(chunks)
     ]
+    if resolved is not None and resolved.upstream is not None:
+        upstream = {UPSTREAM_KEY: _compact(resolved.upstream)}
+        maps.append(config_map(_upstream_config_map_name(job), upstream))
+    return maps
 
 
-def _parameter_volume(job: str, parts: int) -> dict[str, Any]:
-    """One read-only volume with a file per part, in order; a ConfigMap or key that is
-    missing keeps the pod from starting (the kubelet reports FailedMount), never runs it with
-    part of the parameters."""
-    return {
-        "name": "parameters",
-        "projected": {
-            "sources": [
-                {
-                    "configMap": {
-                        "name": _parameter_config_map_name(job, index),
-                        "items": [{"key": PARAMETERS_KEY, "path": _parameter_file(index)}],
-                    }
+def _parameter_volume(job: str, parts: int, upstream: bool) -> dict[str, Any]:
+    """One read-only volume with a file per part, in order, and the upstream file; a
+    ConfigMap or key that is missing keeps the pod from starting (the kubelet reports
+    FailedMount), never runs it with part of the parameters."""
+    sources = [
+        {
+            "configMap": {
+                "name": _parameter_config_map_name(job, index),
+                "items": [{"key": PARAMETERS_KEY, "path": _parameter_file(index)}],
+            }
+        }
+        for index in range(parts)
+    ]
+    if upstream:
+        sources.append(
+            {
+                "configMap": {
+                    "name": _upstream_config_map_name(job),
+                    "items": [{"key": UPSTREAM_KEY, "path": UPSTREAM_KEY}],
                 }
-                for index in range(parts)
-            ]
-        },
-    }
+            }
+        )
+    return {"name": "parameters", "projected": {"sources": sources}}
 
 
 def _parameter_file(index: int) -> str:
@@ -165,7 +198,9 @@ def _seconds(value: float) -> str:
     return f"{value:g}"
 
 
-def _runner_args(run: Mapping[str, Any], settings: Settings, parameter_parts: int) -> list[str]:
+def _runner_args(
+    run: Mapping[str, Any], settings: Settings, parameter_parts: int, upstream: bool
+) -> list[str]:
     """The runner's arguments, unescaped (build_job passes each through `literal`)."""
     spec = run["spec"]
     meta = run["metadata"]
@@ -179,6 +214,8 @@ def _runner_args(run: Mapping[str, Any], settings: Settings, parameter_parts: in
     if parameter_parts:
         args.append("--parameters-json-file")
         args += [f"{PARAMETERS_MOUNT}/{_parameter_file(i)}" for i in range(parameter_parts)]
+    if upstream:
+        args += ["--upstream-file", f"{PARAMETERS_MOUNT}/{UPSTREAM_KEY}"]
     if spec.get("kernel"):
         # One argument, so a kernel name that starts with "-" is never read as an option.
         args.append(f"--kernel={spec['kernel']}")
@@ -219,9 +256,12 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
     secrets: list[str] = []
     for index, item in enumerate(run["spec"].get("parametersFrom") or []):
         ref = item.get("secretKeyRef")
+        if item.get("notebookRunRef") is not None:
+            continue  # a value from another run: in the parameters or the upstream file
         if not ref:
             raise InvalidSpec(
-                f"spec.parametersFrom[{index}] ({item.get('name')!r}) needs a secretKeyRef"
+                f"spec.parametersFrom[{index}] ({item.get('name')!r}) needs a secretKeyRef or "
+                "a notebookRunRef"
             )
         variable = f"KUBEMILL_SECRET_{index}"
         # The value goes from the Secret straight into the pod: the operator never reads it.
@@ -233,8 +273,11 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
     return env + [dict(e) for e in run["spec"].get("env") or []]
 
 
-def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
-    """The batch/v1 Job that executes `run`; raises InvalidSpec when it cannot be built."""
+def build_job(
+    run: Mapping[str, Any], settings: Settings, resolved: Resolution | None = None
+) -> dict[str, Any]:
+    """The batch/v1 Job that executes `run`, with the values `resolved` from the runs it
+    references; raises InvalidSpec when it cannot be built."""
     meta = run["metadata"]
     spec = run["spec"]
     name = job_name(meta["name"], meta["uid"])
@@ -246,9 +289,10 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
 
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    parameter_parts = len(parameter_chunks(spec))
-    if parameter_parts:
-        volumes.append(_parameter_volume(name, parameter_parts))
+    parameter_parts = len(parameter_chunks(run_parameters(spec, resolved)))
+    upstream = resolved is not None and resolved.upstream is not None
+    if parameter_parts or upstream:
+        volumes.append(_parameter_volume(name, parameter_parts, upstream))
         mounts.append({"name": "parameters", "mountPath": PARAMETERS_MOUNT, "readOnly": True})
     source = (spec.get("notebookFrom") or {}).get("configMapKeyRef")
     if source:
@@ -272,7 +316,7 @@ def build_job(run: Mapping[str, Any], settings: Settings) -> dict[str, Any]:
         "name": CONTAINER,
         "image": spec.get("image") or settings.runner_image,
         "command": [literal(settings.runner_command)],
-        "args": [literal(arg) for arg in _runner_args(run, settings, parameter_parts)],
+        "args": [literal(arg) for arg in _runner_args(run, settings, parameter_parts, upstream)],
         "env": _environment(run, name, settings),
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,

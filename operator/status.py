@@ -382,12 +382,18 @@ def derive_status(
     reason, message = status.get("reason", phase), status.get("message", "")
     # A Job deleted after the run ended (its TTL) was still created: the condition stays.
     created = job is not None or bool(status.get("jobName"))
+    if created:
+        job_reason, job_message = "JobCreated", f"Job {status['jobName']}"
+    elif phase == "Waiting":
+        job_reason, job_message = "Waiting", message
+    else:
+        job_reason, job_message = "Pending", "creating the Job"
     status["conditions"] = [
         condition(
             "JobCreated",
             created,
-            "JobCreated" if created else "Pending",
-            f"Job {status['jobName']}" if created else "creating the Job",
+            job_reason,
+            job_message,
             generation,
             previous,
             now,
@@ -418,7 +424,9 @@ def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[st
         if problem and new.get("message") != old.get("message"):
             events.append(("Warning", str(new["reason"]), str(new.get("message"))))
         return events
-    if after == "Running":
+    if after == "Waiting":
+        events.append(("Normal", "Waiting", str(new.get("message", ""))))
+    elif after == "Running":
         events.append(("Normal", "Running", "the runner pod is executing the notebook"))
     elif after == "Succeeded":
         where = f"; output: {new['outputUrl']}" if new.get("outputUrl") else ""

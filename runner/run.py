@@ -16,7 +16,6 @@ import traceback
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from nbformat import NotebookNode
 
@@ -51,9 +50,10 @@ from .parameters import (
 )
 from .progress import Reporter
 from .redact import Redactor
-from .storage import Fetched, Location, Storage, source_identity
+from .storage import Fetched, Location, Storage, display_uri, source_identity
+from .upstream import Upstream, check_overlap, pick_results, read_results, upstream_lineage
 
-__all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "display_uri", "run_notebook"]
+__all__ = ["STOP_SAVE_BUDGET", "RunOptions", "RunOutcome", "run_notebook"]
 
 #: Seconds the final save may take after SIGTERM: with the 5 s interrupt grace and the kernel's
 #: shutdown, the runner exits within about 22 s, inside Kubernetes' default 30 s grace period.
@@ -81,6 +81,7 @@ class RunOptions:
     interrupt_grace: float = 5.0
     report_mode: bool = False  # papermill's --report-mode: hide code cells' source
     prepare_only: bool = False  # papermill's --prepare-only: inject parameters, do not execute
+    upstream: Upstream = field(default_factory=Upstream)  # --upstream-file: runs to read from
 
 
 @dataclass
@@ -91,16 +92,6 @@ class RunOutcome:
     failure: dict[str, Any] | None
     duration: float
     summary: bytes
-
-
-def display_uri(uri: str) -> str:
-    """A URI as it may be recorded: without user:password@ or query (presigned signatures)."""
-    parts = urlsplit(uri)
-    if parts.scheme not in ("http", "https"):
-        return uri
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 class _Targets:
@@ -242,6 +233,7 @@ class _Run:
         self.redactor = Redactor()
         self.failure: RunnerError | None = None
         self.kernel_name = ""
+        self.upstream_digests: dict[str, str] = {}  # results.json URL -> SHA-256 of what was read
 
     # --- preparing ------------------------------------------------------------------------
 
@@ -250,6 +242,7 @@ class _Run:
         self.targets = targets = _Targets(options.output)
         self._read_secrets()
         self.parameters = normalize(options.parameters)
+        check_overlap(options.upstream, [*self.parameters, *options.secrets])
         if options.html:
             try:
                 import nbconvert  # noqa: F401
@@ -271,6 +264,7 @@ class _Run:
                 cell.execution_count = None
                 cell.metadata.pop("kubemill", None)
                 cell.metadata.pop("execution", None)
+        self._read_upstream()
         self.kernel_name = (
             options.kernel_name or nb.metadata.get("kernelspec", {}).get("name") or "python3"
         )
@@ -303,6 +297,21 @@ class _Run:
             values.append(value)
         self.redactor = Redactor(values)
         self.reporter.redactor = self.redactor  # cell output streams into the log
+
+    def _read_upstream(self) -> None:
+        """Read the upstream results the operator could not pass inline; after the notebook, so
+        a failure here still leaves an output notebook that says why."""
+        upstream = self.options.upstream
+        if not upstream.results:
+            return
+        files = read_results(upstream, self.storage.read)
+        self.upstream_digests = {url: file.sha256 for url, file in files.items()}
+        values = pick_results(upstream, files)
+        self.parameters.update(values)
+        self.reporter.info(
+            f"parameters {', '.join(values)} read from the results of upstream runs "
+            f"{', '.join(dict.fromkeys(ref.run for ref in upstream.results))}"
+        )
 
     def _parameterize(self, nb: NotebookNode) -> None:
         options = self.options
@@ -365,6 +374,8 @@ class _Run:
             out["endTime"] = iso(now)
         if self.identity:
             out["identity"] = dict(self.identity)
+        if self.options.upstream.runs:
+            out["upstream"] = upstream_lineage(self.options.upstream, self.upstream_digests)
         if execution is not None:
             out["cells"] = [t.as_dict() for t in execution.timings]
             if execution.cell_errors:

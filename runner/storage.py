@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlparse
+from urllib.parse import urlparse, urlsplit, urlunsplit
 
 from .errors import BadInputError, StorageError
 
@@ -30,6 +30,7 @@ __all__ = [
     "Location",
     "Storage",
     "content_type",
+    "display_uri",
     "make_s3_client",
     "source_identity",
 ]
@@ -43,6 +44,16 @@ _CONTENT_TYPES = {
     ".json": "application/json",
     ".html": "text/html; charset=utf-8",
 }
+
+
+def display_uri(uri: str) -> str:
+    """A URI as it may be recorded: without user:password@ or query (presigned signatures)."""
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https"):
+        return uri
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def content_type(uri: str) -> str:

@@ -2,19 +2,31 @@
 
 papermill's options (-p, -r, -f, -y, -b) keep their meaning, so a papermill command line runs
 unchanged; --parameters-json and --parameters-json-file are kubemill's (the second is how the
-operator passes parameters, read from ConfigMaps mounted as files). The values are parsed only
-when the command runs, by `kubemill.runner.parameters`.
+operator passes parameters, read from ConfigMaps mounted as files), and so is --upstream-file,
+which names the upstream runs a run takes values from and the results it reads itself. The
+values are parsed only when the command runs, by `kubemill.runner.parameters` and
+`kubemill.runner.upstream`.
 """
 
 from __future__ import annotations
 
 import argparse
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from kubemill.runner.errors import BadInputError
 
-__all__ = ["MERGE_ORDER", "PARAMETER_OPTIONS", "ParameterOption", "declare", "merge_parameters"]
+if TYPE_CHECKING:
+    from kubemill.runner.upstream import Upstream
+
+__all__ = [
+    "MERGE_ORDER",
+    "PARAMETER_OPTIONS",
+    "ParameterOption",
+    "declare",
+    "merge_parameters",
+    "read_upstream_file",
+]
 
 
 def _typed(pair: Sequence[str]) -> dict[str, Any]:
@@ -192,3 +204,19 @@ def _read_parts(paths: Sequence[str]) -> list[bytes]:
             raise BadInputError(f"{which} is empty")
         parts.append(data)
     return parts
+
+
+def read_upstream_file(path: str | None) -> Upstream:
+    """What --upstream-file FILE says: the upstream runs and the results to read from them
+    (nothing without the option)."""
+    from pathlib import Path
+
+    from kubemill.runner.upstream import Upstream, parse_upstream
+
+    if path is None:
+        return Upstream()
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise BadInputError(f"cannot read upstream file {path}: {exc.strerror}") from None
+    return parse_upstream(data, f"upstream file {path}")

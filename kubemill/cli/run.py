@@ -132,6 +132,13 @@ def declare_run(parser: argparse.ArgumentParser) -> None:
         f"anywhere (also read from ${ENV_SECRET_PARAMS})",
     )
     params.add_argument(
+        "--upstream-file",
+        metavar="FILE",
+        help="a JSON file naming the upstream runs this run takes values from, and the results "
+        "to read from their results.json with their JSON type (the operator writes it for "
+        "notebookRunRef parameters; see the README)",
+    )
+    params.add_argument(
         "--allow-unknown-parameters",
         action="store_true",
         help="inject names the notebook's parameters cell does not declare",
@@ -297,6 +304,7 @@ def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             html=args.html,
             report_mode=args.report_mode,
             prepare_only=args.prepare_only,
+            upstream=parameters.read_upstream_file(args.upstream_file),
         )
     except RunnerError as exc:
         _write_summary(termination, _failure_summary(exc))

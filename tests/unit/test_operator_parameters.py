@@ -28,6 +28,7 @@ from kubemill.operator.jobs import (
     split_utf8,
 )
 from kubemill.operator.meta import job_name
+from kubemill.operator.references import Resolution
 from kubemill_testenv.podconfig import expand as node_agent_expand
 from tests.unit.test_operator_jobs import SETTINGS, container, make_run
 
@@ -246,6 +247,48 @@ def test_parameters_go_into_one_immutable_config_map_owned_by_the_run() -> None:
     } in container(job)["volumeMounts"]
 
 
+def test_values_from_other_runs_reach_the_runner_in_parameters_and_the_upstream_file() -> None:
+    refs = [
+        {"name": "rows", "notebookRunRef": {"name": "extract", "result": "rows"}},
+        {"name": "big", "notebookRunRef": {"name": "extract", "result": "big"}},
+        {"name": "token", "secretKeyRef": {"name": "creds", "key": "token"}},
+    ]
+    run = make_run(parameters={"day": "2027-01-01"}, parametersFrom=refs)
+    upstream = {
+        "upstream": [{"name": "extract", "namespace": "analytics", "uid": "u", "outputUrl": "x",
+                      "parameters": ["rows", "big"]}],
+        "results": [{"parameter": "big", "run": "extract", "result": "big", "url": "x/r.json"}],
+    }  # fmt: skip
+    resolved = Resolution(inline={"rows": [1, None]}, upstream=upstream)
+    config_maps = build_parameter_config_maps(run, resolved)
+    job = build_job(run, SETTINGS, resolved)
+    name = job["metadata"]["name"]
+    assert [cm["metadata"]["name"] for cm in config_maps] == [
+        f"{name}-parameters-0",
+        f"{name}-upstream",
+    ]
+    assert json.loads(config_maps[0]["data"]["parameters.json"]) == {
+        "day": "2027-01-01",
+        "rows": [1, None],
+    }
+    assert json.loads(config_maps[1]["data"]["upstream.json"]) == upstream
+    args = container(job)["args"]
+    at = args.index("--upstream-file")
+    assert args[at + 1] == "/var/run/kubemill/parameters/upstream.json"
+    volumes = job["spec"]["template"]["spec"]["volumes"]
+    volume = next(v for v in volumes if v["name"] == "parameters")
+    assert volume["projected"]["sources"][-1] == {
+        "configMap": {
+            "name": f"{name}-upstream",
+            "items": [{"key": "upstream.json", "path": "upstream.json"}],
+        }
+    }
+    # The secret still goes through the environment only; the references do not.
+    env = {e["name"]: e for e in container(job)["env"]}
+    secret = env["KUBEMILL_SECRET_2"]["valueFrom"]["secretKeyRef"]
+    assert secret == {"name": "creds", "key": "token"}
+
+
 def test_a_run_without_parameters_has_no_config_map_and_no_mount() -> None:
     for run in (make_run(), make_run(parameters={})):
         job = build_job(run, SETTINGS)
@@ -323,7 +366,7 @@ def test_split_utf8_joins_back_and_fills_each_part_at_random_limits() -> None:
 
 def test_the_limit_is_exact_on_a_real_parameter_set() -> None:
     limit = 1000
-    config_maps = build_parameter_config_maps(make_run(parameters={"s": "x" * 5000}), limit)
+    config_maps = build_parameter_config_maps(make_run(parameters={"s": "x" * 5000}), limit=limit)
     sizes = [len(cm["data"]["parameters.json"].encode()) for cm in config_maps]
     assert sizes[:-1] == [limit] * (len(sizes) - 1)
     assert sum(sizes) == len('{"s":"' + "x" * 5000 + '"}')
@@ -355,7 +398,7 @@ class FakeCluster:
 def test_config_maps_are_created_before_the_job() -> None:
     cluster = FakeCluster()
     run = make_run(parameters={"a": 1})
-    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(run)
+    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(run, Resolution())
     name = job_name("daily-report", run["metadata"]["uid"])
     assert invalid is None and job is not None
     assert cluster.calls == [("configmap", f"{name}-parameters-0"), ("job", name)]
@@ -363,13 +406,15 @@ def test_config_maps_are_created_before_the_job() -> None:
 
 def test_existing_config_maps_are_adopted() -> None:
     cluster = FakeCluster(AlreadyExists("x"))
-    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(make_run(parameters={"a": 1}))
+    run = make_run(parameters={"a": 1})
+    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(run, Resolution())
     assert invalid is None and job is not None
     assert [kind for kind, _ in cluster.calls] == ["configmap", "job"]
 
 
 def test_a_rejected_config_map_makes_the_run_invalid_and_no_job() -> None:
     cluster = FakeCluster(InvalidSpec("ConfigMap x was rejected: too long"))
-    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(make_run(parameters={"a": 1}))
+    run = make_run(parameters={"a": 1})
+    job, invalid = Reconciler(cluster, SETTINGS)._ensure_job(run, Resolution())
     assert job is None and invalid == "ConfigMap x was rejected: too long"
     assert [kind for kind, _ in cluster.calls] == ["configmap"]

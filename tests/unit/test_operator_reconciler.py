@@ -43,11 +43,16 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []
         self.status: dict[str, Any] = {}
         self.refuse = refuse
+        self.config_maps: list[dict[str, Any]] = []
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         self.calls.append(("create", job["metadata"]["name"]))
         if self.refuse is not None:
             raise self.refuse
+
+    def create_configmap(self, namespace: str, config_map: Mapping[str, Any]) -> None:
+        self.calls.append(("configmap", config_map["metadata"]["name"]))
+        self.config_maps.append(dict(config_map))
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         self.calls.append(("release-job", job["metadata"]["name"]))
@@ -318,3 +323,61 @@ def test_an_event_from_the_client_becomes_a_problem() -> None:
     assert problem_from_event(event).seen == T1  # type: ignore[union-attr]
     event.involved_object = NS(uid="", kind="Job")
     assert problem_from_event(event) is None
+
+
+def test_a_run_waits_without_a_job_then_starts_when_its_upstream_succeeds(
+    events: list[tuple[str, str]],
+) -> None:
+    cluster = Recorder()
+    reconciler = Reconciler(cluster, Settings())
+    downstream = {
+        **RUN,
+        "spec": {
+            **RUN["spec"],
+            "parametersFrom": [{"name": "rows", "notebookRunRef": {"name": "up", "result": "n"}}],
+        },
+    }
+    reconcile(reconciler, downstream, [], [])
+    assert cluster.calls == [("status", "Waiting")]
+    assert cluster.status["message"] == "waiting for run up (it does not exist yet)"
+    assert events == [("Waiting", "waiting for run up (it does not exist yet)")]
+    # The upstream appears, and later succeeds: each of its events queues the waiting run.
+    queued: list[Any] = []
+    reconciler.enqueue = queued.append  # type: ignore[method-assign]
+    upstream = {
+        "metadata": {"name": "up", "namespace": "ns", "uid": "up-uid"},
+        "spec": {},
+        "status": {"phase": "Succeeded", "outputUrl": "s3://results/ns/up/output.ipynb",
+                   "results": {"n": [1, None]}},
+    }  # fmt: skip
+    reconciler.run_seen(KEY, "ADDED", downstream)
+    reconciler.run_seen(("ns", "up"), "MODIFIED", upstream)
+    assert ("ns", "r") in queued
+    reconciler.runs.apply(KEY, "MODIFIED", {**downstream, "status": cluster.status})
+    reconciler.reconcile(KEY)
+    assert cluster.calls[1:] == [
+        ("configmap", f"{JOB}-parameters-0"),
+        ("configmap", f"{JOB}-upstream"),
+        ("create", JOB),
+        ("status", "Pending"),
+    ]
+    parameters, upstream = (c["data"] for c in cluster.config_maps)
+    assert json.loads(parameters["parameters.json"]) == {"rows": [1, None]}
+    assert json.loads(upstream["upstream.json"])["upstream"][0]["uid"] == "up-uid"
+
+
+def test_a_run_whose_upstream_failed_fails_without_a_job() -> None:
+    cluster = Recorder()
+    reconciler = Reconciler(cluster, Settings())
+    refs = [{"name": "rows", "notebookRunRef": {"name": "up", "output": "folder"}}]
+    upstream = {
+        "metadata": {"name": "up", "namespace": "ns", "uid": "up-uid"},
+        "spec": {},
+        "status": {"phase": "Failed", "reason": "CellError", "message": "cell 2 raised"},
+    }
+    reconciler.runs.apply(("ns", "up"), "ADDED", upstream)
+    reconcile(reconciler, {**RUN, "spec": {**RUN["spec"], "parametersFrom": refs}}, [], [])
+    assert cluster.calls == [("status", "Failed")]
+    assert cluster.status["reason"] == "UpstreamFailed"
+    assert cluster.status["message"] == "run up failed (CellError): cell 2 raised"
+    assert cluster.status["completionTime"]
