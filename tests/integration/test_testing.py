@@ -12,6 +12,7 @@ import pytest
 from kubemill.runner.contract import ExitCode, parse_summary
 from kubemill.testing import NotebookNotFound, read_notebook, read_run
 from tests.conftest import NOTEBOOKS, kubemill
+from tests.integration.helpers import serve_folder
 
 pytestmark = pytest.mark.integration
 
@@ -39,6 +40,12 @@ def test_reads_back_a_local_run(tmp_path: Path) -> None:
         )
         assert "alpha=0.1 region=eu" in nb.text
         nb.assert_succeeded()
+    with serve_folder(tmp_path) as url:
+        served = read_run(f"{url}/extract/")
+        assert served.results == {"alpha": 0.1, "region": "eu", "n": 5}
+        assert served.status == "Succeeded"
+        with pytest.raises(NotebookNotFound, match=rf"cannot read {url}/none/output.ipynb: .*404"):
+            read_notebook(f"{url}/none/")
     # Per-cell timings live in run.json only.
     assert "cells" in read_run(f"{tmp_path}/extract/").lineage
     assert "cells" not in read_notebook(f"{tmp_path}/extract/output.ipynb").lineage
