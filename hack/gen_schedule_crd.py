@@ -18,7 +18,9 @@ from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES
 from kubemill.operator.schema_rules import cel_string
 from kubemill.operator.template_schema import (
     conditions_schema,
+    crd_document,
     openapi_schema,
+    render_crd,
     string_schema,
     template_metadata_schema,
     template_spec_schema,
@@ -208,95 +210,59 @@ def status_schema() -> dict[str, Any]:
 
 
 def crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": "notebookschedules.kubemill.dev",
-            "labels": {"app.kubernetes.io/name": "kubemill"},
-        },
-        "spec": {
-            "group": "kubemill.dev",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "NotebookSchedule",
-                "listKind": "NotebookScheduleList",
-                "plural": "notebookschedules",
-                "singular": "notebookschedule",
-                "shortNames": ["nbsched", "nbs"],
-                "categories": ["kubemill"],
+    return crd_document(
+        kind="NotebookSchedule",
+        plural="notebookschedules",
+        short_names=["nbsched", "nbs"],
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
+            {
+                "name": "Last Schedule",
+                "type": "date",
+                "jsonPath": ".status.lastScheduleTime",
             },
-            "versions": [
-                {
-                    "name": "v1alpha1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
-                        {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone"},
-                        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
-                        {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
-                        {
-                            "name": "Last Schedule",
-                            "type": "date",
-                            "jsonPath": ".status.lastScheduleTime",
-                        },
-                        {
-                            # A string, not a date: kubectl prints future dates as <invalid>.
-                            "name": "Next Schedule",
-                            "type": "string",
-                            "jsonPath": ".status.nextScheduleTime",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {
-                            "name": "Policy",
-                            "type": "string",
-                            "jsonPath": ".spec.concurrencyPolicy",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Last Success",
-                            "type": "date",
-                            "jsonPath": ".status.lastSuccessfulTime",
-                            "priority": 1,
-                        },
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A NotebookSchedule creates NotebookRuns from a "
-                            "template on a cron schedule in a time zone, with CronJob's "
-                            "concurrency policies and history limits. Each slot's run has one "
-                            "name, <schedule>-<YYYYMMDD-HHMMSS> in UTC, so no slot runs twice.",
-                            "required": ["spec"],
-                            "x-kubernetes-validations": [
-                                {
-                                    "rule": f"self.metadata.name.size() <= {MAX_SCHEDULE_NAME}",
-                                    "message": "metadata.name must be at most "
-                                    f"{MAX_SCHEDULE_NAME} characters: each run is named "
-                                    "<schedule>-<YYYYMMDD-HHMMSS> and must fit in 63",
-                                }
-                            ],
-                            "properties": {
-                                "apiVersion": string_schema(
-                                    "The API version, kubemill.dev/v1alpha1."
-                                ),
-                                "kind": string_schema("NotebookSchedule."),
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": status_schema(),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+            {
+                # A string, not a date: kubectl prints future dates as <invalid>.
+                "name": "Next Schedule",
+                "type": "string",
+                "jsonPath": ".status.nextScheduleTime",
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {
+                "name": "Policy",
+                "type": "string",
+                "jsonPath": ".spec.concurrencyPolicy",
+                "priority": 1,
+            },
+            {
+                "name": "Last Success",
+                "type": "date",
+                "jsonPath": ".status.lastSuccessfulTime",
+                "priority": 1,
+            },
+        ],
+        description="A NotebookSchedule creates NotebookRuns from a "
+        "template on a cron schedule in a time zone, with CronJob's "
+        "concurrency policies and history limits. Each slot's run has one "
+        "name, <schedule>-<YYYYMMDD-HHMMSS> in UTC, so no slot runs twice.",
+        rules=[
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_SCHEDULE_NAME}",
+                "message": "metadata.name must be at most "
+                f"{MAX_SCHEDULE_NAME} characters: each run is named "
+                "<schedule>-<YYYYMMDD-HHMMSS> and must fit in 63",
+            }
+        ],
+        spec=spec_schema(),
+        status=status_schema(),
+    )
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+    return render_crd(HEADER, crd())
 
 
 def main() -> None:

@@ -19,7 +19,9 @@ import yaml
 from kubemill.operator.schema_rules import schema_at
 from kubemill.operator.template_schema import (
     conditions_schema,
+    crd_document,
     openapi_schema,
+    render_crd,
     string_schema,
     template_metadata_schema,
     template_spec_schema,
@@ -90,6 +92,14 @@ def _step_name(description: str) -> dict[str, Any]:
     )
 
 
+def _result(description: str) -> dict[str, Any]:
+    return string_schema(description, minLength=1, maxLength=253)
+
+
+def _other_step() -> dict[str, Any]:
+    return _step_name("The name of a step in spec.steps (not this step).")
+
+
 def step_ref_schema(field: str) -> dict[str, Any]:
     return {
         "type": "object",
@@ -106,11 +116,9 @@ def step_ref_schema(field: str) -> dict[str, Any]:
             }
         ],
         "properties": {
-            "name": _step_name("The name of a step in spec.steps (not this step)."),
-            "result": string_schema(
-                "The name of a result the step records (kubemill.record or scrapbook.glue).",
-                minLength=1,
-                maxLength=253,
+            "name": _other_step(),
+            "result": _result(
+                "The name of a result the step records (kubemill.record or scrapbook.glue)."
             ),
             "output": string_schema(
                 "notebook for the URL of the step's executed notebook, folder for the URL of its "
@@ -200,12 +208,8 @@ def for_each_schema() -> dict[str, Any]:
                 "step has succeeded.",
                 "required": ["name", "result"],
                 "properties": {
-                    "name": _step_name("The name of a step in spec.steps (not this step)."),
-                    "result": string_schema(
-                        "The name of a result the step records, holding a list.",
-                        minLength=1,
-                        maxLength=253,
-                    ),
+                    "name": _other_step(),
+                    "result": _result("The name of a result the step records, holding a list."),
                 },
             },
         },
@@ -451,72 +455,36 @@ def status_schema() -> dict[str, Any]:
     }
 
 
-def crd() -> dict[str, Any]:
-    def column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
-        return {"name": name, "type": kind, "jsonPath": path, **extra}
+def _column(name: str, path: str, kind: str = "string", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "type": kind, "jsonPath": path, **extra}
 
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": "notebookworkflows.kubemill.dev",
-            "labels": {"app.kubernetes.io/name": "kubemill"},
-        },
-        "spec": {
-            "group": "kubemill.dev",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "NotebookWorkflow",
-                "listKind": "NotebookWorkflowList",
-                "plural": "notebookworkflows",
-                "singular": "notebookworkflow",
-                "shortNames": ["nbwf"],
-                "categories": ["kubemill"],
-            },
-            "versions": [
-                {
-                    "name": "v1alpha1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        column("Phase", ".status.phase"),
-                        column("Progress", ".status.progress"),
-                        column("Reason", ".status.reason"),
-                        column("Duration", ".status.duration"),
-                        column("Age", ".metadata.creationTimestamp", "date"),
-                        column("Message", ".status.message", priority=1),
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A NotebookWorkflow runs notebooks as a graph of "
-                            "steps: each step is a NotebookRun template that starts when the "
-                            "steps it depends on have succeeded, may fan out over a list "
-                            "(forEach), may take other steps' results and outputs as "
-                            "parameters (stepRef), and may be a test of another step; finally "
-                            "steps run at the end, whatever happened.",
-                            "required": ["spec"],
-                            "x-kubernetes-validations": name_rules(),
-                            "properties": {
-                                "apiVersion": string_schema(
-                                    "The API version, kubemill.dev/v1alpha1."
-                                ),
-                                "kind": string_schema("NotebookWorkflow."),
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": status_schema(),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+
+def crd() -> dict[str, Any]:
+    return crd_document(
+        kind="NotebookWorkflow",
+        plural="notebookworkflows",
+        short_names=["nbwf"],
+        columns=[
+            _column("Phase", ".status.phase"),
+            _column("Progress", ".status.progress"),
+            _column("Reason", ".status.reason"),
+            _column("Duration", ".status.duration"),
+            _column("Age", ".metadata.creationTimestamp", "date"),
+            _column("Message", ".status.message", priority=1),
+        ],
+        description="A NotebookWorkflow runs notebooks as a graph of steps: each step is a "
+        "NotebookRun template that starts when the steps it depends on have succeeded, may fan "
+        "out over a list (forEach), may take other steps' results and outputs as parameters "
+        "(stepRef), and may be a test of another step; finally steps run at the end, whatever "
+        "happened.",
+        rules=name_rules(),
+        spec=spec_schema(),
+        status=status_schema(),
+    )
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+    return render_crd(HEADER, crd())
 
 
 def main() -> None:

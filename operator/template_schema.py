@@ -15,11 +15,15 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+import yaml
+
 from .schema_rules import LABEL_VALUES, annotations_rules, labels_rules
 
 __all__ = [
     "conditions_schema",
+    "crd_document",
     "openapi_schema",
+    "render_crd",
     "retarget_messages",
     "string_schema",
     "template_metadata_schema",
@@ -101,3 +105,69 @@ def conditions_schema(run_schema: Mapping[str, Any], description: str) -> Any:
     conditions = copy.deepcopy(run_schema["properties"]["status"]["properties"]["conditions"])
     conditions["description"] = description
     return conditions
+
+
+def crd_document(
+    *,
+    kind: str,
+    plural: str,
+    short_names: list[str],
+    columns: list[dict[str, Any]],
+    description: str,
+    rules: list[dict[str, Any]],
+    spec: dict[str, Any],
+    status: dict[str, Any],
+) -> dict[str, Any]:
+    """A namespaced kubemill.dev/v1alpha1 CRD with a status subresource, as every kubemill kind
+    is; `rules` are the object's own (those that need metadata.name)."""
+    return {
+        "apiVersion": "apiextensions.k8s.io/v1",
+        "kind": "CustomResourceDefinition",
+        "metadata": {
+            "name": f"{plural}.kubemill.dev",
+            "labels": {"app.kubernetes.io/name": "kubemill"},
+        },
+        "spec": {
+            "group": "kubemill.dev",
+            "scope": "Namespaced",
+            "names": {
+                "kind": kind,
+                "listKind": f"{kind}List",
+                "plural": plural,
+                "singular": kind.lower(),
+                "shortNames": short_names,
+                "categories": ["kubemill"],
+            },
+            "versions": [
+                {
+                    "name": "v1alpha1",
+                    "served": True,
+                    "storage": True,
+                    "subresources": {"status": {}},
+                    "additionalPrinterColumns": columns,
+                    "schema": {
+                        "openAPIV3Schema": {
+                            "type": "object",
+                            "description": description,
+                            "required": ["spec"],
+                            "x-kubernetes-validations": rules,
+                            "properties": {
+                                "apiVersion": string_schema(
+                                    "The API version, kubemill.dev/v1alpha1."
+                                ),
+                                "kind": string_schema(f"{kind}."),
+                                "metadata": {"type": "object"},
+                                "spec": spec,
+                                "status": status,
+                            },
+                        }
+                    },
+                }
+            ],
+        },
+    }
+
+
+def render_crd(header: str, document: Mapping[str, Any]) -> str:
+    """The CRD's YAML as committed in crds/, under its header comment."""
+    return header + yaml.safe_dump(dict(document), sort_keys=False, width=100, allow_unicode=True)
