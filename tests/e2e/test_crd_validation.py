@@ -77,7 +77,7 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "secret-without-ref",
         {},
         {**GOOD, "parametersFrom": [{"name": "token"}]},
-        "spec.parametersFrom[0].secretKeyRef: Required value",
+        "each spec.parametersFrom[] entry needs exactly one of secretKeyRef and notebookRunRef",
     ),
 ]
 
