@@ -70,21 +70,23 @@ TYPECHECK_TREE := build/typecheck
 layout-tree:
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
+	@ln -sfn ../../../kubemill/testing.py $(TYPECHECK_TREE)/kubemill/testing.py
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
 	@ln -sfn ../../testenv/kubemill_testenv $(TYPECHECK_TREE)/kubemill_testenv
 
 typecheck: env layout-tree
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -p kubemill.runner -p kubemill.operator \
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -p kubemill.runner -p kubemill.operator \
 		-p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
-# CRD; the NotebookSchedule CRD is generated from it and the cron syntax; the admission policies
-# from the runner's rules (kubemill.runner.rules).
+# CRD; the NotebookSchedule CRD is generated from it and the cron syntax, the NotebookWorkflow
+# CRD from it alone; the admission policies from the runner's rules (kubemill.runner.rules).
 crds: env
 	$(BIN)/python -P hack/sync_run_crd.py
 	$(BIN)/python -P hack/gen_schedule_crd.py
+	$(BIN)/python -P hack/gen_workflow_crd.py
 	$(BIN)/python -P hack/gen_policies.py
 
 demo: env control-plane images

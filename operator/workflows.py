@@ -61,6 +61,8 @@ ITEM = "kubemill.dev/item"
 #: Set on a failed NotebookWorkflow (to any new value; `kubemill retry` uses the time) to
 #: re-run its failed and skipped steps.
 RETRY = "kubemill.dev/retry"
+#: Most attempts of a workflow: run names keep two digits for it (`-r99`), within 63.
+MAX_ATTEMPTS = 99
 #: Phases of a step (or item) that will not change.
 ENDED = ("Succeeded", "Failed", "Skipped")
 #: Characters of a failure message quoted in a step's entry and the workflow's message.
@@ -520,7 +522,12 @@ def _attempts(
         (str(e["name"]), e.get("item")): int(e.get("attempt") or 1) for e in old.get("steps") or []
     }
     token = (workflow["metadata"].get("annotations") or {}).get(RETRY)
-    if token and token != old.get("retryToken") and old.get("phase") == "Failed":
+    if (
+        token
+        and token != old.get("retryToken")
+        and old.get("phase") == "Failed"
+        and attempt < MAX_ATTEMPTS
+    ):
         attempt += 1
         for entry in old.get("steps") or []:
             if entry["phase"] in ("Failed", "Skipped") or entry["name"] in finals:

@@ -13,6 +13,7 @@ __all__ = [
     "BadInputError",
     "CellError",
     "CellTimeout",
+    "InputNotFound",
     "InternalError",
     "KernelDied",
     "RunFailure",
@@ -47,6 +48,15 @@ class BadInputError(RunnerError):
     """Arguments, parameters, notebook or kernel are wrong; the message says how to fix them."""
 
     exit_code = ExitCode.BAD_INPUT
+
+
+class InputNotFound(BadInputError):
+    """The input does not exist (no such file, S3 key or HTTP resource).
+
+    Bad input to the runner like any other, but its own type, so a reader such as
+    `kubemill.testing` can tell "not there (yet)" from "there but unreadable" without parsing
+    the message.
+    """
 
 
 class StorageError(RunnerError):

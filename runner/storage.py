@@ -14,13 +14,13 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse, urlsplit, urlunsplit
 
-from .errors import BadInputError, StorageError
+from .errors import BadInputError, InputNotFound, StorageError
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -33,6 +33,7 @@ __all__ = [
     "display_uri",
     "make_s3_client",
     "source_identity",
+    "storage_from_environ",
 ]
 
 #: Outputs above this size go up in parts, so a large notebook is neither one huge request nor
@@ -137,6 +138,18 @@ def make_s3_client(
     return client
 
 
+def storage_from_environ(environ: Mapping[str, str], endpoint_url: str | None = None) -> Storage:
+    """Storage configured the way a user's shell or a pod configures S3 tools: the endpoint from
+    `endpoint_url`, else $AWS_ENDPOINT_URL; the region from $AWS_REGION or $AWS_DEFAULT_REGION.
+
+    The one place an entry point (the CLI, `kubemill.testing`) turns its environment into
+    storage, so every reader addresses the same S3 store the same way.
+    """
+    endpoint = endpoint_url or environ.get("AWS_ENDPOINT_URL")
+    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
+    return Storage(lambda quick: make_s3_client(endpoint, region, quick=quick))
+
+
 def _missing_bucket(location: Location, action: str) -> StorageError:
     return StorageError(
         f"cannot {action} s3://{location.bucket}/{location.key}: bucket {location.bucket!r} "
@@ -222,7 +235,7 @@ class Storage:
             try:
                 data = Path(location.path).read_bytes()
             except FileNotFoundError:
-                raise BadInputError(f"{location.uri}: no such file") from None
+                raise InputNotFound(f"{location.uri}: no such file") from None
             except IsADirectoryError:
                 raise BadInputError(f"{location.uri} is a directory, not a notebook") from None
             except PermissionError:
@@ -240,7 +253,7 @@ class Storage:
             data = response["Body"].read()
         except ClientError as exc:
             if exc.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                raise BadInputError(f"{location.uri} does not exist") from None
+                raise InputNotFound(f"{location.uri} does not exist") from None
             raise self._explain(exc, "read", location) from None
         except BotoCoreError as exc:
             raise _s3_error(exc, "read", location) from None
@@ -262,7 +275,7 @@ class Storage:
                 return Fetched(data, hashlib.sha256(data).hexdigest(), etag=etag)
             except urllib.error.HTTPError as exc:
                 if exc.code == 404:
-                    raise BadInputError(f"{location.uri} does not exist (HTTP 404)") from None
+                    raise InputNotFound(f"{location.uri} does not exist (HTTP 404)") from None
                 if exc.code < 500 or attempt == self._http_attempts:
                     raise StorageError(f"cannot read {location.uri}: HTTP {exc.code}") from None
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:

@@ -92,11 +92,9 @@ def runner_errors(command: Handler) -> Handler:
 def storage(args: argparse.Namespace, environ: Mapping[str, str]) -> Any:
     """Where the runner's commands read and write: local files, HTTP(S), and S3 with
     --s3-endpoint-url or $AWS_ENDPOINT_URL."""
-    from kubemill.runner.storage import Storage, make_s3_client
+    from kubemill.runner.storage import storage_from_environ
 
-    endpoint = args.s3_endpoint_url or environ.get("AWS_ENDPOINT_URL")
-    region = environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION")
-    return Storage(lambda quick: make_s3_client(endpoint, region, quick=quick))
+    return storage_from_environ(environ, args.s3_endpoint_url)
 
 
 def declare_run(parser: argparse.ArgumentParser) -> None:

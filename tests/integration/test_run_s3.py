@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import base64
-import functools
-import http.server
 import json
 import math
 import shutil
 import subprocess
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +17,14 @@ import yaml
 
 from kubemill_testenv.s3server import READER_KEY, S3Server
 from tests.conftest import KUBEMILL, NOTEBOOKS, kubemill, runner_env
-from tests.integration.helpers import load, start, stdout_text, stop, wait_for_line
+from tests.integration.helpers import (
+    load,
+    serve_folder,
+    start,
+    stdout_text,
+    stop,
+    wait_for_line,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -225,23 +229,10 @@ def test_secret_canary_is_in_no_artifact(
     }
 
 
-class _QuietHandler(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, format: str, *args: Any) -> None:
-        pass
-
-
 @pytest.fixture
 def http_notebooks() -> Iterator[str]:
-    handler = functools.partial(_QuietHandler, directory=str(NOTEBOOKS))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join()
+    with serve_folder(NOTEBOOKS) as url:
+        yield url
 
 
 def test_http_input(http_notebooks: str, tmp_path: Path) -> None:
