@@ -5,7 +5,10 @@ finally step run."""
 
 from __future__ import annotations
 
+import os
+import random
 import subprocess
+import time
 from typing import Any
 
 import pytest
@@ -186,3 +189,47 @@ def test_retry_re_runs_only_the_failed_and_skipped_steps(
     )  # fmt: skip
     assert again.returncode == 2
     assert "is Succeeded: only a failed workflow is retried" in again.stderr
+
+
+def test_a_killed_operator_runs_every_step_of_ten_workflows_exactly_once(
+    api: client.ApiClient, operator: Any, run_namespace: str, results_bucket: str
+) -> None:
+    """SIGKILL at random moments while 10 workflows run: each step's run exists once, each
+    run has one Job, and each workflow reaches Succeeded once."""
+    seed = int(os.environ.get("KUBEMILL_CHAOS_SEED", str(time.time_ns() % 10**6)))
+    rng = random.Random(seed)
+    values = f"s3://{results_bucket}/notebooks/values.ipynb"
+    names = [f"chaos-{i}" for i in range(10)]
+    for index, name in enumerate(names):
+        create_workflow(api, run_namespace, name, [
+            step("a", values, parameters={"value": index}),
+            step("b", values, parametersFrom=[ref("value", "a", result="repr")]),
+            step("c", values, dependsOn=["a"], parameters={"value": -index}),
+        ])  # fmt: skip
+        if index in (2, 6):
+            operator.kill()
+            operator.start()
+    for _ in range(2):
+        time.sleep(rng.uniform(2.0, 8.0))  # a random moment to kill at is the point here
+        operator.kill()
+        operator.start()
+    for name in names:
+        done = wait_workflow(api, run_namespace, name)
+        assert done["status"]["phase"] == "Succeeded", (seed, name, done["status"])
+    runs = kube.get(api, RUNS.format(run_namespace))["items"]
+    assert sorted(r["metadata"]["name"] for r in runs) == sorted(
+        f"{name}-{s}" for name in names for s in "abc"
+    ), seed
+    jobs = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs")["items"]
+    per_run: dict[str, int] = {}
+    for job in jobs:
+        run = job["metadata"]["labels"]["kubemill.dev/run"]
+        per_run[run] = per_run.get(run, 0) + 1
+    assert set(per_run.values()) == {1} and len(per_run) == 30, (seed, per_run)
+    events = kube.get(api, f"/api/v1/namespaces/{run_namespace}/events")["items"]
+    ended: dict[str, int] = {}
+    for event in events:
+        involved = event["involvedObject"]
+        if involved["kind"] == "NotebookWorkflow" and event["reason"] == "Succeeded":
+            ended[involved["name"]] = ended.get(involved["name"], 0) + event.get("count", 1)
+    assert ended == dict.fromkeys(names, 1), (seed, ended)
