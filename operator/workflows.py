@@ -237,6 +237,14 @@ class _Slot:
     message: str = ""
     #: The workflow attempt this slot's run belongs to (1, or the retry that re-ran it).
     attempt: int = 1
+    #: What the status last said of this slot, while the watch does not show its run (after a
+    #: restart, before the runs are listed; or a skipped run that was deleted): it stands.
+    kept: Mapping[str, Any] | None = None
+
+    @property
+    def exists(self) -> bool:
+        """Whether the slot's run was created (seen, or named in the status)."""
+        return self.run is not None or bool(self.kept and self.kept.get("runName"))
 
 
 def _run_phase(run: Mapping[str, Any]) -> tuple[str, str, str]:
@@ -385,8 +393,8 @@ def _items(step: Step, slots: Mapping[str, list[_Slot]]) -> list[Any] | None:
     assert loop.from_step is not None
     source, result = loop.from_step
     ran = slots[source]
-    if not ran or ran[0].phase != "Succeeded":
-        return None
+    if not ran or ran[0].phase != "Succeeded" or ran[0].run is None:
+        return None  # not yet, or the watch has not shown its run (and results) yet
     status = (ran[0].run or {}).get("status") or {}
     results = status.get("results") or {}
     if result not in results:
@@ -423,7 +431,11 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
         steps = parse_steps(spec)
     except InvalidSpec as exc:
         result.status = _final_status(old, generation, now, "Failed", "InvalidSpec", exc.message)
-        result.status["steps"] = []
+        # What ran stays described, and a fixed spec goes on from it.
+        for key in ("steps", "attempt", "retryToken", "progress", "tests"):
+            if key in old:
+                result.status[key] = old[key]
+        result.status.setdefault("steps", [])
         result.events = _events(old, result.status)
         return result
     runs_by_name = {r["metadata"]["name"]: r for r in runs}
@@ -436,11 +448,14 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
     finals = [s for s in steps if s.final]
     slots: dict[str, list[_Slot]] = {}
     phases: dict[str, str] = {}
-    # failFast: once a step failed, nothing more starts (a failure this pass finds counts too).
+    before = {(str(e["name"]), e.get("item")): e for e in old.get("steps") or []}
+    # failFast: once a step of this attempt failed, nothing more starts (a failure this pass
+    # finds counts too, and stops the steps after it).
     stopped = bool(spec.get("failFast")) and any(
-        _run_phase(r)[0] == "Failed"
-        for r in runs
-        if (r["metadata"].get("labels") or {}).get(LABEL_STEP) in {s.name for s in main}
+        entry.get("phase") == "Failed"
+        and int(entry.get("attempt") or 1) == attempts.get(key, 1)
+        and key[0] in {s.name for s in main}
+        for key, entry in before.items()
     )
     for step in [*main, *finals]:
         if step.final and not all(phases[s.name] in ENDED for s in main):
@@ -458,38 +473,43 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
             known = None if blocked else _items(step, slots)
         except _StepFailed as exc:
             failed = exc
-        indexed = step.for_each is not None and known is not None
+        # A forEach step's items: as many as known now, else as many as the status had.
+        earlier = sum(1 for name, item in before if name == step.name and item is not None)
+        count = len(known) if known is not None else max(1, earlier)
+        indexed = step.for_each is not None and (known is not None or earlier > 0)
         step_slots = []
-        for index in range(len(known) if known is not None else 1):
+        for index in range(count):
             item = index if indexed else None
             tries = attempts.get((step.name, item), 1)
             name = run_name(meta["name"], step.name, item, tries)
             slot = _Slot(step, item, name, runs_by_name.get(name), attempt=tries)
+            entry = before.get((step.name, item))
             if slot.run is not None:
                 slot.phase, slot.reason, slot.message = _run_phase(slot.run)
+            elif (
+                entry is not None
+                and int(entry.get("attempt") or 1) == tries
+                and (entry.get("runName") or entry.get("phase") in ENDED)
+            ):
+                slot.kept = entry
+                slot.phase = str(entry.get("phase") or "Pending")
+                slot.reason = str(entry.get("reason") or "")
+                slot.message = str(entry.get("message") or "")
             step_slots.append(slot)
         slots[step.name] = step_slots
         if failed is not None:
             for slot in step_slots:
                 slot.phase, slot.reason, slot.message = "Failed", failed.reason, failed.message
         elif blocked:
-            for slot in step_slots:
-                if slot.run is None:  # (a created one ends UpstreamFailed: Skipped)
-                    slot.phase, slot.reason = "Skipped", "UpstreamFailed"
-                    slot.message = f"step {blocked[0]} {phases[blocked[0]].lower()}"
+            why = f"step {blocked[0]} {phases[blocked[0]].lower()}"
+            _skip(step_slots, "UpstreamFailed", why, result.delete)
         elif stopped and not step.final:
-            for slot in step_slots:
-                started = bool(((slot.run or {}).get("status") or {}).get("jobName"))
-                if started or slot.phase in ENDED:
-                    continue
-                if slot.run is not None:
-                    result.delete.append((slot.name, "spec.failFast: an earlier step failed"))
-                slot.phase, slot.reason = "Skipped", "FailFast"
-                slot.message = "an earlier step failed and spec.failFast is true"
+            why = "an earlier step failed and spec.failFast is true"
+            _skip(step_slots, "FailFast", why, result.delete)
         elif known is not None and _ready(step, slots, phases):
             outcome = _outcome(steps, phases, slots) if step.final else None
             for slot, item in zip(step_slots, known, strict=True):
-                if slot.run is not None:
+                if slot.exists or slot.phase in ENDED:
                     continue
                 try:
                     body = _build_run(workflow, step, slot, item, slots, outcome)
@@ -535,15 +555,30 @@ def _attempts(
     return attempt, attempts
 
 
+def _skip(slots: Sequence[_Slot], reason: str, message: str, delete: list[tuple[str, str]]) -> None:
+    """Skip the slots that have not started: a run that only waits (no Job yet) is deleted,
+    since what it waits for may never come (a refused or deleted upstream run)."""
+    for slot in slots:
+        status = (slot.run or {}).get("status") or {}
+        if slot.phase in ENDED or status.get("jobName"):
+            continue  # started: it ends on its own (UpstreamFailed ends it Skipped)
+        if slot.run is not None:
+            delete.append((slot.name, message))
+        slot.phase, slot.reason, slot.message = "Skipped", reason, message
+
+
 def _ready(step: Step, slots: Mapping[str, list[_Slot]], phases: Mapping[str, str]) -> bool:
     """Whether the step's runs may be created: its gates succeeded, and every run it takes a
-    value from exists (so it will end, and the run waiting for it with it). A finally step is
-    ready once reached: every step has ended."""
+    value from exists (so it will end, and the run waiting for it with it). Values read here
+    (a forEach step's list) need its runs as the watch shows them, not only the status's
+    word. A finally step is ready once reached: every step has ended."""
+    if any(s.run is None for n in step.needs for s in slots[n] if s.step.for_each):
+        return False
     if step.final:
         return True
     if any(phases[g] != "Succeeded" for g in step.gates):
         return False
-    return all(all(s.run is not None for s in slots[n]) for n in step.needs)
+    return all(all(s.exists for s in slots[n]) for n in step.needs)
 
 
 def _topological(steps: Sequence[Step]) -> list[Step]:
@@ -571,6 +606,8 @@ def _small(results: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _entry(slot: _Slot) -> dict[str, Any]:
+    if slot.run is None and slot.kept is not None and slot.phase == slot.kept.get("phase"):
+        return dict(slot.kept)
     status = (slot.run or {}).get("status") or {}
     entry: dict[str, Any] = {"name": slot.step.name, "phase": slot.phase}
     if slot.item is not None:

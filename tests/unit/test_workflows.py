@@ -189,7 +189,7 @@ def test_fail_fast_skips_what_has_not_started_and_deletes_runs_that_wait() -> No
     driver.end("wf-slow", "Running")  # its Job exists: it has started, and it goes on
     driver.end("wf-extract", "Failed", reason="CellError", message="boom")
     result = driver.step()
-    assert result.delete == [("wf-waits", "spec.failFast: an earlier step failed")]
+    assert result.delete == [("wf-waits", "an earlier step failed and spec.failFast is true")]
     assert driver.phases() == {
         "extract": "Failed", "slow": "Running", "after": "Skipped", "waits": "Skipped",
     }  # fmt: skip
@@ -354,3 +354,82 @@ def test_a_retry_asked_while_the_workflow_runs_waits_until_it_has_failed() -> No
     driver.step()
     assert driver.wf["status"]["attempt"] == 2  # then the waiting request is honoured
     assert "wf-a-r2" in driver.runs
+
+
+def test_runs_that_wait_for_a_run_that_will_never_exist_are_deleted_and_skipped() -> None:
+    """failFast deletes a waiting run; the run waiting for *that* one must not hang."""
+    wf = workflow(
+        step("x"), step("y"), step("a", refs=(ref("v", "y", result="v"),)),
+        step("b", refs=(ref("v", "a", result="v"),)), failFast=True,
+    )  # fmt: skip
+    driver = Driver(wf)
+    driver.step()
+    assert set(driver.runs) == {"wf-x", "wf-y", "wf-a", "wf-b"}
+    driver.end("wf-y", "Running")
+    driver.end("wf-x", "Failed", reason="CellError", message="boom")
+    result = driver.step()
+    assert sorted(name for name, _ in result.delete) == ["wf-a", "wf-b"]
+    driver.end("wf-y")
+    driver.step()
+    assert driver.phases() == {"x": "Failed", "y": "Succeeded", "a": "Skipped", "b": "Skipped"}
+    assert driver.wf["status"]["phase"] == "Failed"  # ended, not Running for ever
+
+
+def test_a_step_whose_upstream_was_refused_is_skipped_not_left_waiting() -> None:
+    driver = Driver(workflow(step("a"), step("b", refs=(ref("v", "a", result="v"),))))
+    driver.step()
+    # The API server refused wf-a: the controller shows it to the plan as failed.
+    driver.runs["wf-a"] = {
+        "metadata": {"name": "wf-a"},
+        "status": {"phase": "Failed", "reason": "InvalidSpec", "message": "no"},
+    }
+    result = driver.step()
+    assert result.delete == [("wf-b", "step a failed")]
+    assert driver.phases() == {"a": "Failed", "b": "Skipped"}
+    assert driver.wf["status"]["phase"] == "Failed"
+
+
+def test_fail_fast_then_retry_runs_the_failed_step_again() -> None:
+    driver = Driver(workflow(step("a"), step("b"), step("c", dependsOn=["b"]), failFast=True))
+    driver.step()
+    driver.end("wf-b", "Running")
+    driver.end("wf-a", "Failed", reason="CellError", message="boom")
+    driver.step()
+    driver.end("wf-b")
+    driver.step()
+    assert driver.wf["status"]["phase"] == "Failed"
+    driver.wf["metadata"]["annotations"] = {"kubemill.dev/retry": "t"}
+    created = [b["metadata"]["name"] for b, _ in driver.step().create]
+    # attempt 1's failure no longer stops attempt 2: a again, and c (skipped by failFast,
+    # while what it waits for, b, succeeded)
+    assert created == ["wf-a-r2", "wf-c-r2"]
+
+
+def test_a_restarted_operator_that_has_not_listed_the_runs_yet_changes_nothing() -> None:
+    wf = workflow(step("a"), step("b", dependsOn=["a"]), step("c"), failFast=True)
+    driver = Driver(wf)
+    driver.step()
+    driver.end("wf-c", "Running")
+    driver.end("wf-a", "Failed", reason="CellError", message="boom")
+    driver.step()
+    driver.end("wf-c")
+    driver.step()
+    ended = driver.wf["status"]
+    assert ended["phase"] == "Failed"
+    # A new process: the workflow is listed before its runs.
+    result = plan(driver.wf, [], NOW)
+    assert result.create == [] and result.delete == [] and result.events == []
+    assert result.status == ended
+
+
+def test_a_spec_the_operator_refuses_keeps_what_ran() -> None:
+    driver = Driver(workflow(step("a")))
+    driver.step()
+    driver.end("wf-a", "Failed", reason="CellError", message="boom")
+    driver.step()
+    driver.wf["metadata"]["annotations"] = {"kubemill.dev/retry": "t"}
+    driver.step()
+    broken = {**driver.wf, "spec": workflow(step("a", dependsOn=["a"]))["spec"]}
+    status = plan(broken, list(driver.runs.values()), NOW).status
+    assert (status["phase"], status["reason"], status["attempt"]) == ("Failed", "InvalidSpec", 2)
+    assert status["retryToken"] == "t" and status["steps"][0]["runName"] == "wf-a-r2"
