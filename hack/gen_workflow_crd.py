@@ -223,12 +223,22 @@ def step_schema(field: str, in_finally: bool) -> dict[str, Any]:
         "all(p, !has(p.stepRef) || p.stepRef.name != self.name)"
     )
     rules: list[dict[str, Any]] = []
-    properties: dict[str, Any] = {
-        "name": _step_name(
-            "The step's name, unique among spec.steps and spec.finally: a DNS label of at most "
-            f"{MAX_STEP_NAME} characters, part of each of its runs' names."
-        ),
-    }
+    name = _step_name(
+        "The step's name, unique among spec.steps and spec.finally: a DNS label of at most "
+        f"{MAX_STEP_NAME} characters, part of each of its runs' names, not ending in -<digits> "
+        "or -r<digits>."
+    )
+    name["x-kubernetes-validations"] = [
+        {
+            "rule": "!self.matches('-r?[0-9]+$')",
+            "message": (
+                "a step name must not end in -<digits> or -r<digits>: those endings name a "
+                "step's items and retries in its runs' names (<workflow>-<step>-<item>-r<attempt>)"
+                ", so such a step could take another's runs; rename it, e.g. part-1 to part1"
+            ),
+        }
+    ]
+    properties: dict[str, Any] = {"name": name}
     if not in_finally:
         properties["dependsOn"] = {
             "type": "array",

@@ -16,7 +16,7 @@ import kopf
 
 from .cache import Cache, plain
 from .errors import AlreadyExists, InvalidSpec, TransientError
-from .meta import GROUP, LABEL_WORKFLOW, PLURAL, VERSION, WORKFLOW_PLURAL, merge_patch, owned_by
+from .meta import GROUP, LABEL_WORKFLOW, PLURAL, VERSION, WORKFLOW_PLURAL, owned_by
 from .times import rfc3339
 from .workflows import plan
 from .workqueue import QueuedController
@@ -34,11 +34,15 @@ class WorkflowCluster(Protocol):
     def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
         """Create the NotebookRun; AlreadyExists, InvalidSpec (rejected) or TransientError."""
 
+    def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The NotebookRun, or None if there is none."""
+
     def delete_run(self, namespace: str, name: str) -> None:
         """Delete the NotebookRun; no error if it is gone."""
 
-    def patch_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
-        """Merge-patch the workflow's status subresource."""
+    def replace_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the workflow's whole status subresource (None values kept: a step's
+        recorded result may be None)."""
 
 
 def _run_copy(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -85,6 +89,7 @@ class WorkflowReconciler(QueuedController):
         for run_name, why in decided.delete:
             _log.info("deleting run %s/%s: %s", namespace, run_name, why)
             self.cluster.delete_run(namespace, run_name)
+            created.pop(run_name, None)
         events = list(decided.events)
         retry = False
         for run, step in decided.create:
@@ -92,7 +97,21 @@ class WorkflowReconciler(QueuedController):
             try:
                 self.cluster.create_run(namespace, run)
             except AlreadyExists:
-                continue  # created before a restart: the name is the lock
+                found = self.cluster.get_run(namespace, run_name)
+                if found is None or owned_by(found, uid):
+                    continue  # created before a restart (or just deleted): the name is the lock
+                # A namesake that is not this workflow's: never take its outputs for ours.
+                owner = ", ".join(
+                    f"{r.get('kind')} {r.get('name')}"
+                    for r in found["metadata"].get("ownerReferences") or []
+                )
+                rejected[run_name] = (
+                    f"a NotebookRun named {run_name} exists and is not this workflow's (owned "
+                    f"by {owner or 'nobody'}); delete it, or rename the workflow or step"
+                )
+                events.append(("Warning", "RunNameTaken", f"step {step}: {rejected[run_name]}"))
+                retry = True
+                continue
             except InvalidSpec as exc:
                 # Refused by the API server (a label, an admission policy): the step fails
                 # with its message, on the next pass, which this queues.
@@ -104,7 +123,7 @@ class WorkflowReconciler(QueuedController):
             events.append(("Normal", "RunCreated", f"created run {run_name} for step {step}"))
             created[run_name] = {**run, "status": {}}
         if decided.status != old:
-            self.cluster.patch_workflow_status(namespace, name, merge_patch(old, decided.status))
+            self.cluster.replace_workflow_status(namespace, name, decided.status)
             self._written[uid] = decided.status
         for kind, reason, message in events:
             kopf.event(body, type=kind, reason=reason, message=message)

@@ -24,6 +24,7 @@ The rules, each a table test without a cluster:
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -174,6 +175,12 @@ def parse_steps(spec: Mapping[str, Any]) -> list[Step]:
     if not steps:
         raise InvalidSpec("spec.steps is empty: a workflow needs at least one step")
     names = [s.name for s in steps + finals]
+    clashing = [n for n in names if re.search(r"-r?[0-9]+$", n)]
+    if clashing:
+        raise InvalidSpec(
+            f"step {clashing[0]!r} ends in -<digits> or -r<digits>, which name a step's items "
+            "and retries in its runs' names; rename it, e.g. part-1 to part1"
+        )
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise InvalidSpec(f"step names must be unique; {', '.join(twice)} appear more than once")

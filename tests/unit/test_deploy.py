@@ -112,10 +112,11 @@ def _kubemill_rules(file: str, role: str) -> dict[str, set[str]]:
 
 def test_the_operator_writes_only_status_of_what_people_own() -> None:
     """Schedules and workflows are read, their status patched, and their runs owned with
-    blockOwnerDeletion (finalizers); runs are created and deleted, their status patched."""
+    blockOwnerDeletion (finalizers); runs are created, deleted and read by name (a 409 on a
+    workflow step's run), their status patched."""
     owner = {"list", "watch"}
     assert _kubemill_rules("rbac.yaml", "kubemill-operator") == {
-        "notebookruns": {"list", "watch", "create", "delete"},
+        "notebookruns": {"get", "list", "watch", "create", "delete"},
         **{f"{kind}/status": {"patch"} for kind in KINDS},
         **{f"{kind}/finalizers": {"update"} for kind in KINDS},
         "notebookschedules": owner,

@@ -21,6 +21,7 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []
         self.status: dict[str, Any] = {}
         self.refuse: dict[str, Exception] = {}
+        self.existing: dict[str, dict[str, Any]] = {}
 
     def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
         name = run["metadata"]["name"]
@@ -31,9 +32,12 @@ class Recorder:
     def delete_run(self, namespace: str, name: str) -> None:
         self.calls.append(("delete", name))
 
-    def patch_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+    def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        return self.existing.get(name)
+
+    def replace_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", str(status.get("phase", "-"))))
-        self.status = {**self.status, **status}
+        self.status = dict(status)
 
 
 @pytest.fixture(autouse=True)
@@ -74,6 +78,9 @@ def test_runs_created_are_not_created_again_before_the_watch_shows_them(
 def test_a_run_created_before_a_restart_is_adopted() -> None:
     cluster = Recorder()
     cluster.refuse["wf-a"] = AlreadyExists("wf-a")
+    cluster.existing["wf-a"] = {
+        "metadata": {"name": "wf-a", "ownerReferences": [{"uid": "wf-uid"}]}
+    }
     reconciler = WorkflowReconciler(cluster)
     reconciler.workflows.apply(KEY, "ADDED", workflow())
     reconciler.reconcile(KEY)
@@ -98,3 +105,21 @@ def test_a_refused_run_fails_its_step_and_skips_what_needs_it(
     assert (steps["a"]["phase"], steps["a"]["reason"]) == ("Failed", "InvalidSpec")
     assert (steps["b"]["phase"], steps["b"]["reason"]) == ("Skipped", "UpstreamFailed")
     assert cluster.status["phase"] == "Failed"
+
+
+def test_a_namesake_run_of_another_owner_is_never_taken_for_the_steps_run(
+    events: list[tuple[str, str]],
+) -> None:
+    cluster = Recorder()
+    cluster.refuse["wf-a"] = AlreadyExists("wf-a")
+    owner = {"kind": "NotebookWorkflow", "name": "other", "uid": "other-uid"}
+    cluster.existing["wf-a"] = {"metadata": {"name": "wf-a", "ownerReferences": [owner]}}
+    reconciler = WorkflowReconciler(cluster)
+    reconciler.enqueue = lambda key: None  # type: ignore[method-assign]
+    reconciler.workflows.apply(KEY, "ADDED", workflow())
+    reconciler.reconcile(KEY)
+    reconciler.reconcile(KEY)
+    step = cluster.status["steps"][0]
+    assert (step["phase"], step["reason"]) == ("Failed", "InvalidSpec")
+    assert "exists and is not this workflow's (owned by NotebookWorkflow other)" in step["message"]
+    assert events[0][0] == "RunNameTaken"
