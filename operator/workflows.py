@@ -55,8 +55,10 @@ __all__ = [
 
 #: Most items a forEach step may have.
 MAX_ITEMS = 200
-#: A recorded result is copied into the workflow's step table when its JSON is this short.
+#: A recorded result is copied into the workflow's step table when its JSON is this short,
+#: up to a total per step: 100 steps' tables stay well inside the API server's object limit.
 SMALL_RESULT = 200
+SMALL_RESULTS_TOTAL = 1000
 #: The annotation on a forEach step's run holding its item's index.
 ITEM = "kubemill.dev/item"
 #: Set on a failed NotebookWorkflow (to any new value; `kubemill retry` uses the time) to
@@ -314,8 +316,15 @@ def _value(slot: _Slot, what: Mapping[str, Any], strict: bool) -> Any:
             )
         return results.get(what["result"])
     url = status.get("outputUrl")
-    if what.get("output") == "folder" and isinstance(url, str):
-        return url[: -len("output.ipynb")] if url.endswith("/output.ipynb") else None
+    if what.get("output") == "folder":
+        folder = url[: -len("output.ipynb")] if str(url).endswith("/output.ipynb") else None
+        if folder is None and strict:
+            raise _StepFailed(
+                "MissingOutput",
+                f"step {slot.step.name}'s run {slot.name} has no run folder (its output: "
+                f"{url or 'none'}); a run folder exists only when the run's output is a folder",
+            )
+        return folder
     return url
 
 
@@ -605,11 +614,15 @@ def _topological(steps: Sequence[Step]) -> list[Step]:
 
 
 def _small(results: Mapping[str, Any]) -> dict[str, Any]:
-    return {
-        k: v
-        for k, v in results.items()
-        if len(json.dumps(v, ensure_ascii=False, default=str)) <= SMALL_RESULT
-    }
+    """The short results, at most SMALL_RESULTS_TOTAL characters of them in all."""
+    kept: dict[str, Any] = {}
+    total = 0
+    for key, value in results.items():
+        size = len(json.dumps(value, ensure_ascii=False, default=str)) + len(key)
+        if size <= SMALL_RESULT and total + size <= SMALL_RESULTS_TOTAL:
+            kept[key] = value
+            total += size
+    return kept
 
 
 def _entry(slot: _Slot) -> dict[str, Any]:
@@ -628,7 +641,8 @@ def _entry(slot: _Slot) -> dict[str, Any]:
     for key in ("outputUrl", "duration"):
         if status.get(key):
             entry[key] = status[key]
-    if status.get("results"):
+    if status.get("results") and slot.item is None:
+        # (Not per item: 200 items' results would outgrow the status; each run has them.)
         entry["results"] = _small(status["results"])
     if slot.step.test:
         entry["test"] = True

@@ -37,7 +37,7 @@ from kubemill.operator.schedules import (
 )
 from kubemill.operator.status import TERMINAL
 from kubemill.operator.times import rfc3339
-from kubemill.operator.workflows import RETRY
+from kubemill.operator.workflows import MAX_ATTEMPTS, RETRY
 
 from . import Handler
 from .schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
@@ -260,6 +260,11 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
             ": only a failed workflow is retried"
         )
     attempt = int(status.get("attempt") or 1)
+    if attempt >= MAX_ATTEMPTS:
+        raise UsageError(
+            f"NotebookWorkflow {namespace}/{args.workflow} has had {attempt} attempts, the most "
+            "there can be; create a new workflow to run it again"
+        )
     token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     api.custom.patch_namespaced_custom_object(
         GROUP, VERSION, namespace, WORKFLOW_PLURAL, args.workflow,
