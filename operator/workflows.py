@@ -317,7 +317,7 @@ def _value(slot: _Slot, what: Mapping[str, Any], strict: bool) -> Any:
         return results.get(what["result"])
     url = status.get("outputUrl")
     if what.get("output") == "folder":
-        folder = url[: -len("output.ipynb")] if str(url).endswith("/output.ipynb") else None
+        folder = str(url)[: -len("output.ipynb")] if str(url).endswith("/output.ipynb") else None
         if folder is None and strict:
             raise _StepFailed(
                 "MissingOutput",
