@@ -81,11 +81,12 @@ typecheck: env layout-tree
 		-p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
-# CRD; the NotebookSchedule CRD is generated from it and the cron syntax; the admission policies
-# from the runner's rules (kubemill.runner.rules).
+# CRD; the NotebookSchedule CRD is generated from it and the cron syntax, the NotebookWorkflow
+# CRD from it alone; the admission policies from the runner's rules (kubemill.runner.rules).
 crds: env
 	$(BIN)/python -P hack/sync_run_crd.py
 	$(BIN)/python -P hack/gen_schedule_crd.py
+	$(BIN)/python -P hack/gen_workflow_crd.py
 	$(BIN)/python -P hack/gen_policies.py
 
 demo: env control-plane images

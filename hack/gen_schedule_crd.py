@@ -8,8 +8,6 @@ test fails when the file is stale.
 
 from __future__ import annotations
 
-import copy
-import re
 from pathlib import Path
 from typing import Any
 
@@ -17,16 +15,20 @@ import yaml
 
 from kubemill.operator.cron import INVERTED_RANGE, PATTERN
 from kubemill.operator.schedules import MAX_SCHEDULE_NAME, TEMPLATE_VARIABLES
-from kubemill.operator.schema_rules import (
-    LABEL_VALUES,
-    annotations_rules,
-    cel_string,
-    labels_rules,
+from kubemill.operator.schema_rules import cel_string
+from kubemill.operator.template_schema import (
+    conditions_schema,
+    crd_document,
+    openapi_schema,
+    render_crd,
+    string_schema,
+    template_metadata_schema,
+    template_spec_schema,
+    time_schema,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
 
-_RUN_FIELD = re.compile(r"(?<![\w.])spec\.")
 RUN_CRD = ROOT / "crds" / "kubemill.dev_notebookruns.yaml"
 OUTPUT = ROOT / "crds" / "kubemill.dev_notebookschedules.yaml"
 HEADER = (
@@ -36,56 +38,20 @@ HEADER = (
 )
 
 
-def _string(description: str, **extra: Any) -> dict[str, Any]:
-    return {"type": "string", "description": description, **extra}
+def run_schema() -> dict[str, Any]:
+    return openapi_schema(yaml.safe_load(RUN_CRD.read_text()))
 
 
-def _time(description: str) -> dict[str, Any]:
-    return _string(description, format="date-time")
-
-
-def run_template_spec() -> dict[str, Any]:
+def run_template_spec() -> Any:
     """The NotebookRun spec schema, minus its immutability rule (a template may change)."""
-    crd = yaml.safe_load(RUN_CRD.read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    spec = copy.deepcopy(schema["properties"]["spec"])
-    spec["x-kubernetes-validations"] = [
-        rule for rule in spec.get("x-kubernetes-validations", []) if "oldSelf" not in rule["rule"]
-    ]
-    _retarget_messages(spec)
-    spec["description"] = (
+    return template_spec_schema(
+        run_schema(),
+        "spec.runTemplate.spec",
         "The spec of each NotebookRun, as in a NotebookRun. String parameters may contain "
         "{{ variable }} placeholders, filled in for each run: "
         + "; ".join(f"{name}: {what}" for name, what in TEMPLATE_VARIABLES.items())
-        + "."
+        + ".",
     )
-    return dict(spec)
-
-
-def _retarget_messages(node: Any) -> None:
-    """Messages copied from the NotebookRun CRD name fields as `spec.x`; in a schedule they are
-    `spec.runTemplate.spec.x`, so the message names the field the user has to edit."""
-    if isinstance(node, dict):
-        for rule in node.get("x-kubernetes-validations", []):
-            for key in ("message", "messageExpression"):
-                if key in rule:
-                    rule[key] = _RUN_FIELD.sub("spec.runTemplate.spec.", rule[key])
-        for value in node.values():
-            _retarget_messages(value)
-    elif isinstance(node, list):
-        for value in node:
-            _retarget_messages(value)
-
-
-def conditions_schema() -> dict[str, Any]:
-    crd = yaml.safe_load(RUN_CRD.read_text())
-    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
-    conditions = copy.deepcopy(schema["properties"]["status"]["properties"]["conditions"])
-    conditions["description"] = (
-        "Ready (False when the schedule or template cannot be used, or while suspended) and "
-        "Suspended, as metav1.Conditions."
-    )
-    return dict(conditions)
 
 
 def spec_schema() -> dict[str, Any]:
@@ -94,7 +60,7 @@ def spec_schema() -> dict[str, Any]:
         "description": "When to run and what: a cron schedule and a NotebookRun template.",
         "required": ["schedule", "runTemplate"],
         "properties": {
-            "schedule": _string(
+            "schedule": string_schema(
                 "Cron schedule: 5 fields (minute hour day-of-month month day-of-week), or 6 "
                 "with a leading seconds field, with lists, ranges and steps (*/15, 1-5, "
                 "MON-FRI, JAN); or @yearly, @monthly, @weekly, @daily or @hourly. Check it "
@@ -122,7 +88,7 @@ def spec_schema() -> dict[str, Any]:
                     ]
                 },
             ),
-            "timeZone": _string(
+            "timeZone": string_schema(
                 "IANA time zone the schedule's wall-clock times are in, e.g. Europe/Berlin. "
                 "Daylight-saving changes: a time skipped in spring runs once at the first valid "
                 "time after it; a time repeated in autumn runs once, unless the hour field is "
@@ -146,7 +112,7 @@ def spec_schema() -> dict[str, Any]:
                     ]
                 },
             ),
-            "concurrencyPolicy": _string(
+            "concurrencyPolicy": string_schema(
                 "What to do when a slot comes while an earlier run of this schedule is still "
                 "active: Allow (run both), Forbid (skip this slot; it never runs late) or "
                 "Replace (stop the active run, whose partial output is kept, and start the "
@@ -188,30 +154,7 @@ def spec_schema() -> dict[str, Any]:
                 "description": "The NotebookRun each slot creates.",
                 "required": ["spec"],
                 "properties": {
-                    "metadata": {
-                        "type": "object",
-                        "description": "Labels and annotations of each run.",
-                        "properties": {
-                            "labels": {
-                                "type": "object",
-                                "description": "Labels of each run.",
-                                "maxProperties": 64,
-                                "additionalProperties": LABEL_VALUES,
-                                "x-kubernetes-validations": labels_rules(
-                                    "spec.runTemplate.metadata.labels"
-                                ),
-                            },
-                            "annotations": {
-                                "type": "object",
-                                "description": "Annotations of each run.",
-                                "maxProperties": 64,
-                                "additionalProperties": {"type": "string"},
-                                "x-kubernetes-validations": annotations_rules(
-                                    "spec.runTemplate.metadata.annotations"
-                                ),
-                            },
-                        },
-                    },
+                    "metadata": template_metadata_schema("spec.runTemplate.metadata", "each run"),
                     "spec": run_template_spec(),
                 },
             },
@@ -228,26 +171,28 @@ def status_schema() -> dict[str, Any]:
                 "type": "integer",
                 "description": "The metadata.generation this status describes.",
             },
-            "observedSchedule": _string(
+            "observedSchedule": string_schema(
                 "The schedule and time zone last seen; when they change, slots count from the "
                 "change, so an edit never fires a run for an earlier slot."
             ),
-            "lastScheduleTime": _time("The slot of the newest run created on schedule."),
-            "lastSuccessfulTime": _time("When the newest successful run completed."),
-            "nextScheduleTime": _time("The next slot; empty while suspended."),
-            "lastConsideredTime": _time(
+            "lastScheduleTime": time_schema("The slot of the newest run created on schedule."),
+            "lastSuccessfulTime": time_schema("When the newest successful run completed."),
+            "nextScheduleTime": time_schema("The next slot; empty while suspended."),
+            "lastConsideredTime": time_schema(
                 "Every slot up to this time has been handled: run, or skipped on purpose "
                 "(Forbid, a missed deadline, suspended). Only later slots are looked at."
             ),
-            "lastTrigger": _string("The last kubemill.dev/trigger annotation value acted on."),
+            "lastTrigger": string_schema(
+                "The last kubemill.dev/trigger annotation value acted on."
+            ),
             "active": {
                 "type": "array",
                 "description": "Runs of this schedule that have not finished.",
                 "items": {
                     "type": "object",
                     "properties": {
-                        "name": _string("The NotebookRun's name."),
-                        "scheduledTime": _time("The slot it runs for."),
+                        "name": string_schema("The NotebookRun's name."),
+                        "scheduledTime": time_schema("The slot it runs for."),
                     },
                 },
             },
@@ -255,99 +200,69 @@ def status_schema() -> dict[str, Any]:
                 "type": "integer",
                 "description": "How many runs are active (the ACTIVE column).",
             },
-            "conditions": conditions_schema(),
+            "conditions": conditions_schema(
+                run_schema(),
+                "Ready (False when the schedule or template cannot be used, or while suspended) "
+                "and Suspended, as metav1.Conditions.",
+            ),
         },
     }
 
 
 def crd() -> dict[str, Any]:
-    return {
-        "apiVersion": "apiextensions.k8s.io/v1",
-        "kind": "CustomResourceDefinition",
-        "metadata": {
-            "name": "notebookschedules.kubemill.dev",
-            "labels": {"app.kubernetes.io/name": "kubemill"},
-        },
-        "spec": {
-            "group": "kubemill.dev",
-            "scope": "Namespaced",
-            "names": {
-                "kind": "NotebookSchedule",
-                "listKind": "NotebookScheduleList",
-                "plural": "notebookschedules",
-                "singular": "notebookschedule",
-                "shortNames": ["nbsched", "nbs"],
-                "categories": ["kubemill"],
+    return crd_document(
+        kind="NotebookSchedule",
+        plural="notebookschedules",
+        short_names=["nbsched", "nbs"],
+        columns=[
+            {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
+            {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone"},
+            {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
+            {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
+            {
+                "name": "Last Schedule",
+                "type": "date",
+                "jsonPath": ".status.lastScheduleTime",
             },
-            "versions": [
-                {
-                    "name": "v1alpha1",
-                    "served": True,
-                    "storage": True,
-                    "subresources": {"status": {}},
-                    "additionalPrinterColumns": [
-                        {"name": "Schedule", "type": "string", "jsonPath": ".spec.schedule"},
-                        {"name": "Time Zone", "type": "string", "jsonPath": ".spec.timeZone"},
-                        {"name": "Suspend", "type": "boolean", "jsonPath": ".spec.suspend"},
-                        {"name": "Active", "type": "integer", "jsonPath": ".status.activeCount"},
-                        {
-                            "name": "Last Schedule",
-                            "type": "date",
-                            "jsonPath": ".status.lastScheduleTime",
-                        },
-                        {
-                            # A string, not a date: kubectl prints future dates as <invalid>.
-                            "name": "Next Schedule",
-                            "type": "string",
-                            "jsonPath": ".status.nextScheduleTime",
-                        },
-                        {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
-                        {
-                            "name": "Policy",
-                            "type": "string",
-                            "jsonPath": ".spec.concurrencyPolicy",
-                            "priority": 1,
-                        },
-                        {
-                            "name": "Last Success",
-                            "type": "date",
-                            "jsonPath": ".status.lastSuccessfulTime",
-                            "priority": 1,
-                        },
-                    ],
-                    "schema": {
-                        "openAPIV3Schema": {
-                            "type": "object",
-                            "description": "A NotebookSchedule creates NotebookRuns from a "
-                            "template on a cron schedule in a time zone, with CronJob's "
-                            "concurrency policies and history limits. Each slot's run has one "
-                            "name, <schedule>-<YYYYMMDD-HHMMSS> in UTC, so no slot runs twice.",
-                            "required": ["spec"],
-                            "x-kubernetes-validations": [
-                                {
-                                    "rule": f"self.metadata.name.size() <= {MAX_SCHEDULE_NAME}",
-                                    "message": "metadata.name must be at most "
-                                    f"{MAX_SCHEDULE_NAME} characters: each run is named "
-                                    "<schedule>-<YYYYMMDD-HHMMSS> and must fit in 63",
-                                }
-                            ],
-                            "properties": {
-                                "apiVersion": _string("The API version, kubemill.dev/v1alpha1."),
-                                "kind": _string("NotebookSchedule."),
-                                "metadata": {"type": "object"},
-                                "spec": spec_schema(),
-                                "status": status_schema(),
-                            },
-                        }
-                    },
-                }
-            ],
-        },
-    }
+            {
+                # A string, not a date: kubectl prints future dates as <invalid>.
+                "name": "Next Schedule",
+                "type": "string",
+                "jsonPath": ".status.nextScheduleTime",
+            },
+            {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
+            {
+                "name": "Policy",
+                "type": "string",
+                "jsonPath": ".spec.concurrencyPolicy",
+                "priority": 1,
+            },
+            {
+                "name": "Last Success",
+                "type": "date",
+                "jsonPath": ".status.lastSuccessfulTime",
+                "priority": 1,
+            },
+        ],
+        description="A NotebookSchedule creates NotebookRuns from a "
+        "template on a cron schedule in a time zone, with CronJob's "
+        "concurrency policies and history limits. Each slot's run has one "
+        "name, <schedule>-<YYYYMMDD-HHMMSS> in UTC, so no slot runs twice.",
+        rules=[
+            {
+                "rule": f"self.metadata.name.size() <= {MAX_SCHEDULE_NAME}",
+                "message": "metadata.name must be at most "
+                f"{MAX_SCHEDULE_NAME} characters: each run is named "
+                "<schedule>-<YYYYMMDD-HHMMSS> and must fit in 63",
+            }
+        ],
+        spec=spec_schema(),
+        status=status_schema(),
+    )
 
 
 def render() -> str:
-    return HEADER + yaml.safe_dump(crd(), sort_keys=False, width=100, allow_unicode=True)
+    return render_crd(HEADER, crd())
 
 
 def main() -> None:

@@ -21,6 +21,7 @@ from .meta import (
     POD_FINALIZER,
     SCHEDULE_PLURAL,
     VERSION,
+    WORKFLOW_PLURAL,
 )
 
 __all__ = [
@@ -195,6 +196,10 @@ class KubernetesCluster:
         patch = {"status": dict(status)}
         self._patch_status(SCHEDULE_PLURAL, namespace, name, patch, "application/merge-patch+json")
 
+    def replace_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        patch = [{"op": "add", "path": "/status", "value": dict(status)}]
+        self._patch_status(WORKFLOW_PLURAL, namespace, name, patch, "application/json-patch+json")
+
     def _patch_status(
         self, plural: str, namespace: str, name: str, patch: Any, content_type: str
     ) -> None:
@@ -217,6 +222,17 @@ class KubernetesCluster:
             raise refusal(
                 exc, name, f"run {name} was rejected: ", suffix="; fix spec.runTemplate"
             ) from None
+
+    def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        try:
+            found: Mapping[str, Any] = self._custom.get_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name
+            )
+        except self._error as exc:
+            if exc.status == 404:
+                return None
+            raise TransientError(api_problem(exc)) from None
+        return found
 
     def delete_run(self, namespace: str, name: str) -> None:
         try:

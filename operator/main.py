@@ -15,6 +15,7 @@ from .handlers import register
 from .problems import EventWatcher
 from .schedule_controller import register as register_schedules
 from .settings import Settings
+from .workflow_controller import register as register_workflows
 
 __all__ = ["SHUTDOWN_SECONDS", "main"]
 
@@ -51,6 +52,7 @@ def main() -> None:
         sys.exit(f"kubemill-operator: {exc}")
     reconciler = register(registry, settings, cluster)
     schedules = register_schedules(registry, cluster)
+    workflows = register_workflows(registry, cluster)
     events = EventWatcher(cluster.watching, reconciler.problems, settings.namespaces)
 
     @kopf.on.login(registry=registry)
@@ -75,7 +77,7 @@ def main() -> None:
         # doing and take nothing new; the next operator's first pass finds the rest.
         logging.getLogger(__name__).info("stopping: letting the workers finish")
         events.stop()
-        finished = [c.stop(SHUTDOWN_SECONDS) for c in (reconciler, schedules)]
+        finished = [c.stop(SHUTDOWN_SECONDS) for c in (reconciler, schedules, workflows)]
         logging.getLogger(__name__).info(
             "stopped%s", "" if all(finished) else " (some work left unfinished)"
         )

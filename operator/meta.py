@@ -17,12 +17,15 @@ __all__ = [
     "LABEL_ORIGIN",
     "LABEL_RUN",
     "LABEL_SCHEDULE",
+    "LABEL_STEP",
+    "LABEL_WORKFLOW",
     "MANAGED_BY",
     "POD_FINALIZER",
     "SCHEDULED_TIME",
     "SCHEDULE_PLURAL",
     "TRIGGER",
     "VERSION",
+    "WORKFLOW_PLURAL",
     "child_labels",
     "controller_name",
     "copied_annotations",
@@ -38,10 +41,14 @@ VERSION = "v1alpha1"
 KIND = "NotebookRun"
 PLURAL = "notebookruns"
 SCHEDULE_PLURAL = "notebookschedules"
+WORKFLOW_PLURAL = "notebookworkflows"
 #: The label that ties a Job and its pods to their NotebookRun.
 LABEL_RUN = "kubemill.dev/run"
 #: The label that ties a NotebookRun to the NotebookSchedule that created it.
 LABEL_SCHEDULE = "kubemill.dev/schedule"
+#: The labels that tie a NotebookRun to the NotebookWorkflow, and the step, it carries out.
+LABEL_WORKFLOW = "kubemill.dev/workflow"
+LABEL_STEP = "kubemill.dev/step"
 #: How a schedule's run came to be: schedule (its slot came), manual (a trigger), backfill.
 LABEL_ORIGIN = "kubemill.dev/origin"
 #: The slot a schedule's run is for (RFC 3339, UTC), whenever it was actually created.

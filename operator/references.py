@@ -116,7 +116,9 @@ def _cycle(name: str, refs: Sequence[str], lookup: Lookup) -> list[str] | None:
             continue
         seen.add(path[-1])
         upstream = lookup(path[-1])
-        if upstream is not None:
+        ended = ((upstream or {}).get("status") or {}).get("phase") in ("Succeeded", "Failed")
+        if upstream is not None and not ended:
+            # (A run that ended took its values long ago: no wait can go round through it.)
             paths += [[*path, r] for r in referenced_runs(upstream.get("spec") or {})]
     return None
 

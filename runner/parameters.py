@@ -438,10 +438,29 @@ def validate_parameters(
 # --- injection --------------------------------------------------------------------------------
 
 
+#: Characters of a list or mapping literal above which it is injected as JSON text instead.
+LARGE_LITERAL = 100_000
+
+
+def _assignment(name: str, value: Any) -> str:
+    """`name = <value>`: a literal, as papermill writes it; for a large list or mapping, JSON
+    text parsed by `json.loads`, which is read far faster than a literal of many small items is
+    compiled (a 9 MB list of 190,000 small dicts: 0.13 s against 2.3 s in plain Python, and
+    0.45 s against 36 s in an IPython kernel, whose cell transforms walk every node)."""
+    literal = to_python(value)
+    if len(literal) <= LARGE_LITERAL or not isinstance(value, list | dict):
+        return f"{name} = {literal}"
+    try:
+        text = json.dumps(value, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
+    except (TypeError, ValueError):  # NaN or infinity inside: only the literal can say it
+        return f"{name} = {literal}"
+    return f"{name} = __import__('json').loads({text!r})  # large: read as JSON"
+
+
 def injected_source(values: Mapping[str, Any], secrets: Mapping[str, str]) -> str:
     """The injected cell's code: literal values, and secrets read from the environment."""
     lines = ["# Parameters"]
-    lines += [f"{name} = {to_python(value)}" for name, value in values.items()]
+    lines += [_assignment(name, value) for name, value in values.items()]
     lines += [
         f"{name} = __import__('os').environ[{env!r}]  # secret: the value is not recorded"
         for name, env in secrets.items()

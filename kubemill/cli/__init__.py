@@ -56,6 +56,7 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "backfill", "cluster:declare_backfill", "create a NotebookSchedule's runs of past slots"
     ),
+    Command("retry", "cluster:declare_retry", "re-run a failed NotebookWorkflow's failed steps"),
 )
 
 #: What a command's handler is: parsed arguments and the environment in, an exit code out.

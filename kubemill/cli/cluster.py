@@ -1,4 +1,5 @@
-"""`kubemill trigger` and `kubemill backfill`: a NotebookSchedule's runs, now or for past slots.
+"""`kubemill trigger` and `kubemill backfill`: a NotebookSchedule's runs, now or for past slots;
+`kubemill retry`: a failed NotebookWorkflow's failed and skipped steps, again.
 
 They talk to the cluster through the official client (the `operator` extra; the runner image has
 none, and says so), with the kubeconfig kubectl uses, loaded and its errors worded by the same
@@ -19,7 +20,15 @@ from typing import Any, TextIO
 from kubemill.operator.client import NoCluster, connect, describe
 from kubemill.operator.cron import Schedule
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, TRIGGER, VERSION
+from kubemill.operator.meta import (
+    GROUP,
+    LABEL_SCHEDULE,
+    PLURAL,
+    SCHEDULE_PLURAL,
+    TRIGGER,
+    VERSION,
+    WORKFLOW_PLURAL,
+)
 from kubemill.operator.schedules import (
     build_run,
     manual_run_name,
@@ -28,11 +37,12 @@ from kubemill.operator.schedules import (
 )
 from kubemill.operator.status import TERMINAL
 from kubemill.operator.times import rfc3339
+from kubemill.operator.workflows import MAX_ATTEMPTS, RETRY
 
 from . import Handler
 from .schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
 
-__all__ = ["declare_backfill", "declare_trigger"]
+__all__ = ["declare_backfill", "declare_retry", "declare_trigger"]
 
 #: Exit code of a command that went wrong on the cluster's side (the runner's 1, too).
 FAILED = 1
@@ -98,10 +108,21 @@ def declare_backfill(parser: argparse.ArgumentParser) -> None:
     _cluster_options(parser)
 
 
-def _cluster_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "-n", "--namespace", help="the schedule's namespace (default: kubeconfig's)"
+def declare_retry(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Re-run a failed NotebookWorkflow's failed and skipped steps (and its finally steps) "
+        f"as its next attempt, reusing the steps that succeeded: sets the {RETRY} annotation "
+        "(which a GitOps tool may set too) and waits until the operator has started the "
+        "attempt. The runs of earlier attempts stay, to look at."
     )
+    parser.set_defaults(handler=cluster_errors(cmd_retry))
+    parser.add_argument("workflow", help="NotebookWorkflow name")
+    parser.add_argument("--no-wait", action="store_true", help="do not wait for the operator")
+    _cluster_options(parser, "workflow's")
+
+
+def _cluster_options(parser: argparse.ArgumentParser, whose: str = "schedule's") -> None:
+    parser.add_argument("-n", "--namespace", help=f"the {whose} namespace (default: kubeconfig's)")
     parser.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )
@@ -141,7 +162,8 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     _until(
         api,
         namespace,
-        args.schedule,
+        PLURAL,
+        {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
         lambda runs: name in runs,
         args.timeout or TRIGGER_TIMEOUT,
         f"the operator to create {name}",
@@ -202,7 +224,8 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
             _until(
                 api,
                 namespace,
-                args.schedule,
+                PLURAL,
+                {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
                 _none_active,
                 args.timeout,
                 f"the active runs of {args.schedule} to finish (concurrencyPolicy {policy})",
@@ -226,6 +249,56 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
+    api = _Api(args.kubeconfig, args.context)
+    namespace = args.namespace or api.default_namespace
+    workflow = api.get(namespace, WORKFLOW_PLURAL, args.workflow, "NotebookWorkflow")
+    status = workflow.get("status") or {}
+    if status.get("phase") != "Failed":
+        raise UsageError(
+            f"NotebookWorkflow {namespace}/{args.workflow} is {status.get('phase') or 'Pending'}"
+            ": only a failed workflow is retried"
+        )
+    attempt = int(status.get("attempt") or 1)
+    if attempt >= MAX_ATTEMPTS:
+        raise UsageError(
+            f"NotebookWorkflow {namespace}/{args.workflow} has had {attempt} attempts, the most "
+            "there can be; create a new workflow to run it again"
+        )
+    token = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    api.custom.patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, WORKFLOW_PLURAL, args.workflow,
+        {"metadata": {"annotations": {RETRY: token}}},
+    )  # fmt: skip
+    failed = [
+        s["name"] + (f"[{s['item']}]" if "item" in s else "")
+        for s in status.get("steps") or []
+        if s.get("phase") in ("Failed", "Skipped")
+    ]
+    if args.no_wait:
+        out.write(f"notebookworkflow.kubemill.dev/{args.workflow} retry requested\n")
+        return 0
+
+    def started(found: Mapping[str, Mapping[str, Any]]) -> bool:
+        seen = (found.get(args.workflow) or {}).get("status") or {}
+        return int(seen.get("attempt") or 1) > attempt
+
+    _until(
+        api,
+        namespace,
+        WORKFLOW_PLURAL,
+        {"field_selector": f"metadata.name={args.workflow}"},
+        started,
+        args.timeout or TRIGGER_TIMEOUT,
+        f"the operator to start attempt {attempt + 1} of {args.workflow}",
+    )
+    out.write(
+        f"notebookworkflow.kubemill.dev/{args.workflow} attempt {attempt + 1}: re-running "
+        f"{', '.join(failed) or 'the finally steps'}\n"
+    )
+    return 0
+
+
 def _none_active(runs: Mapping[str, Mapping[str, Any]]) -> bool:
     return all((r.get("status") or {}).get("phase") in TERMINAL for r in runs.values())
 
@@ -245,13 +318,16 @@ class _Api:
         self.error = client.ApiException
 
     def schedule(self, namespace: str, name: str) -> dict[str, Any]:
+        return self.get(namespace, SCHEDULE_PLURAL, name, "NotebookSchedule")
+
+    def get(self, namespace: str, plural: str, name: str, kind: str) -> dict[str, Any]:
         try:
             found: dict[str, Any] = self.custom.get_namespaced_custom_object(
-                GROUP, VERSION, namespace, SCHEDULE_PLURAL, name
+                GROUP, VERSION, namespace, plural, name
             )
         except self.error as exc:
             if exc.status == 404:
-                raise UsageError(f"NotebookSchedule {namespace}/{name} not found") from None
+                raise UsageError(f"{kind} {namespace}/{name} not found") from None
             raise
         return found
 
@@ -265,13 +341,14 @@ class _Api:
 def _until(
     api: _Api,
     namespace: str,
-    schedule: str,
+    plural: str,
+    selector: Mapping[str, str],
     done: Callable[[Mapping[str, dict[str, Any]]], bool],
     timeout: float,
     what: str,
 ) -> None:
-    """Watch the schedule's runs until `done(runs by name)` holds; `timeout` 0 waits as long
-    as it takes (a backfill behind a long notebook)."""
+    """Watch the objects `selector` (a label or field selector) picks until `done(objects by
+    name)` holds; `timeout` 0 waits as long as it takes (a backfill behind a long notebook)."""
     from kubernetes import watch
 
     deadline = time.monotonic() + timeout if timeout else float("inf")
@@ -280,7 +357,7 @@ def _until(
     while True:
         if version is None:  # first, and after the watch's version expired (410 Gone)
             listed = api.custom.list_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, label_selector=f"{LABEL_SCHEDULE}={schedule}"
+                GROUP, VERSION, namespace, plural, **selector
             )
             runs = {r["metadata"]["name"]: r for r in listed.get("items") or []}
             version = listed["metadata"]["resourceVersion"]
@@ -294,8 +371,8 @@ def _until(
             GROUP,
             VERSION,
             namespace,
-            PLURAL,
-            label_selector=f"{LABEL_SCHEDULE}={schedule}",
+            plural,
+            **selector,
             resource_version=version,
             timeout_seconds=max(1, min(300, int(min(left, 1e9)))),
         )

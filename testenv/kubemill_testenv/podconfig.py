@@ -25,6 +25,14 @@ class ContainerConfigError(Exception):
     """The container cannot start until something in the cluster changes (kubelet retries)."""
 
 
+def find_container(spec: JSON, name: str) -> JSON | None:
+    """A copy of the container (init or regular) called `name` in a pod spec, if any."""
+    for c in (spec.get("initContainers") or []) + spec["containers"]:
+        if c["name"] == name:
+            return dict(c)
+    return None
+
+
 class PodSources:
     def __init__(
         self,
@@ -59,10 +67,7 @@ class PodSources:
         return str(self.pod["metadata"]["uid"])
 
     def container(self, name: str) -> JSON | None:
-        for c in (self.spec.get("initContainers") or []) + self.spec["containers"]:
-            if c["name"] == name:
-                return dict(c)
-        return None
+        return find_container(self.spec, name)
 
     def volume_path(self, volume: JSON) -> Path:
         if "hostPath" in volume:

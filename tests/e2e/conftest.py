@@ -174,6 +174,7 @@ def kubemill_installed(cluster: Cluster) -> Cluster:
     cluster.kubectl(
         "wait", "--for=condition=Established", "--timeout=60s",
         "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
+        "crd/notebookworkflows.kubemill.dev",
     )  # fmt: skip
     _await_parameters_policy(cluster)
     manifests = manifests_without_deployment(cluster.kubectl)
@@ -196,6 +197,10 @@ def _await_parameters_policy(cluster: Cluster, timeout: float = 30) -> None:
         "metadata: {name: policy-probe, namespace: default}\n"
         'spec: {schedule: "@daily", runTemplate: {spec: {notebook: "s3://b/n.ipynb", '
         'parameters: {"2x": 1}}}}\n',
+        "apiVersion: kubemill.dev/v1alpha1\nkind: NotebookWorkflow\n"
+        "metadata: {name: policy-probe, namespace: default}\n"
+        'spec: {steps: [{name: a, runTemplate: {spec: {notebook: "s3://b/n.ipynb", '
+        'parameters: {"2x": 1}}}}]}\n',
     ]
     deadline = time.monotonic() + timeout
     while probes and time.monotonic() < deadline:

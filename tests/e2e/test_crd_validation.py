@@ -6,6 +6,7 @@ Also: the manifests in crds/ and deploy/ apply cleanly (server-side dry run)."""
 
 from __future__ import annotations
 
+import copy
 import re
 import subprocess
 from typing import Any
@@ -76,7 +77,7 @@ INVALID: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
         "secret-without-ref",
         {},
         {**GOOD, "parametersFrom": [{"name": "token"}]},
-        "spec.parametersFrom[0].secretKeyRef: Required value",
+        "each spec.parametersFrom[] entry needs exactly one of secretKeyRef and notebookRunRef",
     ),
 ]
 
@@ -311,6 +312,187 @@ INVALID_SCHEDULES += [
 ]
 
 
+# --- NotebookWorkflow ---------------------------------------------------------------------------
+
+
+def _step(name: str, notebook: str, **fields: Any) -> dict[str, Any]:
+    spec = {"notebook": f"s3://notebooks/{notebook}.ipynb", **fields.pop("spec", {})}
+    return {"name": name, **fields, "runTemplate": {"spec": spec}}
+
+
+def _from_step(parameter: str, step: str, **what: str) -> dict[str, Any]:
+    return {"name": parameter, "stepRef": {"name": step, **what}}
+
+
+# A diamond: extract, then two branches (one fanned out over regions), then a report that
+# takes both; a test of the report's notebook; a finally step that gets the outcome.
+WORKFLOW: dict[str, Any] = {
+    "steps": [
+        _step("extract", "extract", spec={"parameters": {"day": "2027-01-01"}}),
+        _step(
+            "by-region", "region",
+            dependsOn=["extract"],
+            forEach={"parameter": "region", "items": ["eu", "us", {"name": "apac", "tier": 2}]},
+            spec={"parametersFrom": [_from_step("table", "extract", result="table")]},
+        ),
+        _step("totals", "totals", dependsOn=["extract"]),
+        _step(
+            "report", "report",
+            dependsOn=["by-region", "totals"],
+            spec={"parametersFrom": [_from_step("regions", "by-region", result="summary"),
+                                     _from_step("totals", "totals", output="folder")]},
+        ),
+        _step(
+            "check-report", "check_report", test=True,
+            spec={"parametersFrom": [_from_step("report", "report", output="notebook")]},
+        ),
+        _step(
+            "per-customer", "customer",
+            forEach={"parameter": "customer", "fromStep": {"name": "extract",
+                                                           "result": "customers"}},
+        ),
+    ],
+    "finally": [
+        _step("notify", "notify",
+              spec={"parametersFrom": [{"name": "outcome", "workflowOutcome": {}}]}),
+    ],
+}  # fmt: skip
+
+
+def _workflow(**changes: Any) -> dict[str, Any]:
+    """WORKFLOW with spec fields replaced; `step_<n>` replaces spec.steps[n], `finally_<n>`
+    spec.finally[n] (a step None removes it)."""
+    spec = copy.deepcopy(WORKFLOW)
+    for key, value in changes.items():
+        kind, _, index = key.partition("_")
+        if kind in ("step", "finally") and index.isdigit():
+            field = "steps" if kind == "step" else "finally"
+            spec[field][int(index)] = value
+            spec[field] = [s for s in spec[field] if s is not None]
+        else:
+            spec[key] = value
+    return spec
+
+
+_BAD_SOURCE = {"name": "x", "stepRef": {"name": "extract", "result": "r"},
+               "secretKeyRef": {"name": "s", "key": "k"}}  # fmt: skip
+
+INVALID_WORKFLOWS: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
+    ("no-steps", {}, _workflow(steps=[]), "spec.steps: Invalid value"),
+    ("duplicate-step", {}, _workflow(step_2=_step("extract", "totals")),
+     '.spec.steps: duplicate entries for key [name=\"extract\"]'),
+    ("duplicate-across-finally", {}, _workflow(finally_0=_step("report", "notify")),
+     "step names must be unique across spec.steps and spec.finally"),
+    ("bad-step-name", {}, _workflow(step_2=_step("Totals", "totals")),
+     "spec.steps[2].name in body should match"),
+    ("unknown-depends-on", {}, _workflow(step_2=_step("totals", "t", dependsOn=["extrakt"])),
+     'spec.steps[name=totals].dependsOn names "extrakt", which is not a step in spec.steps; '
+     "use one of: extract, by-region"),
+    ("depends-on-finally", {}, _workflow(step_2=_step("totals", "t", dependsOn=["notify"])),
+     'spec.steps[name=totals].dependsOn names "notify", which is not a step in spec.steps'),
+    ("depends-on-itself", {}, _workflow(step_2=_step("totals", "t", dependsOn=["totals"])),
+     "spec.steps[].dependsOn names the step itself"),
+    ("step-ref-itself", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [_from_step("a", "totals",
+                                                                               result="r")]})),
+     "spec.steps[].runTemplate.spec.parametersFrom[].stepRef.name names the step itself"),
+    ("unknown-step-ref", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [_from_step("a", "extrct",
+                                                                               result="r")]})),
+     'spec.steps[name=totals].runTemplate.spec.parametersFrom[].stepRef.name "extrct" is not '
+     "a step in spec.steps"),
+    ("finally-step-ref-to-finally", {},
+     _workflow(**{"finally": [_step("notify", "n", spec={"parametersFrom": [
+         _from_step("a", "archive", output="notebook")]}), _step("archive", "a")]}),
+     'spec.finally[name=notify].runTemplate.spec.parametersFrom[].stepRef.name "archive" is not '
+     "a step in spec.steps"),
+    ("step-ref-result-and-output", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [
+         _from_step("a", "extract", result="r", output="notebook")]})),
+     "spec.steps[].runTemplate.spec.parametersFrom[].stepRef needs exactly one of result"),
+    ("step-ref-neither", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [_from_step("a", "extract")]})),
+     "spec.steps[].runTemplate.spec.parametersFrom[].stepRef needs exactly one of result"),
+    ("two-sources", {}, _workflow(step_2=_step("totals", "t",
+                                               spec={"parametersFrom": [_BAD_SOURCE]})),
+     "each spec.steps[].runTemplate.spec.parametersFrom[] entry needs exactly one of "
+     "secretKeyRef, notebookRunRef, stepRef, workflowOutcome"),
+    ("no-source", {}, _workflow(finally_0=_step("notify", "n",
+                                                spec={"parametersFrom": [{"name": "x"}]})),
+     "each spec.finally[].runTemplate.spec.parametersFrom[] entry needs exactly one of"),
+    ("workflow-outcome-in-a-step", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [
+         {"name": "outcome", "workflowOutcome": {}}]})),
+     "spec.steps[].runTemplate.spec.parametersFrom[].workflowOutcome is only for steps in "
+     "spec.finally"),
+    ("for-each-items-and-from-step", {},
+     _workflow(step_1=_step("by-region", "r", forEach={
+         "parameter": "region", "items": ["eu"],
+         "fromStep": {"name": "extract", "result": "regions"}})),
+     "spec.steps[name=by-region].forEach needs exactly one of items (a list written here) and "
+     "fromStep"),
+    ("for-each-neither", {},
+     _workflow(step_1=_step("by-region", "r", forEach={"parameter": "region"})),
+     "spec.steps[name=by-region].forEach needs exactly one of items"),
+    ("for-each-unknown-step", {},
+     _workflow(step_1=_step("by-region", "r", forEach={
+         "parameter": "region", "fromStep": {"name": "extrct", "result": "regions"}})),
+     "spec.steps[].forEach.fromStep.name must name a step in spec.steps"),
+    ("for-each-itself", {},
+     _workflow(step_1=_step("by-region", "r", forEach={
+         "parameter": "region", "fromStep": {"name": "by-region", "result": "regions"}})),
+     "spec.steps[].forEach.fromStep.name names the step itself"),
+    ("for-each-keyword", {},
+     _workflow(step_1=_step("by-region", "r", forEach={"parameter": "lambda", "items": [1]})),
+     'spec.steps[name=by-region].forEach.parameter "lambda" is a Python keyword'),
+    ("for-each-bad-parameter", {},
+     _workflow(step_1=_step("by-region", "r", forEach={"parameter": "2x", "items": [1]})),
+     "spec.steps[1].forEach.parameter in body should match"),
+    ("for-each-too-many", {},
+     _workflow(step_1=_step("by-region", "r", forEach={"parameter": "r",
+                                                       "items": list(range(201))})),
+     "spec.steps[1].forEach.items: Too many"),
+    ("depends-on-in-finally", {},
+     _workflow(finally_0=_step("notify", "n", dependsOn=["report"])),
+     '.spec.finally[name="notify"].dependsOn: field not declared'),
+    # 30 + 1 + 25 + 4 = 60 would fit a step without forEach; per-customer has one: 64.
+    ("name-too-long-for-for-each", {"name": "w" * 30},
+     _workflow(step_5={**WORKFLOW["steps"][5], "name": "per-customer-" + "c" * 12}),
+     "metadata.name is too long for the name of a step in spec.steps"),
+    ("name-too-long-for-finally", {"name": "w" * 30},
+     _workflow(finally_0=_step("notify-" + "n" * 22, "n")),
+     "metadata.name is too long for the name of a step in spec.finally"),
+    ("bad-parameter-name", {},
+     _workflow(step_0=_step("extract", "e", spec={"parameters": {"2x": 1}})),
+     'spec.steps[name=extract].runTemplate.spec.parameters name "2x" is not a Python '
+     "identifier"),
+    ("keyword-parameter-in-finally", {},
+     _workflow(finally_0=_step("notify", "n", spec={"parameters": {"class": 1}})),
+     'spec.finally[name=notify].runTemplate.spec.parameters name "class" is a Python keyword'),
+    ("keyword-parameters-from", {},
+     _workflow(step_2=_step("totals", "t", spec={"parametersFrom": [
+         _from_step("import", "extract", result="r")]})),
+     'spec.steps[name=totals].runTemplate.spec.parametersFrom name "import" is a Python '
+     "keyword"),
+    ("parameter-twice", {},
+     _workflow(step_2=_step("totals", "t", spec={"parameters": {"table": 1}, "parametersFrom": [
+         _from_step("table", "extract", result="r")]})),
+     'parameter "table" is set both in spec.steps[name=totals].runTemplate.spec.parameters'),
+    ("no-notebook", {},
+     _workflow(step_2={"name": "totals", "runTemplate": {"spec": {"parameters": {"a": 1}}}}),
+     "set exactly one of spec.steps[].runTemplate.spec.notebook"),
+    ("finally-no-notebook", {},
+     _workflow(finally_0={"name": "notify", "runTemplate": {"spec": {}}}),
+     "set exactly one of spec.finally[].runTemplate.spec.notebook"),
+    ("template-timeout", {}, _workflow(step_2=_step("totals", "t", spec={"timeout": "soon"})),
+     "spec.steps[].runTemplate.spec.timeout must be a duration"),
+    ("template-label", {},
+     _workflow(step_2={**_step("totals", "t"), "runTemplate": {
+         "metadata": {"labels": {"team": "data science"}}, "spec": GOOD}}),
+     'spec.steps[].runTemplate.metadata.labels.team is "data science", not a label value'),
+]  # fmt: skip
+
+
 def _apply(
     cluster: Cluster, namespace: str, doc: dict[str, Any]
 ) -> subprocess.CompletedProcess[str]:
@@ -321,15 +503,21 @@ def _apply(
     )  # fmt: skip
 
 
-REJECTED = [("NotebookRun", *c[1:]) for c in INVALID] + [
-    ("NotebookSchedule", *c[1:]) for c in INVALID_SCHEDULES
+REJECTED = [
+    *[("NotebookRun", *c[1:]) for c in INVALID],
+    *[("NotebookSchedule", *c[1:]) for c in INVALID_SCHEDULES],
+    *[("NotebookWorkflow", *c[1:]) for c in INVALID_WORKFLOWS],
 ]
 
 
 @pytest.mark.parametrize(
     ("kind", "metadata", "spec", "message"),
     REJECTED,
-    ids=[f"run-{c[0]}" for c in INVALID] + [f"schedule-{c[0]}" for c in INVALID_SCHEDULES],
+    ids=[
+        *[f"run-{c[0]}" for c in INVALID],
+        *[f"schedule-{c[0]}" for c in INVALID_SCHEDULES],
+        *[f"workflow-{c[0]}" for c in INVALID_WORKFLOWS],
+    ],
 )
 def test_invalid_manifests_are_rejected_with_a_fix(
     kubemill_installed: Cluster,
@@ -618,3 +806,64 @@ def test_the_api_server_reads_durations_as_the_operator_does(
     if operator_accepts:
         job = _job_for(doc["spec"], namespace)
         assert _job_refusal(api, namespace, job) is None
+
+
+def test_a_diamond_workflow_with_for_each_tests_and_finally_is_accepted(
+    kubemill_installed: Cluster, namespace: str
+) -> None:
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookWorkflow",
+        # The longest name its steps allow: per-customer-<item>-r<attempt> takes 1 + 12 + 4 + 4.
+        "metadata": {"name": "w" * (63 - 1 - len("per-customer") - 4 - 4)},
+        "spec": WORKFLOW,
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode == 0, result.stderr
+    created = yaml.safe_load(
+        kubemill_installed.kubectl(
+            "-n", namespace, "get", "nbwf", doc["metadata"]["name"], "-o", "yaml"
+        ).stdout
+    )
+    assert created["spec"]["failFast"] is False
+    # Items of any JSON type are kept as written.
+    assert created["spec"]["steps"][1]["forEach"]["items"][2] == {"name": "apac", "tier": 2}
+    assert created["spec"]["finally"][0]["runTemplate"]["spec"]["parametersFrom"] == [
+        {"name": "outcome", "workflowOutcome": {}}
+    ]
+    table = kubemill_installed.kubectl("-n", namespace, "get", "nbwf", "-o", "wide").stdout
+    assert table.split()[:7] == ["NAME", "PHASE", "PROGRESS", "REASON", "DURATION", "AGE",
+                                 "MESSAGE"]  # fmt: skip
+
+
+def test_the_largest_workflow_is_accepted(kubemill_installed: Cluster, namespace: str) -> None:
+    """At every maxItems the CRD and the policy stay within the API server's CEL cost limits
+    (for the CRD, creating it is the proof; for the policy, evaluating this)."""
+    names = [f"s{i}" for i in range(100)]
+    steps = [
+        _step(name, "n", dependsOn=names[max(0, i - 100) : i],
+              spec={"parametersFrom": [_from_step(f"p{j}", names[0], result="r")
+                                       for j in range(64 if i else 0)]})
+        for i, name in enumerate(names)
+    ]  # fmt: skip
+    final = [_step(f"f{i}", "n", spec={"parametersFrom": [{"name": "o", "workflowOutcome": {}}]})
+             for i in range(20)]  # fmt: skip
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookWorkflow",
+        "metadata": {"name": "largest"},
+        "spec": {"steps": steps, "finally": final},
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode == 0, result.stderr[:2000]
+
+
+def test_kubectl_explain_teaches_the_workflow_api(kubemill_installed: Cluster) -> None:
+    explained = " ".join(kubemill_installed.kubectl("explain", "nbwf.spec").stdout.split())
+    for field in ("failFast", "steps", "finally", "whatever happened"):
+        assert field in explained, field
+    steps = " ".join(
+        kubemill_installed.kubectl("explain", "nbwf.spec.steps", "--recursive").stdout.split()
+    )
+    for field in ("dependsOn", "forEach", "fromStep", "stepRef", "workflowOutcome", "test"):
+        assert field in steps, field

@@ -1,6 +1,7 @@
 """People get kubemill rights through Kubernetes' built-in roles, as deploy/base/user-roles.yaml
-promises: `edit` and `admin` may create, change and delete NotebookRuns and NotebookSchedules
-but not write their status, `view` may only read them, and no binding means no access.
+promises: `edit` and `admin` may create, change and delete NotebookRuns, NotebookSchedules and
+NotebookWorkflows but not write their status, `view` may only read them, and no binding means no
+access.
 
 Nothing here grants a kubemill role directly: every right comes from a RoleBinding to a built-in
 role, so these tests pass only when the controller-manager's ClusterRole aggregation controller
@@ -42,6 +43,8 @@ VIEWER = ("view", "victor-viewer")
 STRANGER = "sam-unbound"
 
 AsUser = Callable[[str], client.ApiClient]
+# The NotebookWorkflow resource, as deploy/base/user-roles.yaml names it.
+WORKFLOW_PLURAL = "notebookworkflows"
 
 
 def runs(namespace: str) -> str:
@@ -50,6 +53,21 @@ def runs(namespace: str) -> str:
 
 def schedules(namespace: str) -> str:
     return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{SCHEDULE_PLURAL}"
+
+
+def workflows(namespace: str) -> str:
+    return f"/apis/{GROUP}/{VERSION}/namespaces/{namespace}/{WORKFLOW_PLURAL}"
+
+
+def workflow_body(name: str) -> JSON:
+    return {
+        "apiVersion": f"{GROUP}/{VERSION}",
+        "kind": "NotebookWorkflow",
+        "metadata": {"name": name},
+        "spec": {
+            "steps": [{"name": "only", "runTemplate": {"spec": {"notebook": "s3://n/n.ipynb"}}}]
+        },
+    }
 
 
 def run_body(name: str) -> JSON:
@@ -100,6 +118,8 @@ def aggregated(kubemill_installed: Cluster, api: client.ApiClient) -> Cluster:
         ("view", PLURAL, "list"),
         ("edit", SCHEDULE_PLURAL, "create"),
         ("view", SCHEDULE_PLURAL, "list"),
+        ("edit", WORKFLOW_PLURAL, "create"),
+        ("view", WORKFLOW_PLURAL, "list"),
     ):
         wait.wait_for(
             api,
@@ -198,7 +218,7 @@ def status_patch(api: client.ApiClient, namespace: str, name: str) -> JSON:
 
 
 @pytest.mark.parametrize("binding", [EDITOR, OWNER], ids=["edit", "admin"])
-def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
+def test_edit_and_admin_manage_runs_schedules_and_workflows_but_not_their_status(
     aggregated: Cluster,
     api: client.ApiClient,
     namespace: str,
@@ -227,23 +247,40 @@ def test_edit_and_admin_manage_runs_and_schedules_but_not_their_status(
     )
     assert triggered["metadata"]["annotations"][TRIGGER] == "by-hand-1"
 
+    kube.request(person, "POST", workflows(namespace), body=workflow_body("pipeline"))
+    changed = kube.merge_patch(
+        person, f"{workflows(namespace)}/pipeline", {"spec": {"failFast": True}}
+    )
+    assert changed["spec"]["failFast"] is True
+
     # Only the operator writes a run's status: its outcome cannot be forged by its author.
     refused(lambda: status_patch(person, namespace, "report"), user, "patch", f"{PLURAL}/status")
+    refused(
+        lambda: kube.merge_patch(
+            person, f"{workflows(namespace)}/pipeline/status", {"status": {"phase": "Succeeded"}}
+        ),
+        user, "patch", f"{WORKFLOW_PLURAL}/status",
+    )  # fmt: skip
     # Positive control: the same patch is valid, and the admin may make it.
     assert status_patch(api, namespace, "report")["status"]["phase"] == "Succeeded"
 
     kube.request(person, "DELETE", f"{runs(namespace)}/report")
     kube.request(person, "DELETE", f"{runs(namespace)}/daily-backfilled")
     kube.request(person, "DELETE", f"{schedules(namespace)}/daily")
+    kube.request(person, "DELETE", f"{workflows(namespace)}/pipeline")
     wait.wait_gone(api, runs(namespace), "report", timeout=30, what="the run's deletion")
+    wait.wait_gone(
+        api, workflows(namespace), "pipeline", timeout=30, what="the workflow's deletion"
+    )
     wait.wait_gone(api, schedules(namespace), "daily", timeout=30, what="the schedule's deletion")
 
 
-def test_view_reads_runs_and_schedules_and_changes_nothing(
+def test_view_reads_runs_schedules_and_workflows_and_changes_nothing(
     aggregated: Cluster, api: client.ApiClient, namespace: str, as_user: AsUser
 ) -> None:
     kube.request(api, "POST", runs(namespace), body=run_body("report"))
     kube.request(api, "POST", schedules(namespace), body=schedule_body("daily"))
+    kube.request(api, "POST", workflows(namespace), body=workflow_body("pipeline"))
     role, user = VIEWER
     bind(api, namespace, role, user, proof=("list", PLURAL))
     person = as_user(user)
@@ -255,6 +292,10 @@ def test_view_reads_runs_and_schedules_and_changes_nothing(
         "daily"
     ]
     assert kube.get(person, f"{schedules(namespace)}/daily")["spec"]["schedule"] == "@daily"
+    assert [w["metadata"]["name"] for w in kube.get(person, workflows(namespace))["items"]] == [
+        "pipeline"
+    ]
+    assert kube.get(person, f"{workflows(namespace)}/pipeline/status")["metadata"]["name"]
 
     refused(
         lambda: kube.request(person, "POST", runs(namespace), body=run_body("mine")),
@@ -275,6 +316,18 @@ def test_view_reads_runs_and_schedules_and_changes_nothing(
         lambda: kube.request(person, "DELETE", f"{runs(namespace)}/report"),
         user, "delete", PLURAL,
     )  # fmt: skip
+    refused(
+        lambda: kube.request(person, "POST", workflows(namespace), body=workflow_body("mine")),
+        user, "create", WORKFLOW_PLURAL,
+    )  # fmt: skip
+    refused(
+        lambda: kube.merge_patch(person, f"{workflows(namespace)}/pipeline", {"spec": {}}),
+        user, "patch", WORKFLOW_PLURAL,
+    )  # fmt: skip
+    refused(
+        lambda: kube.request(person, "DELETE", f"{workflows(namespace)}/pipeline"),
+        user, "delete", WORKFLOW_PLURAL,
+    )  # fmt: skip
 
 
 def test_a_user_without_a_binding_is_refused(
@@ -292,3 +345,4 @@ def test_a_user_without_a_binding_is_refused(
         STRANGER, "create", PLURAL,
     )  # fmt: skip
     refused(lambda: kube.get(person, schedules(namespace)), STRANGER, "list", SCHEDULE_PLURAL)
+    refused(lambda: kube.get(person, workflows(namespace)), STRANGER, "list", WORKFLOW_PLURAL)

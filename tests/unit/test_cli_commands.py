@@ -11,7 +11,7 @@ import pytest
 from kubemill.cli import COMMANDS, build_parser, main
 
 #: Every command line a user types to reach a command, and later ones go here too.
-COMMAND_LINES = ["run", "inspect", "results", "schedule preview", "trigger", "backfill"]
+COMMAND_LINES = ["run", "inspect", "results", "schedule preview", "trigger", "backfill", "retry"]
 
 
 def _probe(argv: list[str]) -> dict[str, object]:
@@ -65,6 +65,7 @@ def test_the_whole_tree_declares_a_handler_for_every_command() -> None:
         "schedule": ["schedule", "preview", "@daily"],
         "trigger": ["trigger", "daily"],
         "backfill": ["backfill", "daily", "--from", "2027-01-01", "--to", "2027-01-02"],
+        "retry": ["retry", "etl"],
     }
     assert set(minimal) == {command.name for command in COMMANDS}
     for argv in minimal.values():

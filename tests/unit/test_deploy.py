@@ -1,5 +1,6 @@
 """deploy/base/deployment.yaml read as the API server would: the probes ask where kopf answers,
-a stuck rollout is reported in bounded time, and the operator runs with the least it needs."""
+a stuck rollout is reported in bounded time, and the operator runs with the least it needs
+(rbac.yaml); people get the same rights on every kubemill kind (user-roles.yaml)."""
 
 from __future__ import annotations
 
@@ -90,3 +91,46 @@ def test_the_operator_creates_configmaps_and_never_reads_them_or_secrets() -> No
                 core.setdefault(resource, set()).update(rule["verbs"])
     assert core["configmaps"] == {"create"}
     assert "secrets" not in core
+
+
+KINDS = ("notebookruns", "notebookschedules", "notebookworkflows")
+
+
+def _kubemill_rules(file: str, role: str) -> dict[str, set[str]]:
+    """Verbs by kubemill.dev resource in the ClusterRole `role` of deploy/base/`file`."""
+    documents = yaml.safe_load_all(DEPLOYMENT.with_name(file).read_text())
+    (found,) = [
+        d for d in documents if d["kind"] == "ClusterRole" and d["metadata"]["name"] == role
+    ]
+    verbs: dict[str, set[str]] = {}
+    for rule in found["rules"]:
+        if "kubemill.dev" in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                verbs.setdefault(resource, set()).update(rule["verbs"])
+    return verbs
+
+
+def test_the_operator_writes_only_status_of_what_people_own() -> None:
+    """Schedules and workflows are read, their status patched, and their runs owned with
+    blockOwnerDeletion (finalizers); runs are created, deleted and read by name (a 409 on a
+    workflow step's run), their status patched."""
+    owner = {"list", "watch"}
+    assert _kubemill_rules("rbac.yaml", "kubemill-operator") == {
+        "notebookruns": {"get", "list", "watch", "create", "delete"},
+        **{f"{kind}/status": {"patch"} for kind in KINDS},
+        **{f"{kind}/finalizers": {"update"} for kind in KINDS},
+        "notebookschedules": owner,
+        "notebookworkflows": owner,
+    }
+
+
+def test_people_get_the_same_rights_on_every_kind() -> None:
+    edit = _kubemill_rules("user-roles.yaml", "kubemill-edit")
+    view = _kubemill_rules("user-roles.yaml", "kubemill-view")
+    read = {"get", "list", "watch"}
+    assert edit == {
+        **{kind: read | {"create", "update", "patch", "delete", "deletecollection"}
+           for kind in KINDS},
+        **{f"{kind}/status": read for kind in KINDS},
+    }  # fmt: skip
+    assert view == {resource: read for kind in KINDS for resource in (kind, f"{kind}/status")}

@@ -286,3 +286,20 @@ def test_secrets_are_injected_as_environment_lookups_not_values() -> None:
     inject_parameters(nb, {}, {"token": "DB_TOKEN"})
     source = nb.cells[1].source
     assert "token = __import__('os').environ['DB_TOKEN']" in source
+
+
+def test_a_large_list_or_mapping_is_injected_as_json_the_kernel_reads_fast() -> None:
+    from kubemill.runner.parameters import LARGE_LITERAL, injected_source
+
+    rows = [{"id": i, "name": f"row-{i}", "score": i / 7, "tags": ["a", None]} for i in range(5000)]
+    odd = [float("nan"), *range(LARGE_LITERAL)]  # NaN has no JSON form: stays a literal
+    source = injected_source({"rows": rows, "small": [1, 2], "odd": odd, "text": "x" * 200_000}, {})
+    lines = source.splitlines()
+    assert lines[1].startswith("rows = __import__('json').loads(")
+    assert lines[2] == "small = [1, 2]"
+    assert lines[3].startswith("odd = [float('nan'), 0, 1")
+    assert lines[4].startswith("text = 'xxx")  # a string is read as fast either way
+    namespace: dict[str, Any] = {}
+    exec(source, namespace)
+    assert namespace["rows"] == rows and namespace["text"] == "x" * 200_000
+    assert [type(v) for v in namespace["rows"][3].values()] == [int, str, float, list]

@@ -68,10 +68,18 @@ def test_the_policies_are_generated_from_the_rules() -> None:
     assert gen.SCHEDULE_POLICY.read_text() == gen.render(
         gen.SCHEDULE_HEADER, gen.schedule_policy()
     ), "the NotebookSchedule policy is stale: run make crds"
+    assert gen.WORKFLOW_POLICY.read_text() == gen.render(
+        gen.WORKFLOW_HEADER, gen.workflow_policy()
+    ), "the NotebookWorkflow policy is stale: run make crds"
 
 
 @pytest.mark.parametrize(
-    "policy", ["notebookrun-parameters-policy.yaml", "notebookschedule-template-policy.yaml"]
+    "policy",
+    [
+        "notebookrun-parameters-policy.yaml",
+        "notebookschedule-template-policy.yaml",
+        "notebookworkflow-steps-policy.yaml",
+    ],
 )
 def test_each_policy_refuses_exactly_the_keywords_the_runner_refuses(policy: str) -> None:
     listed = _policy_keywords(CRDS / policy)

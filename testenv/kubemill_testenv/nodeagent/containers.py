@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from .. import ocispec, runtime
 from ..kube import JSON
-from ..podconfig import ContainerConfigError, PodSources
+from ..podconfig import ContainerConfigError, PodSources, find_container
 from ..probes import ContainerProbes
 from . import spawning
 from .model import ContainerRun, PodState, now
@@ -120,10 +120,7 @@ class PodContainers:
         return spawning.reap(self.agent.runc, run, container, start_failed=start_failed)
 
     def _container(self, name: str) -> JSON | None:
-        for c in (self.spec().get("initContainers") or []) + self.spec()["containers"]:
-            if c["name"] == name:
-                return dict(c)
-        return None
+        return find_container(self.spec(), name)
 
     def kill_all(self, grace: int) -> None:
         running = [r for runs in self.state.runs.values() for r in runs if r.running]

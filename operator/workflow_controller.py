@@ -1,0 +1,173 @@
+"""The NotebookWorkflow controller: watches, a work queue, and the pure plan.
+
+Level-triggered like the other two: a workflow's key is queued when the workflow or one of its
+runs changes; a worker asks `workflows.plan` what to do given the workflow and its runs, and
+does it (delete, create, patch status, post Events). The runs this process created are
+remembered until the watch shows them, so a second pass in between never counts a step twice.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any, Protocol, cast
+
+import kopf
+
+from .cache import Cache, plain
+from .errors import AlreadyExists, InvalidSpec, TransientError
+from .meta import GROUP, LABEL_WORKFLOW, PLURAL, VERSION, WORKFLOW_PLURAL, owned_by
+from .times import rfc3339
+from .workflows import plan
+from .workqueue import QueuedController
+
+__all__ = ["WorkflowCluster", "WorkflowReconciler", "register"]
+
+_log = logging.getLogger(__name__)
+
+Key = tuple[str, str]
+
+
+class WorkflowCluster(Protocol):
+    """The API calls the workflow controller makes."""
+
+    def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
+        """Create the NotebookRun; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+
+    def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The NotebookRun, or None if there is none."""
+
+    def delete_run(self, namespace: str, name: str) -> None:
+        """Delete the NotebookRun; no error if it is gone."""
+
+    def replace_workflow_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
+        """Replace the workflow's whole status subresource (None values kept: a step's
+        recorded result may be None)."""
+
+
+def _run_copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A step's run as the plan needs it: its status (results, output) and, for the runs it
+    inlines values from, nothing of its spec."""
+    return plain(body, spec=False)
+
+
+class WorkflowReconciler(QueuedController):
+    transient = (TransientError,)
+
+    def __init__(self, cluster: WorkflowCluster, *, workers: int = 4) -> None:
+        super().__init__("workflow", workers=workers)
+        self.cluster = cluster
+        self._written: dict[str, dict[str, Any]] = {}
+        #: Runs created by this process that the run watch has not shown yet, by workflow uid.
+        self._created: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Runs the API server refused, by workflow uid and run name: the step fails with it.
+        self._rejected: dict[str, dict[str, str]] = {}
+        self.workflows = Cache()
+        self.runs = Cache(_run_copy)
+
+    def forget(self, uid: str) -> None:
+        self._written.pop(uid, None)
+        self._created.pop(uid, None)
+        self._rejected.pop(uid, None)
+
+    def reconcile(self, key: Key) -> None:
+        workflow = self.workflows.first(key)
+        if workflow is None or workflow["metadata"].get("deletionTimestamp"):
+            return  # its runs go with it through their owner references
+        uid = workflow["metadata"]["uid"]
+        old = self._written.get(uid, workflow.get("status") or {})
+        seen = {r["metadata"]["name"]: r for r in self.runs.get(key) if owned_by(r, uid)}
+        created = self._created.setdefault(uid, {})
+        for name in [n for n in created if n in seen]:
+            del created[name]
+        rejected = self._rejected.setdefault(uid, {})
+        runs = [*seen.values(), *created.values()]
+        runs += [_refused(name, message) for name, message in rejected.items()]
+        decided = plan({**workflow, "status": old}, runs, rfc3339())
+        namespace, name = key
+        body = kopf.Body(cast(kopf.RawBody, workflow))
+        for run_name, why in decided.delete:
+            _log.info("deleting run %s/%s: %s", namespace, run_name, why)
+            self.cluster.delete_run(namespace, run_name)
+            created.pop(run_name, None)
+        events = list(decided.events)
+        retry = False
+        for run, step in decided.create:
+            run_name = run["metadata"]["name"]
+            try:
+                self.cluster.create_run(namespace, run)
+            except AlreadyExists:
+                found = self.cluster.get_run(namespace, run_name)
+                if found is None or owned_by(found, uid):
+                    continue  # created before a restart (or just deleted): the name is the lock
+                # A namesake that is not this workflow's: never take its outputs for ours.
+                owner = ", ".join(
+                    f"{r.get('kind')} {r.get('name')}"
+                    for r in found["metadata"].get("ownerReferences") or []
+                )
+                rejected[run_name] = (
+                    f"a NotebookRun named {run_name} exists and is not this workflow's (owned "
+                    f"by {owner or 'nobody'}); delete it, or rename the workflow or step"
+                )
+                events.append(("Warning", "RunNameTaken", f"step {step}: {rejected[run_name]}"))
+                retry = True
+                continue
+            except InvalidSpec as exc:
+                # Refused by the API server (a label, an admission policy): the step fails
+                # with its message, on the next pass, which this queues.
+                rejected[run_name] = exc.message
+                events.append(("Warning", "RunRejected", f"step {step}: {exc.message}"))
+                retry = True
+                continue
+            _log.info("created run %s/%s for step %s", namespace, run_name, step)
+            events.append(("Normal", "RunCreated", f"created run {run_name} for step {step}"))
+            created[run_name] = {**run, "status": {}}
+        if decided.status != old:
+            self.cluster.replace_workflow_status(namespace, name, decided.status)
+            self._written[uid] = decided.status
+        for kind, reason, message in events:
+            kopf.event(body, type=kind, reason=reason, message=message)
+        if retry:
+            self.enqueue(key)
+
+
+def _refused(name: str, message: str) -> dict[str, Any]:
+    """A run the API server refused, as the plan sees it: failed, for the reason it gave."""
+    status = {"phase": "Failed", "reason": "InvalidSpec", "message": message}
+    return {"metadata": {"name": name}, "status": status}
+
+
+def register(registry: kopf.OperatorRegistry, cluster: WorkflowCluster) -> WorkflowReconciler:
+    """Register the NotebookWorkflow controller's watches into `registry`."""
+    reconciler = WorkflowReconciler(cluster)
+    on_workflow = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": WORKFLOW_PLURAL,
+        "registry": registry,
+    }
+    on_run = {
+        "group": GROUP,
+        "version": VERSION,
+        "plural": PLURAL,
+        "labels": {LABEL_WORKFLOW: kopf.PRESENT},
+        "registry": registry,
+    }
+
+    @kopf.on.event(id="workflow-changed", **on_workflow)  # type: ignore[arg-type]
+    def workflow_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
+        reconciler.workflows.apply((namespace, name), kwargs.get("type"), body)
+        if kwargs.get("type") == "DELETED":
+            reconciler.forget(body["metadata"]["uid"])
+            return
+        reconciler.enqueue((namespace, name))
+
+    @kopf.on.event(id="workflow-run-changed", **on_run)  # type: ignore[arg-type]
+    def workflow_run_changed(
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
+    ) -> None:
+        key = (namespace, labels[LABEL_WORKFLOW])
+        reconciler.runs.apply(key, kwargs.get("type"), body)
+        reconciler.enqueue(key)
+
+    return reconciler
