@@ -5,7 +5,9 @@ agent playing the kubelet, and S3), installs crds/ and deploy/ with kubectl (the
 as a pod of its Deployment), applies examples/daily-report-run.yaml, watches it until it ends
 either way, and prints its status, results and where the output is. Then it previews and
 applies examples/daily-report-schedule.yaml, triggers it by hand, waits for a run on its own
-slot, and suspends it. The sandbox keeps running afterwards for kubectl; `make sandbox-down`
+slot, and suspends it. Last, it applies examples/reports-workflow.yaml: the report for three
+regions, a test notebook (examples/check_report.ipynb, with kubemill.testing) over their outputs,
+and a summary after it, and prints the workflow's step table. The sandbox keeps running afterwards for kubectl; `make sandbox-down`
 stops it.
 
 Every stage runs inside a `Step`: when anything in it fails (a command exits non-zero, a wait
@@ -41,6 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "kubemill-demo"
 RUN = "daily-report"
 SCHEDULE = "report"
+WORKFLOW = "reports"
 OPERATOR_NAMESPACE = "kubemill-system"
 OPERATOR = "deployment/kubemill-operator"
 OPERATOR_PODS = "app.kubernetes.io/name=kubemill-operator"
@@ -434,15 +437,15 @@ def demo() -> None:
         for bucket in ("notebooks", "results"):
             with contextlib.suppress(admin.exceptions.BucketAlreadyOwnedByYou):
                 admin.create_bucket(Bucket=bucket)  # already there on a second `make demo`
-        admin.upload_file(
-            str(ROOT / "examples" / "daily_report.ipynb"), "notebooks", "daily_report.ipynb"
-        )
+        for notebook in ("daily_report.ipynb", "check_report.ipynb"):
+            admin.upload_file(str(ROOT / "examples" / notebook), "notebooks", notebook)
 
     with Step("installing the CRDs and the operator", cluster):
         kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         kubectl(
             "wait", "--for=condition=Established",
             "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
+            "crd/notebookworkflows.kubemill.dev",
         )  # fmt: skip
         kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy" / "base"))
         settings = {
@@ -523,6 +526,22 @@ def demo() -> None:
                 "-p", '{"spec": {"suspend": true}}')  # fmt: skip
     print(f"(suspended; resume with kubectl -n {NAMESPACE} patch nbsched {SCHEDULE} "
           "--type=merge -p '{\"spec\": {\"suspend\": false}}')")  # fmt: skip
+
+    workflow = Subject("nbwf", WORKFLOW, NAMESPACE)
+    with Step("a NotebookWorkflow: three reports, a test step, a summary", cluster, workflow):
+        kubectl("-n", NAMESPACE, "delete", "nbwf", WORKFLOW, "--ignore-not-found", "--wait")
+        kubectl("-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "reports-workflow.yaml"))
+        cluster.wait_for_run(NAMESPACE, f"nbwf/{WORKFLOW}", timeout=600)
+        print(kubectl("-n", NAMESPACE, "get", "nbwf", WORKFLOW, "-o", "wide"))
+        body = json.loads(kubectl("-n", NAMESPACE, "get", "nbwf", WORKFLOW, "-o", "json",
+                                  show=False))  # fmt: skip
+        for entry in body["status"]["steps"]:
+            item = f"[{entry['item']}]" if "item" in entry else ""
+            test = " (test)" if entry.get("test") else ""
+            print(f"step {entry['name'] + item:<12} {entry['phase']:<10} {entry.get('runName')}"
+                  f"{test}")  # fmt: skip
+        print(f"tests      {body['status']['tests']}")
+        print(events(cluster, workflow))
     print(f"\nexplore:  export KUBECONFIG={state['kubeconfig']}")
     print(f"          export PATH={Path(state['kubectl']).parent}:$PATH")
     print(f"          kubectl -n {NAMESPACE} describe nbrun {RUN}")

@@ -82,8 +82,7 @@ class WorkflowReconciler(QueuedController):
             del created[name]
         rejected = self._rejected.setdefault(uid, {})
         runs = [*seen.values(), *created.values()]
-        runs += [_refused(name, message) for name, message in rejected.items()]
-        decided = plan({**workflow, "status": old}, runs, rfc3339())
+        decided = plan({**workflow, "status": old}, runs, rfc3339(), rejected)
         namespace, name = key
         body = kopf.Body(cast(kopf.RawBody, workflow))
         for run_name, why in decided.delete:
@@ -129,12 +128,6 @@ class WorkflowReconciler(QueuedController):
             kopf.event(body, type=kind, reason=reason, message=message)
         if retry:
             self.enqueue(key)
-
-
-def _refused(name: str, message: str) -> dict[str, Any]:
-    """A run the API server refused, as the plan sees it: failed, for the reason it gave."""
-    status = {"phase": "Failed", "reason": "InvalidSpec", "message": message}
-    return {"metadata": {"name": name}, "status": status}
 
 
 def register(registry: kopf.OperatorRegistry, cluster: WorkflowCluster) -> WorkflowReconciler:

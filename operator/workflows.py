@@ -435,9 +435,15 @@ def _items(step: Step, slots: Mapping[str, list[_Slot]]) -> list[Any] | None:
     return items
 
 
-def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: str) -> WorkflowPlan:
+def plan(
+    workflow: Mapping[str, Any],
+    runs: Sequence[Mapping[str, Any]],
+    now: str,
+    refused: Mapping[str, str] | None = None,
+) -> WorkflowPlan:
     """What to do for `workflow` given its runs as last seen (and those this process created
-    that the watch has not shown yet) at `now` (RFC 3339)."""
+    that the watch has not shown yet) at `now` (RFC 3339), and the runs the API server refused
+    to create (name: its message)."""
     meta = workflow["metadata"]
     spec = workflow.get("spec") or {}
     old: Mapping[str, Any] = workflow.get("status") or {}
@@ -502,6 +508,8 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
             entry = before.get((step.name, item))
             if slot.run is not None:
                 slot.phase, slot.reason, slot.message = _run_phase(slot.run)
+            elif refused and name in refused:
+                slot.phase, slot.reason, slot.message = "Failed", "InvalidSpec", refused[name]
             elif (
                 entry is not None
                 and int(entry.get("attempt") or 1) == tries
@@ -518,7 +526,10 @@ def plan(workflow: Mapping[str, Any], runs: Sequence[Mapping[str, Any]], now: st
                 slot.phase, slot.reason, slot.message = "Failed", failed.reason, failed.message
         elif blocked:
             why = f"step {blocked[0]} {phases[blocked[0]].lower()}"
-            _skip(step_slots, "UpstreamFailed", why, result.delete)
+            # A run waiting for a run that failed ends UpstreamFailed by itself; one waiting
+            # for a run that never existed (refused, skipped) would wait for ever: deleted.
+            hopeless = any(s.run is None for n in blocked for s in slots[n])
+            _skip(step_slots, "UpstreamFailed", why, result.delete if hopeless else None)
         elif stopped and not step.final:
             why = "an earlier step failed and spec.failFast is true"
             _skip(step_slots, "FailFast", why, result.delete)
@@ -571,15 +582,20 @@ def _attempts(
     return attempt, attempts
 
 
-def _skip(slots: Sequence[_Slot], reason: str, message: str, delete: list[tuple[str, str]]) -> None:
-    """Skip the slots that have not started: a run that only waits (no Job yet) is deleted,
-    since what it waits for may never come (a refused or deleted upstream run)."""
+def _skip(
+    slots: Sequence[_Slot], reason: str, message: str, delete: list[tuple[str, str]] | None
+) -> None:
+    """Skip the slots that have not started. A run that only waits (no Job yet) is deleted
+    when `delete` is given; otherwise it is left to end on its own (UpstreamFailed)."""
     for slot in slots:
         status = (slot.run or {}).get("status") or {}
         if slot.phase in ENDED or status.get("jobName"):
             continue  # started: it ends on its own (UpstreamFailed ends it Skipped)
         if slot.run is not None:
+            if delete is None:
+                continue
             delete.append((slot.name, message))
+            slot.run = None  # gone: what waits for it is hopeless too
         slot.phase, slot.reason, slot.message = "Skipped", reason, message
 
 

@@ -5,6 +5,7 @@ finally step run."""
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -17,6 +18,7 @@ from kubernetes import client
 from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
+from tests.e2e.test_notebookrun import CANARY
 from tests.e2e.test_notebookschedule import KUBEMILL
 
 pytestmark = pytest.mark.e2e
@@ -234,3 +236,44 @@ def test_a_killed_operator_runs_every_step_of_ten_workflows_exactly_once(
             ended[involved["name"]] = ended.get(involved["name"], 0) + event.get("count", 1)
     # (An Event can be lost with a killed process, never posted twice.)
     assert all(count == 1 for count in ended.values()), (seed, ended)
+
+
+def test_a_secret_passed_to_a_step_appears_in_no_status_event_log_or_output(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    operator: Any,
+    run_namespace: str,
+    results_bucket: str,
+    s3_admin: Any,
+) -> None:
+    kube.request(
+        api, "POST", f"/api/v1/namespaces/{run_namespace}/secrets",
+        body={"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "api"},
+              "stringData": {"token": CANARY}},
+    )  # fmt: skip
+    notebooks = f"s3://{results_bucket}/notebooks"
+    steps = [
+        step("use", f"{notebooks}/secret.ipynb",  # its last cell raises, naming the token
+             parametersFrom=[{"name": "token", "secretKeyRef": {"name": "api", "key": "token"}}]),
+        step("after", f"{notebooks}/values.ipynb",
+             parametersFrom=[ref("value", "use", output="notebook")]),
+    ]  # fmt: skip
+    final = [
+        step("notify", f"{notebooks}/values.ipynb",
+             parametersFrom=[{"name": "value", "workflowOutcome": {}}]),
+    ]  # fmt: skip
+    create_workflow(api, run_namespace, "secret", steps, **{"finally": final})
+    done = wait_workflow(api, run_namespace, "secret")
+    assert done["status"]["phase"] == "Failed", done["status"]
+    seen = [json.dumps(done), json.dumps(kube.get(api, RUNS.format(run_namespace)))]
+    seen.append(json.dumps(kube.get(api, f"/api/v1/namespaces/{run_namespace}/events")))
+    for pod in kube.get(api, f"/api/v1/namespaces/{run_namespace}/pods")["items"]:
+        name = pod["metadata"]["name"]
+        seen.append(kubemill_installed.kubectl("-n", run_namespace, "logs", name).stdout)
+    listing = s3_admin.list_objects_v2(Bucket=results_bucket, Prefix=f"runs/{run_namespace}/")
+    for item in listing["Contents"]:
+        body = s3_admin.get_object(Bucket=results_bucket, Key=item["Key"])["Body"].read()
+        seen.append(body.decode(errors="replace"))
+    assert any("the token is ***" in text for text in seen)  # masked where it was printed
+    seen.append(operator.log.read_text(errors="replace"))
+    assert not [text[:200] for text in seen if CANARY in text]

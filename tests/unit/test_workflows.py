@@ -54,8 +54,8 @@ class Driver:
         self.runs: dict[str, dict[str, Any]] = {}
         self.events: list[tuple[str, str, str]] = []
 
-    def step(self) -> Any:
-        result = plan(self.wf, list(self.runs.values()), NOW)
+    def step(self, refused: dict[str, str] | None = None) -> Any:
+        result = plan(self.wf, list(self.runs.values()), NOW, refused)
         for body, _ in result.create:
             self.runs[body["metadata"]["name"]] = body
         for name, _ in result.delete:
@@ -151,6 +151,8 @@ def test_a_failure_skips_what_depends_on_it_and_the_rest_finishes_then_finally_r
     driver = Driver(wf)
     driver.step()
     driver.end("wf-extract", "Failed", reason="CellError", message="cell 3 raised KeyError")
+    # wf-clean waits for wf-extract's run: the run controller ends it, it is not deleted.
+    assert driver.step().delete == []
     driver.end("wf-clean", "Failed", reason="UpstreamFailed", message="run wf-extract failed")
     driver.step()
     assert driver.phases() == {
@@ -378,12 +380,9 @@ def test_runs_that_wait_for_a_run_that_will_never_exist_are_deleted_and_skipped(
 def test_a_step_whose_upstream_was_refused_is_skipped_not_left_waiting() -> None:
     driver = Driver(workflow(step("a"), step("b", refs=(ref("v", "a", result="v"),))))
     driver.step()
-    # The API server refused wf-a: the controller shows it to the plan as failed.
-    driver.runs["wf-a"] = {
-        "metadata": {"name": "wf-a"},
-        "status": {"phase": "Failed", "reason": "InvalidSpec", "message": "no"},
-    }
-    result = driver.step()
+    # The API server refused wf-a: the controller tells the plan.
+    del driver.runs["wf-a"]
+    result = driver.step(refused={"wf-a": "run wf-a was rejected: no"})
     assert result.delete == [("wf-b", "step a failed")]
     assert driver.phases() == {"a": "Failed", "b": "Skipped"}
     assert driver.wf["status"]["phase"] == "Failed"
