@@ -22,7 +22,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 # them all (control plane, images, sandbox), not only the ones a recipe names.
 export KUBEMILL_CACHE := $(CACHE)
 
-.PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule clean-env
+.PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule bench-workflow clean-env
 
 env: $(STAMP)
 
@@ -100,6 +100,10 @@ bench-operator: env control-plane images
 
 bench-schedule: env control-plane images
 	$(BIN)/python benchmarks/bench_schedule.py
+
+# No image: no pod runs, the benchmark itself plays the runner by writing each step's status.
+bench-workflow: env control-plane
+	$(BIN)/python benchmarks/bench_workflow.py
 
 $(UV):
 	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)
