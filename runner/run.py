@@ -41,11 +41,11 @@ from .notebook import (
 )
 from .parameters import (
     PARAMETERS_TAG,
-    declared_parameters,
     find_tagged_cell,
     inject_parameters,
     json_safe,
     normalize,
+    read_parameters_cell,
     validate_parameters,
 )
 from .progress import Reporter
@@ -328,12 +328,17 @@ class _Run:
                 "as Python and runs Python notebooks only"
             )
         index = find_tagged_cell(nb, PARAMETERS_TAG)
-        declared = declared_parameters(nb.cells[index].source) if index >= 0 else None
+        cell = read_parameters_cell(nb.cells[index].source) if index >= 0 else None
+        for line in cell.unreadable if cell is not None else []:
+            # The kernel decides: IPython reads some lines Python cannot (`x = !ls`); a line
+            # neither can read fails the run at that cell, as in papermill.
+            self.reporter.warning(f"{line.describe()}; its names cannot be checked")
         validate_parameters(
             self.parameters,
             options.secrets,
-            declared,
+            cell.declared if cell is not None else None,
             allow_unknown=options.allow_unknown_parameters,
+            unreadable=cell.unreadable if cell is not None else (),
         )
         if not inject_parameters(nb, self.parameters, options.secrets):
             self.reporter.warning(

@@ -119,6 +119,10 @@ def test_allow_errors_keeps_going(tmp_path: Path) -> None:
     assert nb["metadata"]["kubemill"]["tolerantCellErrors"] == 1
 
 
+def summary_to(path: Path) -> list[str]:
+    return ["--termination-message-path", str(path)]
+
+
 @pytest.mark.parametrize(
     ("notebook", "number", "code", "how", "args"),
     [
@@ -135,8 +139,7 @@ def test_system_exit_0_ends_the_run_successfully_as_in_papermill(
     out = tmp_path / "run"
     summary_file = tmp_path / "summary.json"
     result = kubemill(
-        ["run", str(NOTEBOOKS / notebook), f"{out}/", "--termination-message-path"]
-        + [str(summary_file), *args]
+        ["run", str(NOTEBOOKS / notebook), f"{out}/", *summary_to(summary_file), *args]
     )
     assert result.returncode == 0, result.stderr
     message = f"the notebook stopped early at cell In [{number}] ({how})"
@@ -198,8 +201,7 @@ def test_system_exit_with_another_code_is_a_cell_error(tmp_path: Path) -> None:
     summary_file = tmp_path / "summary.json"
     out = tmp_path / "run"
     result = kubemill(
-        ["run", str(NOTEBOOKS / "sysexit3.ipynb"), f"{out}/", "--termination-message-path"]
-        + [str(summary_file)]
+        ["run", str(NOTEBOOKS / "sysexit3.ipynb"), f"{out}/", *summary_to(summary_file)]
     )
     assert result.returncode == 10
     assert "cell In [2] raised SystemExit: 3" in result.stderr
@@ -510,6 +512,36 @@ def test_inspect_lists_declared_parameters() -> None:
         "default": '"eu"',
         "help": "which region to report on",
     }
+
+
+def test_a_parameters_cell_python_cannot_read_fails_at_that_cell_as_in_papermill(
+    tmp_path: Path,
+) -> None:
+    notebook = str(NOTEBOOKS / "params_broken.ipynb")
+    inspected = kubemill(["inspect", notebook, "--json"])
+    assert inspected.returncode == 0, inspected.stderr
+    assert [p["name"] for p in json.loads(inspected.stdout)] == ["alpha", "region"]
+    assert "line 2 of the parameters cell could not be read" in inspected.stderr
+
+    summary_file = tmp_path / "summary.json"
+    out = tmp_path / "o.ipynb"
+    result = kubemill(["run", notebook, str(out), "-p", "alpha", "0.5", *summary_to(summary_file)])
+    assert result.returncode == 10, result.stderr
+    assert "WARNING line 2 of the parameters cell could not be read" in result.stderr
+    summary = load(summary_file)
+    assert summary["failure"]["ename"] == "SyntaxError"
+    nb = load(out)
+    assert nb["cells"][summary["failure"]["cell"]]["metadata"]["tags"] == ["parameters"]
+    assert "alpha = 0.5" in nb["cells"][summary["failure"]["cell"] + 1]["source"]
+
+    # The names that could be read are still checked before the kernel starts.
+    wrong = kubemill(["run", notebook, str(out), "-p", "alpha", "fast"])
+    assert wrong.returncode == 2
+    assert "parameter 'alpha' is declared as float" in wrong.stderr
+    unknown = kubemill(["run", notebook, str(out), "-p", "beta", "3"])
+    assert unknown.returncode == 2
+    assert "unknown parameter 'beta'" in unknown.stderr
+    assert "(line 2 of its parameters cell could not be read)" in unknown.stderr
 
 
 def test_results_command_reads_kubemill_and_scrapbook_records(tmp_path: Path) -> None:
