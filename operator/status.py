@@ -349,7 +349,10 @@ def derive_status(
             # or the Event is no longer at hand (a restart): the last status still says why.
             blocked = (str(old["reason"]), str(old.get("message", "")))
         if complete:
-            status.update(phase="Succeeded", reason="Succeeded", message="the notebook ran")
+            early = summary.early_exit if summary is not None else None
+            said = early.get("message") if early else None
+            message = f"the notebook ran; {said}" if isinstance(said, str) else "the notebook ran"
+            status.update(phase="Succeeded", reason="Succeeded", message=message)
             status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
             status.pop("failure", None)
         elif failed:

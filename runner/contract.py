@@ -174,6 +174,11 @@ class Summary:
     failure: Mapping[str, Any] | None = field(
         default=None, metadata=_wire("failure", _json_object, omit_empty=True)
     )
+    #: How a cell ended a successful run early with `sys.exit(0)`, `sys.exit()` or `exit()`
+    #: (cell, cellId, executionCount, code, skippedCells, message); None when every cell ran.
+    early_exit: Mapping[str, Any] | None = field(
+        default=None, metadata=_wire("earlyExit", _json_object, omit_empty=True)
+    )
     #: Names of the results left out to fit, or True when even the names did not fit;
     #: results.json has them all.
     results_truncated: list[str] | bool = field(
@@ -248,6 +253,7 @@ def build_summary(
     results: Mapping[str, Any],
     failure: Mapping[str, Any] | None,
     duration_seconds: float | None,
+    early_exit: Mapping[str, Any] | None = None,
     limit: int = SUMMARY_LIMIT,
 ) -> bytes:
     """The termination message: a JSON object of at most `limit` bytes.
@@ -267,6 +273,7 @@ def build_summary(
         results=dict(results),
         duration_seconds=None if duration_seconds is None else round(duration_seconds, 3),
         failure=details,
+        early_exit=dict(early_exit) if early_exit else None,
     )
     data = summary.encode()
     if len(data) <= limit:

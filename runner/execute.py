@@ -22,7 +22,7 @@ import shutil
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -43,7 +43,15 @@ from .errors import (
     Terminated,
 )
 
-__all__ = ["CellTiming", "Execution", "ExecutionOptions", "Observer"]
+__all__ = [
+    "CellTiming",
+    "EarlyExit",
+    "Execution",
+    "ExecutionOptions",
+    "ExitRequest",
+    "Observer",
+    "exit_request",
+]
 
 
 @dataclass(frozen=True)
@@ -74,7 +82,7 @@ class CellTiming:
     cell_id: str
     start_time: float  # epoch seconds
     duration: float = 0.0
-    status: str = "running"  # running | ok | error | timeout | interrupted
+    status: str = "running"  # running | ok | error | timeout | interrupted | exited
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -84,6 +92,59 @@ class CellTiming:
             "durationSeconds": round(self.duration, 4),
             "status": self.status,
         }
+
+
+@dataclass(frozen=True)
+class ExitRequest:
+    """A cell asking to end the notebook successfully, as papermill lets it."""
+
+    code: int | None  # SystemExit's code, 0; None when it had none
+    how: str  # what the cell did, for messages: "SystemExit 0", "SystemExit", "exit()"
+
+
+#: SystemExit values that end a notebook successfully: IPython reports the exception's code as
+#: the error's evalue, "" for none; papermill's `raise_for_execution_errors` accepts these two.
+_SUCCESS_EXIT_VALUES = {"": None, "0": 0}
+
+
+def exit_request(reply: Mapping[str, Any] | None) -> ExitRequest | None:
+    """Whether a cell's execute_reply content asks to end the notebook successfully.
+
+    IPython catches a SystemExit itself and answers with an error reply (ename "SystemExit",
+    evalue its code as text), so `sys.exit()`, `sys.exit(0)` and `raise SystemExit` arrive as
+    errors; any other code or message (`sys.exit(1)`, `sys.exit("bad data")`) stays an error.
+    The text is all a kernel gives, so `sys.exit("0")` reads as `sys.exit(0)`, as in papermill.
+    `exit()` and `quit()` raise nothing: ipykernel answers "ok" with an `ask_exit` payload, its
+    request that the frontend close. nbclient ignores it and papermill runs on; a batch run
+    has nothing else to close, so it ends the notebook as the user asked.
+    """
+    if not reply:
+        return None
+    if reply.get("status") == "error" and reply.get("ename") == "SystemExit":
+        evalue = reply.get("evalue")
+        if isinstance(evalue, str) and evalue in _SUCCESS_EXIT_VALUES:
+            code = _SUCCESS_EXIT_VALUES[evalue]
+            return ExitRequest(code, "SystemExit" if code is None else f"SystemExit {code}")
+        return None
+    if reply.get("status") == "ok":
+        payloads = reply.get("payload") or []
+        if any(isinstance(p, dict) and p.get("source") == "ask_exit" for p in payloads):
+            return ExitRequest(None, "exit()")
+    return None
+
+
+@dataclass(frozen=True)
+class EarlyExit:
+    """Where and how a cell ended the notebook successfully, and what it left unrun."""
+
+    cell_id: str  # the cell that asked (ids, not indices: banners shift indices)
+    number: int  # its execution count
+    request: ExitRequest
+    skipped: tuple[str, ...]  # the ids of the code cells after it, not run
+
+    @property
+    def message(self) -> str:
+        return f"the notebook stopped early at cell In [{self.number}] ({self.request.how})"
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -102,6 +163,8 @@ class _Client(NotebookClient):
         super().__init__(nb, **kwargs)
         self._observer = observer
         self.timed_out = False
+        #: The content of the last cell's execute_reply, for `exit_request`.
+        self.last_reply: dict[str, Any] | None = None
         self.on_cell_executed = self._executed
 
     def _executed(self, cell: NotebookNode, cell_index: int, execute_reply: Any) -> None:
@@ -114,6 +177,7 @@ class _Client(NotebookClient):
         traceback, and no kernel names its exception after a sentence of ours.
         """
         content = (execute_reply or {}).get("content") or {}
+        self.last_reply = dict(content)
         expected = self.error_on_timeout or {}
         made_up = all(content.get(key) == value for key, value in expected.items())
         if expected and content.get("status") == "error" and made_up:
@@ -148,6 +212,7 @@ class Execution:
     current_cell: int | None = None  # index of the running cell
     current_number: int | None = None  # and its execution count
     cell_errors: int = 0  # errors tolerated under allow_errors
+    early_exit: EarlyExit | None = None  # a cell ended the notebook successfully
     _stop: Callable[[int | None, int | None], RunFailure] | None = None
     _force: bool = False
     _client: _Client | None = None
@@ -335,12 +400,19 @@ class Execution:
             self.observer.cell_started(index, number, total, cell)
             self.observer.changed()
             began = time.monotonic()
+            client.last_reply = None
+            exited: ExitRequest | None = None
             try:
                 await client.async_execute_cell(cell, index, execution_count=number)
                 if client.timed_out:  # tolerated as an error under allow_errors, but not here
                     raise CellTimeoutError("cell timeout")
                 timing.status = "ok"
-                if any(o.get("output_type") == "error" for o in cell.outputs):
+                # Under allow_errors a SystemExit comes back as an output, not an exception;
+                # it still ends the notebook, and is no error to tolerate.
+                exited = exit_request(client.last_reply) if self._stop is None else None
+                if exited is not None:
+                    timing.status = "exited"
+                elif any(o.get("output_type") == "error" for o in cell.outputs):
                     timing.status = "error"
                     self.cell_errors += 1
             except CellExecutionError as exc:
@@ -349,8 +421,11 @@ class Execution:
                     raise CellTimeout.after(
                         math.ceil(self.options.cell_timeout or 0), index, number
                     ) from None
-                timing.status = "interrupted" if self._stop else "error"
-                if self._stop is None:
+                exited = exit_request(client.last_reply) if self._stop is None else None
+                if exited is not None:
+                    timing.status = "exited"  # and the loop ends below, after the finally
+                elif self._stop is None:
+                    timing.status = "error"
                     raise CellError(
                         cell=index,
                         number=number,
@@ -358,7 +433,9 @@ class Execution:
                         evalue=exc.evalue,
                         traceback=_plain(exc.traceback),
                     ) from None
-                return  # run() turns the stop request into its failure
+                else:
+                    timing.status = "interrupted"
+                    return  # run() turns the stop request into its failure
             except CellTimeoutError:
                 timing.status = "timeout"
                 raise CellTimeout.after(
@@ -386,4 +463,19 @@ class Execution:
                 }
                 self.observer.cell_finished(index, number, total, timing)
                 self.observer.changed()
+            if exited is not None:
+                self._exit_early(exited, cell, number, [self.nb.cells[i] for i in code[number:]])
+                break
         self.current_cell = self.current_number = None
+
+    def _exit_early(
+        self, request: ExitRequest, cell: NotebookNode, number: int, rest: list[NotebookNode]
+    ) -> None:
+        """Record the early exit, and mark the code cells it leaves unrun as skipped, so an
+        empty cell in the output says why it is empty."""
+        for later in rest:
+            later.metadata["kubemill"] = {"status": "skipped"}
+        self.early_exit = EarlyExit(
+            str(cell.get("id", "")), number, request, tuple(str(c.get("id", "")) for c in rest)
+        )
+        self.observer.note(f"{self.early_exit.message}: {len(rest)} code cell(s) after it not run")

@@ -32,8 +32,9 @@ __all__ = [
     "INJECTED_TAG",
     "PARAMETERS_TAG",
     "Declared",
+    "ParametersCell",
+    "Unreadable",
     "check_type",
-    "declared_parameters",
     "find_tagged_cell",
     "infer_cli_value",
     "inject_parameters",
@@ -43,6 +44,7 @@ __all__ = [
     "load_yaml",
     "load_yaml_base64",
     "normalize",
+    "read_parameters_cell",
     "to_python",
     "validate_parameters",
 ]
@@ -62,6 +64,29 @@ class Declared:
 
     def as_dict(self) -> dict[str, Any]:
         return {"name": self.name, "type": self.type, "default": self.default, "help": self.help}
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """A line of the `parameters` cell that Python cannot parse, left out of the reading."""
+
+    line: int  # 1-based, within the cell
+    text: str  # the line as written
+    problem: str  # Python's complaint about it
+
+    def describe(self) -> str:
+        return (
+            f"line {self.line} of the parameters cell could not be read ({self.problem}): "
+            f"{self.text.strip()!r}"
+        )
+
+
+@dataclass(frozen=True)
+class ParametersCell:
+    """What a `parameters` cell declares, and the lines it had to leave out to read the rest."""
+
+    declared: list[Declared]
+    unreadable: list[Unreadable]
 
 
 # --- reading values ---------------------------------------------------------------------------
@@ -268,16 +293,54 @@ def _target_names(target: ast.expr) -> list[str]:
     return []
 
 
-def declared_parameters(source: str) -> list[Declared]:
-    """The names a `parameters` cell assigns at top level, with type, default and help."""
-    clean = _without_magics(source)
-    try:
-        tree = ast.parse(clean)
-    except SyntaxError as exc:
-        raise BadInputError(
-            f"the notebook's parameters cell is not valid Python (line {exc.lineno}: {exc.msg}); "
-            "fix the cell tagged 'parameters'"
-        ) from None
+def _parse_leniently(source: str) -> tuple[ast.Module, str, list[Unreadable]]:
+    """Parse `source`, setting aside the lines Python cannot parse, as papermill's inspection
+    skips a line it cannot read instead of giving up on the cell.
+
+    The line an error is reported on becomes `pass` (indented like it, so a block keeps its
+    body); if the error stays there, the line is emptied (inside brackets `pass` is no better),
+    and if the error is on an emptied or blank line, the nearest line above it still as written
+    goes (an unclosed bracket, say). Each step changes one line for good, so this ends; a cell
+    where nothing can be read gives an empty module.
+    """
+    original = source.split("\n")
+    lines = list(original)
+    state = [0] * len(lines)  # 0: as written, 1: replaced by pass, 2: emptied
+    unreadable: dict[int, Unreadable] = {}
+    for _ in range(2 * len(lines) + 1):
+        text = "\n".join(lines)
+        try:
+            return ast.parse(text), text, sorted(unreadable.values(), key=lambda u: u.line)
+        except SyntaxError as exc:
+            number = min(max(exc.lineno or len(lines), 1), len(lines))
+            if state[number - 1] == 0 and original[number - 1].strip():
+                line = original[number - 1]
+                lines[number - 1] = line[: len(line) - len(line.lstrip())] + "pass"
+                state[number - 1] = 1
+            elif state[number - 1] == 1:
+                lines[number - 1] = ""
+                state[number - 1] = 2
+            else:
+                above = [
+                    n
+                    for n in range(number - 1, 0, -1)
+                    if state[n - 1] == 0 and original[n - 1].strip()
+                ]
+                if not above:
+                    break
+                number = above[0]
+                line = original[number - 1]
+                lines[number - 1] = line[: len(line) - len(line.lstrip())] + "pass"
+                state[number - 1] = 1
+            unreadable.setdefault(number, Unreadable(number, original[number - 1], exc.msg))
+    everything = [Unreadable(n, line, "not Python") for n, line in enumerate(original, 1)]
+    return ast.Module(body=[], type_ignores=[]), "", [u for u in everything if u.text.strip()]
+
+
+def read_parameters_cell(source: str) -> ParametersCell:
+    """The names a `parameters` cell assigns at top level, with type, default and help, and
+    the lines it could not read (which the caller reports, naming them)."""
+    tree, clean, unreadable = _parse_leniently(_without_magics(source))
     comments = _comments_by_line(clean)
     found: dict[str, Declared] = {}
     for node in _assignments(tree):
@@ -294,7 +357,7 @@ def declared_parameters(source: str) -> list[Declared]:
         line = node.end_lineno or node.lineno
         for name in targets:
             found[name] = Declared(name, annotation, default or "", comments.get(line, ""))
-    return list(found.values())
+    return ParametersCell(list(found.values()), unreadable)
 
 
 # --- type checking ----------------------------------------------------------------------------
@@ -391,11 +454,14 @@ def validate_parameters(
     declared: list[Declared] | None,
     *,
     allow_unknown: bool,
+    unreadable: Sequence[Unreadable] = (),
 ) -> None:
     """Reject bad names, unknown names and values that contradict declared types.
 
     `declared` is None when the notebook has no parameters cell: then every name is accepted,
-    since there is nothing to compare against (the caller warns about it).
+    since there is nothing to compare against (the caller warns about it). `unreadable` are the
+    cell's lines that could not be read: an unknown name may be declared there, and the message
+    says so.
     """
     problems: list[str] = []
     all_names = [*values, *secret_names]
@@ -408,8 +474,10 @@ def validate_parameters(
             close = difflib.get_close_matches(name, list(by_name), n=1)
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             known = ", ".join(sorted(by_name)) or "none"
+            lines = ", ".join(str(u.line) for u in unreadable)
+            unread = f" (line {lines} of its parameters cell could not be read)" if lines else ""
             problems.append(
-                f"unknown parameter {name!r}{hint}; the notebook declares: {known}; "
+                f"unknown parameter {name!r}{hint}; the notebook declares: {known}{unread}; "
                 "pass --allow-unknown-parameters to inject it anyway"
             )
         for name, value in values.items():

@@ -136,7 +136,7 @@ class Reporter:
             self._bar.update(1)
             return
         self._emit(
-            "info" if timing.status == "ok" else "warning",
+            "info" if timing.status in ("ok", "exited") else "warning",
             f"cell {number}/{total} {timing.status} in {timing.duration:.2f}s",
             event="cell_finished",
             cell=index,

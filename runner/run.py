@@ -41,11 +41,11 @@ from .notebook import (
 )
 from .parameters import (
     PARAMETERS_TAG,
-    declared_parameters,
     find_tagged_cell,
     inject_parameters,
     json_safe,
     normalize,
+    read_parameters_cell,
     validate_parameters,
 )
 from .progress import Reporter
@@ -328,12 +328,17 @@ class _Run:
                 "as Python and runs Python notebooks only"
             )
         index = find_tagged_cell(nb, PARAMETERS_TAG)
-        declared = declared_parameters(nb.cells[index].source) if index >= 0 else None
+        cell = read_parameters_cell(nb.cells[index].source) if index >= 0 else None
+        for line in cell.unreadable if cell is not None else []:
+            # The kernel decides: IPython reads some lines Python cannot (`x = !ls`); a line
+            # neither can read fails the run at that cell, as in papermill.
+            self.reporter.warning(f"{line.describe()}; its names cannot be checked")
         validate_parameters(
             self.parameters,
             options.secrets,
-            declared,
+            cell.declared if cell is not None else None,
             allow_unknown=options.allow_unknown_parameters,
+            unreadable=cell.unreadable if cell is not None else (),
         )
         if not inject_parameters(nb, self.parameters, options.secrets):
             self.reporter.warning(
@@ -377,12 +382,45 @@ class _Run:
         if self.options.upstream.runs:
             out["upstream"] = upstream_lineage(self.options.upstream, self.upstream_digests)
         if execution is not None:
-            out["cells"] = [t.as_dict() for t in execution.timings]
+            # Indices as in the notebook this run writes, which has a banner on top at the end.
+            positions = self._positions()
+            out["cells"] = [
+                {**t.as_dict(), "index": positions.get(t.cell_id, t.index)}
+                for t in execution.timings
+            ]
             if execution.cell_errors:
                 out["tolerantCellErrors"] = execution.cell_errors
+            early = self.early_exit()
+            if early is not None:
+                assert execution.early_exit is not None
+                out["cells"] += [
+                    {"index": positions.get(cell_id), "id": cell_id, "status": "skipped"}
+                    for cell_id in execution.early_exit.skipped
+                ]
+                out["earlyExit"] = early
         if self.failure is not None:
             out["failure"] = self.failure.details()
         return out
+
+    def _positions(self) -> dict[str, int]:
+        """Each cell's index in the notebook as it is now, by id."""
+        cells = self.nb.cells if self.nb is not None else []
+        return {str(cell.get("id", "")): index for index, cell in enumerate(cells)}
+
+    def early_exit(self) -> dict[str, Any] | None:
+        """How a cell ended a successful run early (papermill's `sys.exit(0)`), for run.json,
+        the notebook's metadata and the summary; None when every cell ran or the run failed."""
+        early = self.execution.early_exit if self.execution is not None else None
+        if early is None or self.failure is not None:
+            return None
+        return {
+            "cell": self._positions().get(early.cell_id),
+            "cellId": early.cell_id,
+            "executionCount": early.number,
+            "code": early.request.code,
+            "skippedCells": len(early.skipped),
+            "message": early.message,
+        }
 
     def _set_metadata(self, status: str) -> None:
         assert self.nb is not None
@@ -447,6 +485,18 @@ class _Run:
                     f"{failure.message}.",
                     link_to_cell=False,
                     color="red",
+                ),
+            )
+        elif self.execution is not None and self.execution.early_exit is not None:
+            early = self.execution.early_exit
+            self.nb.cells.insert(
+                0,
+                status_banner(
+                    "Succeeded: stopped early",
+                    f"Cell In [{early.number}] ended the notebook ({early.request.how}); the "
+                    f"{len(early.skipped)} code cell(s) after it were not run.",
+                    link_to_cell=False,
+                    color="green",
                 ),
             )
         self._set_metadata(status)
@@ -604,13 +654,16 @@ def _outcome(run: _Run, storage_problem: StorageError | None, reporter: Reporter
         and targets.notebook.scheme != "-"
     )
     output_url = targets.notebook.uri if saved and targets is not None else None
+    early = run.early_exit() if failure is None else None
     summary = build_summary(
         exit_code=exit_code,
         output_url=output_url,
         results=results,
         failure=details,
         duration_seconds=duration,
+        early_exit=early,
     )
     if exit_code is ExitCode.OK and targets is not None:
-        reporter.info(f"succeeded in {duration:.2f}s; output: {targets.notebook.uri}")
+        how = f" ({early['message']})" if early is not None else ""
+        reporter.info(f"succeeded in {duration:.2f}s{how}; output: {targets.notebook.uri}")
     return RunOutcome(exit_code, output_url, results, details, duration, summary)

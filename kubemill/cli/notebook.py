@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from collections.abc import Mapping
 
 from .run import runner_errors, storage
@@ -34,13 +35,18 @@ def declare_results(parser: argparse.ArgumentParser) -> None:
 
 def cmd_inspect(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from kubemill.runner.notebook import parse_notebook
-    from kubemill.runner.parameters import PARAMETERS_TAG, declared_parameters, find_tagged_cell
+    from kubemill.runner.parameters import PARAMETERS_TAG, find_tagged_cell, read_parameters_cell
     from kubemill.runner.storage import Location
 
     fetched = storage(args, environ).read(Location.parse(args.notebook))
     nb, _ = parse_notebook(fetched.data, args.notebook)
     index = find_tagged_cell(nb, PARAMETERS_TAG)
-    declared = declared_parameters(nb.cells[index].source) if index >= 0 else []
+    cell = read_parameters_cell(nb.cells[index].source) if index >= 0 else None
+    declared = cell.declared if cell is not None else []
+    # Like papermill's inspection: what can be read is listed, each line that cannot is named
+    # on stderr, so --json output stays a list a script can read.
+    for line in cell.unreadable if cell is not None else []:
+        print(f"kubemill inspect: warning: {line.describe()}", file=sys.stderr)
     if args.json:
         print(json.dumps([d.as_dict() for d in declared], indent=2, ensure_ascii=False))
         return 0

@@ -119,6 +119,101 @@ def test_allow_errors_keeps_going(tmp_path: Path) -> None:
     assert nb["metadata"]["kubemill"]["tolerantCellErrors"] == 1
 
 
+def summary_to(path: Path) -> list[str]:
+    return ["--termination-message-path", str(path)]
+
+
+@pytest.mark.parametrize(
+    ("notebook", "number", "code", "how", "args"),
+    [
+        ("sysexit0.ipynb", 2, 0, "SystemExit 0", []),
+        ("systemexit.ipynb", 1, None, "SystemExit", []),
+        # Under --allow-errors the SystemExit is an output, not an exception: it still ends
+        # the notebook, and is no tolerated error.
+        ("sysexit0.ipynb", 2, 0, "SystemExit 0", ["--allow-errors"]),
+    ],
+)
+def test_system_exit_0_ends_the_run_successfully_as_in_papermill(
+    tmp_path: Path, notebook: str, number: int, code: int | None, how: str, args: list[str]
+) -> None:
+    out = tmp_path / "run"
+    summary_file = tmp_path / "summary.json"
+    result = kubemill(
+        ["run", str(NOTEBOOKS / notebook), f"{out}/", *summary_to(summary_file), *args]
+    )
+    assert result.returncode == 0, result.stderr
+    message = f"the notebook stopped early at cell In [{number}] ({how})"
+    assert message in result.stderr
+    nb = load(out / "output.ipynb")
+    banner = nb["cells"][0]
+    assert banner["metadata"]["tags"] == ["kubemill-banner"]
+    assert "Succeeded: stopped early" in banner["source"]
+    early = {
+        "cell": nb["cells"].index(next(c for c in nb["cells"] if c["id"] == "c1")),
+        "cellId": "c1",
+        "executionCount": number,
+        "code": code,
+        "skippedCells": 1,
+        "message": message,
+    }
+    exited = nb["cells"][early["cell"]]
+    # The kernel's own report stays in the cell, as papermill leaves it.
+    error = next(o for o in exited["outputs"] if o["output_type"] == "error")
+    assert (error["ename"], error["evalue"]) == ("SystemExit", "" if code is None else str(code))
+    assert exited["metadata"]["kubemill"]["status"] == "exited"
+    last = nb["cells"][-1]
+    assert last["outputs"] == [] and last["execution_count"] is None
+    assert last["metadata"]["kubemill"] == {"status": "skipped"}
+    assert "Cell should not execute." not in stdout_text(nb)
+
+    summary = load(summary_file)
+    assert (summary["status"], summary["reason"], summary["exitCode"]) == (
+        "Succeeded",
+        "Succeeded",
+        0,
+    )
+    assert summary["earlyExit"] == early and "failure" not in summary
+    lineage = load(out / "run.json")
+    assert lineage["status"] == "Succeeded" and lineage["earlyExit"] == early
+    assert nb["metadata"]["kubemill"]["earlyExit"] == early
+    assert "tolerantCellErrors" not in lineage
+    statuses = {c["id"]: (c["index"], c["status"]) for c in lineage["cells"]}
+    assert statuses["c1"] == (early["cell"], "exited")
+    assert statuses["c2"] == (len(nb["cells"]) - 1, "skipped")
+    if notebook == "sysexit0.ipynb":  # what ran before the exit is recorded, nothing after
+        assert load(out / "results.json") == {"before": 1}
+
+
+def test_exit_and_quit_end_the_run_successfully(tmp_path: Path) -> None:
+    """ipykernel answers `exit()` with a request that the frontend close, not an exception."""
+    notebook = json.loads((NOTEBOOKS / "sysexit0.ipynb").read_text())
+    notebook["cells"][2]["source"] = "exit()"
+    path = _write(tmp_path / "exit.ipynb", json.dumps(notebook))
+    result = kubemill(["run", str(path), f"{tmp_path}/run/"])
+    assert result.returncode == 0, result.stderr
+    lineage = load(tmp_path / "run" / "run.json")
+    assert lineage["earlyExit"]["code"] is None
+    assert lineage["earlyExit"]["message"].endswith("(exit())")
+    assert [c["status"] for c in lineage["cells"]] == ["ok", "exited", "skipped"]
+
+
+def test_system_exit_with_another_code_is_a_cell_error(tmp_path: Path) -> None:
+    summary_file = tmp_path / "summary.json"
+    out = tmp_path / "run"
+    result = kubemill(
+        ["run", str(NOTEBOOKS / "sysexit3.ipynb"), f"{out}/", *summary_to(summary_file)]
+    )
+    assert result.returncode == 10
+    assert "cell In [2] raised SystemExit: 3" in result.stderr
+    summary = load(summary_file)
+    assert summary["reason"] == "CellError" and "earlyExit" not in summary
+    assert (summary["failure"]["ename"], summary["failure"]["evalue"]) == ("SystemExit", "3")
+    nb = load(out / "output.ipynb")
+    assert "Execution failed: CellError" in nb["cells"][0]["source"]
+    assert nb["cells"][summary["failure"]["cell"]]["source"] == "sys.exit(3)"
+    assert "earlyExit" not in load(out / "run.json")
+
+
 @pytest.mark.parametrize(
     ("args", "code", "reason", "message"),
     [
@@ -417,6 +512,36 @@ def test_inspect_lists_declared_parameters() -> None:
         "default": '"eu"',
         "help": "which region to report on",
     }
+
+
+def test_a_parameters_cell_python_cannot_read_fails_at_that_cell_as_in_papermill(
+    tmp_path: Path,
+) -> None:
+    notebook = str(NOTEBOOKS / "params_broken.ipynb")
+    inspected = kubemill(["inspect", notebook, "--json"])
+    assert inspected.returncode == 0, inspected.stderr
+    assert [p["name"] for p in json.loads(inspected.stdout)] == ["alpha", "region"]
+    assert "line 2 of the parameters cell could not be read" in inspected.stderr
+
+    summary_file = tmp_path / "summary.json"
+    out = tmp_path / "o.ipynb"
+    result = kubemill(["run", notebook, str(out), "-p", "alpha", "0.5", *summary_to(summary_file)])
+    assert result.returncode == 10, result.stderr
+    assert "WARNING line 2 of the parameters cell could not be read" in result.stderr
+    summary = load(summary_file)
+    assert summary["failure"]["ename"] == "SyntaxError"
+    nb = load(out)
+    assert nb["cells"][summary["failure"]["cell"]]["metadata"]["tags"] == ["parameters"]
+    assert "alpha = 0.5" in nb["cells"][summary["failure"]["cell"] + 1]["source"]
+
+    # The names that could be read are still checked before the kernel starts.
+    wrong = kubemill(["run", notebook, str(out), "-p", "alpha", "fast"])
+    assert wrong.returncode == 2
+    assert "parameter 'alpha' is declared as float" in wrong.stderr
+    unknown = kubemill(["run", notebook, str(out), "-p", "beta", "3"])
+    assert unknown.returncode == 2
+    assert "unknown parameter 'beta'" in unknown.stderr
+    assert "(line 2 of its parameters cell could not be read)" in unknown.stderr
 
 
 def test_results_command_reads_kubemill_and_scrapbook_records(tmp_path: Path) -> None:

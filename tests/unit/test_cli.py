@@ -194,3 +194,28 @@ def test_a_json_file_is_read_as_json_where_a_yaml_file_would_change_it(tmp_path:
     paths = _write_parts(tmp_path, text, [])
     assert _sources(["-f", paths[0]]) != {"big": 1e20, "face": "😀"}
     assert _sources(["--parameters-json-file", paths[0]]) == {"big": 1e20, "face": "😀"}
+
+
+def test_inspect_lists_what_a_broken_parameters_cell_declares_and_names_the_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import nbformat
+
+    cell = nbformat.v4.new_code_cell(
+        'alpha: float = 0.1  # learning rate\nbeta = = 2\nregion: str = "eu"'
+    )
+    cell.metadata["tags"] = ["parameters"]
+    path = tmp_path / "broken.ipynb"
+    path.write_text(nbformat.writes(nbformat.v4.new_notebook(cells=[cell])))
+
+    assert main(["inspect", str(path)], environ={}) == 0
+    out, err = capsys.readouterr()
+    assert [line.split()[0] for line in out.splitlines()] == ["NAME", "alpha", "region"]
+    assert err == (
+        "kubemill inspect: warning: line 2 of the parameters cell could not be read "
+        "(invalid syntax): 'beta = = 2'\n"
+    )
+    assert main(["inspect", str(path), "--json"], environ={}) == 0
+    out, err = capsys.readouterr()
+    assert [p["name"] for p in json.loads(out)] == ["alpha", "region"]  # stdout stays JSON
+    assert "line 2" in err

@@ -64,6 +64,25 @@ def test_small_summary_is_complete() -> None:
     }
 
 
+def test_an_early_exit_is_in_the_summary_and_reads_back() -> None:
+    early = {"cell": 3, "cellId": "c1", "executionCount": 2, "code": 0, "skippedCells": 1}
+    data = build_summary(
+        exit_code=ExitCode.OK,
+        output_url=None,
+        results={},
+        failure=None,
+        duration_seconds=1.0,
+        early_exit=early,
+    )
+    assert json.loads(data)["earlyExit"] == early
+    summary = parse_summary(data)
+    assert summary is not None and summary.early_exit == early
+    plain = build_summary(
+        exit_code=ExitCode.OK, output_url=None, results={}, failure=None, duration_seconds=1.0
+    )
+    assert "earlyExit" not in json.loads(plain)
+
+
 def test_large_results_are_dropped_largest_first_and_named() -> None:
     results = {"small": 1, "big": "x" * 5000, "medium": "y" * 1000}
     data = build_summary(
@@ -153,7 +172,7 @@ def test_every_field_survives_build_and_parse() -> None:
     # The test names every field: a new one must be added to the contract's test too.
     assert {f.name for f in dataclasses.fields(Summary)} == {
         "exit_code", "status", "reason", "output_url", "results", "duration_seconds",
-        "failure", "results_truncated", "failure_truncated",
+        "failure", "early_exit", "results_truncated", "failure_truncated",
     }  # fmt: skip
 
 

@@ -59,6 +59,18 @@ def test_success_carries_results_and_duration() -> None:
     }  # fmt: skip
 
 
+def test_an_early_exit_succeeds_and_the_message_says_where_it_stopped() -> None:
+    early = {"cell": 3, "cellId": "c1", "code": 0, "message": "the notebook stopped early at x"}
+    summary = {"exitCode": 0, "earlyExit": early}
+    status = derive_status(RUN, job(("Complete", "")), [pod("p1", T0, summary, "Succeeded")], T1)
+    assert (status["phase"], status["reason"]) == ("Succeeded", "Succeeded")
+    assert status["message"] == "the notebook ran; the notebook stopped early at x"
+    plain = derive_status(
+        RUN, job(("Complete", "")), [pod("p1", T0, {"exitCode": 0}, "Succeeded")], T1
+    )
+    assert plain["message"] == "the notebook ran"
+
+
 def test_the_last_attempt_speaks_and_earlier_results_do_not_linger() -> None:
     first = {"exitCode": 10, "results": {"partial": 1}, "failure": {"reason": "CellError"}}
     last = {

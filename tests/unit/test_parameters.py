@@ -15,7 +15,6 @@ from kubemill.runner.parameters import (
     INJECTED_TAG,
     PARAMETERS_TAG,
     check_type,
-    declared_parameters,
     infer_cli_value,
     inject_parameters,
     json_safe,
@@ -23,6 +22,7 @@ from kubemill.runner.parameters import (
     load_yaml,
     load_yaml_base64,
     normalize,
+    read_parameters_cell,
     to_python,
     validate_parameters,
 )
@@ -109,11 +109,11 @@ def test_json_safe_spells_non_finite_floats() -> None:
 
 def test_tuple_and_nested_assignments_are_declared() -> None:
     source = "start, end = 1, 2\nif True:\n    limit = 10\ndef f():\n    hidden = 1\n"
-    assert [d.name for d in declared_parameters(source)] == ["start", "end", "limit"]
+    assert [d.name for d in read_parameters_cell(source).declared] == ["start", "end", "limit"]
 
 
 def test_a_number_for_a_string_suggests_r() -> None:
-    declared = declared_parameters("code: str = 'a'\n")
+    declared = read_parameters_cell("code: str = 'a'\n").declared
     with pytest.raises(BadInputError, match="pass -r code VALUE to give it as a string"):
         validate_parameters({"code": 7}, [], declared, allow_unknown=False)
 
@@ -152,7 +152,7 @@ when: pd.Timestamp = None
 
 
 def test_declared_parameters_have_type_default_and_help() -> None:
-    declared = {d.name: d for d in declared_parameters(PARAMS_SOURCE)}
+    declared = {d.name: d for d in read_parameters_cell(PARAMS_SOURCE).declared}
     assert list(declared) == ["alpha", "region", "n", "tags", "mode", "maybe", "either", "when"]
     assert declared["alpha"].as_dict() == {
         "name": "alpha",
@@ -165,9 +165,53 @@ def test_declared_parameters_have_type_default_and_help() -> None:
     assert declared["n"].help == ""
 
 
-def test_parameters_cell_with_a_syntax_error_is_reported() -> None:
-    with pytest.raises(BadInputError, match="not valid Python"):
-        declared_parameters("alpha = = 1")
+@pytest.mark.parametrize(
+    ("source", "names", "lines"),
+    [
+        # papermill's own example of a line it skips: two '=' on one line.
+        ('a = 1\nb = 2 = 3 oops\nc = "x"', ["a", "c"], [2]),
+        ("alpha = = 1", [], [1]),
+        ("a = [1,\nb = 2", ["b"], [1]),  # an unclosed bracket costs its own line only
+        ("x = {\n 'a': 1 2,\n}\ny = 2", ["x", "y"], [2]),  # inside brackets
+        ("if True:\n    a = = 1\nb = 2", ["b"], [2]),  # inside a block, which keeps a body
+        ("  a = 1\nb = 2", ["b"], [1]),
+        ("files = !ls\nn = 1", ["n"], [1]),  # IPython syntax that Python cannot read
+        ("a = 1\nb = = 2\nc = 3 3\nd = 4", ["a", "d"], [2, 3]),
+        ("(((", [], [1]),
+        ("a = 1\n%matplotlib inline\nb = 2", ["a", "b"], []),  # magics are not errors
+        ("", [], []),
+    ],
+)
+def test_unreadable_lines_are_named_and_the_rest_is_read(
+    source: str, names: list[str], lines: list[int]
+) -> None:
+    cell = read_parameters_cell(source)
+    assert [d.name for d in cell.declared] == names
+    assert [u.line for u in cell.unreadable] == lines
+
+
+def test_an_unreadable_line_keeps_the_help_of_its_neighbours() -> None:
+    cell = read_parameters_cell('a: int = 1  # help\nb = = 2\nc: str = "x"  # the c')
+    assert [d.as_dict() for d in cell.declared] == [
+        {"name": "a", "type": "int", "default": "1", "help": "help"},
+        {"name": "c", "type": "str", "default": '"x"', "help": "the c"},
+    ]
+    (line,) = cell.unreadable
+    assert line.describe() == (
+        "line 2 of the parameters cell could not be read (invalid syntax): 'b = = 2'"
+    )
+
+
+def test_names_read_around_an_unreadable_line_are_still_checked() -> None:
+    cell = read_parameters_cell("alpha: float = 0.1\nbeta = = 2\nregion = 'eu'")
+    validate_parameters({"alpha": 0.5, "region": "us"}, [], cell.declared, allow_unknown=False)
+    with pytest.raises(BadInputError, match="'alpha' is declared as float"):
+        validate_parameters({"alpha": "x"}, [], cell.declared, allow_unknown=False)
+    # A name the cell may declare on the unreadable line: unknown, and the message says why.
+    with pytest.raises(BadInputError, match=r"'beta'.*\(line 2 of its parameters cell could"):
+        validate_parameters(
+            {"beta": 1}, [], cell.declared, allow_unknown=False, unreadable=cell.unreadable
+        )
 
 
 @pytest.mark.parametrize(
@@ -209,7 +253,7 @@ def test_type_checks(annotation: str, value: Any, expected: bool | None) -> None
 
 
 def test_validation_accepts_good_values() -> None:
-    declared = declared_parameters(PARAMS_SOURCE)
+    declared = read_parameters_cell(PARAMS_SOURCE).declared
     validate_parameters(
         {"alpha": 1, "region": "us", "mode": "slow", "when": "2026"},
         [],
@@ -219,7 +263,7 @@ def test_validation_accepts_good_values() -> None:
 
 
 def test_validation_reports_every_problem_in_one_message() -> None:
-    declared = declared_parameters(PARAMS_SOURCE)
+    declared = read_parameters_cell(PARAMS_SOURCE).declared
     with pytest.raises(BadInputError) as caught:
         validate_parameters({"alpah": 0.2, "region": 5, "2x": 1}, [], declared, allow_unknown=False)
     message = caught.value.message
@@ -231,7 +275,7 @@ def test_validation_reports_every_problem_in_one_message() -> None:
 
 
 def test_unknown_names_are_allowed_on_request_or_without_a_parameters_cell() -> None:
-    declared = declared_parameters(PARAMS_SOURCE)
+    declared = read_parameters_cell(PARAMS_SOURCE).declared
     validate_parameters({"extra": 1}, [], declared, allow_unknown=True)
     validate_parameters({"extra": 1}, [], None, allow_unknown=False)
 
@@ -242,7 +286,7 @@ def test_keywords_are_not_parameter_names() -> None:
 
 
 def test_secret_declared_with_a_non_string_type_is_rejected() -> None:
-    declared = declared_parameters("token: int = 0\n")
+    declared = read_parameters_cell("token: int = 0\n").declared
     with pytest.raises(BadInputError, match="secrets are strings"):
         validate_parameters({}, ["token"], declared, allow_unknown=False)
 
