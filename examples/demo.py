@@ -7,8 +7,8 @@ either way, and prints its status, results and where the output is. Then it prev
 applies examples/daily-report-schedule.yaml, triggers it by hand, waits for a run on its own
 slot, and suspends it. Last, it applies examples/reports-workflow.yaml: the report for three
 regions, a test notebook (examples/check_report.ipynb, with kubemill.testing) over their outputs,
-and a summary after it, and prints the workflow's step table. The sandbox keeps running afterwards for kubectl; `make sandbox-down`
-stops it.
+and a summary after it, and prints the workflow's step table. The sandbox keeps running
+afterwards for kubectl; `make sandbox-down` stops it.
 
 Every stage runs inside a `Step`: when anything in it fails (a command exits non-zero, a wait
 times out, an exception), the demo prints what failed, the state and Events of the objects the
