@@ -356,14 +356,13 @@ def test_a_run_waits_without_a_job_then_starts_when_its_upstream_succeeds(
     reconciler.runs.apply(KEY, "MODIFIED", {**downstream, "status": cluster.status})
     reconciler.reconcile(KEY)
     assert cluster.calls[1:] == [
-        ("configmap", f"{JOB}-parameters-0"),
-        ("configmap", f"{JOB}-upstream"),
+        ("configmap", f"{JOB}-parameters-0"),  # the upstream file rides along
         ("create", JOB),
         ("status", "Pending"),
     ]
-    parameters, upstream = (c["data"] for c in cluster.config_maps)
-    assert json.loads(parameters["parameters.json"]) == {"rows": [1, None]}
-    assert json.loads(upstream["upstream.json"])["upstream"][0]["uid"] == "up-uid"
+    (data,) = (c["data"] for c in cluster.config_maps)
+    assert json.loads(data["parameters.json"]) == {"rows": [1, None]}
+    assert json.loads(data["upstream.json"])["upstream"][0]["uid"] == "up-uid"
 
 
 def test_a_run_whose_upstream_failed_fails_without_a_job() -> None:
