@@ -252,7 +252,9 @@ def status_schema() -> dict[str, Any]:
                 "change, so an edit never fires a run for an earlier slot."
             ),
             "lastScheduleTime": time_schema("The slot of the newest run created on schedule."),
-            "lastSuccessfulTime": time_schema("When the newest successful run completed."),
+            "lastSuccessfulTime": time_schema(
+                "When the newest successful run (or workflow) completed."
+            ),
             "nextScheduleTime": time_schema("The next slot; empty while suspended."),
             "lastConsideredTime": time_schema(
                 "Every slot up to this time has been handled: run, or skipped on purpose "
@@ -263,11 +265,11 @@ def status_schema() -> dict[str, Any]:
             ),
             "active": {
                 "type": "array",
-                "description": "Runs of this schedule that have not finished.",
+                "description": "Runs (or workflows) of this schedule that have not finished.",
                 "items": {
                     "type": "object",
                     "properties": {
-                        "name": string_schema("The NotebookRun's name."),
+                        "name": string_schema("The NotebookRun's (or NotebookWorkflow's) name."),
                         "scheduledTime": time_schema("The slot it runs for."),
                     },
                 },
