@@ -356,12 +356,6 @@ INVALID_SCHEDULES += [
         "spec.workflowTemplate.spec.finally[].name: a finally step has the name of a step in "
         "spec.workflowTemplate.spec.steps",
     ),
-    (
-        "workflow-template-step-without-notebook",
-        {},
-        _workflow_schedule([{"name": "load", "runTemplate": {"spec": {"parameters": {"a": 1}}}}]),
-        "set exactly one of spec.workflowTemplate.spec.steps[].runTemplate.spec.notebook",
-    ),
 ]
 
 _RUN_FIELD = re.compile(r"(?<![\w.\[])spec\.")
