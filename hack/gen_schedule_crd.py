@@ -28,6 +28,7 @@ from kubemill.operator.schema_rules import cel_string
 from kubemill.operator.template_schema import (
     conditions_schema,
     crd_document,
+    drop_rules,
     openapi_schema,
     render_crd,
     string_schema,
@@ -66,16 +67,6 @@ def _variables() -> str:
     return "; ".join(f"{name}: {what}" for name, what in TEMPLATE_VARIABLES.items())
 
 
-def _drop_rules(node: Any) -> None:
-    if isinstance(node, dict):
-        node.pop("x-kubernetes-validations", None)
-        for value in node.values():
-            _drop_rules(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_rules(value)
-
-
 def workflow_template_spec() -> Any:
     """The NotebookWorkflow spec schema, its messages naming spec.workflowTemplate.spec.
 
@@ -93,7 +84,7 @@ def workflow_template_spec() -> Any:
         f"placeholders, filled in for each workflow: {_variables()}.",
     )
     for part in ("steps", "finally"):
-        _drop_rules(spec["properties"][part]["items"]["properties"]["runTemplate"])
+        drop_rules(spec["properties"][part]["items"]["properties"]["runTemplate"])
     return spec
 
 
