@@ -223,6 +223,26 @@ class KubernetesCluster:
                 exc, name, f"run {name} was rejected: ", suffix="; fix spec.runTemplate"
             ) from None
 
+    def create_workflow(self, namespace: str, workflow: Mapping[str, Any]) -> None:
+        try:
+            self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, WORKFLOW_PLURAL, dict(workflow)
+            )
+        except self._error as exc:
+            name = workflow["metadata"]["name"]
+            raise refusal(
+                exc, name, f"workflow {name} was rejected: ", suffix="; fix spec.workflowTemplate"
+            ) from None
+
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        try:
+            self._custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, WORKFLOW_PLURAL, name, propagation_policy="Background"
+            )
+        except self._error as exc:
+            if exc.status != 404:
+                raise TransientError(api_problem(exc)) from None
+
     def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
             found: Mapping[str, Any] = self._custom.get_namespaced_custom_object(
