@@ -229,7 +229,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
-    given = Path(args.state)
+    given = Path(args.state).absolute()
     if given.is_dir():
         found = sorted(given.glob(f"*/*{STATE_SUFFIX}")) + sorted(given.glob(f"*{STATE_SUFFIX}"))
         if len(found) != 1:
@@ -283,8 +283,11 @@ class _Driver:
                 status = self.local.workflow.get("status") or {}
                 if status.get("reason") == "InvalidSpec" and not status.get("steps"):
                     raise UsageError(str(status.get("message")))
-                for start in ready[: max(0, parallel - len(self.running))]:
-                    self._launch(start, scratch)
+                free = max(0, parallel - len(self.running))
+                if ready[:free]:
+                    for start in ready[:free]:
+                        self._launch(start, scratch)
+                    continue  # plan again: the workflow's status counts them as running
                 self._save()
                 self._show()
                 if not self.running:
@@ -339,9 +342,8 @@ class _Driver:
         except InvalidSpec as exc:
             ended_without_start(run, exc.reason, exc.message, now)
             return
-        logs = self.state.with_suffix("").with_suffix(".logs")
-        logs.mkdir(parents=True, exist_ok=True)
-        log = logs / f"{meta['name']}.log"
+        log = self._log(meta["name"])
+        log.parent.mkdir(parents=True, exist_ok=True)
         # The kubemill of this interpreter, not whichever is first on PATH.
         sibling = Path(sys.executable).with_name("kubemill")
         kubemill = str(sibling) if sibling.exists() else (shutil.which("kubemill") or "kubemill")
@@ -357,6 +359,12 @@ class _Driver:
         run["status"] = started_status(run, now)
         threading.Thread(target=self._await, args=(meta["name"], process), daemon=True).start()
 
+    def _log(self, run: str) -> Path:
+        """Where a run's runner output goes: beside the state file, since a run folder may
+        be in S3, and the runner writes nothing but notebooks and results there."""
+        name = self.state.name.removesuffix(STATE_SUFFIX)
+        return self.state.with_name(f"{name}.logs") / f"{run}.log"
+
     def _await(self, name: str, process: subprocess.Popen[bytes]) -> None:
         process.wait()
         self.ended.put(name)
@@ -368,8 +376,6 @@ class _Driver:
         run = self.local.runs[name]
         code = done.process.returncode
         run["status"] = ended_status(run, summary, code, done.began, rfc3339())
-        if run["status"].get("phase") == "Failed":
-            run["status"]["message"] = f"{run['status'].get('message')} (log: {done.log})"
 
     def _stop(self) -> None:
         for done in self.running.values():
@@ -404,6 +410,9 @@ class _Driver:
             said = ""
             if phase in ("Failed", "Skipped"):
                 said = f"  {entry.get('reason')}: {entry.get('message', '')}"
+            log = self._log(str(entry.get("runName")))
+            if phase == "Failed" and log.exists():
+                said += f" (log: {log})"
             when = f" in {entry['duration']}" if entry.get("duration") else ""
             self.out.write(f"{label} {phase}{when}{said}\n")
             self.out.flush()
