@@ -225,7 +225,7 @@ def test_override_sets_a_step_parameter_and_refuses_unknown_steps() -> None:
     assert wf["spec"]["steps"][1]["runTemplate"]["spec"]["parameters"] == {"y": "z"}
     with pytest.raises(UsageError, match="no step 'c'"):
         override(wf, [("c.x", 1)])
-    with pytest.raises(UsageError, match="STEP.NAME"):
+    with pytest.raises(UsageError, match=r"STEP\.NAME"):
         override(wf, [("a", 1)])
 
 
