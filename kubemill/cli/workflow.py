@@ -277,6 +277,9 @@ class _Driver:
     def drive(self) -> int:
         parallel = self.args.parallel or os.cpu_count() or 1
         scratch = Path(tempfile.mkdtemp(prefix="kubemill-workflow-"))
+        # What ended before this command (a retry's, --only's reused steps) is not news.
+        for entry in (self.local.workflow.get("status") or {}).get("steps") or []:
+            self.shown[step_label(entry)] = str(entry.get("phase"))
         try:
             while True:
                 ready = advance(self.local, rfc3339(), list(self.running), self._secrets)
