@@ -45,6 +45,7 @@ __all__ = [
     "run_folder",
     "runner_args",
     "started_status",
+    "stranded",
 ]
 
 KIND = "NotebookWorkflow"
@@ -305,6 +306,20 @@ def advance(
         if not changed:
             return ready
     raise RuntimeError("the workflow's plan did not settle")  # a bug: plans converge
+
+
+def stranded(local: Local, now: str) -> None:
+    """Fail the runs that wait for what will never come here: a `notebookRunRef` to a run
+    this workflow does not make. On a cluster such a run waits until someone creates that
+    run; here nothing else can, and waiting would never end."""
+    for run in local.runs.values():
+        status = run.get("status") or {}
+        if status.get("phase") == "Waiting" and not status.get("jobName"):
+            message = (
+                f"{status.get('message')}, which nothing creates when the workflow runs here; "
+                "take values from this workflow's steps with stepRef"
+            )
+            ended_without_start(run, "InvalidSpec", message, now)
 
 
 def _job(start: str, end: str | None, code: int | None) -> dict[str, Any]:

@@ -41,10 +41,11 @@ from .localflow import (
     run_folder,
     runner_args,
     started_status,
+    stranded,
     upstream_text,
 )
 from .schedule import UsageError, positive, usage_errors
-from .workflow_report import graph, junit_xml, step_label, summary_lines, table_lines
+from .workflow_report import graph, junit_xml, redraw, step_label, summary_lines, table_lines
 
 __all__ = ["declare_workflow", "state_path"]
 
@@ -297,7 +298,7 @@ class _Driver:
                     if self.local.phase in TERMINAL:
                         break
                     if not ready:
-                        raise RuntimeError("nothing runs and nothing can start: a bug")
+                        stranded(self.local, rfc3339())
                     continue
                 self._finish(self.ended.get())
         except KeyboardInterrupt:
@@ -398,9 +399,7 @@ class _Driver:
     def _show(self) -> None:
         if self.out.isatty():
             lines = table_lines(self.local.workflow)
-            if self.drawn:
-                self.out.write(f"\x1b[{self.drawn}F\x1b[J")
-            self.out.write("\n".join(lines) + "\n")
+            self.out.write(redraw(lines, self.drawn))
             self.drawn = len(lines)
             self.out.flush()
             return

@@ -14,7 +14,7 @@ from typing import Any
 from kubemill.operator.times import parse_rfc3339
 from kubemill.operator.workflows import parse_steps
 
-__all__ = ["graph", "junit_xml", "step_label", "summary_lines", "table_lines"]
+__all__ = ["graph", "junit_xml", "redraw", "step_label", "summary_lines", "table_lines"]
 
 #: Characters of a traceback's end quoted in a JUnit failure: the lines that say what failed,
 #: not the whole stack a CI page would fold away anyway.
@@ -49,6 +49,13 @@ def table_lines(workflow: Mapping[str, Any]) -> list[str]:
         "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
         for row in [_COLUMNS, *rows]
     ]
+
+
+def redraw(lines: Sequence[str], drawn: int) -> str:
+    """The text that replaces the `drawn` lines last written to a terminal with `lines`: the
+    cursor back to the first of them (CSI n F), the rest of the screen cleared (CSI J)."""
+    back = f"\x1b[{drawn}F\x1b[J" if drawn else ""
+    return back + "".join(f"{line}\n" for line in lines)
 
 
 def summary_lines(workflow: Mapping[str, Any], output: str) -> list[str]:

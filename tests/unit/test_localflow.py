@@ -22,10 +22,11 @@ from kubemill.cli.localflow import (
     run_folder,
     runner_args,
     started_status,
+    stranded,
     upstream_text,
 )
 from kubemill.cli.schedule import UsageError
-from kubemill.cli.workflow_report import graph, junit_xml, summary_lines, table_lines
+from kubemill.cli.workflow_report import graph, junit_xml, redraw, summary_lines, table_lines
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.workflows import RETRY
 from kubemill.runner.contract import ExitCode, build_summary
@@ -403,3 +404,21 @@ def test_options_parse() -> None:
         "j",
         "./kubemill-runs/",
     )
+
+
+def test_a_run_waiting_for_a_run_no_step_makes_fails_instead_of_waiting_for_ever() -> None:
+    outside = {"name": "x", "notebookRunRef": {"name": "made-elsewhere", "result": "x"}}
+    local = Local(manifest(step("a", parametersFrom=[outside])))
+    assert advance(local, T0, []) == []
+    assert local.runs["wf-a"]["status"]["phase"] == "Waiting"
+    stranded(local, T1)
+    advance(local, T1, [])
+    status = local.runs["wf-a"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert "run made-elsewhere (it does not exist yet)" in status["message"]
+    assert local.phase == "Failed"
+
+
+def test_the_table_is_redrawn_in_place_on_a_terminal() -> None:
+    assert redraw(["A", "b"], 0) == "A\nb\n"
+    assert redraw(["A", "b", "c"], 2) == "\x1b[2F\x1b[JA\nb\nc\n"
