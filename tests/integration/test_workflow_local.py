@@ -289,3 +289,24 @@ def test_bad_manifests_are_bad_input(tmp_path: Path, document: dict[str, Any], s
         assert said in done.stderr
     done = kubemill(["workflow", "run", str(tmp_path / "wf.yaml"), "-p", "nope.x", "1"])
     assert done.returncode == 2
+
+
+def test_run_folders_in_s3_as_on_the_cluster(
+    tmp_path: Path, s3_admin: Any, bucket: str, s3_env: dict[str, str]
+) -> None:
+    wf = manifest(tmp_path / "wf.yaml", diamond(3))
+    done = kubemill(
+        ["workflow", "run", wf, "--output-dir", str(tmp_path / "state"),
+         "--output", f"s3://{bucket}/runs/"],
+        env=s3_env,
+        timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert f"outputs: s3://{bucket}/runs/analytics/" in done.stdout
+    listed = s3_admin.list_objects_v2(Bucket=bucket, Prefix="runs/analytics/")
+    keys = {item["Key"] for item in listed.get("Contents", [])}
+    assert "runs/analytics/sales-by-region-2/results.json" in keys
+    assert "runs/analytics/sales-check/output.ipynb" in keys
+    state = load(tmp_path / "state/analytics/sales.workflow.json")
+    urls = {e["name"]: e.get("outputUrl") for e in state["workflow"]["status"]["steps"]}
+    assert urls["extract"] == f"s3://{bucket}/runs/analytics/sales-extract/output.ipynb"
