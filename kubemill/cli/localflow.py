@@ -369,6 +369,8 @@ def ended_status(
 ) -> dict[str, Any]:
     """The status of a run whose runner ended with `exit_code`, leaving `summary` (its
     termination message): what the run controller writes for a Job and pod that ended so."""
+    if exit_code < 0:
+        exit_code = 128 - exit_code  # killed by a signal: the code a container reports
     if exit_code == 0 and parse_summary(summary) is None:
         exit_code = 1  # (the runner always leaves one; without it nothing says what it did)
     job = _job(start, end, exit_code)

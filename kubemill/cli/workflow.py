@@ -14,6 +14,8 @@ import json
 import os
 import queue
 import shutil
+import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -281,6 +283,8 @@ class _Driver:
         # What ended before this command (a retry's, --only's reused steps) is not news.
         for entry in (self.local.workflow.get("status") or {}).get("steps") or []:
             self.shown[step_label(entry)] = str(entry.get("phase"))
+        # A cancelled CI job gets SIGTERM: stop the runs as Ctrl-C does, so each saves.
+        signal.signal(signal.SIGTERM, _interrupt)
         try:
             while True:
                 ready = advance(self.local, rfc3339(), list(self.running), self._secrets)
@@ -303,6 +307,7 @@ class _Driver:
                 self._finish(self.ended.get())
         except KeyboardInterrupt:
             self._stop()
+            advance(self.local, rfc3339(), [], self._secrets)  # the status says where it stopped
             self._save()
             print("kubemill workflow: interrupted; the runs that were going were stopped",
                   file=sys.stderr)  # fmt: skip
@@ -358,6 +363,9 @@ class _Driver:
                 stdout=sink,
                 stderr=subprocess.STDOUT,
                 env=_run_environment(os.environ, meta),
+                # Out of the terminal's process group: Ctrl-C reaches this process only, which
+                # stops each run once (a second signal would stop a runner before it saves).
+                start_new_session=True,
             )
         self.running[meta["name"]] = _Process(start, process, now, own, log)
         run["status"] = started_status(run, now)
@@ -423,12 +431,17 @@ class _Driver:
         workflow = self.local.workflow
         status = workflow.get("status") or {}
         if self.args.junit_xml:
-            Path(self.args.junit_xml).write_bytes(junit_xml(workflow, self.local.runs))
+            report = junit_xml(workflow, self.local.runs, socket.gethostname() or "localhost")
+            Path(self.args.junit_xml).write_bytes(report)
         folder = f"{self.root.rstrip('/')}/{workflow['metadata']['namespace']}/"
         self.out.write("\n".join(summary_lines(workflow, folder)) + "\n")
         tests = status.get("tests") or {}
         passed = status.get("phase") == "Succeeded" and not tests.get("failed")
         return 0 if passed else _FAILED
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def _run_environment(environ: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:

@@ -106,13 +106,26 @@ def _parameters(run: Mapping[str, Any]) -> dict[str, str]:
     return shown
 
 
-def junit_xml(workflow: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]) -> bytes:
+def junit_xml(
+    workflow: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]], hostname: str = "localhost"
+) -> bytes:
     """The workflow as one JUnit test suite: a testcase per step run (and forEach item), a
-    failure for each that failed, skipped for each skipped; what CI test reports read."""
+    failure for each that failed, skipped for each skipped; what CI test reports read.
+
+    Shaped by the schema Jenkins reads (its junit/xunit plugins, pytest's xunit2 family;
+    GitLab reads the same elements): properties belong to the suite, not to a testcase, so each
+    run's parameters and duration are suite properties named after its testcase
+    (`by-region[1].parameter.region`); a testcase holds its failure or skipped and, in
+    system-out, its output notebook. The suite also carries what the stricter Ant schema
+    (windyroad's JUnit.xsd) requires of it: hostname, timestamp, id and package."""
     name = str(workflow["metadata"]["name"])
     status = workflow.get("status") or {}
     suites = ET.Element("testsuites", name=name)
     suite = ET.SubElement(suites, "testsuite", name=name)
+    properties = ET.SubElement(suite, "properties")
+    for key in ("phase", "attempt"):
+        if status.get(key) is not None:
+            ET.SubElement(properties, "property", name=f"workflow.{key}", value=str(status[key]))
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     total = 0.0
     for entry in _entries(workflow):
@@ -120,15 +133,13 @@ def junit_xml(workflow: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]
         run_status = run.get("status") or {}
         seconds = _seconds(run_status)
         total += seconds
-        case = ET.SubElement(
-            suite, "testcase", name=step_label(entry), classname=name, time=f"{seconds:.3f}"
-        )
-        properties = ET.SubElement(case, "properties")
+        label = step_label(entry)
+        case = ET.SubElement(suite, "testcase", name=label, classname=name, time=f"{seconds:.3f}")
         for key, value in _parameters(run).items():
-            ET.SubElement(properties, "property", name=f"parameter.{key}", value=value)
-        ET.SubElement(properties, "property", name="duration", value=str(entry.get("duration", "")))
-        if entry.get("test"):
-            ET.SubElement(properties, "property", name="test", value="true")
+            ET.SubElement(properties, "property", name=f"{label}.parameter.{key}", value=value)
+        if entry.get("duration"):
+            duration = str(entry["duration"])
+            ET.SubElement(properties, "property", name=f"{label}.duration", value=duration)
         counts["tests"] += 1
         phase = entry.get("phase")
         message = f"{entry.get('reason', phase)}: {entry.get('message', '')}"
@@ -141,14 +152,18 @@ def junit_xml(workflow: Mapping[str, Any], runs: Mapping[str, Mapping[str, Any]]
             ET.SubElement(case, "skipped", message=message)
         if entry.get("outputUrl"):
             ET.SubElement(case, "system-out").text = str(entry["outputUrl"])
+    ET.SubElement(suite, "system-out")
+    ET.SubElement(suite, "system-err")
     attributes = {
         **{key: str(value) for key, value in counts.items()},
         "errors": "0",
         "time": f"{_seconds(status) or total:.3f}",
     }
-    if status.get("startTime"):
-        attributes["timestamp"] = str(status["startTime"]).rstrip("Z")
-    suite.attrib.update(attributes)
+    # The schemas' timestamp is a local date-time without a zone; the status's is UTC.
+    timestamp = str(status.get("startTime") or "1970-01-01T00:00:00Z").rstrip("Z")
+    suite.attrib.update(
+        {**attributes, "timestamp": timestamp, "hostname": hostname, "id": "0", "package": name}
+    )
     suites.attrib.update({k: attributes[k] for k in ("tests", "failures", "errors", "time")})
     ET.indent(suites)
     text: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)

@@ -4,6 +4,9 @@ each step a `kubemill run` process, with the operator's rules, run names and run
 from __future__ import annotations
 
 import json
+import re
+import signal
+import time
 import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
@@ -13,7 +16,7 @@ import pytest
 import yaml
 
 from tests.conftest import NOTEBOOKS, kubemill
-from tests.integration.helpers import load
+from tests.integration.helpers import load, start, stop, wait_for_line
 
 pytestmark = pytest.mark.integration
 
@@ -72,31 +75,45 @@ def diamond(expected_rows: int) -> list[dict[str, Any]]:
     ]
 
 
+#: The time format of Jenkins' JUnit schema (SUREFIRE_TIME).
+SUREFIRE_TIME = re.compile(r"(([0-9]{0,3},)*[0-9]{3}|[0-9]{0,3})*(\.[0-9]{0,3})?")
+
+
 def check_junit(path: Path) -> ET.Element:
-    """The structure JUnit.xsd (jenkins, windyroad) and GitLab's reader require: testsuites
-    holding testsuite (name, tests, failures, errors, skipped, time) holding testcase (name,
-    classname, time) with at most one failure or skipped, and counts that add up."""
+    """The rules of the JUnit schema Jenkins reads (jenkinsci/xunit-plugin's junit-10.xsd, which
+    pytest validates its xunit2 reports with), checked element by element with xml.etree, as
+    no XSD validator is a dependency: testsuites holds testsuites; a testsuite (name, tests,
+    failures, errors required) holds properties, testcases, system-out and system-err; a
+    testcase (name required) holds skipped, failure, system-out or system-err, no properties.
+    Also the Ant schema's (windyroad JUnit.xsd) required suite attributes, and counts that add
+    up."""
     root = ET.parse(path).getroot()
     assert root.tag == "testsuites"
+    assert set(root.attrib) <= {"name", "time", "tests", "failures", "errors"}
+    assert SUREFIRE_TIME.fullmatch(root.get("time", ""))
     for suite in root:
         assert suite.tag == "testsuite"
-        for key in ("name", "tests", "failures", "errors", "skipped", "time"):
+        for key in ("name", "tests", "failures", "errors", "skipped", "time", "timestamp"):
             assert suite.get(key) is not None, key
-        float(suite.get("time", ""))
-        cases = list(suite)
-        assert {c.tag for c in cases} <= {"testcase"}
+        for key in ("hostname", "id", "package"):
+            assert suite.get(key), key
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d", suite.get("timestamp", ""))
+        assert SUREFIRE_TIME.fullmatch(suite.get("time", ""))
+        assert {c.tag for c in suite} <= {"properties", "testcase", "system-out", "system-err"}
+        for prop in suite.iter("property"):
+            assert prop.get("name") and prop.get("value") is not None
+        cases = suite.findall("testcase")
         assert int(suite.get("tests", "")) == len(cases)
         for case in cases:
             assert case.get("name") and case.get("classname")
-            float(case.get("time", ""))
+            assert SUREFIRE_TIME.fullmatch(case.get("time", ""))
             tags = [child.tag for child in case]
-            assert set(tags) <= {"properties", "failure", "skipped", "system-out"}
+            assert set(tags) <= {"skipped", "failure", "system-out", "system-err"}
             assert tags.count("failure") + tags.count("skipped") <= 1
         failures = sum(1 for c in cases if c.find("failure") is not None)
         assert int(suite.get("failures", "")) == failures
-        assert int(suite.get("skipped", "")) == sum(
-            1 for c in cases if c.find("skipped") is not None
-        )
+        skipped = sum(1 for c in cases if c.find("skipped") is not None)
+        assert int(suite.get("skipped", "")) == skipped
     return root
 
 
@@ -310,3 +327,26 @@ def test_run_folders_in_s3_as_on_the_cluster(
     state = load(tmp_path / "state/analytics/sales.workflow.json")
     urls = {e["name"]: e.get("outputUrl") for e in state["workflow"]["status"]["steps"]}
     assert urls["extract"] == f"s3://{bucket}/runs/analytics/sales-extract/output.ipynb"
+
+
+def test_ctrl_c_stops_the_runs_and_keeps_the_state(tmp_path: Path) -> None:
+    nap = step("nap", "sleep.ipynb", parameters={"seconds": 120})
+    wf = manifest(tmp_path / "wf.yaml", [nap, step("after", "values.ipynb", dependsOn=["nap"])])
+    out = tmp_path / "runs"
+    process = start(["workflow", "run", wf, "--output-dir", str(out)])
+    assert process.stdout is not None
+    wait_for_line(process.stdout, "nap Running", timeout=60)
+    # Once the notebook runs (its runner has its signal handlers): the runner's log says so.
+    log = out / "analytics/sales.logs/sales-nap.log"
+    deadline = time.monotonic() + 60
+    while "started sleeping" not in (log.read_text() if log.exists() else ""):
+        assert time.monotonic() < deadline, "the notebook did not start"
+        time.sleep(0.1)
+    code, took, stderr = stop(process, signal.SIGINT)
+    assert code == 1 and took < 30
+    assert "interrupted" in stderr
+    state = load(out / "analytics/sales.workflow.json")
+    assert state["workflow"]["status"]["phase"] == "Failed"
+    [run] = state["runs"]
+    assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "Terminated")
+    assert (out / "analytics/sales-nap/output.ipynb").exists()

@@ -176,6 +176,9 @@ def test_a_runner_that_left_no_summary_failed() -> None:
     run["status"] = ended_status(run, None, 0, T0, T1)
     assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "RunnerFailed")
     assert "without a summary" in run["status"]["message"]
+    run["status"] = started_status(run, T0)
+    run["status"] = ended_status(run, None, -15, T0, T1)
+    assert "exited with code 143 without a summary" in run["status"]["message"]
 
 
 def test_a_secret_parameter_fails_the_run_unless_given_here() -> None:
@@ -321,9 +324,14 @@ def test_junit_has_a_testcase_per_run_with_failures_and_properties() -> None:
     assert failure.get("message", "").startswith("CellError: cell In [3] raised AssertionError")
     assert "AssertionError: rows is 3, expected 4" in (failure.text or "")
     assert "cell 2 (In [3])" in (failure.text or "")
-    properties = {p.get("name"): p.get("value") for p in cases["by-region[1]"].iter("property")}
-    assert properties["parameter.region"] == "'us'"
-    assert properties["duration"] == "1m10s"
+    # Properties belong to the suite in Jenkins' schema: named after the testcase.
+    assert cases["by-region[1]"].find("properties") is None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["by-region[1].parameter.region"] == "'us'"
+    assert properties["by-region[1].duration"] == "1m10s"
+    assert properties["totals.parameter.rows"] == "from run wf-extract: rows"
+    assert properties["workflow.phase"] == "Failed"
+    assert (suite.get("hostname"), suite.get("timestamp")) == ("localhost", "2027-01-12T06:00:00")
     out = cases["report"].find("system-out")
     assert out is not None and out.text == "/out/default/wf-report/output.ipynb"
 
