@@ -176,7 +176,7 @@ def test_a_runner_that_left_no_summary_failed() -> None:
     run["status"] = ended_status(run, None, 0, T0, T1)
     assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "RunnerFailed")
     assert "without a summary" in run["status"]["message"]
-    run["status"] = started_status(run, T0)
+    run["status"] = {}
     run["status"] = ended_status(run, None, -15, T0, T1)
     assert "exited with code 143 without a summary" in run["status"]["message"]
 
