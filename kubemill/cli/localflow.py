@@ -81,7 +81,10 @@ class Local:
         runs = data.get("runs")
         if not isinstance(workflow, dict) or not isinstance(runs, list):
             raise UsageError("not a kubemill workflow state file (no workflow and runs)")
-        return cls(dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs})
+        try:
+            return cls(dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs})
+        except (KeyError, TypeError):
+            raise UsageError("not a kubemill workflow state file (a run has no name)") from None
 
     @property
     def phase(self) -> str:

@@ -252,7 +252,8 @@ class _Process:
     start: Start
     process: subprocess.Popen[bytes]
     began: str
-    folder: Path
+    #: The run's own temporary folder: its parameters, upstream file and summary.
+    scratch: Path
     log: Path
 
 
@@ -383,7 +384,7 @@ class _Driver:
 
     def _finish(self, name: str) -> None:
         done = self.running.pop(name)
-        summary_file = done.folder / "summary.json"
+        summary_file = done.scratch / "summary.json"
         summary = summary_file.read_text(encoding="utf-8") if summary_file.exists() else None
         run = self.local.runs[name]
         code = done.process.returncode
