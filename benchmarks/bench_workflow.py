@@ -71,12 +71,12 @@ class Shape:
 
 
 def chain(depth: int) -> Shape:
-    steps = tuple((f"step-{i}", f"step-{i - 1}" if i else None) for i in range(depth))
+    steps = tuple((f"step{i}", f"step{i - 1}" if i else None) for i in range(depth))
     return Shape(f"chain of {depth}", steps)
 
 
 def fan_out(width: int) -> Shape:
-    steps = (("root", None), *((f"leaf-{i}", "root") for i in range(width)))
+    steps = (("root", None), *((f"leaf{i}", "root") for i in range(width)))
     return Shape(f"fan-out 1->{width}", steps)
 
 
