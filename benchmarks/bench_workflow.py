@@ -7,7 +7,7 @@ status as the run controller would after a successful notebook (phase Succeeded,
 upstream -> downstream it measures the time from that Succeeded write to the downstream's Job
 being seen on a Job watch, for two NotebookWorkflow shapes:
 
-- chain: 20 steps, step i takes `stepRef: {name: step-(i-1), result: n}` (19 edges);
+- chain: 20 steps, step i takes `stepRef: {name: step(i-1), result: n}` (19 edges);
 - fan-out: `root`, then 50 steps each taking a value from root (root's success -> 50 Jobs).
 
 The baseline, in the same script, is Argo-style plain chaining: a client that watches for a
