@@ -85,8 +85,8 @@ typecheck: env layout-tree
 # CRD from it alone; the admission policies from the runner's rules (kubemill.runner.rules).
 crds: env
 	$(BIN)/python -P hack/sync_run_crd.py
-	$(BIN)/python -P hack/gen_schedule_crd.py
 	$(BIN)/python -P hack/gen_workflow_crd.py
+	$(BIN)/python -P hack/gen_schedule_crd.py
 	$(BIN)/python -P hack/gen_policies.py
 
 demo: env control-plane images

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -24,16 +23,8 @@ from kubemill.operator.jobs import build_job, build_parameter_config_maps
 from kubemill.operator.settings import Settings
 from kubemill_testenv import kube
 from kubemill_testenv.controlplane import ControlPlane, binary_dir
-from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
-from kubemill_testenv.operatorproc import (
-    NAMESPACE,
-    RUNS,
-    SERVICE_ACCOUNT,
-    OperatorProcess,
-    manifests_without_deployment,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
+from kubemill_testenv.kubeconfig import api_client
+from kubemill_testenv.operatorproc import RUNS, OperatorProcess, install, start_operator
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CONFIG_MAPS = "/api/v1/namespaces/{}/configmaps"
@@ -118,23 +109,13 @@ def main() -> None:
     operator: OperatorProcess | None = None
     try:
         api = api_client(cp.kubeconfig)
-        cp.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-        cp.kubectl("wait", "--for=condition=Established", "crd/notebookruns.kubemill.dev")
-        subprocess.run(
-            [str(cp.bin_dir / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply",
-             "--server-side", "-f", "-"],
-            input=manifests_without_deployment(cp.kubectl), text=True, check=True,
-            capture_output=True,
-        )  # fmt: skip
-        kubeconfig = mint_service_account_kubeconfig(
-            api, cp.kubeconfig, NAMESPACE, SERVICE_ACCOUNT, work / "operator.kubeconfig"
-        )
-        operator = OperatorProcess(
-            kubeconfig,
+        install(cp)
+        operator = start_operator(
+            cp,
+            api,
+            work,
             {"KUBEMILL_OUTPUT_PREFIX": "s3://bench/", "KUBEMILL_LOG_LEVEL": "WARNING"},
-            work / "operator.log",
         )
-        operator.start()
 
         # A plain client creating what the operator would create: the parameter ConfigMap,
         # then the Job.

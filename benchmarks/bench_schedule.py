@@ -25,7 +25,6 @@ import collections
 import datetime
 import os
 import re
-import subprocess
 import tempfile
 import threading
 import time
@@ -36,16 +35,8 @@ from kubernetes.client.rest import ApiException
 
 from kubemill_testenv import kube
 from kubemill_testenv.controlplane import ControlPlane, binary_dir
-from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
-from kubemill_testenv.operatorproc import (
-    NAMESPACE,
-    RUNS,
-    SERVICE_ACCOUNT,
-    OperatorProcess,
-    manifests_without_deployment,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
+from kubemill_testenv.kubeconfig import api_client
+from kubemill_testenv.operatorproc import RUNS, OperatorProcess, install, start_operator
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CRONJOBS = "/apis/batch/v1/namespaces/{}/cronjobs"
@@ -302,26 +293,13 @@ def main() -> None:
     apiserver = next(p for p in cp.processes if p.name == "kube-apiserver")
     try:
         api = api_client(cp.kubeconfig)
-        cp.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-        cp.kubectl(
-            "wait", "--for=condition=Established",
-            "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
-        )  # fmt: skip
-        subprocess.run(
-            [str(cp.bin_dir / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply",
-             "--server-side", "-f", "-"],
-            input=manifests_without_deployment(cp.kubectl), text=True, check=True,
-            capture_output=True,
-        )  # fmt: skip
-        kubeconfig = mint_service_account_kubeconfig(
-            api, cp.kubeconfig, NAMESPACE, SERVICE_ACCOUNT, work / "operator.kubeconfig"
-        )
-        operator = OperatorProcess(
-            kubeconfig,
+        install(cp)
+        operator = start_operator(
+            cp,
+            api,
+            work,
             {"KUBEMILL_OUTPUT_PREFIX": "s3://bench/", "KUBEMILL_LOG_LEVEL": "WARNING"},
-            work / "operator.log",
         )
-        operator.start()
         assert operator.process is not None
         pid = operator.process.pid  # setpriv execs the operator: the same process
 

@@ -7,7 +7,7 @@ status as the run controller would after a successful notebook (phase Succeeded,
 upstream -> downstream it measures the time from that Succeeded write to the downstream's Job
 being seen on a Job watch, for two NotebookWorkflow shapes:
 
-- chain: 20 steps, step i takes `stepRef: {name: step-(i-1), result: n}` (19 edges);
+- chain: 20 steps, step i takes `stepRef: {name: step(i-1), result: n}` (19 edges);
 - fan-out: `root`, then 50 steps each taking a value from root (root's success -> 50 Jobs).
 
 The baseline, in the same script, is Argo-style plain chaining: a client that watches for a
@@ -32,7 +32,6 @@ import json
 import os
 import queue
 import statistics
-import subprocess
 import tempfile
 import threading
 import time
@@ -47,16 +46,8 @@ from kubemill.operator.spec import output_folder
 from kubemill.operator.times import rfc3339
 from kubemill_testenv import kube
 from kubemill_testenv.controlplane import ControlPlane, binary_dir
-from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
-from kubemill_testenv.operatorproc import (
-    NAMESPACE,
-    RUNS,
-    SERVICE_ACCOUNT,
-    OperatorProcess,
-    manifests_without_deployment,
-)
-
-ROOT = Path(__file__).resolve().parents[1]
+from kubemill_testenv.kubeconfig import api_client
+from kubemill_testenv.operatorproc import RUNS, OperatorProcess, install, start_operator
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CONFIG_MAPS = "/api/v1/namespaces/{}/configmaps"
@@ -80,12 +71,12 @@ class Shape:
 
 
 def chain(depth: int) -> Shape:
-    steps = tuple((f"step-{i}", f"step-{i - 1}" if i else None) for i in range(depth))
+    steps = tuple((f"step{i}", f"step{i - 1}" if i else None) for i in range(depth))
     return Shape(f"chain of {depth}", steps)
 
 
 def fan_out(width: int) -> Shape:
-    steps = (("root", None), *((f"leaf-{i}", "root") for i in range(width)))
+    steps = (("root", None), *((f"leaf{i}", "root") for i in range(width)))
     return Shape(f"fan-out 1->{width}", steps)
 
 
@@ -385,24 +376,13 @@ def main() -> None:
     sides: list[PlainSide | OperatorSide] = []
     try:
         api = api_client(cp.kubeconfig)
-        cp.kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
-        for crd in ("notebookruns", "notebookworkflows"):
-            cp.kubectl("wait", "--for=condition=Established", f"crd/{crd}.kubemill.dev")
-        subprocess.run(
-            [str(cp.bin_dir / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply",
-             "--server-side", "-f", "-"],
-            input=manifests_without_deployment(cp.kubectl), text=True, check=True,
-            capture_output=True,
-        )  # fmt: skip
-        kubeconfig = mint_service_account_kubeconfig(
-            api, cp.kubeconfig, NAMESPACE, SERVICE_ACCOUNT, work / "operator.kubeconfig"
-        )
-        operator = OperatorProcess(
-            kubeconfig,
+        install(cp)
+        operator = start_operator(
+            cp,
+            api,
+            work,
             {"KUBEMILL_OUTPUT_PREFIX": "s3://bench/", "KUBEMILL_LOG_LEVEL": "WARNING"},
-            work / "operator.log",
         )
-        operator.start()
         baseline = PlainSide(api, namespace(api, "bench-plain"))
         kubemill = OperatorSide(api, namespace(api, "bench-workflow"))
         sides += [baseline, kubemill]

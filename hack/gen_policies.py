@@ -39,7 +39,8 @@ SCHEDULE_HEADER = (
     "parameters\n# are a map of arbitrary JSON values: parameter names (as for NotebookRuns), and "
     "the\n# {{ variable }} placeholders in top-level string parameters, so a misspelt variable "
     "is\n# rejected at apply time rather than failing every run. (The operator checks nested "
-    "strings.)\n"
+    "strings.)\n# The same for the run template of each step of a workflow template; the checks "
+    "that relate\n# its steps to each other are made when each NotebookWorkflow is created.\n"
 )
 
 WORKFLOW_HEADER = (
@@ -188,7 +189,95 @@ def schedule_policy() -> list[Any]:
             "reason": "Invalid",
         },
     )
-    return [_policy(name, "notebookschedules", variables, validations), _binding(name)]
+    workflow_variables, workflow_validations = _schedule_workflow_checks()
+    return [
+        _policy(
+            name,
+            "notebookschedules",
+            [*variables, *workflow_variables],
+            [*validations, *workflow_validations],
+        ),
+        _binding(name),
+    ]
+
+
+def _schedule_workflow_checks() -> tuple[list[Any], list[Any]]:
+    """Parameter names and {{ variable }} placeholders in each step's (and finally step's) run
+    template of a schedule's workflowTemplate, as schedule_policy checks its runTemplate's;
+    each message names the step."""
+    template = "object.spec.workflowTemplate"
+    spec = f"{template}.spec"
+    pattern = cel_string(PARAMETER_NAME_PATTERN)
+    params = "s.runTemplate.spec.parameters"
+    has_params = f"has(s.runTemplate.spec) && has({params})"
+    variables = [
+        {
+            "name": "workflowSteps",
+            "expression": f"has({template}) && has({spec}) ? {spec}.steps : []",
+        },
+        {
+            "name": "workflowTemplates",
+            "expression": f"variables.workflowSteps + (has({template}) && has({spec}) && "
+            f"has({spec}.finally) ? {spec}.finally : [])",
+        },
+        {"name": "workflowNames", "expression": "variables.workflowSteps.map(s, s.name)"},
+        {
+            "name": "workflowBadName",
+            "expression": f"variables.workflowTemplates.filter(s, {has_params} && "
+            f"{params}.exists(k, !k.matches({pattern})))",
+        },
+        {
+            "name": "workflowKeywordName",
+            "expression": f"variables.workflowTemplates.filter(s, {has_params} && "
+            f"{params}.exists(k, k in variables.keywords))",
+        },
+        {
+            "name": "workflowBadTemplates",
+            "expression": f"variables.workflowTemplates.filter(s, {has_params} && "
+            f"{params}.exists(k, type({params}[k]) == string && !{params}[k]"
+            ".findAll('\\\\{\\\\{[^{}]*\\\\}\\\\}').all(p, p.matches(variables.known))))",
+        },
+    ]
+
+    def step(var: str) -> str:
+        return (
+            f"(variables.{var}[0].name in variables.workflowNames ? "
+            "'spec.workflowTemplate.spec.steps' : 'spec.workflowTemplate.spec.finally') + "
+            f"'[name=' + variables.{var}[0].name + '].runTemplate.spec.parameters"
+        )
+
+    first = "variables.{0}[0].runTemplate.spec.parameters"
+    keyword = f"{first.format('workflowKeywordName')}.filter(k, k in variables.keywords)[0]"
+    bad_template = (
+        f"{first.format('workflowBadTemplates')}.filter(k, type("
+        f"{first.format('workflowBadTemplates')}[k]) == string && !"
+        f"{first.format('workflowBadTemplates')}[k].findAll('\\\\{{\\\\{{[^{{}}]*"
+        "\\\\}\\\\}').all(p, p.matches(variables.known)))[0]"
+    )
+    names = ", ".join(TEMPLATE_VARIABLES)
+    messages = [
+        (
+            "workflowBadName",
+            f"{step('workflowBadName')} name \"' + {first.format('workflowBadName')}"
+            f".filter(k, !k.matches({pattern}))[0] + '\" {_NOT_IDENTIFIER}'",
+        ),
+        (
+            "workflowKeywordName",
+            f"{step('workflowKeywordName')} name \"' + {keyword} + '\" {_KEYWORD_FIX}' + "
+            f"{keyword} + '_'",
+        ),
+        (
+            "workflowBadTemplates",
+            f"{step('workflowBadTemplates')}.' + {bad_template} + ' names an unknown "
+            f'{{{{ variable }}}}; use {names}, e.g. "{{{{ scheduledDate }}}}"\'',
+        ),
+    ]
+    validations = [
+        {"expression": f"size(variables.{var}) == 0", "messageExpression": message,
+         "reason": "Invalid"}
+        for var, message in messages
+    ]  # fmt: skip
+    return variables, validations
 
 
 def _first(list_var: str) -> str:

@@ -20,6 +20,7 @@ from kubemill.operator.schema_rules import schema_at
 from kubemill.operator.template_schema import (
     conditions_schema,
     crd_document,
+    drop_rules,
     openapi_schema,
     render_crd,
     string_schema,
@@ -70,16 +71,6 @@ UNCHECKED_AT_APPLY = (
 
 _STEPS = "spec.steps"
 _FINALLY = "spec.finally"
-
-
-def _drop_rules(node: Any) -> None:
-    if isinstance(node, dict):
-        node.pop("x-kubernetes-validations", None)
-        for value in node.values():
-            _drop_rules(value)
-    elif isinstance(node, list):
-        for value in node:
-            _drop_rules(value)
 
 
 def run_schema() -> dict[str, Any]:
@@ -140,7 +131,7 @@ def run_spec_schema(field: str, in_finally: bool) -> Any:
         + (" and the workflow's outcome (workflowOutcome)." if in_finally else "."),
     )
     for path in UNCHECKED_AT_APPLY:
-        _drop_rules(schema_at(spec, path))
+        drop_rules(schema_at(spec, path))
     parameters_from = spec["properties"]["parametersFrom"]
     parameters_from["description"] = (
         "Parameters whose values come from a Secret, another NotebookRun, another step of this "

@@ -213,15 +213,10 @@ class KubernetesCluster:
             raise TransientError(api_problem(exc)) from None
 
     def create_run(self, namespace: str, run: Mapping[str, Any]) -> None:
-        try:
-            self._custom.create_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, dict(run)
-            )
-        except self._error as exc:
-            name = run["metadata"]["name"]
-            raise refusal(
-                exc, name, f"run {name} was rejected: ", suffix="; fix spec.runTemplate"
-            ) from None
+        self._create(namespace, PLURAL, run, "run", "spec.runTemplate")
+
+    def create_workflow(self, namespace: str, workflow: Mapping[str, Any]) -> None:
+        self._create(namespace, WORKFLOW_PLURAL, workflow, "workflow", "spec.workflowTemplate")
 
     def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
         try:
@@ -235,9 +230,31 @@ class KubernetesCluster:
         return found
 
     def delete_run(self, namespace: str, name: str) -> None:
+        self._delete(namespace, PLURAL, name)
+
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        self._delete(namespace, WORKFLOW_PLURAL, name)
+
+    def _create(
+        self, namespace: str, plural: str, body: Mapping[str, Any], what: str, template: str
+    ) -> None:
+        """Create a run or workflow a template made: AlreadyExists, InvalidSpec naming the
+        template to fix, or TransientError."""
+        try:
+            self._custom.create_namespaced_custom_object(
+                GROUP, VERSION, namespace, plural, dict(body)
+            )
+        except self._error as exc:
+            name = body["metadata"]["name"]
+            raise refusal(
+                exc, name, f"{what} {name} was rejected: ", suffix=f"; fix {template}"
+            ) from None
+
+    def _delete(self, namespace: str, plural: str, name: str) -> None:
+        """Delete it with its children (Background); no error if it is gone."""
         try:
             self._custom.delete_namespaced_custom_object(
-                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background"
+                GROUP, VERSION, namespace, plural, name, propagation_policy="Background"
             )
         except self._error as exc:
             if exc.status != 404:

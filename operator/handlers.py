@@ -199,6 +199,11 @@ class Reconciler(QueuedController):
             if invalid is not None:
                 self._write_ended(key, run, old, now, "InvalidSpec", invalid)
                 return
+            if old.get("reason") in (None, "Pending", "Waiting"):
+                # The Job's own watch event, a moment away, writes the status that names it.
+                # Not writing it here first lets a burst of runs (a workflow's fan-out) get
+                # their Jobs sooner: the API server's writes go to the Jobs before statuses.
+                return
         current = job_name(meta["name"], uid)
         owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
         # Pods of a namesake run deleted before (or of Jobs not ours) hold nothing we need.

@@ -146,17 +146,32 @@ def build_parameter_config_maps(
         }
 
     chunks = parameter_chunks(run_parameters(run["spec"], resolved), limit)
-    maps = [
-        config_map(_parameter_config_map_name(job, index), {PARAMETERS_KEY: chunk})
+    parts: dict[str, dict[str, str]] = {
+        _parameter_config_map_name(job, index): {PARAMETERS_KEY: chunk}
         for index, chunk in enumerate(chunks)
-    ]
-    if resolved is not None and resolved.upstream is not None:
-        upstream = {UPSTREAM_KEY: _compact(resolved.upstream)}
-        maps.append(config_map(_upstream_config_map_name(job), upstream))
-    return maps
+    }
+    upstream = _upstream_text(resolved)
+    if upstream is not None:
+        parts.setdefault(_upstream_home(job, chunks, upstream, limit), {})[UPSTREAM_KEY] = upstream
+    return [config_map(name, data) for name, data in parts.items()]
 
 
-def _parameter_volume(job: str, parts: int, upstream: bool) -> dict[str, Any]:
+def _upstream_text(resolved: Resolution | None) -> str | None:
+    """The runner's --upstream-file, for a run that takes values from other runs."""
+    if resolved is None or resolved.upstream is None:
+        return None
+    return _compact(resolved.upstream)
+
+
+def _upstream_home(job: str, chunks: list[str], upstream: str, limit: int) -> str:
+    """The ConfigMap that carries the upstream file: the last parameters part when both fit in
+    one ConfigMap (one API write fewer per run: a fan-out creates many at once), else its own."""
+    if chunks and len(chunks[-1].encode()) + len(upstream.encode()) <= limit:
+        return _parameter_config_map_name(job, len(chunks) - 1)
+    return _upstream_config_map_name(job)
+
+
+def _parameter_volume(job: str, parts: int, upstream: str | None) -> dict[str, Any]:
     """One read-only volume with a file per part, in order, and the upstream file; a
     ConfigMap or key that is missing keeps the pod from starting (the kubelet reports
     FailedMount), never runs it with part of the parameters."""
@@ -169,11 +184,11 @@ def _parameter_volume(job: str, parts: int, upstream: bool) -> dict[str, Any]:
         }
         for index in range(parts)
     ]
-    if upstream:
+    if upstream is not None:  # the ConfigMap that carries it
         sources.append(
             {
                 "configMap": {
-                    "name": _upstream_config_map_name(job),
+                    "name": upstream,
                     "items": [{"key": UPSTREAM_KEY, "path": UPSTREAM_KEY}],
                 }
             }
@@ -289,10 +304,13 @@ def build_job(
 
     volumes: list[dict[str, Any]] = [{"name": "tmp", "emptyDir": {}}]
     mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}]
-    parameter_parts = len(parameter_chunks(run_parameters(spec, resolved)))
-    upstream = resolved is not None and resolved.upstream is not None
+    chunks = parameter_chunks(run_parameters(spec, resolved))
+    parameter_parts = len(chunks)
+    text = _upstream_text(resolved)
+    home = None if text is None else _upstream_home(name, chunks, text, PARAMETERS_CHUNK_BYTES)
+    upstream = home is not None
     if parameter_parts or upstream:
-        volumes.append(_parameter_volume(name, parameter_parts, upstream))
+        volumes.append(_parameter_volume(name, parameter_parts, home))
         mounts.append({"name": "parameters", "mountPath": PARAMETERS_MOUNT, "readOnly": True})
     source = (spec.get("notebookFrom") or {}).get("configMapKeyRef")
     if source:

@@ -1,7 +1,8 @@
 """The NotebookSchedule controller: watches, a work queue with timers, and the pure plan.
 
 Level-triggered like the run controller: a schedule's key is queued when the schedule or one of
-its runs changes, and at its next slot; a worker then asks `schedules.plan` what to do given the
+its children (NotebookRuns, or NotebookWorkflows for a workflowTemplate) changes, and at its
+next slot; a worker then asks `schedules.plan` what to do given the
 schedule, its runs and the clock, and does it (delete, create, patch status, post Events).
 
 Two things are remembered between passes, both only until the watches catch up: the status this
@@ -20,7 +21,16 @@ import kopf
 
 from .cache import Cache, plain
 from .errors import AlreadyExists, InvalidSpec, TransientError
-from .meta import GROUP, LABEL_SCHEDULE, PLURAL, SCHEDULE_PLURAL, VERSION, merge_patch, owned_by
+from .meta import (
+    GROUP,
+    LABEL_SCHEDULE,
+    PLURAL,
+    SCHEDULE_PLURAL,
+    VERSION,
+    WORKFLOW_PLURAL,
+    merge_patch,
+    owned_by,
+)
 from .schedules import after_create, plan
 from .times import now as clock
 from .times import parse_rfc3339
@@ -31,6 +41,10 @@ __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
 _log = logging.getLogger(__name__)
 
 Key = tuple[str, str]
+
+KIND_RUN, KIND_WORKFLOW = "NotebookRun", "NotebookWorkflow"
+#: How log lines and Events call each kind of child.
+_NOUN = {KIND_RUN: "run", KIND_WORKFLOW: "workflow"}
 
 #: Seconds a created run may stay unseen by the watch before it is no longer counted.
 PENDING_EXPIRY = 60.0
@@ -44,6 +58,12 @@ class ScheduleCluster(Protocol):
 
     def delete_run(self, namespace: str, name: str) -> None:
         """Delete the NotebookRun (its Job and pod follow); no error if it is gone."""
+
+    def create_workflow(self, namespace: str, workflow: Mapping[str, Any]) -> None:
+        """Create the NotebookWorkflow; AlreadyExists, InvalidSpec (rejected) or TransientError."""
+
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        """Delete the NotebookWorkflow (its runs follow); no error if it is gone."""
 
     def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch the schedule's status subresource."""
@@ -60,10 +80,11 @@ class ScheduleReconciler(QueuedController):
         self._created: dict[str, dict[str, dict[str, Any]]] = {}
         #: The last RunNotCreated message posted per schedule uid: posted again only if it changes.
         self._refused: dict[str, str] = {}
-        #: What the watches delivered: schedules by (namespace, name), and their runs, without
-        #: spec, by the same key (their schedule label).
+        #: What the watches delivered: schedules by (namespace, name), and their runs and
+        #: workflows, without spec, by the same key (their schedule label).
         self.schedules = Cache()
         self.runs = Cache(_run_copy)
+        self.workflows = Cache(_run_copy)
 
     def forget(self, uid: str) -> None:
         self._written.pop(uid, None)
@@ -76,23 +97,37 @@ class ScheduleReconciler(QueuedController):
             return  # its runs go with it through their owner references
         uid = schedule["metadata"]["uid"]
         old = self._written.get(uid, schedule.get("status") or {})
-        children = [r for r in self.runs.get(key) if owned_by(r, uid)]
+        # Both kinds, whatever the template is now: after a switch from runTemplate to
+        # workflowTemplate the old runs still count for Forbid, Replace and the history.
+        kinds: dict[str, str] = {}
+        children = []
+        for kind, cache in ((KIND_RUN, self.runs), (KIND_WORKFLOW, self.workflows)):
+            for child in cache.get(key):
+                if owned_by(child, uid):
+                    children.append(child)
+                    kinds[child["metadata"]["name"]] = kind
         now = clock()
-        created = self._pending(uid, {r["metadata"]["name"] for r in children}, now)
+        created = self._pending(uid, set(kinds), now)
+        kinds.update({n: str(c.get("kind") or KIND_RUN) for n, c in created.items()})
         decided = plan({**schedule, "status": old}, [*children, *created.values()], now)
         namespace, name = key
         body = kopf.Body(cast(kopf.RawBody, schedule))
         for run_name, why in decided.replace:
-            _log.info("deleting run %s/%s: %s", namespace, run_name, why)
-            self.cluster.delete_run(namespace, run_name)
+            kind = kinds.get(run_name, KIND_RUN)
+            _log.info("deleting %s %s/%s: %s", _NOUN[kind], namespace, run_name, why)
+            self._delete(kind, namespace, run_name)
             created.pop(run_name, None)
         status, events = decided.status, list(decided.events)
         generation = int(schedule["metadata"].get("generation", 1))
         deferred: TransientError | None = None
         for run, reason, message in decided.create:
             run_name = run["metadata"]["name"]
+            noun = _NOUN[run["kind"]]
             try:
-                self.cluster.create_run(namespace, run)
+                if run["kind"] == KIND_WORKFLOW:
+                    self.cluster.create_workflow(namespace, run)
+                else:
+                    self.cluster.create_run(namespace, run)
             except AlreadyExists:
                 continue  # created before a restart, or a backfill made it: the lock held
             except TransientError as exc:
@@ -100,7 +135,7 @@ class ScheduleReconciler(QueuedController):
                 # server's health): said once on the schedule (again only if the reason
                 # changes), and retried with backoff after the rest of this pass, whose
                 # history prune may be what frees the quota.
-                message = f"cannot create run {run_name}: {exc}; retrying"
+                message = f"cannot create {noun} {run_name}: {exc}; retrying"
                 if self._refused.get(uid) != message:
                     self.post_event(body, "Warning", "RunNotCreated", message)
                     self._refused[uid] = message
@@ -115,9 +150,10 @@ class ScheduleReconciler(QueuedController):
                 continue
             status = after_create(status, generation, now, refused=None)
             self._refused.pop(uid, None)
-            _log.info("created run %s/%s", namespace, run_name)
+            _log.info("created %s %s/%s", noun, namespace, run_name)
             events.append(("Normal", reason, message))
             created[run_name] = {
+                "kind": run["kind"],
                 "metadata": {**run["metadata"], "creationTimestamp": now.isoformat()},
                 "status": {},
             }
@@ -132,16 +168,24 @@ class ScheduleReconciler(QueuedController):
         for run_name, why in decided.prune:
             # Last, and never fatal: a delete that is refused (an admission policy, a
             # namespace without the permission) must not stop the schedule's next runs.
+            kind = kinds.get(run_name, KIND_RUN)
             try:
-                self.cluster.delete_run(namespace, run_name)
+                self._delete(kind, namespace, run_name)
             except Exception as exc:
-                _log.warning("cannot delete run %s/%s (%s): %s", namespace, run_name, why, exc)
+                noun = _NOUN[kind]
+                _log.warning("cannot delete %s %s/%s (%s): %s", noun, namespace, run_name, why, exc)
                 message = f"cannot delete {run_name} ({why}): {exc}"
                 self.post_event(body, "Warning", "PruneFailed", message)
             else:
-                _log.info("deleted run %s/%s: %s", namespace, run_name, why)
+                _log.info("deleted %s %s/%s: %s", _NOUN[kind], namespace, run_name, why)
         if deferred is not None:
             raise deferred
+
+    def _delete(self, kind: str, namespace: str, name: str) -> None:
+        if kind == KIND_WORKFLOW:
+            self.cluster.delete_workflow(namespace, name)
+        else:
+            self.cluster.delete_run(namespace, name)
 
     def post_event(self, body: kopf.Body, kind: str, reason: str, message: str) -> None:
         kopf.event(body, type=kind, reason=reason, message=message)
@@ -194,6 +238,16 @@ def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> Sched
         key = (namespace, labels[LABEL_SCHEDULE])
         reconciler.runs.apply(key, kwargs.get("type"), body)
         # Its phase decides Forbid and Replace, the history and lastSuccessfulTime.
+        reconciler.enqueue(key)
+
+    on_workflow = {**on_child, "plural": WORKFLOW_PLURAL}
+
+    @kopf.on.event(id="scheduled-workflow-changed", **on_workflow)  # type: ignore[arg-type]
+    def scheduled_workflow_changed(
+        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
+    ) -> None:
+        key = (namespace, labels[LABEL_SCHEDULE])
+        reconciler.workflows.apply(key, kwargs.get("type"), body)
         reconciler.enqueue(key)
 
     return reconciler

@@ -1,6 +1,10 @@
 """What a NotebookSchedule should do now: pure functions from the schedule, its runs and the
 clock to the runs to create and delete, the Events to post and the status to write.
 
+A schedule's children are NotebookRuns (spec.runTemplate) or NotebookWorkflows
+(spec.workflowTemplate); every rule below holds for both, as both have a status.phase that ends
+in Succeeded or Failed and a status.completionTime, so "run" below means either.
+
 The controller (schedule_controller.py) feeds in what the watches saw and carries the plan out.
 Keeping the decisions here means every rule below is a table test without a cluster:
 
@@ -44,7 +48,10 @@ __all__ = [
     "TEMPLATE_VARIABLES",
     "Plan",
     "after_create",
+    "build_child",
     "build_run",
+    "build_workflow",
+    "child_kind",
     "finished_to_prune",
     "manual_run_name",
     "parse_schedule",
@@ -59,7 +66,7 @@ TEMPLATE_VARIABLES = {
     "scheduledTimeUTC": "the slot in UTC, e.g. 2027-03-28T04:00:00Z",
     "scheduledDate": "the slot's date in the schedule's time zone, e.g. 2027-03-28",
     "scheduleName": "the NotebookSchedule's name",
-    "runName": "the NotebookRun's name",
+    "runName": "the NotebookRun's name (with a workflowTemplate, the NotebookWorkflow's)",
 }
 #: Ready's reason while the API server refuses the runs the template makes.
 REJECTED = "InvalidRunTemplate"
@@ -67,6 +74,12 @@ REJECTED = "InvalidRunTemplate"
 MISSED_COUNT_LIMIT = 100_000
 #: Longest schedule name: its runs add `-YYYYMMDD-HHMMSS` and stay within 63 characters.
 MAX_SCHEDULE_NAME = 47
+#: What a slot's name adds to the schedule's: `-YYYYMMDD-HHMMSS`, or `-manual-` and 8 hex digits.
+SLOT_SUFFIX = 16
+#: A workflow's runs are `<workflow>-<step>[-<item>][-r<attempt>]` within 63 characters: "-"
+#: before the step, "-" and 3 digits for an item, "-r" and 2 digits for an attempt (the
+#: NotebookWorkflow CRD's limits, hack/gen_workflow_crd.py, which a unit test keeps equal).
+RUN_NAME_LIMIT, STEP_SEPARATOR, ITEM_SUFFIX, ATTEMPT_SUFFIX = 63, 1, 4, 4
 
 _PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 _UTC = datetime.UTC
@@ -133,29 +146,112 @@ def template_variables(
     }
 
 
-def render_parameters(parameters: Mapping[str, Any], variables: Mapping[str, str]) -> Any:
-    """The template's parameters with every `{{ variable }}` in their strings filled in."""
-    return _render(dict(parameters), variables, "spec.runTemplate.spec.parameters")
+def render_parameters(
+    parameters: Mapping[str, Any],
+    variables: Mapping[str, str],
+    where: str = "spec.runTemplate.spec.parameters",
+) -> Any:
+    """The template's parameters with every `{{ variable }}` in their strings filled in;
+    `where` is the field an error names."""
+    return _render(dict(parameters), variables, where)
+
+
+def child_kind(schedule: Mapping[str, Any]) -> str:
+    """NotebookWorkflow for a schedule with spec.workflowTemplate, else NotebookRun."""
+    spec = schedule.get("spec") or {}
+    return "NotebookWorkflow" if "workflowTemplate" in spec else "NotebookRun"
+
+
+def build_child(
+    schedule: Mapping[str, Any], slot: datetime.datetime, name: str, origin: str
+) -> dict[str, Any]:
+    """The NotebookRun or NotebookWorkflow (as the template says) for one slot or trigger."""
+    spec = schedule.get("spec") or {}
+    if "runTemplate" in spec and "workflowTemplate" in spec:
+        # The CRD refuses this; said here too for a CRD applied without its rules.
+        raise InvalidTemplate(
+            "spec.runTemplate and spec.workflowTemplate are both set; keep exactly one"
+        )
+    if child_kind(schedule) == "NotebookWorkflow":
+        return build_workflow(schedule, slot, name, origin)
+    return build_run(schedule, slot, name, origin)
 
 
 def build_run(
     schedule: Mapping[str, Any], slot: datetime.datetime, name: str, origin: str
 ) -> dict[str, Any]:
-    """The NotebookRun for one slot (origin "schedule" or "backfill") or trigger ("manual").
-
-    Backfilled runs are created by people, with kubemill backfill: they do not block the
-    schedule's deletion, which would need permission on its finalizers (OpenShift).
-    """
-    meta = schedule["metadata"]
+    """The NotebookRun for one slot (origin "schedule" or "backfill") or trigger ("manual")."""
     template = (schedule.get("spec") or {}).get("runTemplate") or {}
-    template_meta = template.get("metadata") or {}
     spec = dict(template.get("spec") or {})
     if "parameters" in spec:
         variables = template_variables(schedule, slot, name)
         spec["parameters"] = render_parameters(spec["parameters"], variables)
+    return _child("NotebookRun", schedule, template, slot, name, origin, spec)
+
+
+def build_workflow(
+    schedule: Mapping[str, Any], slot: datetime.datetime, name: str, origin: str
+) -> dict[str, Any]:
+    """The NotebookWorkflow for one slot or trigger: the template with every step's (and
+    finally step's) string parameters rendered. InvalidTemplate when a run of the workflow
+    would be named beyond 63 characters (the CRD checks this too, where its budget allows)."""
+    template = (schedule.get("spec") or {}).get("workflowTemplate") or {}
+    spec = dict(template.get("spec") or {})
+    variables: dict[str, str] | None = None
+    for part in ("steps", "finally"):
+        steps = []
+        for step in spec.get(part) or []:
+            step_name = str(step.get("name", ""))
+            longest = (
+                len(name)
+                + STEP_SEPARATOR
+                + len(step_name)
+                + (ITEM_SUFFIX if "forEach" in step else 0)
+                + ATTEMPT_SUFFIX
+            )
+            if longest > RUN_NAME_LIMIT:
+                budget = RUN_NAME_LIMIT - SLOT_SUFFIX - STEP_SEPARATOR - ATTEMPT_SUFFIX
+                raise InvalidTemplate(
+                    f"spec.workflowTemplate.spec.{part}[name={step_name}]: its runs would be "
+                    f"named {name}-{step_name}…, beyond {RUN_NAME_LIMIT} characters; the "
+                    f"schedule's name and each step's may have at most {budget} characters "
+                    f"together ({budget - ITEM_SUFFIX} for a step with forEach)"
+                )
+            run_template = step.get("runTemplate") or {}
+            run_spec = run_template.get("spec") or {}
+            if "parameters" in run_spec:
+                variables = variables or template_variables(schedule, slot, name)
+                where = (
+                    f"spec.workflowTemplate.spec.{part}[name={step_name}]"
+                    ".runTemplate.spec.parameters"
+                )
+                run_spec = {
+                    **run_spec,
+                    "parameters": render_parameters(run_spec["parameters"], variables, where),
+                }
+                step = {**step, "runTemplate": {**run_template, "spec": run_spec}}
+            steps.append(step)
+        if part in spec:
+            spec[part] = steps
+    return _child("NotebookWorkflow", schedule, template, slot, name, origin, spec)
+
+
+def _child(
+    kind: str,
+    schedule: Mapping[str, Any],
+    template: Mapping[str, Any],
+    slot: datetime.datetime,
+    name: str,
+    origin: str,
+    spec: dict[str, Any],
+) -> dict[str, Any]:
+    """Backfilled children are created by people, with kubemill backfill: they do not block
+    the schedule's deletion, which would need permission on its finalizers (OpenShift)."""
+    meta = schedule["metadata"]
+    template_meta = template.get("metadata") or {}
     return {
         "apiVersion": f"{GROUP}/{VERSION}",
-        "kind": "NotebookRun",
+        "kind": kind,
         "metadata": {
             "name": name,
             "namespace": meta["namespace"],
@@ -255,9 +351,8 @@ def plan(
 
     try:
         cron = parse_schedule(spec)
-        if spec.get("runTemplate", {}).get("spec", {}).get("parameters"):
-            probe = datetime.datetime(2000, 1, 1, tzinfo=_UTC)
-            build_run(schedule, probe, slot_run_name(meta["name"], probe), "schedule")
+        probe = datetime.datetime(2000, 1, 1, tzinfo=_UTC)
+        build_child(schedule, probe, slot_run_name(meta["name"], probe), "schedule")
     except InvalidSpec as exc:
         reason = exc.reason
         status["nextScheduleTime"] = None
@@ -308,8 +403,9 @@ def plan(
     if token and token != old.get("lastTrigger") and not (requested and requested < created):
         moment = (requested or now).replace(microsecond=0)
         name = manual_run_name(meta["name"], token)
-        manual = build_run(schedule, moment, name, "manual")
-        result.create.append((manual, "Triggered", f"created run {name} (manual trigger)"))
+        manual = build_child(schedule, moment, name, "manual")
+        noun = _noun(schedule)
+        result.create.append((manual, "Triggered", f"created {noun} {name} (manual trigger)"))
         status["lastTrigger"] = token
 
     creating = {r["metadata"]["name"] for r, _, _ in result.create}
@@ -411,11 +507,15 @@ def _fire(
             )
     result.create.append(
         (
-            build_run(schedule, slot, name, "schedule"),
+            build_child(schedule, slot, name, "schedule"),
             "RunCreated",
-            f"created run {name} for slot {when}",
+            f"created {_noun(schedule)} {name} for slot {when}",
         )
     )
+
+
+def _noun(schedule: Mapping[str, Any]) -> str:
+    return "workflow" if child_kind(schedule) == "NotebookWorkflow" else "run"
 
 
 def _rejection(conditions: Sequence[Mapping[str, Any]], generation: int) -> str | None:

@@ -22,6 +22,7 @@ from .schema_rules import LABEL_VALUES, annotations_rules, labels_rules
 __all__ = [
     "conditions_schema",
     "crd_document",
+    "drop_rules",
     "openapi_schema",
     "render_crd",
     "retarget_messages",
@@ -61,6 +62,19 @@ def retarget_messages(node: Any, field: str) -> None:
     elif isinstance(node, list):
         for value in node:
             retarget_messages(value, field)
+
+
+def drop_rules(node: Any) -> None:
+    """Remove every CEL rule under `node`, in place, keeping its structure, types and bounds:
+    for templates whose rules would exceed the API server's cost limit and are checked again
+    on the objects made from them."""
+    if isinstance(node, dict):
+        node.pop("x-kubernetes-validations", None)
+        for value in node.values():
+            drop_rules(value)
+    elif isinstance(node, list):
+        for value in node:
+            drop_rules(value)
 
 
 def template_spec_schema(run_schema: Mapping[str, Any], field: str, description: str) -> Any:

@@ -190,6 +190,11 @@ class QueuedController:
         """Reconcile soon; bursts of events for one key become one pass."""
         self._queue.add(key)
 
+    def enqueue_after(self, key: Hashable, delay: float) -> None:
+        """Reconcile in `delay` seconds, however many events come meanwhile: one pass for a
+        burst of news that is not urgent."""
+        self._queue.add_after(key, delay)
+
     def poke(self, key: Hashable) -> None:
         """Reconcile soon, on news from outside kopf's watches (an Event about a child)."""
         self._queue.add_if_started(key)

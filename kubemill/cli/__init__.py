@@ -57,6 +57,12 @@ COMMANDS: tuple[Command, ...] = (
         "backfill", "cluster:declare_backfill", "create a NotebookSchedule's runs of past slots"
     ),
     Command("retry", "cluster:declare_retry", "re-run a failed NotebookWorkflow's failed steps"),
+    Command(
+        "workflow",
+        "workflow:declare_workflow",
+        "run a NotebookWorkflow here (a laptop, CI), retry it, print its graph",
+        shown="workflow run|retry|graph",
+    ),
 )
 
 #: What a command's handler is: parsed arguments and the environment in, an exit code out.

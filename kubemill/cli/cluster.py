@@ -1,4 +1,5 @@
-"""`kubemill trigger` and `kubemill backfill`: a NotebookSchedule's runs, now or for past slots;
+"""`kubemill trigger` and `kubemill backfill`: a NotebookSchedule's runs (or workflows, for a
+workflowTemplate), now or for past slots;
 `kubemill retry`: a failed NotebookWorkflow's failed and skipped steps, again.
 
 They talk to the cluster through the official client (the `operator` extra; the runner image has
@@ -30,7 +31,8 @@ from kubemill.operator.meta import (
     WORKFLOW_PLURAL,
 )
 from kubemill.operator.schedules import (
-    build_run,
+    build_child,
+    child_kind,
     manual_run_name,
     parse_schedule,
     slot_run_name,
@@ -145,7 +147,7 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
     name = manual_run_name(args.schedule, token)
     try:
         parse_schedule(schedule.get("spec") or {})
-        build_run(schedule, now, name, "manual")
+        build_child(schedule, now, name, "manual")
     except InvalidSpec as exc:
         raise UsageError(f"the schedule cannot run: {exc.message}") from None
     api.custom.patch_namespaced_custom_object(
@@ -156,20 +158,28 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
         args.schedule,
         {"metadata": {"annotations": {TRIGGER: token}}},
     )
+    plural, resource = _children(schedule)
     if args.no_wait:
-        out.write(f"notebookrun.kubemill.dev/{name} requested\n")
+        out.write(f"{resource}/{name} requested\n")
         return 0
     _until(
         api,
         namespace,
-        PLURAL,
+        plural,
         {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
         lambda runs: name in runs,
         args.timeout or TRIGGER_TIMEOUT,
         f"the operator to create {name}",
     )
-    out.write(f"notebookrun.kubemill.dev/{name} created\n")
+    out.write(f"{resource}/{name} created\n")
     return 0
+
+
+def _children(schedule: Mapping[str, Any]) -> tuple[str, str]:
+    """The plural and the kubectl resource name of what the schedule creates."""
+    if child_kind(schedule) == "NotebookWorkflow":
+        return WORKFLOW_PLURAL, "notebookworkflow.kubemill.dev"
+    return PLURAL, "notebookrun.kubemill.dev"
 
 
 def _slots(
@@ -209,7 +219,8 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
         f"({spec.get('schedule')} {spec.get('timeZone', 'UTC')}), "
         + ("one at a time (concurrencyPolicy " + policy + ")\n" if sequential else "all at once\n")
     )
-    existing = {r["metadata"]["name"] for r in api.runs(namespace, args.schedule)}
+    plural, resource = _children(schedule)
+    existing = {r["metadata"]["name"] for r in api.children(namespace, plural, args.schedule)}
     created = skipped = 0
     for slot in slots:
         name = slot_run_name(args.schedule, slot)
@@ -224,18 +235,18 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
             _until(
                 api,
                 namespace,
-                PLURAL,
+                plural,
                 {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
                 _none_active,
                 args.timeout,
                 f"the active runs of {args.schedule} to finish (concurrencyPolicy {policy})",
             )
         try:
-            run = build_run(schedule, slot, name, "backfill")
+            run = build_child(schedule, slot, name, "backfill")
         except InvalidSpec as exc:
             raise UsageError(f"the schedule cannot run: {exc.message}") from None
         try:
-            api.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, run)
+            api.custom.create_namespaced_custom_object(GROUP, VERSION, namespace, plural, run)
         except api.error as exc:
             if exc.status != 409:
                 raise
@@ -243,7 +254,7 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
             skipped += 1
             continue
         created += 1
-        out.write(f"notebookrun.kubemill.dev/{name} created ({rfc3339(slot)})\n")
+        out.write(f"{resource}/{name} created ({rfc3339(slot)})\n")
     if not args.dry_run:
         out.write(f"created {created}, {skipped} existed already\n")
     return 0
@@ -331,9 +342,10 @@ class _Api:
             raise
         return found
 
-    def runs(self, namespace: str, schedule: str) -> list[dict[str, Any]]:
+    def children(self, namespace: str, plural: str, schedule: str) -> list[dict[str, Any]]:
+        """The schedule's runs or workflows (`plural`)."""
         listed = self.custom.list_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, label_selector=f"{LABEL_SCHEDULE}={schedule}"
+            GROUP, VERSION, namespace, plural, label_selector=f"{LABEL_SCHEDULE}={schedule}"
         )
         return list(listed.get("items") or [])
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from .controlplane import REPO_ROOT
+from .controlplane import REPO_ROOT, ControlPlane
 
 OPERATOR = str(Path(sys.executable).with_name("kubemill-operator"))
 NAMESPACE = "kubemill-system"
@@ -115,3 +115,34 @@ class OperatorProcess:
 
     def log_tail(self, size: int = 4000) -> str:
         return self.log.read_text(errors="replace")[-size:]
+
+
+#: The CRDs crds/ installs, each waited for until the API server serves it.
+CRDS = ("notebookruns", "notebookschedules", "notebookworkflows")
+
+
+def install(cp: ControlPlane) -> None:
+    """crds/ and deploy/base's manifests but the Deployment, as the benchmarks need them: the
+    benchmark runs the operator itself (`start_operator`)."""
+    cp.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "crds"))
+    cp.kubectl("wait", "--for=condition=Established", *(f"crd/{c}.kubemill.dev" for c in CRDS))
+    subprocess.run(
+        [str(cp.bin_dir / "kubectl"), "--kubeconfig", str(cp.kubeconfig), "apply",
+         "--server-side", "-f", "-"],
+        input=manifests_without_deployment(cp.kubectl), text=True, check=True,
+        capture_output=True,
+    )  # fmt: skip
+
+
+def start_operator(
+    cp: ControlPlane, api: Any, work: Path, settings: Mapping[str, str]
+) -> OperatorProcess:
+    """The operator as a local process under its own ServiceAccount's token, started."""
+    from .kubeconfig import mint_service_account_kubeconfig
+
+    kubeconfig = mint_service_account_kubeconfig(
+        api, cp.kubeconfig, NAMESPACE, SERVICE_ACCOUNT, work / "operator.kubeconfig"
+    )
+    operator = OperatorProcess(kubeconfig, settings, work / "operator.log")
+    operator.start()
+    return operator

@@ -299,6 +299,65 @@ INVALID_SCHEDULES: list[tuple[str, dict[str, Any], dict[str, Any], str]] = [
     ),
 ]
 
+
+def _workflow_schedule(steps: list[Any], final: list[Any] | None = None) -> dict[str, Any]:
+    spec: dict[str, Any] = {"steps": steps, **({"finally": final} if final else {})}
+    return {"schedule": "30 2 * * *", "workflowTemplate": {"spec": spec}}
+
+
+def _template_step(name: str, **spec: Any) -> dict[str, Any]:
+    return {"name": name, "runTemplate": {"spec": {**GOOD, **spec}}}
+
+
+WORKFLOW_TEMPLATE = _workflow_schedule([_template_step("load")])["workflowTemplate"]
+
+INVALID_SCHEDULES += [
+    (
+        "both-templates",
+        {},
+        {**SCHEDULE, "workflowTemplate": WORKFLOW_TEMPLATE},
+        "set exactly one of spec.runTemplate (each slot creates a NotebookRun) and "
+        "spec.workflowTemplate",
+    ),
+    ("no-template", {}, {"schedule": "30 2 * * *"}, "set exactly one of spec.runTemplate"),
+    (
+        # 40 + "-YYYYMMDD-HHMMSS" + "-load" + "-r99" is 65 characters.
+        "workflow-run-names-too-long",
+        {"name": "s" * 40},
+        _workflow_schedule([_template_step("load")]),
+        "metadata.name is too long for the name of a step in spec.workflowTemplate.spec.steps",
+    ),
+    (
+        "workflow-finally-run-names-too-long",
+        {"name": "s" * 30},
+        _workflow_schedule([_template_step("a")], [_template_step("notify-the-team")]),
+        "metadata.name is too long for the name of a step in spec.workflowTemplate.spec.finally",
+    ),
+    (
+        "workflow-step-parameter-name",
+        {},
+        _workflow_schedule([_template_step("load", parameters={"2x": 1})]),
+        'spec.workflowTemplate.spec.steps[name=load].runTemplate.spec.parameters name "2x" is '
+        "not a Python identifier",
+    ),
+    (
+        "workflow-finally-unknown-variable",
+        {},
+        _workflow_schedule(
+            [_template_step("load")], [_template_step("tell", parameters={"d": "{{ date }}"})]
+        ),
+        "spec.workflowTemplate.spec.finally[name=tell].runTemplate.spec.parameters.d names an "
+        "unknown {{ variable }}",
+    ),
+    (
+        "workflow-template-finally-name-taken",
+        {},
+        _workflow_schedule([_template_step("load")], [_template_step("load")]),
+        "spec.workflowTemplate.spec.finally[].name: a finally step has the name of a step in "
+        "spec.workflowTemplate.spec.steps",
+    ),
+]
+
 _RUN_FIELD = re.compile(r"(?<![\w.\[])spec\.")
 # Each apply-time rule of a run holds in a schedule's template too, naming the template's field.
 INVALID_SCHEDULES += [
@@ -836,9 +895,7 @@ def test_a_diamond_workflow_with_for_each_tests_and_finally_is_accepted(
                                  "MESSAGE"]  # fmt: skip
 
 
-def test_the_largest_workflow_is_accepted(kubemill_installed: Cluster, namespace: str) -> None:
-    """At every maxItems the CRD and the policy stay within the API server's CEL cost limits
-    (for the CRD, creating it is the proof; for the policy, evaluating this)."""
+def _largest_workflow() -> dict[str, Any]:
     names = [f"s{i}" for i in range(100)]
     steps = [
         _step(name, "n", dependsOn=names[max(0, i - 100) : i],
@@ -848,11 +905,17 @@ def test_the_largest_workflow_is_accepted(kubemill_installed: Cluster, namespace
     ]  # fmt: skip
     final = [_step(f"f{i}", "n", spec={"parametersFrom": [{"name": "o", "workflowOutcome": {}}]})
              for i in range(20)]  # fmt: skip
+    return {"steps": steps, "finally": final}
+
+
+def test_the_largest_workflow_is_accepted(kubemill_installed: Cluster, namespace: str) -> None:
+    """At every maxItems the CRD and the policy stay within the API server's CEL cost limits
+    (for the CRD, creating it is the proof; for the policy, evaluating this)."""
     doc = {
         "apiVersion": "kubemill.dev/v1alpha1",
         "kind": "NotebookWorkflow",
         "metadata": {"name": "largest"},
-        "spec": {"steps": steps, "finally": final},
+        "spec": _largest_workflow(),
     }
     result = _apply(kubemill_installed, namespace, doc)
     assert result.returncode == 0, result.stderr[:2000]
@@ -867,3 +930,20 @@ def test_kubectl_explain_teaches_the_workflow_api(kubemill_installed: Cluster) -
     )
     for field in ("dependsOn", "forEach", "fromStep", "stepRef", "workflowOutcome", "test"):
         assert field in steps, field
+
+
+def test_the_largest_workflow_template_is_accepted(
+    kubemill_installed: Cluster, namespace: str
+) -> None:
+    """The same within a schedule: the schedule CRD (with both templates' rules) was created,
+    and its template policy evaluates every step within its budget."""
+    workflow = _largest_workflow()
+    workflow["steps"][0]["runTemplate"]["spec"]["parameters"] = {"day": "{{ scheduledDate }}"}
+    doc = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookSchedule",
+        "metadata": {"name": "l"},
+        "spec": {"schedule": "@daily", "workflowTemplate": {"spec": workflow}},
+    }
+    result = _apply(kubemill_installed, namespace, doc)
+    assert result.returncode == 0, result.stderr[:2000]

@@ -23,6 +23,8 @@ from tests.e2e.test_notebookrun import s3_json, wait_run
 pytestmark = pytest.mark.e2e
 
 SCHEDULES = "/apis/kubemill.dev/v1alpha1/namespaces/{}/notebookschedules"
+WORKFLOWS = "/apis/kubemill.dev/v1alpha1/namespaces/{}/notebookworkflows"
+TERMINAL = ("Succeeded", "Failed")
 KUBEMILL = str(Path(sys.executable).with_name("kubemill"))
 
 
@@ -424,3 +426,80 @@ def _await_refusal(api: client.ApiClient, namespace: str, timeout: float = 30) -
             raise
         time.sleep(0.5)
     raise AssertionError("the test's admission policy never took effect")
+
+
+def test_a_workflow_template_makes_a_workflow_per_trigger_with_the_variables_rendered(
+    api: client.ApiClient,
+    kubemill_installed: Cluster,
+    run_namespace: str,
+    results_bucket: str,
+) -> None:
+    """A schedule with a workflowTemplate: a trigger makes one NotebookWorkflow, owned and
+    labelled as a run would be, whose first step got the slot's date and whose second took the
+    first's result."""
+    values = f"s3://{results_bucket}/notebooks/values.ipynb"
+    body = {
+        "apiVersion": "kubemill.dev/v1alpha1",
+        "kind": "NotebookSchedule",
+        "metadata": {"name": "flow"},
+        "spec": {
+            # Suspended: only the trigger below makes a workflow.
+            "schedule": "0 3 * * *",
+            "suspend": True,
+            "workflowTemplate": {
+                "metadata": {"labels": {"team": "e2e"}},
+                "spec": {
+                    "steps": [
+                        {"name": "first", "runTemplate": {"spec": {
+                            "notebook": values, "parameters": {"value": "{{ scheduledDate }}"},
+                        }}},
+                        {"name": "second", "runTemplate": {"spec": {
+                            "notebook": values,
+                            "parametersFrom": [
+                                {"name": "value", "stepRef": {"name": "first", "result": "repr"}}
+                            ],
+                        }}},
+                    ]
+                },
+            },
+        },
+    }  # fmt: skip
+    schedule = kube.request(api, "POST", SCHEDULES.format(run_namespace), body=body)
+    triggered = subprocess.run(
+        [KUBEMILL, "trigger", "flow", "-n", run_namespace, "--kubeconfig",
+         str(kubemill_installed.kubeconfig)],
+        text=True, capture_output=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert triggered.returncode == 0, triggered.stderr
+    resource, name = triggered.stdout.split()[0].split("/")
+    assert resource == "notebookworkflow.kubemill.dev"
+    assert name.startswith("flow-manual-") and len(name) == len("flow-manual-") + 8
+    done = wait.wait_for(
+        api, WORKFLOWS.format(run_namespace),
+        lambda e, o: e != "DELETED" and (o.get("status") or {}).get("phase") in TERMINAL,
+        name=name, timeout=600, what=f"workflow {name} to end",
+    )  # fmt: skip
+    assert done["status"]["phase"] == "Succeeded", done["status"]
+    labels = done["metadata"]["labels"]
+    assert (labels["kubemill.dev/schedule"], labels["kubemill.dev/origin"], labels["team"]) == (
+        "flow",
+        "manual",
+        "e2e",
+    )
+    owner = done["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["name"], owner["uid"]) == (
+        "NotebookSchedule",
+        "flow",
+        schedule["metadata"]["uid"],
+    )
+    date = done["metadata"]["annotations"]["kubemill.dev/scheduled-time"][:10]
+    first = kube.get(api, f"{RUNS.format(run_namespace)}/{name}-first")
+    assert first["spec"]["parameters"] == {"value": date}
+    assert first["status"]["results"]["repr"] == repr(date)
+    second = kube.get(api, f"{RUNS.format(run_namespace)}/{name}-second")
+    assert second["status"]["results"]["repr"] == repr(repr(date))
+    # The workflow is the schedule's child; no NotebookRun of its own.
+    assert runs_of(api, run_namespace, "flow") == []
+    listed = kube.get(api, WORKFLOWS.format(run_namespace),
+                      labelSelector="kubemill.dev/schedule=flow")  # fmt: skip
+    assert [w["metadata"]["name"] for w in listed["items"]] == [name]

@@ -11,7 +11,26 @@ import pytest
 from kubemill.cli import COMMANDS, build_parser, main
 
 #: Every command line a user types to reach a command, and later ones go here too.
-COMMAND_LINES = ["run", "inspect", "results", "schedule preview", "trigger", "backfill", "retry"]
+COMMAND_LINES = [
+    "run",
+    "inspect",
+    "results",
+    "schedule preview",
+    "trigger",
+    "backfill",
+    "retry",
+    "workflow run|retry|graph",
+]
+
+
+def _typed_lines(shown: str) -> list[str]:
+    """The command lines a listed command stands for: `workflow run|retry|graph` is three."""
+    command, _, actions = shown.partition(" ")
+    return [f"{command} {action}".strip() for action in actions.split("|")]
+
+
+#: Every command line, one per action.
+TYPED_LINES = [typed for shown in COMMAND_LINES for typed in _typed_lines(shown)]
 
 
 def _probe(argv: list[str]) -> dict[str, object]:
@@ -46,7 +65,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
     assert [command.shown or command.name for command in COMMANDS] == COMMAND_LINES
 
 
-@pytest.mark.parametrize("line", COMMAND_LINES)
+@pytest.mark.parametrize("line", TYPED_LINES)
 def test_every_command_has_its_own_help(line: str, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exit_:
         main([*line.split(), "--help"])
@@ -66,9 +85,14 @@ def test_the_whole_tree_declares_a_handler_for_every_command() -> None:
         "trigger": ["trigger", "daily"],
         "backfill": ["backfill", "daily", "--from", "2027-01-01", "--to", "2027-01-02"],
         "retry": ["retry", "etl"],
+        "workflow": ["workflow", "run", "wf.yaml"],
     }
     assert set(minimal) == {command.name for command in COMMANDS}
-    for argv in minimal.values():
+    for argv in [
+        *minimal.values(),
+        ["workflow", "retry", "kubemill-runs/"],
+        ["workflow", "graph", "wf.yaml", "--format", "mermaid"],
+    ]:
         assert callable(parser.parse_args(argv).handler)
 
 
@@ -115,6 +139,13 @@ def test_help_loads_no_command_and_nothing_but_the_standard_library() -> None:
         # The cluster commands load the client when they run, not to show their options.
         (["trigger", "--help"], {"kubemill.cli.cluster"}, KUBERNETES | NOTEBOOKS),
         (["backfill", "--help"], {"kubemill.cli.cluster"}, KUBERNETES | NOTEBOOKS),
+        # A workflow runs on this machine: the operator's pure decisions, never its client;
+        # the notebooks run in `kubemill run` processes, so not even nbclient is loaded here.
+        (
+            ["workflow", "graph", "/nonexistent/wf.yaml"],
+            {"kubemill.cli.workflow", "kubemill.operator.workflows"},
+            KUBERNETES | NOTEBOOKS | {"kubemill.cli.cluster", "kubemill.cli.run"},
+        ),
     ],
 )
 def test_a_command_loads_its_own_module_only(

@@ -113,14 +113,14 @@ def _kubemill_rules(file: str, role: str) -> dict[str, set[str]]:
 def test_the_operator_writes_only_status_of_what_people_own() -> None:
     """Schedules and workflows are read, their status patched, and their runs owned with
     blockOwnerDeletion (finalizers); runs are created, deleted and read by name (a 409 on a
-    workflow step's run), their status patched."""
-    owner = {"list", "watch"}
+    workflow step's run), their status patched; a schedule's workflows are created and
+    deleted, never read by name or updated."""
     assert _kubemill_rules("rbac.yaml", "kubemill-operator") == {
         "notebookruns": {"get", "list", "watch", "create", "delete"},
         **{f"{kind}/status": {"patch"} for kind in KINDS},
         **{f"{kind}/finalizers": {"update"} for kind in KINDS},
-        "notebookschedules": owner,
-        "notebookworkflows": owner,
+        "notebookschedules": {"list", "watch"},
+        "notebookworkflows": {"list", "watch", "create", "delete"},
     }
 
 

@@ -263,15 +263,13 @@ def test_values_from_other_runs_reach_the_runner_in_parameters_and_the_upstream_
     config_maps = build_parameter_config_maps(run, resolved)
     job = build_job(run, SETTINGS, resolved)
     name = job["metadata"]["name"]
-    assert [cm["metadata"]["name"] for cm in config_maps] == [
-        f"{name}-parameters-0",
-        f"{name}-upstream",
-    ]
+    # One ConfigMap: the upstream file rides with the parameters (one API write per run).
+    assert [cm["metadata"]["name"] for cm in config_maps] == [f"{name}-parameters-0"]
     assert json.loads(config_maps[0]["data"]["parameters.json"]) == {
         "day": "2027-01-01",
         "rows": [1, None],
     }
-    assert json.loads(config_maps[1]["data"]["upstream.json"]) == upstream
+    assert json.loads(config_maps[0]["data"]["upstream.json"]) == upstream
     args = container(job)["args"]
     at = args.index("--upstream-file")
     assert args[at + 1] == "/var/run/kubemill/parameters/upstream.json"
@@ -279,7 +277,7 @@ def test_values_from_other_runs_reach_the_runner_in_parameters_and_the_upstream_
     volume = next(v for v in volumes if v["name"] == "parameters")
     assert volume["projected"]["sources"][-1] == {
         "configMap": {
-            "name": f"{name}-upstream",
+            "name": f"{name}-parameters-0",
             "items": [{"key": "upstream.json", "path": "upstream.json"}],
         }
     }
@@ -287,6 +285,27 @@ def test_values_from_other_runs_reach_the_runner_in_parameters_and_the_upstream_
     env = {e["name"]: e for e in container(job)["env"]}
     secret = env["KUBEMILL_SECRET_2"]["valueFrom"]["secretKeyRef"]
     assert secret == {"name": "creds", "key": "token"}
+
+
+@pytest.mark.parametrize(
+    ("parameters", "limit", "homes"),
+    [
+        ({}, 1000, ["-upstream"]),  # no parameters of its own: a ConfigMap for the file
+        ({"p": "x" * 900}, 1000, ["-parameters-0", "-upstream"]),  # no room beside the part
+        ({"p": "x" * 10}, 1000, ["-parameters-0"]),
+    ],
+)
+def test_the_upstream_file_rides_with_the_last_part_when_it_fits(
+    parameters: dict[str, Any], limit: int, homes: list[str]
+) -> None:
+    refs = [{"name": "big", "notebookRunRef": {"name": "extract", "result": "big"}}]
+    run = make_run(parameters=parameters, parametersFrom=refs)
+    fetch = [{"parameter": "big", "run": "extract", "result": "big", "url": "s3://r/x.json"}]
+    resolved = Resolution(upstream={"upstream": [], "results": fetch})
+    config_maps = build_parameter_config_maps(run, resolved, limit=limit)
+    job = job_name(run["metadata"]["name"], run["metadata"]["uid"])
+    assert [cm["metadata"]["name"].removeprefix(job) for cm in config_maps] == homes
+    assert sum("upstream.json" in cm["data"] for cm in config_maps) == 1
 
 
 def test_a_run_without_parameters_has_no_config_map_and_no_mount() -> None:

@@ -40,6 +40,16 @@ class Recorder:
         if "delete" in self.refuse:
             raise self.refuse["delete"]
 
+    def create_workflow(self, namespace: str, workflow: Mapping[str, Any]) -> None:
+        self.calls.append(("create workflow", workflow["metadata"]["name"]))
+        if "create" in self.refuse:
+            raise self.refuse["create"]
+
+    def delete_workflow(self, namespace: str, name: str) -> None:
+        self.calls.append(("delete workflow", name))
+        if "delete" in self.refuse:
+            raise self.refuse["delete"]
+
     def patch_schedule_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", name))
         self.status.update(status)
@@ -82,10 +92,18 @@ def finished(slot: str, phase: str) -> dict[str, Any]:
 
 
 def reconcile(
-    reconciler: ScheduleReconciler, schedule: dict[str, Any], runs: list[dict[str, Any]]
+    reconciler: ScheduleReconciler,
+    schedule: dict[str, Any],
+    runs: list[dict[str, Any]],
+    workflows: list[dict[str, Any]] | None = None,
 ) -> None:
-    """One pass, with `schedule` and `runs` as what the watches delivered (nothing else)."""
-    for cache, objects in ((reconciler.schedules, [schedule]), (reconciler.runs, runs)):
+    """One pass, with `schedule`, `runs` and `workflows` as what the watches delivered (nothing
+    else)."""
+    for cache, objects in (
+        (reconciler.schedules, [schedule]),
+        (reconciler.runs, runs),
+        (reconciler.workflows, workflows or []),
+    ):
         for gone in cache.get(KEY):
             cache.apply(KEY, "DELETED", gone)
         for obj in objects:
@@ -176,3 +194,63 @@ def test_a_created_run_blocks_forbid_until_seen_but_not_forever(
     monkeypatch.setattr(schedule_controller, "clock", lambda: later)
     reconcile(reconciler, spec, [])
     assert cluster.calls[-2] == ("create", "daily-20270112-060101")
+
+
+def workflow_schedule(**spec: Any) -> dict[str, Any]:
+    body = schedule(**spec)
+    body["spec"].pop("runTemplate")
+    step = {"name": "a", "runTemplate": {"spec": {"notebook": "s3://b/n"}}}
+    body["spec"]["workflowTemplate"] = {"spec": {"steps": [step]}}
+    return body
+
+
+def test_a_workflow_template_creates_and_prunes_workflows() -> None:
+    cluster = Recorder()
+    reconciler = Reconciler(cluster)
+    old = finished("20270110-060000", "Failed")
+    reconcile(reconciler, workflow_schedule(failedRunsHistoryLimit=0), [], [old])
+    assert cluster.calls == [
+        ("create workflow", "daily-20270112-060000"),
+        ("status", "daily"),
+        ("delete workflow", "daily-20270110-060000"),
+    ]
+    assert reconciler.events == [
+        ("RunCreated", "created workflow daily-20270112-060000 for slot 2027-01-12T06:00:00Z")
+    ]
+
+
+def test_replace_deletes_each_child_as_its_own_kind() -> None:
+    """After a switch from runTemplate to workflowTemplate, the active run is still replaced."""
+    cluster = Recorder()
+    reconciler = Reconciler(cluster)
+    running = finished("20270111-060000", "Running")
+    running["status"] = {"phase": "Running"}
+    reconcile(reconciler, workflow_schedule(concurrencyPolicy="Replace"), [running], [])
+    assert cluster.calls[:2] == [
+        ("delete", "daily-20270111-060000"),
+        ("create workflow", "daily-20270112-060000"),
+    ]
+
+
+def test_a_workflow_refused_for_now_is_named_as_a_workflow() -> None:
+    cluster = Recorder(refuse={"create": TransientError("exceeded quota (HTTP 403)")})
+    reconciler = Reconciler(cluster)
+    with pytest.raises(TransientError):
+        reconcile(reconciler, workflow_schedule(), [], [])
+    assert reconciler.events == [
+        (
+            "RunNotCreated",
+            "cannot create workflow daily-20270112-060000: exceeded quota (HTTP 403); retrying",
+        )
+    ]
+
+
+def test_a_created_workflow_blocks_forbid_until_seen(monkeypatch: pytest.MonkeyPatch) -> None:
+    cluster = Recorder()
+    reconciler = Reconciler(cluster)
+    spec = workflow_schedule(schedule="* * * * * *", concurrencyPolicy="Forbid")
+    reconcile(reconciler, spec, [], [])
+    monkeypatch.setattr(schedule_controller, "clock", lambda: NOW + datetime.timedelta(seconds=1))
+    reconcile(reconciler, spec, [], [])
+    assert cluster.calls.count(("create workflow", "daily-20270112-060001")) == 0
+    assert reconciler.events[-1][0] == "SkippedActive"

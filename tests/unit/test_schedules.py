@@ -9,8 +9,13 @@ from typing import Any
 import pytest
 
 from kubemill.operator.schedules import (
+    ATTEMPT_SUFFIX,
+    ITEM_SUFFIX,
+    RUN_NAME_LIMIT,
+    STEP_SEPARATOR,
     Plan,
     after_create,
+    build_child,
     build_run,
     finished_to_prune,
     manual_run_name,
@@ -414,6 +419,189 @@ def test_last_successful_time_only_moves_forward() -> None:
     newer = [run("2027-01-11T06:00:00Z", "Succeeded", done="2027-01-11T07:30:00Z")]
     result = plan(schedule(old), newer, at("2027-01-11T08:00:00Z"))
     assert result.status["lastSuccessfulTime"] == "2027-01-11T07:30:00Z"
+
+
+def workflow_schedule(status: dict[str, Any] | None = None, **spec: Any) -> dict[str, Any]:
+    """The schedule above with a workflow template instead of its run template."""
+    body = schedule(status, **spec)
+    body["spec"].pop("runTemplate")
+    body["spec"]["workflowTemplate"] = {
+        "metadata": {"labels": {"team": "reports", "kopf.zalando.org/x": "no"}},
+        "spec": {
+            "steps": [
+                {
+                    "name": "load",
+                    "runTemplate": {
+                        "metadata": {"labels": {"part": "load"}},
+                        "spec": {
+                            "notebook": "s3://b/load.ipynb",
+                            "parameters": {"day": "{{ scheduledDate }}", "n": 1},
+                        },
+                    },
+                },
+                {
+                    "name": "report",
+                    "runTemplate": {
+                        "spec": {
+                            "notebook": "s3://b/report.ipynb",
+                            "parametersFrom": [
+                                {"name": "rows", "stepRef": {"name": "load", "result": "rows"}}
+                            ],
+                        }
+                    },
+                },
+            ],
+            "finally": [
+                {
+                    "name": "notify",
+                    "runTemplate": {
+                        "spec": {
+                            "notebook": "s3://b/notify.ipynb",
+                            "parameters": {"about": ["{{ runName }}"]},
+                        }
+                    },
+                }
+            ],
+        },
+    }
+    return body
+
+
+def workflow(slot: str, phase: str | None, origin: str = "schedule", done: str = "") -> Any:
+    return {**run(slot, phase, origin, done), "kind": "NotebookWorkflow"}
+
+
+def test_a_workflow_template_makes_one_workflow_per_slot() -> None:
+    result = plan(workflow_schedule(), [], at("2027-01-10T06:00:01Z"))
+    assert created(result) == ["daily-20270110-060000"]
+    body, reason, message = result.create[0]
+    assert (body["kind"], reason) == ("NotebookWorkflow", "RunCreated")
+    assert message == "created workflow daily-20270110-060000 for slot 2027-01-10T06:00:00Z"
+    assert body["metadata"]["labels"] == {
+        "team": "reports",
+        "app.kubernetes.io/managed-by": "kubemill",
+        "kubemill.dev/schedule": "daily",
+        "kubemill.dev/origin": "schedule",
+    }
+    assert body["metadata"]["annotations"] == {
+        "kubemill.dev/scheduled-time": "2027-01-10T06:00:00Z"
+    }
+    owner = body["metadata"]["ownerReferences"][0]
+    assert (owner["kind"], owner["uid"]) == ("NotebookSchedule", "sched-uid")
+    steps = {s["name"]: s for s in body["spec"]["steps"] + body["spec"]["finally"]}
+    assert steps["load"]["runTemplate"]["spec"]["parameters"] == {"day": "2027-01-10", "n": 1}
+    assert steps["load"]["runTemplate"]["metadata"] == {"labels": {"part": "load"}}
+    assert steps["report"]["runTemplate"]["spec"]["parametersFrom"][0]["stepRef"]["name"] == "load"
+    assert steps["notify"]["runTemplate"]["spec"]["parameters"] == {
+        "about": ["daily-20270110-060000"]
+    }
+    # The template itself is left as it was.
+    template = workflow_schedule()["spec"]["workflowTemplate"]["spec"]["steps"][0]
+    assert template["runTemplate"]["spec"]["parameters"]["day"] == "{{ scheduledDate }}"
+
+
+def test_a_triggered_workflow_is_named_and_labelled_as_a_manual_run() -> None:
+    token = "2027-01-12T05:11:12Z"
+    spec = workflow_schedule(AFTER_FIRST, annotations={"kubemill.dev/trigger": token})
+    result = plan(spec, [], at("2027-01-12T05:11:13Z"))
+    body, reason, message = result.create[0]
+    assert body["metadata"]["name"] == manual_run_name("daily", token)
+    assert body["metadata"]["labels"]["kubemill.dev/origin"] == "manual"
+    assert (reason, message) == ("Triggered", f"created workflow {manual_run_name('daily', token)}"
+                                 " (manual trigger)")  # fmt: skip
+    backfilled = build_child(spec, at("2027-01-01T06:00:00Z"), "daily-20270101-060000", "backfill")
+    assert backfilled["kind"] == "NotebookWorkflow"
+    assert backfilled["metadata"]["ownerReferences"][0]["blockOwnerDeletion"] is False
+
+
+@pytest.mark.parametrize(
+    ("field", "message"),
+    [
+        ("steps", "spec.workflowTemplate.spec.steps[name=load].runTemplate.spec.parameters.day: "
+                  "unknown template variable {{ nope }}"),
+        ("finally", "spec.workflowTemplate.spec.finally[name=notify].runTemplate.spec.parameters"
+                    ".about[0]: unknown template variable {{ nope }}"),
+    ],
+)  # fmt: skip
+def test_a_bad_variable_in_any_step_makes_the_schedule_not_ready(field: str, message: str) -> None:
+    spec = workflow_schedule()
+    step = spec["spec"]["workflowTemplate"]["spec"][field][0]
+    parameters = step["runTemplate"]["spec"]["parameters"]
+    key = next(iter(parameters))
+    parameters[key] = "{{ nope }}" if field == "steps" else ["{{ nope }}"]
+    result = plan(spec, [], at("2027-01-10T06:00:01Z"))
+    assert result.create == []
+    assert ready_of(result.status)[:2] == ("False", "InvalidTemplate")
+    assert result.events[0][2].startswith(message)
+
+
+@pytest.mark.parametrize(("step", "for_each", "fits"), [
+    ("s" * 23, False, True), ("s" * 24, False, False), ("s" * 19, True, True),
+    ("s" * 20, True, False),
+])  # fmt: skip
+def test_workflow_run_names_must_fit_in_63_characters(
+    step: str, for_each: bool, fits: bool
+) -> None:
+    """A 19-character schedule leaves 63 - 19 - 16 (slot) - 1 ("-") - 4 (attempt) = 23
+    characters for a step's name, 19 with forEach (an item index)."""
+    spec = workflow_schedule()
+    spec["metadata"]["name"] = "d" * 19
+    first = spec["spec"]["workflowTemplate"]["spec"]["steps"][0]
+    first["name"] = step
+    if for_each:
+        first["forEach"] = {"parameter": "x", "items": [1]}
+    result = plan(spec, [], at("2027-01-10T06:00:01Z"))
+    if fits:
+        assert len(created(result)) == 1
+    else:
+        assert result.create == [] and result.events[0][1] == "InvalidTemplate"
+        assert "beyond 63 characters" in result.events[0][2]
+
+
+def test_both_templates_are_refused() -> None:
+    spec = workflow_schedule()
+    spec["spec"]["runTemplate"] = schedule()["spec"]["runTemplate"]
+    result = plan(spec, [], at("2027-01-10T06:00:01Z"))
+    assert result.create == [] and ready_of(result.status)[1] == "InvalidTemplate"
+
+
+def test_forbid_and_replace_see_active_workflows() -> None:
+    active = workflow("2027-01-11T06:00:00Z", "Running")
+    forbid = plan(workflow_schedule(AFTER_FIRST, concurrencyPolicy="Forbid"), [active], DUE)
+    assert forbid.create == [] and reasons(forbid) == ["SkippedActive"]
+    replace = plan(workflow_schedule(AFTER_FIRST, concurrencyPolicy="Replace"), [active], DUE)
+    assert replace.replace == [("daily-20270111-060000", "replaced by daily-20270112-060000")]
+    assert created(replace) == ["daily-20270112-060000"]
+    ended = workflow("2027-01-11T06:00:00Z", "Failed", done="2027-01-11T07:00:00Z")
+    allowed = plan(workflow_schedule(AFTER_FIRST, concurrencyPolicy="Forbid"), [ended], DUE)
+    assert created(allowed) == ["daily-20270112-060000"]
+
+
+def test_ended_workflows_are_pruned_and_the_last_success_counts() -> None:
+    children = [
+        workflow("2027-01-08T06:00:00Z", "Succeeded", done="2027-01-08T06:30:00Z"),
+        workflow("2027-01-09T06:00:00Z", "Succeeded", done="2027-01-09T06:30:00Z"),
+        workflow("2027-01-10T06:00:00Z", "Failed", done="2027-01-10T06:30:00Z"),
+        workflow("2027-01-11T06:00:00Z", "Running"),
+    ]
+    result = plan(workflow_schedule(AFTER_FIRST, successfulRunsHistoryLimit=1,
+                                    failedRunsHistoryLimit=0), children,
+                  at("2027-01-11T07:00:00Z"))  # fmt: skip
+    assert [name for name, _ in result.prune] == ["daily-20270108-060000", "daily-20270110-060000"]
+    assert result.status["lastSuccessfulTime"] == "2027-01-09T06:30:00Z"
+    assert result.status["active"] == [
+        {"name": "daily-20270111-060000", "scheduledTime": "2027-01-11T06:00:00Z"}
+    ]
+
+
+def test_the_workflow_name_limits_are_the_workflow_crds() -> None:
+    gen = hack_scripts.load("gen_workflow_crd")
+    assert (RUN_NAME_LIMIT, STEP_SEPARATOR, ITEM_SUFFIX, ATTEMPT_SUFFIX) == (
+        gen.NAME_LIMIT,
+        gen.STEP_SEPARATOR,
+        gen.ITEM_SUFFIX,
+        gen.ATTEMPT_SUFFIX,
+    )
 
 
 def test_the_schedule_crd_is_generated_from_its_sources() -> None:

@@ -1,0 +1,432 @@
+"""`kubemill workflow`'s pure parts: a workflow carried out on one machine by the operator's own
+decisions, its status from runner summaries, options, JUnit XML and the graph."""
+
+from __future__ import annotations
+
+import json
+import xml.etree.ElementTree as ET
+from typing import Any
+
+import pytest
+
+from kubemill.cli import build_parser
+from kubemill.cli.localflow import (
+    Local,
+    advance,
+    ended_status,
+    load_workflow,
+    only,
+    override,
+    parameters_text,
+    retry,
+    run_folder,
+    runner_args,
+    started_status,
+    stranded,
+    upstream_text,
+)
+from kubemill.cli.schedule import UsageError
+from kubemill.cli.workflow_report import graph, junit_xml, redraw, summary_lines, table_lines
+from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.workflows import RETRY
+from kubemill.runner.contract import ExitCode, build_summary
+
+T0, T1, T2 = "2027-01-12T06:00:00Z", "2027-01-12T06:00:05Z", "2027-01-12T06:01:10Z"
+
+
+def step(name: str, **extra: Any) -> dict[str, Any]:
+    spec: dict[str, Any] = {"notebook": f"{name}.ipynb"}
+    for key in ("parameters", "parametersFrom", "timeout", "cellTimeout", "kernel", "html"):
+        if key in extra:
+            spec[key] = extra.pop(key)
+    return {"name": name, "runTemplate": {"spec": spec}, **extra}
+
+
+def manifest(*steps: dict[str, Any], final: tuple[dict[str, Any], ...] = ()) -> dict[str, Any]:
+    spec: dict[str, Any] = {"steps": list(steps)}
+    if final:
+        spec["finally"] = list(final)
+    doc = {"apiVersion": "kubemill.dev/v1alpha1", "kind": "NotebookWorkflow"}
+    return load_workflow([{**doc, "metadata": {"name": "wf"}, "spec": spec}], "wf.yaml")
+
+
+def summary(code: ExitCode, folder: str, results: dict[str, Any] | None = None) -> str:
+    failure = None
+    if code != ExitCode.OK:
+        failure = {
+            "reason": code.reason,
+            "message": "cell In [3] raised AssertionError: rows is 3, expected 4",
+            "cell": 2,
+            "executionCount": 3,
+            "ename": "AssertionError",
+            "evalue": "rows is 3, expected 4",
+            "traceback": "Traceback …\nAssertionError: rows is 3, expected 4",
+        }
+    return build_summary(
+        exit_code=code,
+        output_url=f"{folder}output.ipynb",
+        results=results or {},
+        failure=failure,
+        duration_seconds=65.0,
+    ).decode()
+
+
+def finish(local: Local, name: str, code: ExitCode, results: dict[str, Any] | None = None) -> None:
+    run = local.runs[name]
+    run["status"] = started_status(run, T0)
+    folder = run_folder("/out", "default", name)
+    run["status"] = ended_status(run, summary(code, folder, results), int(code), T0, T2)
+
+
+DIAMOND = (
+    step("extract"),
+    step(
+        "by-region",
+        forEach={"parameter": "region", "fromStep": {"name": "extract", "result": "regions"}},
+    ),
+    step(
+        "totals",
+        parametersFrom=[{"name": "rows", "stepRef": {"name": "extract", "result": "rows"}}],
+    ),
+    step("report", dependsOn=["by-region", "totals"]),
+)
+
+
+def names(starts: Any) -> list[str]:
+    return [s.run["metadata"]["name"] for s in starts]
+
+
+def test_a_diamond_starts_each_run_when_the_operator_would() -> None:
+    local = Local(manifest(*DIAMOND, final=(step("notify"),)))
+    assert names(advance(local, T0, [])) == ["wf-extract"]
+    # totals' run exists already, waiting for extract's, as on a cluster.
+    assert local.runs["wf-totals"]["status"]["phase"] == "Waiting"
+    finish(local, "wf-extract", ExitCode.OK, {"regions": ["eu", "us"], "rows": 3})
+    ready = advance(local, T1, [])
+    assert names(ready) == ["wf-totals", "wf-by-region-0", "wf-by-region-1"]
+    assert json.loads(parameters_text(ready[0]) or "") == {"rows": 3}
+    assert json.loads(upstream_text(ready[0]) or "")["upstream"][0]["name"] == "wf-extract"
+    assert json.loads(parameters_text(ready[1]) or "") == {"region": "eu"}
+    assert upstream_text(ready[1]) is None
+    for name in ("wf-totals", "wf-by-region-0", "wf-by-region-1"):
+        finish(local, name, ExitCode.OK)
+    assert names(advance(local, T1, [])) == ["wf-report"]
+    finish(local, "wf-report", ExitCode.OK)
+    assert names(advance(local, T1, [])) == ["wf-notify"]
+    finish(local, "wf-notify", ExitCode.OK)
+    assert advance(local, T2, []) == []
+    assert local.phase == "Succeeded"
+
+
+def test_runs_started_or_still_going_are_not_started_again() -> None:
+    local = Local(manifest(step("a"), step("b")))
+    ready = advance(local, T0, [])
+    assert names(ready) == ["wf-a", "wf-b"]
+    assert names(advance(local, T0, ["wf-a"])) == ["wf-b"]
+    local.runs["wf-b"]["status"] = started_status(local.runs["wf-b"], T0)
+    assert local.runs["wf-b"]["status"]["phase"] == "Running"
+    assert names(advance(local, T0, ["wf-a"])) == []
+
+
+def test_an_upstream_failure_skips_what_needs_it_and_finally_runs() -> None:
+    local = Local(manifest(*DIAMOND, final=(step("notify"),)))
+    advance(local, T0, [])
+    finish(local, "wf-extract", ExitCode.CELL_ERROR)
+    assert names(advance(local, T1, [])) == ["wf-notify"]
+    steps = {e["name"]: e for e in local.workflow["status"]["steps"]}
+    assert steps["extract"]["phase"] == "Failed"
+    # totals' run waited for extract's, and ends UpstreamFailed: the step is Skipped.
+    assert (steps["totals"]["phase"], steps["totals"]["reason"]) == ("Skipped", "UpstreamFailed")
+    assert local.runs["wf-totals"]["status"]["reason"] == "UpstreamFailed"
+    assert steps["report"]["phase"] == "Skipped"
+    finish(local, "wf-notify", ExitCode.OK)
+    advance(local, T2, [])
+    assert local.phase == "Failed"
+    assert local.workflow["status"]["reason"] == "StepFailed"
+
+
+@pytest.mark.parametrize(
+    ("code", "phase", "reason"),
+    [
+        (ExitCode.OK, "Succeeded", "Succeeded"),
+        (ExitCode.CELL_ERROR, "Failed", "CellError"),
+        (ExitCode.RUN_TIMEOUT, "Failed", "RunTimeout"),
+    ],
+)
+def test_a_run_status_is_what_the_run_controller_writes_from_the_summary(
+    code: ExitCode, phase: str, reason: str
+) -> None:
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    finish(local, "wf-a", code, {"rows": 3})
+    status = local.runs["wf-a"]["status"]
+    assert (status["phase"], status["reason"]) == (phase, reason)
+    assert status["outputUrl"] == "/out/default/wf-a/output.ipynb"
+    assert status["results"] == {"rows": 3}
+    assert (status["startTime"], status["completionTime"], status["duration"]) == (T0, T2, "1m10s")
+    assert status["jobName"] == "local"
+    if phase == "Failed":
+        assert status["failure"]["ename"] == "AssertionError"
+
+
+def test_a_runner_that_left_no_summary_failed() -> None:
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    run = local.runs["wf-a"]
+    run["status"] = ended_status(run, None, 0, T0, T1)
+    assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "RunnerFailed")
+    assert "without a summary" in run["status"]["message"]
+    run["status"] = {}
+    run["status"] = ended_status(run, None, -15, T0, T1)
+    assert "exited with code 143 without a summary" in run["status"]["message"]
+
+
+def test_a_secret_parameter_fails_the_run_unless_given_here() -> None:
+    secret = {"name": "token", "secretKeyRef": {"name": "api", "key": "token"}}
+    local = Local(manifest(step("a", parametersFrom=[secret])))
+    assert advance(local, T0, []) == []
+    status = local.runs["wf-a"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert "--secret-param token=ENV_VAR" in status["message"]
+    local = Local(manifest(step("a", parametersFrom=[secret])))
+    [start] = advance(local, T0, [], {"token": "API_TOKEN"})
+    args = runner_args(start, "a.ipynb", "/out/", None, None, "/t", {"token": "API_TOKEN"})
+    assert args[-2:] == ["--secret-param", "token=API_TOKEN"]
+
+
+def test_runner_arguments_follow_the_spec_and_the_command_line() -> None:
+    local = Local(manifest(step("a", timeout="10m", cellTimeout="90s", kernel="py", html=True)))
+    [start] = advance(local, T0, [])
+    args = runner_args(start, "/nb/a.ipynb", "/out/ns/wf-a/", "/p.json", "/u.json", "/t", {})
+    assert args == [
+        "run", "/nb/a.ipynb", "/out/ns/wf-a/", "--termination-message-path", "/t",
+        "--parameters-json-file", "/p.json", "--upstream-file", "/u.json", "--kernel=py",
+        "--cell-timeout", "90", "--timeout", "600", "--html",
+    ]  # fmt: skip
+    args = runner_args(
+        start, "a", "o/", None, None, "/t", {}, kernel="k2", timeout=5, cell_timeout=1
+    )
+    assert args[5:] == ["--kernel=k2", "--cell-timeout", "1", "--timeout", "5", "--html"]
+
+
+def test_run_folders_are_named_as_on_the_cluster() -> None:
+    assert run_folder("/tmp/out/", "team", "wf-a-0") == "/tmp/out/team/wf-a-0/"
+    assert run_folder("s3://b/p", "default", "wf-a") == "s3://b/p/default/wf-a/"
+
+
+def test_load_workflow_wants_exactly_one() -> None:
+    with pytest.raises(UsageError, match="holds 0 NotebookWorkflows"):
+        load_workflow([{"kind": "NotebookRun"}], "x.yaml")
+    wf = manifest(step("a"))
+    assert wf["metadata"]["namespace"] == "default"
+    assert wf["metadata"]["uid"]
+
+
+def test_override_sets_a_step_parameter_and_refuses_unknown_steps() -> None:
+    wf = manifest(step("a", parameters={"x": 1}), step("b"))
+    override(wf, [("a.x", 2), ("b.y", "z")])
+    assert wf["spec"]["steps"][0]["runTemplate"]["spec"]["parameters"] == {"x": 2}
+    assert wf["spec"]["steps"][1]["runTemplate"]["spec"]["parameters"] == {"y": "z"}
+    with pytest.raises(UsageError, match="no step 'c'"):
+        override(wf, [("c.x", 1)])
+    with pytest.raises(UsageError, match=r"STEP\.NAME"):
+        override(wf, [("a", 1)])
+
+
+def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
+    earlier = Local(manifest(*DIAMOND))
+    advance(earlier, T0, [])
+    finish(earlier, "wf-extract", ExitCode.OK, {"regions": ["eu"], "rows": 3})
+    advance(earlier, T1, [])
+    finish(earlier, "wf-totals", ExitCode.CELL_ERROR)
+    finish(earlier, "wf-by-region-0", ExitCode.OK)
+    advance(earlier, T2, [])
+    again = only(manifest(*DIAMOND), ["report"], earlier)
+    assert [s["name"] for s in again.workflow["spec"]["steps"]] == [
+        "extract", "by-region", "totals", "report",
+    ]  # fmt: skip
+    ready = advance(again, T2, [])
+    # extract and by-region succeeded before: kept; totals failed: runs again.
+    assert names(ready) == ["wf-totals"]
+    assert again.runs["wf-extract"]["status"]["phase"] == "Succeeded"
+    assert only(manifest(*DIAMOND), ["totals"], None).workflow["spec"]["steps"][1]["name"] == (
+        "totals"
+    )
+    with pytest.raises(UsageError, match="no step 'nope'"):
+        only(manifest(*DIAMOND), ["nope"], None)
+
+
+def test_retry_reruns_failed_and_skipped_steps_under_new_names() -> None:
+    local = Local(manifest(*DIAMOND))
+    advance(local, T0, [])
+    finish(local, "wf-extract", ExitCode.OK, {"regions": ["eu"], "rows": 3})
+    advance(local, T1, [])
+    finish(local, "wf-totals", ExitCode.CELL_ERROR)
+    finish(local, "wf-by-region-0", ExitCode.OK)
+    advance(local, T2, [])
+    assert local.phase == "Failed"
+    restored = Local.from_json(json.loads(json.dumps(local.to_json())))
+    retry(restored, T2)
+    assert restored.workflow["metadata"]["annotations"][RETRY] == T2
+    assert names(advance(restored, T2, [])) == ["wf-totals-r2"]
+    with pytest.raises(UsageError, match="only a failed workflow"):
+        retry(Local(manifest(step("a"))), T2)
+
+
+def test_an_invalid_spec_fails_the_workflow_with_the_planner_s_message() -> None:
+    local = Local(manifest(step("a", dependsOn=["b"]), step("b", dependsOn=["a"])))
+    advance(local, T0, [])
+    assert local.workflow["status"]["reason"] == "InvalidSpec"
+    assert "cycle" in local.workflow["status"]["message"]
+
+
+# --- what people and CI read ------------------------------------------------------------------
+
+
+def ended_diamond() -> Local:
+    check = step(
+        "check",
+        test=True,
+        parametersFrom=[{"name": "notebook", "stepRef": {"name": "extract", "output": "notebook"}}],
+    )
+    local = Local(manifest(*DIAMOND, check, final=(step("notify"),)))
+    advance(local, T0, [])
+    finish(local, "wf-extract", ExitCode.OK, {"regions": ["eu", "us"], "rows": 3})
+    advance(local, T1, [])
+    for name in ("wf-totals", "wf-by-region-0", "wf-by-region-1"):
+        finish(local, name, ExitCode.OK)
+    finish(local, "wf-check", ExitCode.CELL_ERROR)
+    advance(local, T1, [])
+    finish(local, "wf-report", ExitCode.OK)
+    advance(local, T1, [])
+    finish(local, "wf-notify", ExitCode.OK)
+    advance(local, T2, [])
+    return local
+
+
+def test_junit_has_a_testcase_per_run_with_failures_and_properties() -> None:
+    local = ended_diamond()
+    root = ET.fromstring(junit_xml(local.workflow, local.runs))
+    assert root.tag == "testsuites"
+    [suite] = root
+    assert suite.tag == "testsuite"
+    assert {k: suite.get(k) for k in ("name", "tests", "failures", "errors", "skipped")} == {
+        "name": "wf", "tests": "7", "failures": "1", "errors": "0", "skipped": "0",
+    }  # fmt: skip
+    cases = {c.get("name"): c for c in suite.iter("testcase")}
+    assert list(cases) == [
+        "extract", "by-region[0]", "by-region[1]", "totals", "report", "check", "notify",
+    ]  # fmt: skip
+    assert {c.get("classname") for c in cases.values()} == {"wf"}
+    assert cases["extract"].get("time") == "70.000"
+    failure = cases["check"].find("failure")
+    assert failure is not None
+    assert failure.get("message", "").startswith("CellError: cell In [3] raised AssertionError")
+    assert "AssertionError: rows is 3, expected 4" in (failure.text or "")
+    assert "cell 2 (In [3])" in (failure.text or "")
+    # Properties belong to the suite in Jenkins' schema: named after the testcase.
+    assert cases["by-region[1]"].find("properties") is None
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["by-region[1].parameter.region"] == "'us'"
+    assert properties["by-region[1].duration"] == "1m10s"
+    assert properties["totals.parameter.rows"] == "from run wf-extract: rows"
+    assert properties["workflow.phase"] == "Failed"
+    assert (suite.get("hostname"), suite.get("timestamp")) == ("localhost", "2027-01-12T06:00:00")
+    out = cases["report"].find("system-out")
+    assert out is not None and out.text == "/out/default/wf-report/output.ipynb"
+
+
+def test_junit_marks_skipped_runs() -> None:
+    local = Local(manifest(step("a"), step("b", dependsOn=["a"])))
+    advance(local, T0, [])
+    finish(local, "wf-a", ExitCode.CELL_ERROR)
+    advance(local, T1, [])
+    [suite] = ET.fromstring(junit_xml(local.workflow, local.runs))
+    assert suite.get("skipped") == "1"
+    skipped = suite.find("testcase[@name='b']/skipped")
+    assert skipped is not None and skipped.get("message") == "UpstreamFailed: step a failed"
+
+
+def test_table_and_summary() -> None:
+    local = ended_diamond()
+    lines = table_lines(local.workflow)
+    assert lines[0].split() == ["STEP", "PHASE", "REASON", "DURATION", "RUN"]
+    assert lines[6].split() == ["check", "Failed", "CellError", "1m10s", "wf-check"]
+    assert summary_lines(local.workflow, "/out/default/")[1:] == [
+        "tests: 0 passed, 1 failed",
+        "outputs: /out/default/",
+    ]
+
+
+def test_graph_in_three_forms() -> None:
+    wf = manifest(*DIAMOND, final=(step("notify"),))
+    assert graph(wf) == (
+        "workflow wf\n"
+        "  extract\n"
+        "  by-region (forEach region in extract.regions) <- extract (forEach regions)\n"
+        "  totals <- extract (rows = rows)\n"
+        "  report <- by-region (dependsOn), totals (dependsOn)\n"
+        "  finally (after every step, whatever happened):\n"
+        "    notify\n"
+    )
+    dot = graph(wf, "dot")
+    assert '"extract" -> "by-region" [label="forEach regions"];' in dot
+    assert '"report" -> "notify" [style=dashed];' in dot
+    assert '"by-region" [shape=box3d' in dot
+    mermaid = graph(wf, "mermaid").splitlines()
+    assert mermaid[0] == "flowchart LR"
+    assert '  s1[["by-region (forEach region in extract.regions)"]]' in mermaid
+    assert "  s3 -.-> s4" in mermaid
+    with pytest.raises(InvalidSpec, match="cycle"):
+        graph(manifest(step("a", dependsOn=["b"]), step("b", dependsOn=["a"])))
+
+
+@pytest.mark.parametrize(
+    ("argv", "wrong"),
+    [
+        (["workflow", "run", "wf.yaml", "--parallel", "0"], "must be at least 1"),
+        (["workflow", "run", "wf.yaml", "--timeout", "x"], "not a number of seconds"),
+        (["workflow", "run", "wf.yaml", "--secret-param", "token"], "not NAME=ENV_VAR"),
+        (["workflow", "graph", "wf.yaml", "--format", "png"], "invalid choice"),
+    ],
+)
+def test_bad_options_are_usage_errors(
+    argv: list[str], wrong: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        build_parser(argv).parse_args(argv)
+    assert exit_.value.code == 2
+    assert wrong in capsys.readouterr().err
+
+
+def test_options_parse() -> None:
+    argv = [
+        "workflow", "run", "wf.yaml", "-p", "a.x", "1", "-p", "b.y", "z", "--only", "b",
+        "--parallel", "3", "--cell-timeout", "1.5", "--secret-param", "t=T", "--junit-xml", "j",
+    ]  # fmt: skip
+    args = build_parser(argv).parse_args(argv)
+    assert args.parameter == [["a.x", "1"], ["b.y", "z"]]
+    assert (args.only, args.parallel, args.cell_timeout) == (["b"], 3, 1.5)
+    assert (args.secret_param, args.junit_xml, args.output_dir) == (
+        [("t", "T")],
+        "j",
+        "./kubemill-runs/",
+    )
+
+
+def test_a_run_waiting_for_a_run_no_step_makes_fails_instead_of_waiting_for_ever() -> None:
+    outside = {"name": "x", "notebookRunRef": {"name": "made-elsewhere", "result": "x"}}
+    local = Local(manifest(step("a", parametersFrom=[outside])))
+    assert advance(local, T0, []) == []
+    assert local.runs["wf-a"]["status"]["phase"] == "Waiting"
+    stranded(local, T1)
+    advance(local, T1, [])
+    status = local.runs["wf-a"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "InvalidSpec")
+    assert "run made-elsewhere (it does not exist yet)" in status["message"]
+    assert local.phase == "Failed"
+
+
+def test_the_table_is_redrawn_in_place_on_a_terminal() -> None:
+    assert redraw(["A", "b"], 0) == "A\nb\n"
+    assert redraw(["A", "b", "c"], 2) == "\x1b[2F\x1b[JA\nb\nc\n"
