@@ -15,6 +15,8 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from kubemill.operator.schedules import slot_run_name
+from kubemill.operator.times import parse_rfc3339
 from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
 from tests.e2e.conftest import Cluster
@@ -503,3 +505,23 @@ def test_a_workflow_template_makes_a_workflow_per_trigger_with_the_variables_ren
     listed = kube.get(api, WORKFLOWS.format(run_namespace),
                       labelSelector="kubemill.dev/schedule=flow")  # fmt: skip
     assert [w["metadata"]["name"] for w in listed["items"]] == [name]
+    # Then on its own slots: the next workflow comes from the schedule, not a trigger.
+    kube.merge_patch(
+        api, f"{SCHEDULES.format(run_namespace)}/flow",
+        {"spec": {"schedule": "*/10 * * * * *", "suspend": False}},
+    )  # fmt: skip
+    slotted = wait.wait_for(
+        api, WORKFLOWS.format(run_namespace),
+        lambda e, o: e != "DELETED"
+        and (o["metadata"].get("labels") or {}).get("kubemill.dev/origin") == "schedule"
+        and (o.get("status") or {}).get("phase") in TERMINAL,
+        label_selector="kubemill.dev/schedule=flow", timeout=600,
+        what="a workflow of the schedule's own slot to end",
+    )  # fmt: skip
+    kube.merge_patch(api, f"{SCHEDULES.format(run_namespace)}/flow", {"spec": {"suspend": True}})
+    assert slotted["status"]["phase"] == "Succeeded", slotted["status"]
+    slot = slotted["metadata"]["annotations"]["kubemill.dev/scheduled-time"]
+    moment = parse_rfc3339(slot)
+    assert moment is not None and slotted["metadata"]["name"] == slot_run_name("flow", moment)
+    step = kube.get(api, f"{RUNS.format(run_namespace)}/{slotted['metadata']['name']}-first")
+    assert step["spec"]["parameters"] == {"value": slot[:10]}

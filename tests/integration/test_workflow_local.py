@@ -341,7 +341,7 @@ def test_ctrl_c_stops_the_runs_and_keeps_the_state(tmp_path: Path) -> None:
     deadline = time.monotonic() + 60
     while "started sleeping" not in (log.read_text() if log.exists() else ""):
         assert time.monotonic() < deadline, "the notebook did not start"
-        time.sleep(0.1)
+        time.sleep(0.1)  # polling a log file for a line: there is no event to wait on
     code, took, stderr = stop(process, signal.SIGINT)
     assert code == 1 and took < 30
     assert "interrupted" in stderr
