@@ -199,7 +199,11 @@ class Reconciler(QueuedController):
             if invalid is not None:
                 self._write_ended(key, run, old, now, "InvalidSpec", invalid)
                 return
-            if old.get("reason") in (None, "Pending", "Waiting"):
+            if (
+                job is not None
+                and job.get("new")
+                and old.get("reason") in (None, "Pending", "Waiting")
+            ):
                 # The Job's own watch event, a moment away, writes the status that names it.
                 # Not writing it here first lets a burst of runs (a workflow's fan-out) get
                 # their Jobs sooner: the API server's writes go to the Jobs before statuses.
@@ -275,10 +279,13 @@ class Reconciler(QueuedController):
                     self.cluster.create_configmap(meta["namespace"], config_map)
             self.cluster.create_job(meta["namespace"], job)
         except AlreadyExists:
-            pass
+            # Adopted: it exists but the watch has not shown it (or never will, if its watch
+            # is broken): the status says so now, from the pods if any.
+            return {"metadata": {"name": job_name(meta["name"], meta["uid"])}, "status": {}}, None
         except InvalidSpec as exc:
             return None, exc.message
-        return {"metadata": {"name": job_name(meta["name"], meta["uid"])}, "status": {}}, None
+        # Created just now: its own watch event follows within moments.
+        return {"metadata": {"name": job["metadata"]["name"]}, "status": {}, "new": True}, None
 
     def _write(
         self, key: Key, run: dict[str, Any], old: Mapping[str, Any], new: dict[str, Any]

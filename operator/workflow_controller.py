@@ -9,6 +9,7 @@ remembered until the watch shows them, so a second pass in between never counts 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any, Protocol, cast
 
@@ -33,6 +34,8 @@ Key = tuple[str, str]
 #: by dependsOn or a forEach list; in exchange a fan-out's hundreds of run events become a
 #: few passes, whose CPU and status writes the runs' own Jobs would otherwise wait behind.
 RUN_EVENT_DELAY = 0.25
+#: Seconds a created run may stay unseen by the watch before it is no longer counted.
+PENDING_EXPIRY = 60.0
 
 
 class WorkflowCluster(Protocol):
@@ -65,8 +68,9 @@ class WorkflowReconciler(QueuedController):
         super().__init__("workflow", workers=workers)
         self.cluster = cluster
         self._written: dict[str, dict[str, Any]] = {}
-        #: Runs created by this process that the run watch has not shown yet, by workflow uid.
-        self._created: dict[str, dict[str, dict[str, Any]]] = {}
+        #: Runs created by this process that the run watch has not shown yet, by workflow uid:
+        #: each with when it was created (monotonic), so one that never shows up expires.
+        self._created: dict[str, dict[str, tuple[dict[str, Any], float]]] = {}
         #: Runs the API server refused, by workflow uid and run name: the step fails with it.
         self._rejected: dict[str, dict[str, str]] = {}
         self.workflows = Cache()
@@ -85,10 +89,12 @@ class WorkflowReconciler(QueuedController):
         old = self._written.get(uid, workflow.get("status") or {})
         seen = {r["metadata"]["name"]: r for r in self.runs.get(key) if owned_by(r, uid)}
         created = self._created.setdefault(uid, {})
-        for name in [n for n in created if n in seen]:
+        now = time.monotonic()
+        for name in [n for n, (_, at) in created.items() if n in seen or now - at > PENDING_EXPIRY]:
+            # Seen by the watch, or never: a run deleted before its watch event came is gone.
             del created[name]
         rejected = self._rejected.setdefault(uid, {})
-        runs = [*seen.values(), *created.values()]
+        runs = [*seen.values(), *(body for body, _ in created.values())]
         decided = plan({**workflow, "status": old}, runs, rfc3339(), rejected)
         namespace, name = key
         body = kopf.Body(cast(kopf.RawBody, workflow))
@@ -127,7 +133,7 @@ class WorkflowReconciler(QueuedController):
                 continue
             _log.info("created run %s/%s for step %s", namespace, run_name, step)
             events.append(("Normal", "RunCreated", f"created run {run_name} for step {step}"))
-            created[run_name] = {**run, "status": {}}
+            created[run_name] = ({**run, "status": {}}, time.monotonic())
         if decided.status != old:
             self.cluster.replace_workflow_status(namespace, name, decided.status)
             self._written[uid] = decided.status

@@ -604,8 +604,9 @@ def _ready(step: Step, slots: Mapping[str, list[_Slot]], phases: Mapping[str, st
     value from exists (so it will end, and the run waiting for it with it). Values read here
     (a forEach step's list) need its runs as the watch shows them, not only the status's
     word. A finally step is ready once reached: every step has ended."""
-    if any(s.run is None for n in step.needs for s in slots[n] if s.step.for_each):
-        return False
+    unseen = (s for n in step.needs for s in slots[n] if s.step.for_each and s.run is None)
+    if any(s.phase not in ("Failed", "Skipped") for s in unseen):
+        return False  # (an item that failed or was skipped without a run gives None)
     if step.final:
         return True
     if any(phases[g] != "Succeeded" for g in step.gates):

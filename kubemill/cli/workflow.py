@@ -13,6 +13,7 @@ import argparse
 import json
 import os
 import queue
+import re
 import shutil
 import signal
 import socket
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.schema_rules import OUTPUT_PREFIX_PATTERN
 from kubemill.operator.status import TERMINAL
 from kubemill.operator.times import rfc3339
 
@@ -217,7 +219,7 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     workflow = _manifest(args.manifest)
     override(workflow, [(key, _typed(value)) for key, value in args.parameter])
     output_dir = Path(args.output_dir).absolute()
-    if args.output is not None and not args.output.startswith("s3://"):
+    if args.output is not None and not re.fullmatch(OUTPUT_PREFIX_PATTERN, args.output):
         raise UsageError(f"--output {args.output!r} must be an S3 prefix (s3://BUCKET/PREFIX/)")
     root = args.output or str(output_dir)
     state = state_path(output_dir, workflow)

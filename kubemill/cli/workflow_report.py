@@ -7,6 +7,7 @@ library's, not ours.
 
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -165,9 +166,24 @@ def junit_xml(
         {**attributes, "timestamp": timestamp, "hostname": hostname, "id": "0", "package": name}
     )
     suites.attrib.update({k: attributes[k] for k in ("tests", "failures", "errors", "time")})
+    for element in suites.iter():
+        element.text = _xml_text(element.text)
+        element.attrib.update({k: _xml_text(v) or "" for k, v in element.attrib.items()})
     ET.indent(suites)
     text: bytes = ET.tostring(suites, encoding="utf-8", xml_declaration=True)
     return text + b"\n"
+
+
+#: Terminal escape sequences (colours, cursor, hyperlinks) in tracebacks and messages.
+_ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()][0-9A-Za-z]|.)")
+#: What XML 1.0 forbids in a document, which ElementTree would write as is.
+_NOT_XML = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+
+
+def _xml_text(text: str | None) -> str | None:
+    """`text` without terminal escapes and the characters XML 1.0 forbids (a kernel's
+    traceback has both), so every CI system can parse the report."""
+    return None if text is None else _NOT_XML.sub("", _ESCAPES.sub("", text))
 
 
 def _edges(spec: Mapping[str, Any]) -> list[tuple[str, str, str]]:

@@ -347,6 +347,21 @@ def test_junit_marks_skipped_runs() -> None:
     assert skipped is not None and skipped.get("message") == "UpstreamFailed: step a failed"
 
 
+def test_junit_parses_whatever_a_kernel_printed_in_the_failure() -> None:
+    """IPython colours tracebacks with terminal escapes; XML 1.0 forbids ESC, BEL, NUL."""
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    finish(local, "wf-a", ExitCode.CELL_ERROR)
+    status = local.runs["wf-a"]["status"]
+    status["message"] = "cell raised \x1b[0;31mKeyError\x1b[0m: 'x'\x07"
+    status["failure"] = {**(status.get("failure") or {}), "traceback": "\x1b[?25h\x00boom\x08"}
+    advance(local, T1, [])
+    [suite] = ET.fromstring(junit_xml(local.workflow, local.runs))
+    failure = suite.find("testcase[@name='a']/failure")
+    assert failure is not None and "\x1b" not in ET.tostring(failure, encoding="unicode")
+    assert "KeyError: 'x'" in failure.get("message", "")
+
+
 def test_table_and_summary() -> None:
     local = ended_diamond()
     lines = table_lines(local.workflow)

@@ -432,3 +432,17 @@ def test_a_spec_the_operator_refuses_keeps_what_ran() -> None:
     status = plan(broken, list(driver.runs.values()), NOW).status
     assert (status["phase"], status["reason"], status["attempt"]) == ("Failed", "InvalidSpec", 2)
     assert status["retryToken"] == "t" and status["steps"][0]["runName"] == "wf-a-r2"
+
+
+def test_a_finally_step_taking_a_list_from_a_skipped_fan_out_still_runs() -> None:
+    loop = {"parameter": "n", "items": [1, 2]}
+    wf = workflow(
+        step("a"), step("fan", dependsOn=["a"], forEach=loop),
+        final=(step("notify", refs=(ref("counts", "fan", result="n"),)),),
+    )  # fmt: skip
+    driver = Driver(wf)
+    driver.step()
+    driver.end("wf-a", "Failed", reason="CellError", message="boom")
+    created = driver.step().create
+    assert [b["metadata"]["name"] for b, _ in created] == ["wf-notify"]
+    assert created[0][0]["spec"]["parameters"] == {"counts": [None, None]}
