@@ -17,6 +17,7 @@ from .errors import AlreadyExists, InvalidSpec, TransientError
 from .meta import (
     GROUP,
     JOB_FINALIZER,
+    LABEL_RUN,
     PLURAL,
     POD_FINALIZER,
     SCHEDULE_PLURAL,
@@ -185,6 +186,16 @@ class KubernetesCluster:
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         _remove_finalizer(self.core.patch_namespaced_pod, pod, POD_FINALIZER, self._error)
+
+    def list_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        try:
+            answer = self.core.list_namespaced_pod(
+                namespace, label_selector=f"{LABEL_RUN}={run}", _preload_content=False
+            )
+        except self._error as exc:
+            raise TransientError(f"cannot list the pods of run {run}: {api_problem(exc)}") from None
+        items: list[dict[str, Any]] = json.loads(answer.data)["items"]
+        return items
 
     def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         # A JSON patch: unlike a merge patch it can write null, which a notebook may record as

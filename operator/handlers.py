@@ -41,6 +41,7 @@ from .settings import Settings
 from .status import (
     TERMINAL,
     derive_status,
+    end_unseen,
     runner_running,
     transitions,
 )
@@ -69,6 +70,10 @@ class Cluster(Protocol):
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the pod (no error if it is gone already)."""
+
+    def list_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        """The pods labelled as `run`'s, as the API server has them now; TransientError when
+        it cannot say."""
 
     def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the run's whole status subresource with `status`, None values kept: a
@@ -210,6 +215,11 @@ class Reconciler(QueuedController):
                 return
         current = job_name(meta["name"], uid)
         owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
+        if job is not None and old.get("phase") not in TERMINAL and end_unseen(job, owned_pods):
+            # The run ends now, so what its pods say is read from the API server rather than
+            # awaited from the pod watch: once per run, and only when the watch lags.
+            fresh = self.cluster.list_pods(key[0], meta["name"])
+            owned_pods = [p for p in fresh if controller_name(p, "Job") == current]
         # Pods of a namesake run deleted before (or of Jobs not ours) hold nothing we need.
         for pod in all_pods:
             if controller_name(pod, "Job") != current:

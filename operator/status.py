@@ -158,6 +158,16 @@ def runner_running(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def end_unseen(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
+    """Whether the Job has ended while none of `pods` shows how its runner ended. The pod
+    watch lags the Job watch (always just after a restart, often in a burst), and a status
+    written from what was seen would end the run without its results or the runner's account
+    of a failure, while the runs that take values from it read them as soon as it ends."""
+    if not (_job_condition(job, "Complete") or _job_condition(job, "Failed")):
+        return False
+    return all(_summary(pod)[1] is None for pod in pods)
+
+
 def _stopping(pod: Mapping[str, Any]) -> bool:
     meta, phase = pod["metadata"], pod.get("status", {}).get("phase")
     return bool(meta.get("deletionTimestamp")) or phase in ("Succeeded", "Failed")

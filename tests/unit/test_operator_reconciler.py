@@ -44,6 +44,8 @@ class Recorder:
         self.status: dict[str, Any] = {}
         self.refuse = refuse
         self.config_maps: list[dict[str, Any]] = []
+        #: The pods the API server has now (the watch may not have shown them).
+        self.pods_now: list[dict[str, Any]] = []
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         self.calls.append(("create", job["metadata"]["name"]))
@@ -59,6 +61,10 @@ class Recorder:
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         self.calls.append(("release-pod", pod["metadata"]["name"]))
+
+    def list_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
+        self.calls.append(("list-pods", run))
+        return self.pods_now
 
     def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         self.calls.append(("status", str(status.get("phase"))))
@@ -151,17 +157,46 @@ def test_a_pod_seen_running_after_its_job_ended_is_kept_until_its_summary_is_rea
     running["status"].update(
         phase="Running", containerStatuses=[{"name": "runner", "state": {"running": {}}}]
     )
+    cluster.pods_now = [running]  # (the Job failing past its deadline, say: the kill is due)
     reconcile(reconciler, RUN, [job("Complete", deleting=True)], [running])
-    assert cluster.calls == [("status", "Succeeded")]
+    assert cluster.calls == [("list-pods", "r"), ("status", "Succeeded")]
     summary = {"exitCode": 0, "outputUrl": "s3://o/output.ipynb", "results": {"rows": 3}}
     reconcile(reconciler, RUN, [job("Complete", deleting=True)], [pod("p1", summary=summary)])
-    assert cluster.calls[1:] == [
+    assert cluster.calls[2:] == [
         ("status", "Succeeded"),
         ("release-pod", "p1"),
         ("release-job", JOB),
     ]
     assert cluster.status["outputUrl"] == "s3://o/output.ipynb"
     assert cluster.status["results"] == {"rows": 3}
+
+
+def test_a_job_seen_ended_before_its_pod_reads_the_pod_from_the_api_server() -> None:
+    """After a restart (or in a burst) the Job watch can show Complete before the pod watch
+    shows the pod at all. The run must not end without its results: a run taking a value from
+    it would fail with MissingResult. The pods are read once, when the run ends."""
+    cluster = Recorder()
+    reconciler = Reconciler(cluster, Settings())
+    summary = {"exitCode": 0, "outputUrl": "s3://o/output.ipynb", "results": {"rows": 3}}
+    cluster.pods_now = [pod("p1", summary=summary), pod("other", owner="r-deadbeef")]
+    reconcile(reconciler, RUN, [job("Complete")], [])
+    assert cluster.calls == [
+        ("list-pods", "r"), ("status", "Succeeded"), ("release-pod", "p1"), ("release-job", JOB),
+    ]  # fmt: skip
+    assert cluster.status["results"] == {"rows": 3}
+    reconcile(reconciler, {**RUN, "status": cluster.status}, [job("Complete")], [])
+    assert [c for c in cluster.calls if c[0] == "list-pods"] == [("list-pods", "r")]
+
+
+def test_a_failed_job_seen_before_its_pod_keeps_the_runners_account() -> None:
+    cluster = Recorder()
+    failure = {"reason": "CellError", "message": "cell 3 raised ValueError: bad", "cell": 3}
+    summary = {"exitCode": 1, "outputUrl": "s3://o/output.ipynb", "results": {}, "failure": failure}
+    ended = pod("p1", summary=summary)
+    ended["status"]["phase"] = "Failed"
+    cluster.pods_now = [ended]
+    reconcile(Reconciler(cluster, Settings()), RUN, [job("Failed")], [])
+    assert (cluster.status["reason"], cluster.status["failure"]["cell"]) == ("CellError", 3)
 
 
 def test_results_that_are_none_are_written_as_null_not_dropped() -> None:
