@@ -220,7 +220,12 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
         + ("one at a time (concurrencyPolicy " + policy + ")\n" if sequential else "all at once\n")
     )
     plural, resource = _children(schedule)
-    existing = {r["metadata"]["name"] for r in api.children(namespace, plural, args.schedule)}
+    # Both kinds: after a switch between runTemplate and workflowTemplate, a slot that ran as
+    # the other kind has run (the operator counts it too), and its runs may still be active.
+    kinds = (plural, *(p for p in (PLURAL, WORKFLOW_PLURAL) if p != plural))
+    existing = {
+        r["metadata"]["name"] for p in kinds for r in api.children(namespace, p, args.schedule)
+    }
     created = skipped = 0
     for slot in slots:
         name = slot_run_name(args.schedule, slot)
@@ -232,15 +237,16 @@ def cmd_backfill(args: argparse.Namespace, out: TextIO) -> int:
             out.write(f"{name} would be created ({rfc3339(slot)})\n")
             continue
         if sequential:
-            _until(
-                api,
-                namespace,
-                plural,
-                {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
-                _none_active,
-                args.timeout,
-                f"the active runs of {args.schedule} to finish (concurrencyPolicy {policy})",
-            )
+            for each in kinds:
+                _until(
+                    api,
+                    namespace,
+                    each,
+                    {"label_selector": f"{LABEL_SCHEDULE}={args.schedule}"},
+                    _none_active,
+                    args.timeout,
+                    f"the active runs of {args.schedule} to finish (concurrencyPolicy {policy})",
+                )
         try:
             run = build_child(schedule, slot, name, "backfill")
         except InvalidSpec as exc:

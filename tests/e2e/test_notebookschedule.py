@@ -330,6 +330,18 @@ def test_backfill_twice_creates_each_run_once_and_trigger_runs_now(
         wait_run(api, run_namespace, backfilled["metadata"]["name"], "Succeeded")
     refused = kubemill("backfill", "hourly", "--from", "2020-01-01", "--to", "2020-12-31")
     assert refused.returncode == 2 and "more than --max 100" in refused.stderr
+    # Switched to a workflowTemplate, the schedule's slots that ran as runs have run.
+    template = {"spec": {"steps": [{"name": "only", "runTemplate": {"spec": {
+        "notebook": f"s3://{results_bucket}/notebooks/params.ipynb"}}}]}}  # fmt: skip
+    kube.request(
+        api, "PATCH", f"{SCHEDULES.format(run_namespace)}/hourly",
+        body=[{"op": "remove", "path": "/spec/runTemplate"},
+              {"op": "add", "path": "/spec/workflowTemplate", "value": template}],
+        content_type="application/json-patch+json",
+    )  # fmt: skip
+    switched = kubemill("backfill", "hourly", "--from", start, "--to", end)
+    assert switched.returncode == 0, switched.stderr
+    assert "created 0, 3 existed already" in switched.stdout
 
 
 POLICIES = "/apis/admissionregistration.k8s.io/v1/validatingadmissionpolicies"
