@@ -46,6 +46,7 @@ from .status import (
     transitions,
 )
 from .times import rfc3339
+from .watches import watch_children
 from .workqueue import QueuedController
 
 __all__ = ["Cluster", "Reconciler", "register"]
@@ -311,24 +312,16 @@ class Reconciler(QueuedController):
 def register(registry: kopf.OperatorRegistry, settings: Settings, cluster: Cluster) -> Reconciler:
     """Register the NotebookRun controller's watches into `registry`."""
     reconciler = Reconciler(cluster, settings)
-    on_run = {"group": GROUP, "version": VERSION, "plural": PLURAL, "registry": registry}
-    owned = {"labels": {LABEL_RUN: kopf.PRESENT}, "registry": registry}
 
-    # kopf calls an object's handlers one event at a time, in order, so a cache never sees an
-    # object's events out of order. `type` is None for the objects of the initial listing.
-    @kopf.on.event(id="run-changed", **on_run)  # type: ignore[arg-type]
+    # (Not watches.watch_owners: a run's change also wakes the runs that take values from it.)
+    @kopf.on.event(GROUP, VERSION, PLURAL, id="run-changed", registry=registry)  # type: ignore[arg-type]
     def run_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
         reconciler.run_seen((namespace, name), kwargs.get("type"), body)
 
-    def child_changed(cache: Cache) -> Any:
-        def changed(namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any) -> None:
-            key = (namespace, labels[LABEL_RUN])
-            cache.apply(key, kwargs.get("type"), body)
-            reconciler.enqueue(key)
-
-        return changed
-
     # A Job or one of its pods changed: the run's status may have changed with it.
-    kopf.on.event("batch", "v1", "jobs", id="job-changed", **owned)(child_changed(reconciler.jobs))  # type: ignore[arg-type]
-    kopf.on.event("", "v1", "pods", id="pod-changed", **owned)(child_changed(reconciler.pods))  # type: ignore[arg-type]
+    for resource, cache, handler_id in (
+        (("batch", "v1", "jobs"), reconciler.jobs, "job-changed"),
+        (("", "v1", "pods"), reconciler.pods, "pod-changed"),
+    ):
+        watch_children(registry, resource, LABEL_RUN, handler_id, cache, reconciler.enqueue)
     return reconciler

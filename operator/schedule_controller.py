@@ -34,6 +34,7 @@ from .meta import (
 from .schedules import after_create, plan
 from .times import now as clock
 from .times import parse_rfc3339
+from .watches import watch_children, watch_owners
 from .workqueue import QueuedController
 
 __all__ = ["ScheduleCluster", "ScheduleReconciler", "register"]
@@ -209,45 +210,12 @@ def _run_copy(body: Mapping[str, Any]) -> dict[str, Any]:
 def register(registry: kopf.OperatorRegistry, cluster: ScheduleCluster) -> ScheduleReconciler:
     """Register the NotebookSchedule controller's watches into `registry`."""
     reconciler = ScheduleReconciler(cluster)
-    on_schedule = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": SCHEDULE_PLURAL,
-        "registry": registry,
-    }
-    on_child = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": PLURAL,
-        "labels": {LABEL_SCHEDULE: kopf.PRESENT},
-        "registry": registry,
-    }
-
-    @kopf.on.event(id="schedule-changed", **on_schedule)  # type: ignore[arg-type]
-    def schedule_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
-        reconciler.schedules.apply((namespace, name), kwargs.get("type"), body)
-        if kwargs.get("type") == "DELETED":
-            reconciler.forget(body["metadata"]["uid"])
-            return
-        reconciler.enqueue((namespace, name))
-
-    @kopf.on.event(id="scheduled-run-changed", **on_child)  # type: ignore[arg-type]
-    def scheduled_run_changed(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        key = (namespace, labels[LABEL_SCHEDULE])
-        reconciler.runs.apply(key, kwargs.get("type"), body)
-        # Its phase decides Forbid and Replace, the history and lastSuccessfulTime.
-        reconciler.enqueue(key)
-
-    on_workflow = {**on_child, "plural": WORKFLOW_PLURAL}
-
-    @kopf.on.event(id="scheduled-workflow-changed", **on_workflow)  # type: ignore[arg-type]
-    def scheduled_workflow_changed(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        key = (namespace, labels[LABEL_SCHEDULE])
-        reconciler.workflows.apply(key, kwargs.get("type"), body)
-        reconciler.enqueue(key)
-
+    watch_owners(registry, SCHEDULE_PLURAL, "schedule-changed", reconciler.schedules, reconciler)
+    # A child's phase decides Forbid and Replace, the history and lastSuccessfulTime.
+    for plural, cache, handler_id in (
+        (PLURAL, reconciler.runs, "scheduled-run-changed"),
+        (WORKFLOW_PLURAL, reconciler.workflows, "scheduled-workflow-changed"),
+    ):
+        resource = (GROUP, VERSION, plural)
+        watch_children(registry, resource, LABEL_SCHEDULE, handler_id, cache, reconciler.enqueue)
     return reconciler

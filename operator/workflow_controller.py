@@ -19,6 +19,7 @@ from .cache import Cache, plain
 from .errors import AlreadyExists, InvalidSpec, TransientError
 from .meta import GROUP, LABEL_WORKFLOW, PLURAL, VERSION, WORKFLOW_PLURAL, owned_by
 from .times import rfc3339
+from .watches import watch_children, watch_owners
 from .workflows import plan
 from .workqueue import QueuedController
 
@@ -146,34 +147,11 @@ class WorkflowReconciler(QueuedController):
 def register(registry: kopf.OperatorRegistry, cluster: WorkflowCluster) -> WorkflowReconciler:
     """Register the NotebookWorkflow controller's watches into `registry`."""
     reconciler = WorkflowReconciler(cluster)
-    on_workflow = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": WORKFLOW_PLURAL,
-        "registry": registry,
-    }
-    on_run = {
-        "group": GROUP,
-        "version": VERSION,
-        "plural": PLURAL,
-        "labels": {LABEL_WORKFLOW: kopf.PRESENT},
-        "registry": registry,
-    }
+    watch_owners(registry, WORKFLOW_PLURAL, "workflow-changed", reconciler.workflows, reconciler)
 
-    @kopf.on.event(id="workflow-changed", **on_workflow)  # type: ignore[arg-type]
-    def workflow_changed(namespace: str, name: str, body: kopf.Body, **kwargs: Any) -> None:
-        reconciler.workflows.apply((namespace, name), kwargs.get("type"), body)
-        if kwargs.get("type") == "DELETED":
-            reconciler.forget(body["metadata"]["uid"])
-            return
-        reconciler.enqueue((namespace, name))
-
-    @kopf.on.event(id="workflow-run-changed", **on_run)  # type: ignore[arg-type]
-    def workflow_run_changed(
-        namespace: str, labels: kopf.Labels, body: kopf.Body, **kwargs: Any
-    ) -> None:
-        key = (namespace, labels[LABEL_WORKFLOW])
-        reconciler.runs.apply(key, kwargs.get("type"), body)
+    def run_changed(key: Key) -> None:
         reconciler.enqueue_after(key, RUN_EVENT_DELAY)
 
+    resource, handler_id = (GROUP, VERSION, PLURAL), "workflow-run-changed"
+    watch_children(registry, resource, LABEL_WORKFLOW, handler_id, reconciler.runs, run_changed)
     return reconciler
