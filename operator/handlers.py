@@ -44,6 +44,7 @@ from .status import (
     end_unseen,
     runner_running,
     transitions,
+    with_viewer,
 )
 from .times import rfc3339
 from .watches import watch_children
@@ -229,6 +230,7 @@ class Reconciler(QueuedController):
         uids = [c["metadata"]["uid"] for c in children if c["metadata"].get("uid")]
         problems = self.problems.observe(key, uids)
         new = derive_status({**run, "status": old}, job, owned_pods, now, problems)
+        new = with_viewer(new, self.settings.viewer_url, self.settings.viewer_root)
         self._write(key, run, old, new)
         if new.get("phase") in TERMINAL:
             # The outcome is written: the pods (whose termination messages held it) and the

@@ -47,6 +47,11 @@ class Settings:
     log_level: str = "INFO"
     #: Address of the liveness endpoint kopf serves (the Deployment's probe).
     liveness_endpoint: str = "http://0.0.0.0:8080/healthz"
+    #: The kubemill viewer's address as people reach it (https://HOST/BASE-PATH), and the S3
+    #: prefix it serves: a run whose output is under that prefix gets status.viewerUrl. Both
+    #: empty when no viewer is installed.
+    viewer_url: str = ""
+    viewer_root: str = ""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -62,7 +67,20 @@ class Settings:
         level = environ.get("KUBEMILL_LOG_LEVEL", defaults.log_level).strip().upper()
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"KUBEMILL_LOG_LEVEL={level!r} is not DEBUG, INFO, WARNING or ERROR")
+        viewer_url = environ.get("KUBEMILL_VIEWER_URL", "").strip()
+        viewer_root = environ.get("KUBEMILL_VIEWER_ROOT", "").strip()
+        if viewer_url and not viewer_url.startswith(("http://", "https://")):
+            raise ValueError(f"KUBEMILL_VIEWER_URL={viewer_url!r} must start with https://")
+        if viewer_root and not viewer_root.startswith("s3://"):
+            raise ValueError(f"KUBEMILL_VIEWER_ROOT={viewer_root!r} must start with s3://")
+        if bool(viewer_url) != bool(viewer_root):
+            raise ValueError(
+                "KUBEMILL_VIEWER_URL and KUBEMILL_VIEWER_ROOT go together: set both (the "
+                "viewer's address and the S3 prefix it serves) or neither"
+            )
         return cls(
+            viewer_url=viewer_url,
+            viewer_root=viewer_root,
             runner_image=environ.get("KUBEMILL_RUNNER_IMAGE", defaults.runner_image).strip(),
             runner_command=environ.get("KUBEMILL_RUNNER_COMMAND", defaults.runner_command),
             output_prefix=prefix,

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kubemill.runner.contract import Summary, parse_summary
+from kubemill.runner.links import viewer_link
 
 from .jobs import CONTAINER
 from .times import parse_rfc3339
@@ -424,6 +425,18 @@ def derive_status(
         condition("Failed", phase == "Failed", reason, message, generation, previous, now),
     ]
     return status
+
+
+def with_viewer(status: Mapping[str, Any], viewer: str, root: str) -> dict[str, Any]:
+    """`status` with viewerUrl, the viewer's page of its output notebook, when the operator
+    knows a viewer that serves it (and without one when it does not)."""
+    new = dict(status)
+    link = viewer_link(str(status.get("outputUrl") or ""), viewer, root)
+    if link is None:
+        new.pop("viewerUrl", None)
+    else:
+        new["viewerUrl"] = link
+    return new
 
 
 def transitions(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[tuple[str, str, str]]:

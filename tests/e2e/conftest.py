@@ -228,6 +228,10 @@ def results_bucket(s3_server: Any) -> str:
     return RESULTS_BUCKET
 
 
+#: The viewer the session's operator is told of (no viewer answers there; the status names it).
+VIEWER_URL = "https://viewer.e2e.test/kubemill"
+
+
 @pytest.fixture(scope="session")
 def operator(
     kubemill_installed: Cluster,
@@ -253,6 +257,8 @@ def operator(
             "KUBEMILL_RUNNER_IMAGE": RUNNER_IMAGE,
             "KUBEMILL_DEFAULT_TTL_SECONDS": "3600",
             "KUBEMILL_TERMINATION_GRACE_SECONDS": "30",
+            "KUBEMILL_VIEWER_URL": VIEWER_URL,
+            "KUBEMILL_VIEWER_ROOT": f"s3://{results_bucket}/runs/",
         },
         workdir / "operator.log",
     )

@@ -12,7 +12,7 @@ from kubernetes import client
 
 from kubemill_testenv import kube, wait
 from kubemill_testenv.operatorproc import RUNS
-from tests.e2e.conftest import Cluster
+from tests.e2e.conftest import VIEWER_URL, Cluster
 
 pytestmark = pytest.mark.e2e
 
@@ -129,8 +129,10 @@ def test_run_with_parameters_succeeds(
     header, row = table.splitlines()[:2]
     assert header.split() == ["NAME", "PHASE", "REASON", "DURATION", "AGE"]
     assert row.split()[:3] == ["params", "Succeeded", "Succeeded"]
+    viewer = f"{VIEWER_URL}/view/{run_namespace}/params/output.ipynb"
+    assert status["viewerUrl"] == viewer
     wide = kubemill_installed.kubectl("-n", run_namespace, "get", "nbr", "-o", "wide").stdout
-    assert expected_url in wide
+    assert expected_url in wide and viewer in wide
 
     job = kube.get(api, f"/apis/batch/v1/namespaces/{run_namespace}/jobs/{status['jobName']}")
     assert job["metadata"]["labels"]["team"] == "e2e"

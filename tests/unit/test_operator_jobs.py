@@ -267,3 +267,9 @@ def test_settings_from_environment() -> None:
         Settings.from_env({"KUBEMILL_OUTPUT_PREFIX": "/tmp"})
     with pytest.raises(ValueError, match="not a whole number"):
         Settings.from_env({"KUBEMILL_DEFAULT_TTL_SECONDS": "soon"})
+    viewer = {"KUBEMILL_VIEWER_URL": "https://nb.example/", "KUBEMILL_VIEWER_ROOT": "s3://r/"}
+    assert Settings.from_env(viewer).viewer_root == "s3://r/"
+    with pytest.raises(ValueError, match="go together: set both"):
+        Settings.from_env({"KUBEMILL_VIEWER_URL": "https://nb.example/"})
+    with pytest.raises(ValueError, match="must start with https://"):
+        Settings.from_env({**viewer, "KUBEMILL_VIEWER_URL": "nb.example"})

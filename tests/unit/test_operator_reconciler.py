@@ -199,6 +199,17 @@ def test_a_failed_job_seen_before_its_pod_keeps_the_runners_account() -> None:
     assert (cluster.status["reason"], cluster.status["failure"]["cell"]) == ("CellError", 3)
 
 
+def test_a_run_whose_output_a_viewer_serves_names_its_page() -> None:
+    cluster = Recorder()
+    settings = Settings(viewer_url="https://nb.example", viewer_root="s3://o/")
+    done = pod("p1", summary={"exitCode": 0, "outputUrl": "s3://o/ns/r/output.ipynb"})
+    reconcile(Reconciler(cluster, settings), RUN, [job("Complete")], [done])
+    assert cluster.status["viewerUrl"] == "https://nb.example/view/ns/r/output.ipynb"
+    elsewhere = pod("p1", summary={"exitCode": 0, "outputUrl": "s3://other/output.ipynb"})
+    reconcile(Reconciler(cluster, settings), RUN, [job("Complete")], [elsewhere])
+    assert "viewerUrl" not in cluster.status
+
+
 def test_results_that_are_none_are_written_as_null_not_dropped() -> None:
     """A notebook may record None; the status is replaced whole, so None stays a value (a merge
     patch would read it as "delete this key" and the result would vanish)."""
