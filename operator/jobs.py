@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from kubemill.runner.contract import ENV_RUN_IDENTITY, ENV_SECRET_PARAMS, ExitCode
+from kubemill.runner.links import ENV_VIEWER_ROOT, ENV_VIEWER_URL
 
 from .errors import InvalidSpec
 from .meta import (
@@ -261,6 +262,10 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
     }
     if settings.s3_endpoint_url:
         values["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
+    if settings.viewer_url:
+        # The runner's log and summary name the viewer's page of the output.
+        values[ENV_VIEWER_URL] = settings.viewer_url
+        values[ENV_VIEWER_ROOT] = settings.viewer_root
     env: list[dict[str, Any]] = [{"name": k, "value": literal(v)} for k, v in values.items()]
     for key, path in (
         ("pod", "metadata.name"),

@@ -184,6 +184,10 @@ class Summary:
     results_truncated: list[str] | bool = field(
         default=False, metadata=_wire("resultsTruncated", _names, omit_empty=True)
     )
+    #: The kubemill viewer's page of the output, when the runner was told of a viewer serving it.
+    viewer_url: str | None = field(
+        default=None, metadata=_wire("viewerUrl", _text, omit_empty=True)
+    )
     #: The failure details did not fit even cut short and were left out.
     failure_truncated: bool = field(
         default=False, metadata=_wire("failureTruncated", _flag, omit_empty=True)
@@ -254,6 +258,7 @@ def build_summary(
     failure: Mapping[str, Any] | None,
     duration_seconds: float | None,
     early_exit: Mapping[str, Any] | None = None,
+    viewer_url: str | None = None,
     limit: int = SUMMARY_LIMIT,
 ) -> bytes:
     """The termination message: a JSON object of at most `limit` bytes.
@@ -274,6 +279,7 @@ def build_summary(
         duration_seconds=None if duration_seconds is None else round(duration_seconds, 3),
         failure=details,
         early_exit=dict(early_exit) if early_exit else None,
+        viewer_url=viewer_url,
     )
     data = summary.encode()
     if len(data) <= limit:

@@ -10,7 +10,12 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-__all__ = ["viewer_link"]
+__all__ = ["ENV_VIEWER_ROOT", "ENV_VIEWER_URL", "viewer_link"]
+
+#: The viewer's address and the S3 prefix it serves, as the operator's settings name them and
+#: as the operator passes them to runner pods (a local `kubemill run` reads them too).
+ENV_VIEWER_URL = "KUBEMILL_VIEWER_URL"
+ENV_VIEWER_ROOT = "KUBEMILL_VIEWER_ROOT"
 
 
 def viewer_link(url: str, viewer: str, root: str) -> str | None:

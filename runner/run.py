@@ -31,6 +31,7 @@ from .errors import (
     Terminated,
 )
 from .execute import Execution, ExecutionOptions
+from .links import ENV_VIEWER_ROOT, ENV_VIEWER_URL, viewer_link
 from .notebook import (
     collect_results,
     error_anchor_cell,
@@ -655,6 +656,10 @@ def _outcome(run: _Run, storage_problem: StorageError | None, reporter: Reporter
     )
     output_url = targets.notebook.uri if saved and targets is not None else None
     early = run.early_exit() if failure is None else None
+    environ = run.environ
+    page = viewer_link(
+        output_url or "", environ.get(ENV_VIEWER_URL, ""), environ.get(ENV_VIEWER_ROOT, "")
+    )
     summary = build_summary(
         exit_code=exit_code,
         output_url=output_url,
@@ -662,8 +667,11 @@ def _outcome(run: _Run, storage_problem: StorageError | None, reporter: Reporter
         failure=details,
         duration_seconds=duration,
         early_exit=early,
+        viewer_url=page,
     )
     if exit_code is ExitCode.OK and targets is not None:
         how = f" ({early['message']})" if early is not None else ""
         reporter.info(f"succeeded in {duration:.2f}s{how}; output: {targets.notebook.uri}")
+    if page is not None:
+        reporter.info(f"read it at {page}")
     return RunOutcome(exit_code, output_url, results, details, duration, summary)

@@ -48,9 +48,16 @@ def test_run_folder_in_s3(
             "--termination-message-path",
             str(summary_file),
         ],
-        env=s3_env,
+        env={
+            **s3_env,
+            "KUBEMILL_VIEWER_URL": "https://nb.example/",
+            "KUBEMILL_VIEWER_ROOT": f"s3://{bucket}/runs/",
+        },
     )
     assert result.returncode == 0, result.stderr
+    # Told of a viewer serving the output, the log and the summary name its page.
+    assert "read it at https://nb.example/view/r1/output.ipynb" in result.stderr
+    assert load(summary_file)["viewerUrl"] == "https://nb.example/view/r1/output.ipynb"
     nb = _get(s3_admin, bucket, "runs/r1/output.ipynb")
     assert nb["metadata"]["kubemill"]["results"] == {"alpha": 0.25, "region": "apac", "n": 3}
     assert _get(s3_admin, bucket, "runs/r1/results.json") == {

@@ -83,6 +83,17 @@ def test_an_early_exit_is_in_the_summary_and_reads_back() -> None:
     assert "earlyExit" not in json.loads(plain)
 
 
+def test_the_viewer_page_is_in_the_summary_only_when_there_is_one() -> None:
+    page = "https://nb.example/view/ns/r/output.ipynb"
+    common: dict[str, Any] = {
+        "exit_code": ExitCode.OK, "output_url": None, "results": {}, "failure": None,
+        "duration_seconds": 1.0,
+    }  # fmt: skip
+    summary = parse_summary(build_summary(**common, viewer_url=page))
+    assert summary is not None and summary.viewer_url == page
+    assert "viewerUrl" not in json.loads(build_summary(**common))
+
+
 def test_large_results_are_dropped_largest_first_and_named() -> None:
     results = {"small": 1, "big": "x" * 5000, "medium": "y" * 1000}
     data = build_summary(
@@ -157,6 +168,7 @@ def test_every_field_survives_build_and_parse() -> None:
         results={"rows": 1204, "none": None, "nested": {"a": [None, 1]}, "größe": "naïve ✓ 🚀"},
         failure=CELL_FAILURE,
         duration_seconds=0.7304,
+        viewer_url="https://nb.example/view/k/output.ipynb",
     )
     assert summary == Summary(
         exit_code=10,
@@ -166,13 +178,14 @@ def test_every_field_survives_build_and_parse() -> None:
         results={"rows": 1204, "none": None, "nested": {"a": [None, 1]}, "größe": "naïve ✓ 🚀"},
         duration_seconds=0.73,
         failure=CELL_FAILURE,
+        viewer_url="https://nb.example/view/k/output.ipynb",
         results_truncated=False,
         failure_truncated=False,
     )
     # The test names every field: a new one must be added to the contract's test too.
     assert {f.name for f in dataclasses.fields(Summary)} == {
         "exit_code", "status", "reason", "output_url", "results", "duration_seconds",
-        "failure", "early_exit", "results_truncated", "failure_truncated",
+        "failure", "early_exit", "viewer_url", "results_truncated", "failure_truncated",
     }  # fmt: skip
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -84,6 +85,15 @@ def test_minimal_run() -> None:
     assert job["spec"]["backoffLimit"] == 0
     assert "activeDeadlineSeconds" not in job["spec"]
     assert job["spec"]["ttlSecondsAfterFinished"] == SETTINGS.default_ttl_seconds
+
+
+def test_a_viewer_the_operator_knows_is_passed_to_the_runner() -> None:
+    viewer = replace(SETTINGS, viewer_url="https://nb.example", viewer_root="s3://results/")
+    env = env_of(build_job(make_run(), viewer))
+    assert (env["KUBEMILL_VIEWER_URL"], env["KUBEMILL_VIEWER_ROOT"]) == (
+        "https://nb.example", "s3://results/",
+    )  # fmt: skip
+    assert "KUBEMILL_VIEWER_URL" not in env_of(build_job(make_run(), SETTINGS))
 
 
 def test_labels_and_annotations_are_copied_without_tool_bookkeeping() -> None:
