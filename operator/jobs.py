@@ -13,6 +13,9 @@ from kubemill.runner.links import ENV_VIEWER_ROOT, ENV_VIEWER_URL
 from .errors import InvalidSpec
 from .meta import (
     JOB_FINALIZER,
+    LABEL_SCHEDULE,
+    LABEL_STEP,
+    LABEL_WORKFLOW,
     POD_FINALIZER,
     child_labels,
     copied_annotations,
@@ -260,6 +263,12 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
         "MPLCONFIGDIR": "/tmp/matplotlib",
         "PYTHONUNBUFFERED": "1",
     }
+    labels = meta.get("labels") or {}
+    for key, label in (
+        ("schedule", LABEL_SCHEDULE), ("workflow", LABEL_WORKFLOW), ("step", LABEL_STEP),
+    ):  # fmt: skip
+        if labels.get(label):
+            values[ENV_RUN_IDENTITY[key]] = labels[label]
     if settings.s3_endpoint_url:
         values["AWS_ENDPOINT_URL"] = settings.s3_endpoint_url
     if settings.viewer_url:

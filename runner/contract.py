@@ -38,6 +38,10 @@ ENV_RUN_IDENTITY = {
     "pod": "KUBEMILL_POD_NAME",
     "node": "KUBEMILL_NODE_NAME",
     "job": "KUBEMILL_JOB_NAME",
+    # What made the run, when something did: the viewer links a notebook to them.
+    "schedule": "KUBEMILL_SCHEDULE_NAME",
+    "workflow": "KUBEMILL_WORKFLOW_NAME",
+    "step": "KUBEMILL_STEP_NAME",
 }
 
 #: Mime type of a `kubemill.record(...)` display output.

@@ -96,6 +96,14 @@ def test_a_viewer_the_operator_knows_is_passed_to_the_runner() -> None:
     assert "KUBEMILL_VIEWER_URL" not in env_of(build_job(make_run(), SETTINGS))
 
 
+def test_the_schedule_workflow_and_step_of_a_run_reach_its_lineage() -> None:
+    run = make_run()
+    run["metadata"]["labels"] = {"kubemill.dev/workflow": "nightly", "kubemill.dev/step": "load"}
+    env = env_of(build_job(run, SETTINGS))
+    assert (env["KUBEMILL_WORKFLOW_NAME"], env["KUBEMILL_STEP_NAME"]) == ("nightly", "load")
+    assert "KUBEMILL_SCHEDULE_NAME" not in env
+
+
 def test_labels_and_annotations_are_copied_without_tool_bookkeeping() -> None:
     job = build_job(make_run(), SETTINGS)
     labels = job["metadata"]["labels"]
