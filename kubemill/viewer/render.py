@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import html
 import json
 import re
@@ -38,11 +39,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nbformat import NotebookNode
-
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
-from kubemill.runner.errors import BadInputError
-from kubemill.runner.notebook import ANCHOR_TAG, BANNER_TAG, parse_notebook
+from kubemill.runner.notebook import ANCHOR_TAG, BANNER_TAG
 
 from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
 
@@ -109,6 +107,7 @@ _REMOVE_OUTPUT = frozenset({"remove_output", "remove-output"})
 # Shown collapsed, as JupyterLab shows them and Jupyter Book's hide-* tags ask.
 _HIDE_INPUT = frozenset({"hide-input", "hide_input", "hide-cell", "hide_cell"})
 _HIDE_OUTPUT = frozenset({"hide-output", "hide_output", "hide-cell", "hide_cell"})
+_CELL_TYPES = ("code", "markdown", "raw")
 _SCRIPT = re.compile(r"<\s*script", re.IGNORECASE)
 
 
@@ -171,13 +170,15 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
     except _Unrenderable as exc:
         raise OutputNotFound(f"the notebook cannot be read: {exc}") from None
     cells = nb.cells
-    if not 0 <= cell < len(cells) or cells[cell].get("cell_type") != "code":
+    found = _mapping(cells[cell]) if 0 <= cell < len(cells) else {}
+    if found.get("cell_type") != "code":
         raise OutputNotFound(f"there is no code cell {cell}")
-    outputs = cells[cell].get("outputs") or []
+    outputs = found.get("outputs")
+    outputs = outputs if isinstance(outputs, list) else []
     if not 0 <= output < len(outputs):
         raise OutputNotFound(f"cell {cell} has no output {output}")
     try:
-        return _served(outputs[output], nb)
+        return _served(outputs[output])
     except _Unrenderable as exc:
         raise OutputNotFound(f"output {output} of cell {cell} cannot be served: {exc}") from None
 
@@ -185,16 +186,43 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def _parse(data: bytes) -> NotebookNode:
-    """The notebook as the runner reads it (any nbformat, upgraded to 4), so cell and output
-    numbers mean the same in the page, the output URL and the run's failure details."""
+def _parse(data: bytes) -> _Notebook:
+    """The notebook's cells and metadata, as leniently as can be.
+
+    Not the runner's `parse_notebook`: that one makes a notebook fit to execute and rejects
+    what it cannot run, while a reader wants every cell it can show, and one malformed output
+    must cost only itself. Cells keep their positions (an nbformat 1-3 notebook is upgraded,
+    which keeps them too), so cell numbers mean the same here, in the output URL and in the
+    run's failure details.
+    """
     try:
-        nb, _ = parse_notebook(data, "the file")
-    except BadInputError as exc:
-        raise _Unrenderable(exc.message) from None
-    except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise _Unrenderable(f"{type(exc).__name__}: {exc}") from None
-    return nb
+        raw = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise _Unrenderable(f"it is not UTF-8 text (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise _Unrenderable(f"it is not JSON ({exc})") from None
+    if not isinstance(raw, dict) or "nbformat" not in raw:
+        raise _Unrenderable("it is not a Jupyter notebook (it has no 'nbformat' field)")
+    major = raw.get("nbformat")
+    if major in (1, 2, 3):
+        import nbformat
+
+        try:
+            raw = nbformat.convert(nbformat.from_dict(raw), 4)
+        except Exception as exc:
+            raise _Unrenderable(f"its nbformat {major} could not be read ({exc!r})") from None
+    elif major != 4:
+        raise _Unrenderable(f"it has nbformat {major!r}; the viewer reads versions 1 to 4")
+    cells = raw.get("cells")
+    if not isinstance(cells, list):
+        raise _Unrenderable("its 'cells' is not a list")
+    return _Notebook(cells, _mapping(raw.get("metadata")))
+
+
+@dataclass(frozen=True)
+class _Notebook:
+    cells: list[Any]  # anything at all: each cell is checked as it is rendered
+    metadata: Mapping[str, Any]
 
 
 def _text(value: Any, what: str) -> str:
@@ -203,7 +231,8 @@ def _text(value: Any, what: str) -> str:
         return value
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return "".join(value)
-    raise _Unrenderable(f"its {what} is {type(value).__name__}, not text")
+    kind = "an object" if isinstance(value, Mapping) else f"a {type(value).__name__}"
+    raise _Unrenderable(f"its {what} is {kind}, not text")
 
 
 def _tags(cell: Mapping[str, Any]) -> set[str]:
@@ -278,14 +307,14 @@ class _Page:
 
     def __init__(
         self,
-        nb: NotebookNode,
+        nb: _Notebook,
         link: Callable[[str], str | None],
         output_url: Callable[[int, int], str],
     ) -> None:
         self.nb = nb
         self.link = link
         self.output_url = output_url
-        meta = nb.get("metadata")
+        meta = nb.metadata
         self.run = _mapping(_mapping(meta).get("kubemill"))
         self.lexer = str(_mapping(_mapping(meta).get("language_info")).get("pygments_lexer") or "")
         self.language = str(_mapping(_mapping(meta).get("kernelspec")).get("language") or "python")
@@ -341,7 +370,7 @@ class _Page:
         cell_id = where.get("cellId")
         if isinstance(cell_id, str):
             for index, cell in enumerate(cells):
-                if cell.get("id") == cell_id:
+                if _mapping(cell).get("id") == cell_id:
                     return index
         position = where.get("cell")
         if isinstance(position, int) and not isinstance(position, bool):
@@ -517,7 +546,7 @@ class _Page:
     def timings_table(self) -> str:
         timed = []
         for index, cell in enumerate(self.nb.cells):
-            if cell.get("cell_type") != "code":
+            if not isinstance(cell, Mapping) or cell.get("cell_type") != "code":
                 continue
             timing = _timing(cell)
             if timing.seconds is not None:
@@ -540,7 +569,10 @@ class _Page:
 
     # -- cells --
 
-    def cell(self, index: int, cell: NotebookNode) -> str:
+    def cell(self, index: int, cell: Any) -> str:
+        if not isinstance(cell, Mapping) or cell.get("cell_type") not in _CELL_TYPES:
+            kind = _mapping(cell).get("cell_type")
+            return _broken(f"Cell {index + 1} could not be shown: unknown cell type {kind!r}")
         tags = _tags(cell)
         if tags & _REMOVE_CELL:
             return ""
@@ -558,9 +590,11 @@ class _Page:
             return f'{opening}<pre class="km-raw">{_esc(source)}</pre></div>'
         return f"{opening}{self.code_cell(index, cell, tags)}</div>"
 
-    def clipped_source(self, cell: NotebookNode) -> str:
-        source = cell.get("source", "")
-        source = source if isinstance(source, str) else ""
+    def clipped_source(self, cell: Mapping[str, Any]) -> str:
+        try:
+            source = _text(cell.get("source", ""), "source")
+        except _Unrenderable:
+            source = ""
         limit = TEXT_EXCERPT if self.over_budget() else OUTPUT_INLINE_LIMIT
         if len(source) > 2 * limit:
             source = (
@@ -570,7 +604,7 @@ class _Page:
         self.spent += len(source)
         return source
 
-    def markdown_cell(self, cell: NotebookNode) -> str:
+    def markdown_cell(self, cell: Mapping[str, Any]) -> str:
         source = self.clipped_source(cell)
         attachments = cell.get("attachments")
         try:
@@ -582,7 +616,7 @@ class _Page:
             )
         return f'<div class="km-markdown">{rendered}</div>'
 
-    def code_cell(self, index: int, cell: NotebookNode, tags: set[str]) -> str:
+    def code_cell(self, index: int, cell: Mapping[str, Any], tags: set[str]) -> str:
         meta = _mapping(cell.get("metadata"))
         jupyter = _mapping(meta.get("jupyter"))
         count = cell.get("execution_count")
@@ -813,8 +847,8 @@ def _traceback(output: Mapping[str, Any]) -> str:
 
 
 def _timing(cell: Mapping[str, Any]) -> _Timing:
-    """A cell's run time: the runner's own record, else what nbclient (record_timing) or
-    papermill wrote, so a notebook executed elsewhere shows its timings too."""
+    """A cell's run time and how it ended: the runner's own record, else what nbclient
+    (record_timing) and papermill wrote, so a notebook executed elsewhere shows them too."""
     meta = _mapping(cell.get("metadata"))
     ours = _mapping(meta.get("kubemill"))
     if ours:
@@ -825,21 +859,29 @@ def _timing(cell: Mapping[str, Any]) -> _Timing:
             start if isinstance(start, str) else None,
         )
     execution = _mapping(meta.get("execution"))
-    began = _instant(execution.get("iopub.status.busy") or execution.get("iopub.execute_input"))
+    busy = execution.get("iopub.status.busy") or execution.get("iopub.execute_input")
+    began = _instant(busy)
     ended = _instant(execution.get("iopub.status.idle") or execution.get("shell.execute_reply"))
+    seconds = None
     if began is not None and ended is not None:
-        try:
+        with contextlib.suppress(TypeError):  # one with a time zone, one without
             seconds = (ended - began).total_seconds()
-        except TypeError:  # one with a time zone, one without
-            seconds = None
-        return _Timing(seconds, None, execution.get("iopub.status.busy"))
     papermill = _mapping(meta.get("papermill"))
-    duration = _number(papermill.get("duration"))
-    if duration is not None:
-        status = papermill.get("status")
-        status = "error" if papermill.get("exception") else status
-        return _Timing(duration, status if isinstance(status, str) else None, None)
-    return _Timing(None, None, None)
+    if seconds is None:
+        seconds = _number(papermill.get("duration"))
+    status = _PAPERMILL_STATUS.get(str(papermill.get("status")))
+    if papermill.get("exception") is True:
+        status = "error"
+    return _Timing(seconds, status, busy if isinstance(busy, str) else None)
+
+
+#: papermill's per-cell status, in the runner's words.
+_PAPERMILL_STATUS = {
+    "completed": "ok",
+    "failed": "error",
+    "pending": "skipped",
+    "running": "running",
+}
 
 
 # --- converters (nbconvert's, with an allow-list after them) --------------------------------
@@ -1004,7 +1046,7 @@ def _frame_document(mime: str, content: str) -> str:
     )
 
 
-def _served(output: Any, nb: NotebookNode) -> tuple[str, bytes]:
+def _served(output: Any) -> tuple[str, bytes]:
     if not isinstance(output, Mapping):
         raise _Unrenderable("it is not an output object")
     kind = output.get("output_type")
