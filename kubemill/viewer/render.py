@@ -420,7 +420,7 @@ class _Page:
                 )
             return (
                 f'<div class="km-banner" role="alert"><strong>Execution failed: '
-                f"{_esc(failure.get('reason') or 'Failed')}</strong>. {_esc(message)}.{jump}"
+                f"{_esc(failure.get('reason') or 'Failed')}</strong> — {_esc(message)}.{jump}"
                 f"{extra}</div>"
             )
         if early:
@@ -434,7 +434,7 @@ class _Page:
             message = early.get("message") or "a cell ended the notebook early"
             return (
                 f'<div class="km-banner km-banner-early" role="note"><strong>Succeeded: stopped '
-                f"early</strong>. {_esc(message)}.{rest}{jump}</div>"
+                f"early</strong> — {_esc(message)}.{rest}{jump}</div>"
             )
         if status == "Running":
             return (
@@ -622,6 +622,8 @@ class _Page:
         count = cell.get("execution_count")
         timing = _timing(cell)
         badge = ""
+        if self.run and timing.seconds is None and not timing.status and count is None:
+            timing = _Timing(None, "skipped", None)  # after the failing cell: never started
         if timing.seconds is not None or timing.status:
             status = timing.status or ""
             words = [_seconds(timing.seconds) if timing.seconds is not None else ""]

@@ -21,14 +21,17 @@ __all__ = [
 ]
 
 #: Runs inside each sandboxed output frame (opaque origin: it can only post a message) and
-#: tells the page how tall the frame's content is, so the page can drop the frame's scrollbar.
+#: tells the page how tall the frame's content is, so the page can drop the frame's scrollbar:
+#: on load, on every resize, and when the page asks (a frame may load before the page's
+#: script listens).
 #: A `srcdoc` frame inherits the page's Content-Security-Policy, so the page's `script-src`
 #: must allow this exact text by its hash, FRAME_SCRIPT_CSP_HASH; without it the frames keep
 #: their default height and scroll.
 FRAME_SCRIPT = (
     "(function(){function s(){parent.postMessage({kubemillFrameHeight:"
-    "document.documentElement.scrollHeight},'*')}"
+    "document.documentElement.getBoundingClientRect().height},'*')}"
     "addEventListener('load',s);"
+    "addEventListener('message',function(e){if(e.source===parent){s()}});"
     "if(window.ResizeObserver){new ResizeObserver(s).observe(document.documentElement)}})();"
 )
 
@@ -39,7 +42,8 @@ FRAME_SCRIPT_CSP_HASH = (
 
 #: Served at `{base}/static/viewer.js` (Content-Type text/javascript). The page's own script:
 #: frames post their height (only a number is accepted, and only from one of this page's output
-#: frames), and an opened "show output" box loads its frame or image (`data-src` to `src`).
+#: frames; the page asks each frame once it listens), and an opened "show output" box loads its
+#: frame or image (`data-src` to `src`).
 VIEWER_JS = """\
 "use strict";
 (function () {
@@ -58,6 +62,16 @@ VIEWER_JS = """\
       }
     }
   });
+  function ask(frame) {
+    if (frame.contentWindow) {
+      frame.contentWindow.postMessage({kubemillFrameHeightRequest: true}, "*");
+    }
+  }
+  var frames = document.querySelectorAll("iframe.km-frame");
+  for (var i = 0; i < frames.length; i++) {
+    frames[i].addEventListener("load", function (event) { ask(event.target); });
+    ask(frames[i]);
+  }
   document.addEventListener("toggle", function (event) {
     var box = event.target;
     if (!box.open || !box.classList || !box.classList.contains("km-lazy")) {
