@@ -115,7 +115,7 @@ _SCRIPT = re.compile(r"<\s*script", re.IGNORECASE)
 class Rendered:
     """A rendered notebook; the viewer puts the three parts into its own page layout."""
 
-    title: str  # for <title>: the notebook's name and the run's status
+    title: str  # for <title>: the notebook's name and the run's status, as text (escape it)
     head: str  # for <head>: the styles, and the viewer script when `script_url` was given
     body: str  # the page's main area
 
@@ -319,6 +319,7 @@ class _Page:
         self.lexer = str(_mapping(_mapping(meta).get("language_info")).get("pygments_lexer") or "")
         self.language = str(_mapping(_mapping(meta).get("kernelspec")).get("language") or "python")
         self.widget_state = _mapping(_mapping(_mapping(meta).get("widgets")).get(_WIDGET_STATE))
+        self.highlight = _highlighter(self.lexer)
         self.spent = 0
         self.failed_cell = self._find_cell(_mapping(self.run.get("failure")))
         self.early_cell = self._find_cell(_mapping(self.run.get("earlyExit")))
@@ -354,9 +355,9 @@ class _Page:
         else:
             parts.append(f'<header class="km-header"><h1>{_esc(name)}</h1></header>')
         parts.append(
-            '<input type="checkbox" id="km-hide-code" class="km-toggle" hidden>'
+            '<input type="checkbox" id="km-hide-code" class="km-toggle">'
             '<label for="km-hide-code" class="km-toggle-label"><span class="km-state">'
-            "Show / hide code</span></label>"
+            "Hide code</span></label>"
             '<div class="km-cells">'
         )
         for index, cell in enumerate(self.nb.cells):
@@ -639,7 +640,7 @@ class _Page:
         ]
         if not tags & _REMOVE_INPUT:
             source = self.clipped_source(cell)
-            code = _highlight(source, self.lexer, self.language)
+            code = self.highlight(source, self.language)
             if jupyter.get("source_hidden") or meta.get("hide_input") or tags & _HIDE_INPUT:
                 parts.append(
                     '<details class="km-input km-hidden"><summary>code hidden by the notebook'
@@ -895,15 +896,21 @@ def _ansi(text: str) -> str:
     return str(ansi2html(text))
 
 
-def _highlight(source: str, lexer: str, language: str) -> str:
+def _highlighter(lexer: str) -> Callable[[str, str], str]:
+    """Code as highlighted HTML (pygments, through nbconvert), with the notebook's lexer."""
     from nbconvert.filters.highlight import Highlight2HTML
 
-    if not source:
-        return '<div class="highlight"><pre></pre></div>'
-    try:
-        return str(Highlight2HTML(pygments_lexer=lexer or None)(source, language))
-    except Exception:  # an unknown lexer name in the metadata: plain, escaped text will do
-        return f'<div class="highlight"><pre>{_esc(source)}</pre></div>'
+    highlight = Highlight2HTML(pygments_lexer=lexer or None)
+
+    def html_of(source: str, language: str) -> str:
+        if not source:
+            return '<div class="highlight"><pre></pre></div>'
+        try:
+            return str(highlight(source, language))
+        except Exception:  # an unknown lexer name in the metadata: plain, escaped text will do
+            return f'<div class="highlight"><pre>{_esc(source)}</pre></div>'
+
+    return html_of
 
 
 def _markdown(source: str, attachments: Mapping[str, Any]) -> str:

@@ -135,7 +135,10 @@ background:#eaeef2}
 .km-table td,.km-table th{border:1px solid #d0d7de;padding:2px 8px;text-align:left;
 vertical-align:top}
 .km-table pre{max-height:12em;overflow:auto}
+.km-toggle{position:absolute;opacity:0;width:1px;height:1px}
 .km-toggle-label{display:inline-block;margin:0 0 8px;cursor:pointer;user-select:none}
+.km-toggle:focus-visible + .km-toggle-label{outline:2px solid #0969da}
+.km-toggle:checked + .km-toggle-label .km-state{background:#0969da;color:#fff}
 .km-toggle:checked ~ .km-cells .km-input{display:none}
 .km-cell{margin:0 0 10px;position:relative}
 .km-prompt{font-family:ui-monospace,monospace;font-size:12px;color:#59636e}

@@ -777,3 +777,12 @@ def test_escaping_of_names_and_links() -> None:
         a["attrs"]["href"] == '/view?u="s3://notebooks/reports/daily.ipynb"' for a in page.find("a")
     )
     assert html.escape(NASTY) in rendered.body
+
+
+def test_an_unknown_lexer_leaves_code_as_plain_text() -> None:
+    nb = new_notebook(cells=[new_code_cell("x = '<b>'")])
+    nb.metadata["language_info"] = {"name": "cobol", "pygments_lexer": "no-such-lexer"}
+    nb.metadata["kernelspec"] = {"name": "k", "display_name": "K", "language": "no-such-language"}
+    _, page = render(nb)
+    (code,) = page.with_class("highlight")
+    assert code["text"].strip() == "x = '<b>'"
