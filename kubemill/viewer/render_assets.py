@@ -150,6 +150,7 @@ padding:6px 8px;overflow:auto}
 .km-outputs{padding:4px 0 0 8px}
 .km-output{margin:2px 0;overflow:auto}
 .km-stderr{background:#fff5f5}
+.km-stdout,.km-stderr{max-height:36em;overflow:auto}
 .km-output img{max-width:100%;height:auto}
 .km-frame{width:100%;height:20em;border:0;resize:vertical;overflow:auto;display:block}
 .km-broken{border:1px dashed #cf222e;color:#a40e26;padding:4px 8px;font-size:13px}
