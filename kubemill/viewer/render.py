@@ -40,7 +40,7 @@ from datetime import datetime
 from typing import Any
 
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
-from kubemill.runner.notebook import ANCHOR_TAG, BANNER_TAG
+from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
 from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
 
@@ -108,7 +108,10 @@ _REMOVE_OUTPUT = frozenset({"remove_output", "remove-output"})
 _HIDE_INPUT = frozenset({"hide-input", "hide_input", "hide-cell", "hide_cell"})
 _HIDE_OUTPUT = frozenset({"hide-output", "hide_output", "hide-cell", "hide_cell"})
 _CELL_TYPES = ("code", "markdown", "raw")
-_SCRIPT = re.compile(r"<\s*script", re.IGNORECASE)
+# What makes an HTML output need scripts: a script element, an event handler attribute, or a
+# javascript: URL. Such an output is framed by URL (see `_Page.frame`), since a srcdoc frame
+# inherits the page's policy, which blocks all three.
+_SCRIPT = re.compile(r"<\s*script|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -584,6 +587,9 @@ class _Page:
         if index == self.failed_cell:
             classes += " km-failed"
         opening = f'<div class="{classes}" id="km-cell-{index}">'
+        if index == self.failed_cell:
+            # The anchor the runner's own banner links to, for links made from it elsewhere.
+            opening += f'<span id="{ANCHOR_ID}"></span>'
         if kind == "markdown":
             return f"{opening}{self.markdown_cell(cell)}</div>"
         if kind == "raw":

@@ -39,8 +39,8 @@ from tests.conftest import NOTEBOOKS
 
 PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
 NASTY = "</iframe></pre></div><script>alert('x')</script>\"' onload=\"alert(1)\" &amp;"
-#: HTML that would escape a frame's srcdoc attribute if it were not escaped; no script element.
-BREAKOUT = '"\'></iframe></div><img src=x onerror="parent.document.cookie"> &quot;'
+#: HTML that would escape a frame's srcdoc attribute if it were not escaped; nothing scripted.
+BREAKOUT = '"\'></iframe></div><b class="x">bold</b> &quot;'
 
 
 class Page(HTMLParser):
@@ -256,6 +256,7 @@ def test_failed_run_banner_links_to_the_failing_cell() -> None:
     target = page.by_id(jump["attrs"]["href"].removeprefix("#"))
     assert "raise KeyError" in target["text"]
     assert "km-failed" in target["attrs"]["class"]
+    assert page.by_id("kubemill-failed-cell")["ancestors"][-1] is target
     # The traceback keeps its colours as classes, not as escape codes.
     (red,) = page.with_class("ansi-red-fg")
     assert red["text"] == "KeyError"
@@ -597,6 +598,7 @@ def test_html_and_javascript_outputs_run_only_inside_sandboxed_frames() -> None:
     cell.outputs = [
         _display({"text/html": table, "text/plain": "plain"}),
         _display({"text/html": "<div id='p'></div><script>document.cookie</script>"}),
+        _display({"text/html": "<img src=x onerror='parent.x()'>"}),
         _display({"application/javascript": "element.textContent = '</script>' + 1;"}),
         new_output("stream", name="stdout", text=NASTY),
         _display({"text/markdown": "md <img src=x onerror=alert(1)> [a](javascript:alert(1))"}),
@@ -614,22 +616,22 @@ def test_html_and_javascript_outputs_run_only_inside_sandboxed_frames() -> None:
     # The source, the stream, the raw cell and the traceback come back as the text they are.
     assert page.text().count("<script>alert('x')</script>") == 4
     frames = page.find("iframe")
-    assert len(frames) == 3
-    inline, scripted, javascript = frames
+    assert len(frames) == 4
+    inline, scripted, handler, javascript = frames
     assert set(inline["attrs"]) == {"class", "sandbox", "srcdoc", "title"}
     # The static table's frame holds it whole, with the height script the CSP hash allows.
     document = Page(inline["attrs"]["srcdoc"])
     (cell_in_frame,) = document.find("td")
-    assert cell_in_frame["text"] == "cell \"'>" + ' "'
-    (image_in_frame,) = document.find("img")
-    assert image_in_frame["attrs"]["onerror"] == "parent.document.cookie"  # harmless in there
+    assert cell_in_frame["text"] == 'cell "\'>bold "'
+    assert document.find("b", **{"class": "x"})[0]["text"] == "bold"
     (script,) = [s for s in document.find("script") if s["text"]]
     assert script["text"] == FRAME_SCRIPT
     digest = base64.b64encode(hashlib.sha256(script["text"].encode()).digest()).decode()
     assert f"'sha256-{digest}'" == FRAME_SCRIPT_CSP_HASH
     # Scripted outputs are framed by URL: a srcdoc frame would inherit the page's CSP.
     assert scripted["attrs"]["src"] == "?output=1.1" and "srcdoc" not in scripted["attrs"]
-    assert javascript["attrs"]["src"] == "?output=1.2"
+    assert handler["attrs"]["src"] == "?output=1.2"
+    assert javascript["attrs"]["src"] == "?output=1.3"
     # The SVG is an image (its script never runs), the markdown lost its handler and link.
     (svg,) = [i for i in page.find("img") if i["attrs"]["src"].startswith("data:image/svg")]
     assert b"<script>" in base64.b64decode(svg["attrs"]["src"].split(",", 1)[1])
