@@ -34,6 +34,7 @@ import contextlib
 import html
 import json
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -772,14 +773,16 @@ class _Page:
             encoded = base64.b64encode(svg.encode()).decode()
         else:
             encoded = "".join(_text(value, mime).split())
-        size = {
+        size = {} if mime == "image/svg+xml" else _pixels(mime, _check_image(mime, encoded))
+        # The notebook's own size wins: matplotlib's retina images ask for half their pixels.
+        asked = {
             k: meta[k]
             for k in ("width", "height")
             if isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool)
         }
+        if asked:
+            size = asked
         dims = "".join(f' {k}="{v}"' for k, v in size.items())
-        if mime != "image/svg+xml":
-            _check_image(mime, encoded)
         if self.fits(len(encoded)):
             return f'<img src="data:{mime};base64,{encoded}" alt="{_esc(mime)} output"{dims}>'
         url = _esc(self.output_url(cell, number))
@@ -830,13 +833,27 @@ def _choose(bundle: Mapping[str, Any]) -> str:
     raise _Unrenderable(f"no type the viewer can show (it has: {types})")
 
 
-def _check_image(mime: str, encoded: str) -> None:
+def _check_image(mime: str, encoded: str) -> bytes:
+    """The image's bytes, once they are base64 and start as an image of their type does."""
     try:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise _Unrenderable(f"the {mime} data is not valid base64 ({exc})") from None
     if not raw.startswith(_IMAGE_SIGNATURES[mime]):
         raise _Unrenderable(f"the {mime} data is not a {mime.split('/')[1].upper()} image")
+    return raw
+
+
+def _pixels(mime: str, raw: bytes) -> dict[str, int]:
+    """A PNG's or GIF's width and height from its header: an image loaded later keeps its place
+    in the page, so the browser's lazy loading fetches only what is near the screen."""
+    if mime == "image/png" and len(raw) >= 24:
+        width, height = struct.unpack(">II", raw[16:24])
+    elif mime == "image/gif" and len(raw) >= 10:
+        width, height = struct.unpack("<HH", raw[6:10])
+    else:
+        return {}
+    return {"width": width, "height": height} if width and height else {}
 
 
 def _recorded(value: Any, mime: str) -> str:

@@ -12,7 +12,9 @@ import base64
 import hashlib
 import html
 import json
+import struct
 import time
+import zlib
 from collections.abc import Callable, Mapping
 from html.parser import HTMLParser
 from typing import Any, ClassVar
@@ -788,3 +790,33 @@ def test_an_unknown_lexer_leaves_code_as_plain_text() -> None:
     _, page = render(nb)
     (code,) = page.with_class("highlight")
     assert code["text"].strip() == "x = '<b>'"
+
+
+def _png(width: int, height: int) -> bytes:
+    """A real, uncompressed RGB PNG: big for its size in pixels, as a lazy image should be."""
+    rows = b"".join(b"\x00" + b"\x80" * 3 * width for _ in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+        )
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows, 0))
+        + chunk(b"IEND", b"")
+    )
+
+
+def test_a_lazy_image_keeps_its_place_so_only_what_is_near_the_screen_loads() -> None:
+    cell = new_code_cell("plot()", execution_count=1)
+    big = _png(320, 300)
+    cell.outputs = [_display({"image/png": base64.b64encode(big).decode()})]
+    _, page = render(new_notebook(cells=[cell]))
+    (image,) = page.find("img")
+    assert image["attrs"]["src"] == "?output=0.0" and image["attrs"]["loading"] == "lazy"
+    assert (image["attrs"]["width"], image["attrs"]["height"]) == ("320", "300")
+    data = nbformat.writes(new_notebook(cells=[cell])).encode()
+    assert render_output(data, 0, 0) == ("image/png", big)
