@@ -156,6 +156,7 @@ padding:6px 8px;overflow:auto}
 .km-broken{border:1px dashed #cf222e;color:#a40e26;padding:4px 8px;font-size:13px}
 .km-note{color:#59636e;font-size:12px;font-style:italic}
 .km-lazy summary,.km-hidden summary{cursor:pointer;color:#0969da;font-size:13px}
+.km-lazy [data-src]{display:none}
 .km-clip{color:#59636e;font-style:italic}
 .km-markdown img{max-width:100%}
 .km-markdown table{border-collapse:collapse}
