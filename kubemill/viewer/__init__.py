@@ -1,0 +1,1 @@
+"""kubemill viewer: browse and read executed notebooks."""
