@@ -71,6 +71,7 @@ layout-tree:
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
 	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
 	@ln -sfn ../../../kubemill/testing.py $(TYPECHECK_TREE)/kubemill/testing.py
+	@ln -sfn ../../../kubemill/viewer $(TYPECHECK_TREE)/kubemill/viewer
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
 	@ln -sfn ../../../operator $(TYPECHECK_TREE)/kubemill/operator
@@ -78,7 +79,7 @@ layout-tree:
 
 typecheck: env layout-tree
 	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -p kubemill.runner -p kubemill.operator \
-		-p kubemill_testenv
+		-p kubemill.viewer -p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
 # CRD; the NotebookSchedule CRD is generated from it and the cron syntax, the NotebookWorkflow
