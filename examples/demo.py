@@ -5,10 +5,12 @@ agent playing the kubelet, and S3), installs crds/ and deploy/ with kubectl (the
 as a pod of its Deployment), applies examples/daily-report-run.yaml, watches it until it ends
 either way, and prints its status, results and where the output is. Then it previews and
 applies examples/daily-report-schedule.yaml, triggers it by hand, waits for a run on its own
-slot, and suspends it. Last, it applies examples/reports-workflow.yaml: the report for three
-regions, a test notebook (examples/check_report.ipynb, with kubemill.testing) over their outputs,
-and a summary after it, and prints the workflow's step table. The sandbox keeps running
-afterwards for kubectl; `make sandbox-down` stops it.
+slot, and suspends it. Last, the example workflow examples/sales-workflow.yaml (extract, a
+transform per region with `forEach`, a report, and a test step that checks the report's totals
+against the raw data): first on this machine with `kubemill workflow run`, its notebooks read
+from the sandbox's S3 at the URLs the cluster uses (as a user tries a workflow before applying
+it), then applied to the cluster; each prints its step table, and the two reports' totals must
+agree. The sandbox keeps running afterwards for kubectl; `make sandbox-down` stops it.
 
 Every stage runs inside a `Step`: when anything in it fails (a command exits non-zero, a wait
 times out, an exception), the demo prints what failed, the state and Events of the objects the
@@ -22,6 +24,7 @@ import contextlib
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import threading
@@ -35,6 +38,7 @@ from typing import Any
 
 import yaml
 
+from kubemill.cli.workflow_report import table_lines
 from kubemill.operator.meta import LABEL_ORIGIN, LABEL_RUN, LABEL_SCHEDULE
 from kubemill_testenv.s3server import WRITER_KEY
 
@@ -43,7 +47,8 @@ ROOT = Path(__file__).resolve().parents[1]
 NAMESPACE = "kubemill-demo"
 RUN = "daily-report"
 SCHEDULE = "report"
-WORKFLOW = "reports"
+WORKFLOW = "sales"
+WORKFLOW_MANIFEST = ROOT / "examples" / "sales-workflow.yaml"
 OPERATOR_NAMESPACE = "kubemill-system"
 OPERATOR = "deployment/kubemill-operator"
 OPERATOR_PODS = "app.kubernetes.io/name=kubemill-operator"
@@ -414,6 +419,45 @@ def s3_admin(s3: dict[str, str]) -> Any:
     )
 
 
+def run_workflow_locally(s3: dict[str, str]) -> dict[str, Any]:
+    """`kubemill workflow run` on the manifest the cluster gets, with the runs' identity (the
+    writer's S3 key, as in the namespace's Secret) and the sandbox's endpoint; returns the
+    workflow as its state file holds it. Its lines go straight to the terminal as runs end."""
+    output = OUT / "sales-local"
+    shutil.rmtree(output, ignore_errors=True)  # a fresh run, not a resumed one
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_ENDPOINT_URL=s3["endpoint_url"],
+        AWS_ACCESS_KEY_ID=WRITER_KEY[0],
+        AWS_SECRET_ACCESS_KEY=WRITER_KEY[1],
+        AWS_DEFAULT_REGION="us-east-1",
+    )
+    argv = ["workflow", "run", str(WORKFLOW_MANIFEST.relative_to(ROOT)), "--output-dir",
+            str(output.relative_to(ROOT))]  # fmt: skip
+    print(f"$ kubemill {shlex.join(argv)}", flush=True)
+    done = subprocess.run([KUBEMILL, *argv], env=env, cwd=ROOT, timeout=600, check=False)
+    state = output / "default" / f"{WORKFLOW}.workflow.json"
+    if not state.exists():
+        raise CommandFailed(f"kubemill {shlex.join(argv)}", done.returncode, "(said above)")
+    workflow: dict[str, Any] = json.loads(state.read_text())["workflow"]
+    print("\n".join(table_lines(workflow)))
+    if done.returncode != 0:
+        raise Unsuccessful(
+            f"the workflow did not succeed here (exit status {done.returncode}), so it is not "
+            f"applied to the cluster; each run's log is in {output / 'default' / WORKFLOW}.logs/"
+        )
+    print(f"grand total  {json.dumps(report_totals(workflow))}")
+    print(f"report       {output / 'default' / f'{WORKFLOW}-report' / 'output.html'}")
+    return workflow
+
+
+def report_totals(workflow: dict[str, Any]) -> Any:
+    """The grand total the report step recorded, from the workflow's step table."""
+    entries = (workflow.get("status") or {}).get("steps") or []
+    report: dict[str, Any] = next((e for e in entries if e["name"] == "report"), {})
+    return (report.get("results") or {}).get("grand_total")
+
+
 def main() -> int:
     try:
         demo()
@@ -439,6 +483,9 @@ def demo() -> None:
                 admin.create_bucket(Bucket=bucket)  # already there on a second `make demo`
         for notebook in ("daily_report.ipynb", "check_report.ipynb"):
             admin.upload_file(str(ROOT / "examples" / notebook), "notebooks", notebook)
+        # The sales workflow's, at the URLs its manifest names: s3://notebooks/sales/<name>.
+        for path in sorted((ROOT / "examples" / "sales").glob("*.ipynb")):
+            admin.upload_file(str(path), "notebooks", f"sales/{path.name}")
 
     with Step("installing the CRDs and the operator", cluster):
         kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
@@ -527,20 +574,27 @@ def demo() -> None:
     print(f"(suspended; resume with kubectl -n {NAMESPACE} patch nbsched {SCHEDULE} "
           "--type=merge -p '{\"spec\": {\"suspend\": false}}')")  # fmt: skip
 
+    with Step("the sales workflow on this machine, notebooks from the sandbox's S3", cluster):
+        local = run_workflow_locally(state["s3"])
+
     workflow = Subject("nbwf", WORKFLOW, NAMESPACE)
-    with Step("a NotebookWorkflow: three reports, a test step, a summary", cluster, workflow):
+    with Step("the same workflow on the cluster", cluster, workflow):
         kubectl("-n", NAMESPACE, "delete", "nbwf", WORKFLOW, "--ignore-not-found", "--wait")
-        kubectl("-n", NAMESPACE, "apply", "-f", str(ROOT / "examples" / "reports-workflow.yaml"))
+        kubectl("-n", NAMESPACE, "apply", "-f", str(WORKFLOW_MANIFEST))
         cluster.wait_for_run(NAMESPACE, f"nbwf/{WORKFLOW}", timeout=600)
         print(kubectl("-n", NAMESPACE, "get", "nbwf", WORKFLOW, "-o", "wide"))
         body = json.loads(kubectl("-n", NAMESPACE, "get", "nbwf", WORKFLOW, "-o", "json",
                                   show=False))  # fmt: skip
-        for entry in body["status"]["steps"]:
-            item = f"[{entry['item']}]" if "item" in entry else ""
-            test = " (test)" if entry.get("test") else ""
-            print(f"step {entry['name'] + item:<12} {entry['phase']:<10} {entry.get('runName')}"
-                  f"{test}")  # fmt: skip
-        print(f"tests      {body['status']['tests']}")
+        print("\n".join(table_lines(body)))
+        print(f"tests        {body['status']['tests']}")
+        on_cluster = report_totals(body)
+        print(f"grand total  {json.dumps(on_cluster)}")
+        if on_cluster is None or on_cluster != report_totals(local):
+            raise Unsuccessful(
+                f"the cluster's report totals {on_cluster} differ from the local run's "
+                f"{report_totals(local)}: the same notebooks and parameters must give the same data"
+            )
+        print("(the same totals as the local run)")
         print(events(cluster, workflow))
     print(f"\nexplore:  export KUBECONFIG={state['kubeconfig']}")
     print(f"          export PATH={Path(state['kubectl']).parent}:$PATH")
