@@ -119,7 +119,26 @@ def _step(raw: Mapping[str, Any], final: bool, where: str) -> Step:
     spec = template.get("spec") or {}
     needs = list(raw.get("dependsOn") or [])
     gates = list(needs)
+    given = set(spec.get("parameters") or {})
+    loop = raw.get("forEach")
+    looped = str(loop.get("parameter") or "") if loop is not None else None
+    taken: set[str] = set()
     for item in spec.get("parametersFrom") or []:
+        name = str(item.get("name"))
+        # The same rule as a NotebookRun's, said before any step runs rather than when the
+        # step's run is refused (or, for an item's value, silently overwritten).
+        clash = (
+            "runTemplate.spec.parameters" if name in given
+            else "forEach.parameter" if name == looped
+            else "another parametersFrom entry" if name in taken
+            else None
+        )  # fmt: skip
+        if clash is not None:
+            raise InvalidSpec(
+                f"{where}: parameter {name!r} is set by runTemplate.spec.parametersFrom and by "
+                f"{clash}: keep one"
+            )
+        taken.add(name)
         ref = item.get("stepRef")
         if ref is not None:
             needs.append(str(ref.get("name")))
@@ -129,7 +148,6 @@ def _step(raw: Mapping[str, Any], final: bool, where: str) -> Step:
                 "every step has ended)"
             )
     for_each = None
-    loop = raw.get("forEach")
     if loop is not None:
         if final:
             raise InvalidSpec(f"{where}: a finally step cannot have forEach")

@@ -272,6 +272,14 @@ def test_a_failed_test_step_fails_the_workflow_as_a_failed_test() -> None:
         ([step("a"), step("a")], (), "a appear more than once"),
         ([step("a", parameters={"r": 1}, forEach={"parameter": "r", "items": [1]})], (),
          "also in runTemplate.spec.parameters"),
+        ([step("a"), step("b", parameters={"x": 1}, refs=(ref("x", "a", result="x"),))], (),
+         "parameter 'x' is set by runTemplate.spec.parametersFrom and by "
+         "runTemplate.spec.parameters: keep one"),
+        ([step("a"), step("b", refs=(ref("r", "a", result="x"),),
+                          forEach={"parameter": "r", "items": [1]})], (),
+         "'r' is set by runTemplate.spec.parametersFrom and by forEach.parameter"),
+        ([step("a"), step("b", refs=(ref("x", "a", result="x"), ref("x", "a", output="notebook")))],
+         (), "'x' is set by runTemplate.spec.parametersFrom and by another parametersFrom entry"),
     ],
 )  # fmt: skip
 def test_a_workflow_that_cannot_run_fails_as_invalid_spec_naming_why(
