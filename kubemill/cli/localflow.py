@@ -127,8 +127,10 @@ def _steps(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def override(workflow: dict[str, Any], values: Sequence[tuple[str, Any]]) -> None:
-    """Set `-p STEP.NAME VALUE` parameters in the steps' run templates."""
+    """Set `-p STEP.NAME VALUE` parameters in the steps' run templates; UsageError, before any
+    is set, for an unknown step or a parameter the step takes from elsewhere."""
     steps = _steps(workflow)
+    checked = []
     for key, value in values:
         step, dot, name = key.partition(".")
         if not dot or not name:
@@ -137,8 +139,36 @@ def override(workflow: dict[str, Any], values: Sequence[tuple[str, Any]]) -> Non
             raise UsageError(
                 f"-p {key}: the workflow has no step {step!r} (its steps: {', '.join(steps)})"
             )
+        taken = _taken(steps[step], name)
+        if taken is not None:
+            # The operator's words for the same clash (references.resolve): "set by … and
+            # by …: keep one"; here the fix is on the command line, so the message names it.
+            raise UsageError(
+                f"-p {key}: parameter {name!r} of step {step!r} is set by -p and by {taken}: "
+                f"keep one (drop -p {key}, or change the step in the manifest)"
+            )
+        checked.append((step, name, value))
+    for step, name, value in checked:
         spec = steps[step].setdefault("runTemplate", {}).setdefault("spec", {})
         spec.setdefault("parameters", {})[name] = value
+
+
+def _taken(step: Mapping[str, Any], name: str) -> str | None:
+    """What else gives a step's parameter `name` its value (a reference, the forEach item),
+    in the manifest's terms; None when only spec.parameters may. A -p value for such a
+    parameter would be replaced, or would fail the run, after its upstream steps ran."""
+    loop = step.get("forEach") or {}
+    if loop.get("parameter") == name:
+        return f"forEach.parameter (each item of step {step.get('name')!r} is passed as it)"
+    spec = (step.get("runTemplate") or {}).get("spec") or {}
+    for index, item in enumerate(spec.get("parametersFrom") or []):
+        if item.get("name") != name:
+            continue
+        source = next((k for k in item if k != "name"), "a reference")
+        ref = item.get("stepRef") or {}
+        what = f"stepRef to step {ref.get('name')!r}" if ref else source
+        return f"runTemplate.spec.parametersFrom[{index}] ({what})"
+    return None
 
 
 def _needed(workflow: Mapping[str, Any], wanted: Sequence[str]) -> list[str]:

@@ -308,6 +308,16 @@ def test_bad_manifests_are_bad_input(tmp_path: Path, document: dict[str, Any], s
     assert done.returncode == 2
 
 
+def test_a_parameter_a_reference_sets_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    wf = manifest(tmp_path / "wf.yaml", diamond(3))
+    out = tmp_path / "runs"
+    done = kubemill(["workflow", "run", wf, "--output-dir", str(out), "-p", "totals.value", "1"])
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "parameter 'value' of step 'totals' is set by -p and by" in done.stderr
+    assert "stepRef to step 'extract'" in done.stderr
+    assert not out.exists()  # extract did not run
+
+
 def test_run_folders_in_s3_as_on_the_cluster(
     tmp_path: Path, s3_admin: Any, bucket: str, s3_env: dict[str, str]
 ) -> None:

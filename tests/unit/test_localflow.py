@@ -233,6 +233,37 @@ def test_override_sets_a_step_parameter_and_refuses_unknown_steps() -> None:
         override(wf, [("a", 1)])
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        (
+            "totals.rows",
+            "-p totals.rows: parameter 'rows' of step 'totals' is set by -p and by "
+            "runTemplate.spec.parametersFrom[0] (stepRef to step 'extract'): keep one "
+            "(drop -p totals.rows, or change the step in the manifest)",
+        ),
+        ("by-region.region", "set by -p and by forEach.parameter (each item of step"),
+        ("notify.outcome", "parametersFrom[0] (workflowOutcome): keep one"),
+        ("load.password", "parametersFrom[0] (secretKeyRef): keep one"),
+    ],
+)
+def test_override_refuses_a_parameter_a_reference_or_forEach_sets(key: str, said: str) -> None:
+    secret = {"name": "password", "secretKeyRef": {"name": "db", "key": "password"}}
+    wf = manifest(
+        *DIAMOND,
+        step("load", parametersFrom=[secret]),
+        final=(step("notify", parametersFrom=[{"name": "outcome", "workflowOutcome": {}}]),),
+    )
+    before = json.dumps(wf)
+    with pytest.raises(UsageError) as raised:
+        override(wf, [("extract.day", 1), (key, 2)])
+    assert said in str(raised.value)
+    assert json.dumps(wf) == before  # checked before any value is set
+    # A name the step takes from nowhere else is set.
+    override(wf, [("totals.extra", 1)])
+    assert wf["spec"]["steps"][2]["runTemplate"]["spec"]["parameters"] == {"extra": 1}
+
+
 def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     earlier = Local(manifest(*DIAMOND))
     advance(earlier, T0, [])
