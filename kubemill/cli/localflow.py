@@ -16,7 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +26,7 @@ from kubemill.operator.meta import LABEL_STEP
 from kubemill.operator.references import Resolution, resolve
 from kubemill.operator.spec import parse_duration
 from kubemill.operator.status import TERMINAL, derive_status
-from kubemill.operator.workflows import RETRY, WorkflowPlan, parse_steps, plan
+from kubemill.operator.workflows import ENDED, RETRY, WorkflowPlan, parse_steps, plan
 from kubemill.runner.contract import parse_summary
 
 from .schedule import UsageError
@@ -38,6 +38,7 @@ __all__ = [
     "advance",
     "ended_status",
     "ended_without_start",
+    "interrupted",
     "load_workflow",
     "only",
     "override",
@@ -55,6 +56,10 @@ LOCAL_JOB = "local"
 #: The job controller's reason for a Job whose pod failed; the run's own reason comes from the
 #: runner's summary, as on a cluster.
 _JOB_FAILED = "Failed"
+#: The reason of a run stopped, and of a step not started, because `workflow run` itself was
+#: stopped (Ctrl-C, SIGTERM, a crash): nothing about the step says it would fail, and
+#: `workflow retry` runs it again.
+INTERRUPTED = "Interrupted"
 #: Planning is repeated while it changes something (a run that cannot start fails at once,
 #: which may skip others); a workflow of 100 steps and 200 items settles far sooner.
 _MAX_ROUNDS = 1000
@@ -286,6 +291,42 @@ def ended_without_start(run: dict[str, Any], reason: str, message: str, now: str
     failed = {**old, "phase": "Failed", "reason": reason, "message": message}
     failed["completionTime"] = now
     run["status"] = derive_status({**run, "status": failed}, None, [], now)
+
+
+def interrupted(local: Local, stopped: Collection[str], why: str, now: str) -> None:
+    """End a workflow whose `workflow run` stopped before it did (`why` says how), so that
+    `workflow retry` takes it up: the runs in `stopped` (whose processes it stopped) and every
+    run that started and has not ended (its process died with the driver) fail, a run that
+    never started is dropped (no process to stop, as the planner deletes a waiting run on
+    failFast), the steps not ended are skipped, and the workflow fails, each with the reason
+    Interrupted. A workflow that ended is left as it is."""
+    if local.phase in TERMINAL:
+        return
+    message = f"{why}; `kubemill workflow retry` runs it again"
+    for name, run in list(local.runs.items()):
+        status = run.get("status") or {}
+        if status.get("reason") == INTERRUPTED:
+            continue
+        if name in stopped or (status.get("jobName") and status.get("phase") not in TERMINAL):
+            ended_without_start(run, INTERRUPTED, message, now)
+        elif status.get("phase") not in TERMINAL:
+            del local.runs[name]
+    # Plan once for the steps' entries as the runs now are, mark those not ended Skipped,
+    # and plan again from that: the planner keeps an ended entry, and says what failed.
+    status = plan(local.workflow, list(local.runs.values()), now, local.refused).status
+    for entry in status.get("steps") or []:
+        if entry.get("phase") not in ENDED:
+            entry.update(phase="Skipped", reason=INTERRUPTED, message=message)
+            if entry.get("runName") not in local.runs:
+                entry.pop("runName", None)
+    local.workflow["status"] = status
+    status = plan(local.workflow, list(local.runs.values()), now, local.refused).status
+    if status.get("phase") == "Failed":
+        said = f"{why}; `kubemill workflow retry` runs the failed and skipped steps again"
+        status.update(reason=INTERRUPTED, message=said)
+        for found in status.get("conditions") or []:
+            found.update(reason=INTERRUPTED, message=said)
+    local.workflow["status"] = status
 
 
 def _waiting(run: dict[str, Any], message: str, now: str) -> bool:
