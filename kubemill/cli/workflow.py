@@ -406,59 +406,71 @@ class _Driver:
     shown: dict[str, str] = field(default_factory=dict)
     drawn: int = 0
     identity: dict[str, Any] = field(default_factory=lambda: _identity(os.getpid()))
+    #: While a runner is being started, a signal waits in `deferred`: stopped then, the
+    #: runner would start with no entry in `running`, and nothing would stop it.
+    launching: bool = False
+    deferred: int | None = None
 
     @property
     def _secrets(self) -> dict[str, str]:
         return dict(self.args.secret_param)
 
     def drive(self) -> int:
-        """Run the workflow to its end; on SIGINT or SIGTERM the runs still going are stopped
-        and the state says the workflow was interrupted, so that `workflow retry` takes it up."""
+        """Run the workflow to its end. On every other way out (SIGINT, SIGTERM, an error)
+        the runs still going are stopped and the state says the workflow was interrupted, so
+        that `workflow retry` takes it up."""
+        parallel = self.args.parallel or os.cpu_count() or 1
         scratch = Path(tempfile.mkdtemp(prefix="kubemill-workflow-"))
         # What ended before this command (a retry's, --only's reused steps) is not news.
         for entry in (self.local.workflow.get("status") or {}).get("steps") or []:
             self.shown[step_label(entry)] = str(entry.get("phase"))
         # Ctrl-C, and the SIGTERM a cancelled CI job gets: stop the runs, so each saves.
-        handlers = {s: signal.signal(s, _interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+        handlers = {s: signal.signal(s, self._interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
-            self._drive(scratch)
+            while True:
+                ready = advance(self.local, rfc3339(), list(self.running), self._secrets)
+                status = self.local.workflow.get("status") or {}
+                if status.get("reason") == "InvalidSpec" and not status.get("steps"):
+                    raise UsageError(str(status.get("message")))
+                free = max(0, parallel - len(self.running))
+                if ready[:free]:
+                    for start in ready[:free]:
+                        self._launch(start, scratch)
+                    continue  # plan again: the workflow's status counts them as running
+                self._save()
+                self._show()
+                if not self.running:
+                    if self.local.phase in TERMINAL:
+                        break
+                    if not ready:
+                        stranded(self.local, rfc3339())
+                    continue
+                self._finish(self.ended.get())
         except _Interrupted as exc:
             name = signal.Signals(exc.signum).name
-            why = f"`kubemill workflow run` was interrupted ({name})"
-            stopped = self._end(why)
+            stopped = self._end(f"`kubemill workflow run` was interrupted ({name})")
             print(f"kubemill workflow: interrupted ({name}); "
                   + (f"stopped the runs {', '.join(stopped)}; " if stopped else "")
                   + f"`kubemill workflow retry {self.state.parent.parent}` re-runs what did "
                   "not succeed", file=sys.stderr)  # fmt: skip
             self._report()
             return 128 + exc.signum
+        except UsageError:
+            raise  # (a workflow the planner refused: nothing started)
+        except BaseException as exc:
+            self._end(f"`kubemill workflow run` failed ({type(exc).__name__}: {exc})")
+            raise
         finally:
             for signum, handler in handlers.items():
                 signal.signal(signum, handler)
             shutil.rmtree(scratch, ignore_errors=True)
         return self._report()
 
-    def _drive(self, scratch: Path) -> None:
-        parallel = self.args.parallel or os.cpu_count() or 1
-        while True:
-            ready = advance(self.local, rfc3339(), list(self.running), self._secrets)
-            status = self.local.workflow.get("status") or {}
-            if status.get("reason") == "InvalidSpec" and not status.get("steps"):
-                raise UsageError(str(status.get("message")))
-            free = max(0, parallel - len(self.running))
-            if ready[:free]:
-                for start in ready[:free]:
-                    self._launch(start, scratch)
-                continue  # plan again: the workflow's status counts them as running
-            self._save()
-            self._show()
-            if not self.running:
-                if self.local.phase in TERMINAL:
-                    break
-                if not ready:
-                    stranded(self.local, rfc3339())
-                continue
-            self._finish(self.ended.get())
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self.launching:
+            self.deferred = signum  # raised once the runner being started is in self.running
+        else:
+            raise _Interrupted(signum)
 
     def _end(self, why: str) -> list[str]:
         """Stop the runs still going, end the workflow as interrupted (`why`), save; the
@@ -516,20 +528,28 @@ class _Driver:
         # The kubemill of this interpreter, not whichever is first on PATH.
         sibling = Path(sys.executable).with_name("kubemill")
         kubemill = str(sibling) if sibling.exists() else (shutil.which("kubemill") or "kubemill")
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [kubemill, *argv, "--no-progress-bar"],
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=_run_environment(os.environ, meta),
-                # Out of the terminal's process group: Ctrl-C reaches this process only, which
-                # stops each run once (a second signal would stop a runner before it saves).
-                start_new_session=True,
-            )
-        self.running[meta["name"]] = _Process(start, process, now, own, log, _identity(process.pid))
+        self.launching = True
+        try:
+            with log.open("wb") as sink:
+                process = subprocess.Popen(
+                    [kubemill, *argv, "--no-progress-bar"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    env=_run_environment(os.environ, meta),
+                    # Out of the terminal's process group: Ctrl-C reaches this process only,
+                    # which stops each run once (a second signal would stop a runner before it
+                    # saves).
+                    start_new_session=True,
+                )
+            identity = _identity(process.pid)
+            self.running[meta["name"]] = _Process(start, process, now, own, log, identity)
+        finally:
+            self.launching = False
         run["status"] = started_status(run, now)
         threading.Thread(target=self._await, args=(meta["name"], process), daemon=True).start()
+        if self.deferred is not None:
+            raise _Interrupted(self.deferred)
 
     def _log(self, run: str) -> Path:
         """Where a run's runner output goes: beside the state file, since a run folder may
@@ -598,10 +618,6 @@ class _Driver:
         tests = status.get("tests") or {}
         passed = status.get("phase") == "Succeeded" and not tests.get("failed")
         return 0 if passed else _FAILED
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise _Interrupted(signum)
 
 
 def _run_environment(environ: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:

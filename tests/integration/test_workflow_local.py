@@ -455,3 +455,31 @@ def test_retry_takes_over_a_run_whose_driver_was_killed(tmp_path: Path) -> None:
     first = next(r for r in state["runs"] if r["metadata"]["name"] == "sales-nap")
     assert (first["status"]["phase"], first["status"]["reason"]) == ("Failed", "Interrupted")
     assert load(out / "analytics/sales-nap-r2/results.json") == {"attempt": "again"}
+
+
+def test_a_driver_that_fails_stops_its_runners_and_keeps_the_state(tmp_path: Path) -> None:
+    wf, out = napping(tmp_path)
+    release = tmp_path / "release"
+    hold = step("hold", "waits_for_file.ipynb", parameters={"path": str(release)})
+    document = yaml.safe_load(Path(wf).read_text())
+    document["spec"]["steps"].insert(0, hold)
+    Path(wf).write_text(yaml.safe_dump(document))
+    with driving(["run", wf, "--output-dir", str(out), "--parallel", "2"]) as process:
+        logs = out / "analytics/sales.logs"
+        await_log(logs / "sales-hold.log", "started waiting")
+        await_log(logs / "sales-nap.log", "started sleeping")
+        children = psutil.Process(process.pid).children(recursive=True)
+        # Whoever read its output went away (`… | head -1`): its next line fails to be written.
+        assert process.stdout is not None
+        process.stdout.close()
+        release.touch()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert b"BrokenPipeError" in stderr
+    await_gone(children)
+    status = load(out / "analytics/sales.workflow.json")["workflow"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert "`kubemill workflow run` failed (BrokenPipeError" in status["message"]
+    entries = {e["name"]: (e["phase"], e.get("reason")) for e in status["steps"]}
+    assert entries["hold"] == ("Succeeded", "Succeeded")
+    assert entries["nap"] == ("Failed", "Interrupted")
