@@ -14,6 +14,7 @@ does that), so each rule is a table test.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
 from collections.abc import Collection, Mapping, Sequence
@@ -36,6 +37,7 @@ __all__ = [
     "Local",
     "Start",
     "advance",
+    "definitions",
     "ended_status",
     "ended_without_start",
     "interrupted",
@@ -76,9 +78,13 @@ class Local:
     #: Runs the planner created that a cluster would refuse (name: message); none locally so
     #: far, kept so that `plan` gets what it gets on a cluster.
     refused: dict[str, str] = field(default_factory=dict)
+    #: Each step's definition digest (`definitions`) when its runs were made: `--only`
+    #: reuses a step's runs only while it is unchanged.
+    digests: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"workflow": self.workflow, "runs": list(self.runs.values())}
+        data = {"workflow": self.workflow, "runs": list(self.runs.values())}
+        return data | ({"digests": self.digests} if self.digests else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Local:
@@ -87,7 +93,10 @@ class Local:
         if not isinstance(workflow, dict) or not isinstance(runs, list):
             raise UsageError("not a kubemill workflow state file (no workflow and runs)")
         try:
-            return cls(dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs})
+            digests = {str(k): str(v) for k, v in (data.get("digests") or {}).items()}
+            return cls(
+                dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs}, digests=digests
+            )
         except (KeyError, TypeError):
             raise UsageError("not a kubemill workflow state file (a run has no name)") from None
 
@@ -198,31 +207,78 @@ def _needed(workflow: Mapping[str, Any], wanted: Sequence[str]) -> list[str]:
     return [name for name in steps if name in closure]
 
 
-def only(workflow: dict[str, Any], wanted: Sequence[str], earlier: Local | None) -> Local:
+def definitions(workflow: Mapping[str, Any], notebooks: Mapping[str, str]) -> dict[str, str]:
+    """A digest of each step's definition, as given (after -p): the whole step (notebook,
+    parameters, references, forEach, dependsOn) and, where `notebooks` has it, a digest of its
+    notebook's contents (the driver reads the local files; a URL counts as written)."""
+    digests = {}
+    for name, step in _steps(workflow).items():
+        notebook = ((step.get("runTemplate") or {}).get("spec") or {}).get("notebook")
+        text = json.dumps(
+            {"step": step, "notebook": notebooks.get(str(notebook))},
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        digests[name] = hashlib.sha256(text.encode()).hexdigest()
+    return digests
+
+
+def only(
+    workflow: dict[str, Any],
+    wanted: Sequence[str],
+    earlier: Local | None,
+    digests: Mapping[str, str] | None = None,
+) -> tuple[Local, list[str]]:
     """The workflow cut down to `wanted` and the steps they need (no finally steps); a needed
     step whose runs succeeded in `earlier` (the same workflow, run here before) keeps them
-    and so its outputs, as a retry keeps a succeeded step's."""
+    and so its outputs, as a retry keeps a succeeded step's, unless its definition changed
+    since (its digest in `digests` differs from the one `earlier` recorded, or `earlier`
+    recorded none) or a step it needs runs again: as make re-runs a target whose inputs
+    changed. Also the steps that succeeded before but run again for that."""
+    digests = dict(digests or {})
     keep = set(_needed(workflow, wanted))
+    try:
+        needs = {s.name: s.needs for s in parse_steps(workflow.get("spec") or {})}
+    except InvalidSpec:
+        needs = {}  # the planner reports it
     spec = workflow.setdefault("spec", {})
     spec["steps"] = [s for s in spec.get("steps", []) if s.get("name") in keep]
     spec.pop("finally", None)
-    local = Local(workflow)
+    local = Local(workflow, digests={k: v for k, v in digests.items() if k in keep})
     if earlier is None:
-        return local
+        return local, []
     old = earlier.workflow.get("status") or {}
-    entries = []
+    succeeded = set()
     for name in keep - set(wanted):
         mine = [e for e in old.get("steps") or [] if e.get("name") == name]
-        if not mine or any(e.get("phase") != "Succeeded" for e in mine):
+        if mine and all(e.get("phase") == "Succeeded" for e in mine):
+            succeeded.add(name)
+    reused: dict[str, bool] = {}
+
+    def reusable(name: str) -> bool:
+        if name not in reused:
+            reused[name] = (
+                name in succeeded
+                and name in digests
+                and earlier.digests.get(name) == digests[name]
+                and all(reusable(n) for n in needs.get(name, ()))
+            )
+        return reused[name]
+
+    entries = []
+    for name in sorted(succeeded):
+        if not reusable(name):
             continue
-        for entry in mine:
+        for entry in (e for e in old.get("steps") or [] if e.get("name") == name):
             run = earlier.runs.get(str(entry.get("runName")))
             if run is not None:
                 entries.append(entry)
                 local.runs[run["metadata"]["name"]] = copy.deepcopy(run)
     if entries:
         local.workflow["status"] = {"steps": entries}
-    return local
+    changed = [n for n in _needed(workflow, wanted) if n in succeeded and not reusable(n)]
+    return local, changed
 
 
 def retry(local: Local, token: str) -> None:

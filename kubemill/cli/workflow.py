@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -37,6 +38,7 @@ from .localflow import (
     Local,
     Start,
     advance,
+    definitions,
     ended_status,
     ended_without_start,
     interrupted,
@@ -242,9 +244,31 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         earlier, _ = _read_state(state)
         if earlier.workflow["metadata"].get("uid"):
             workflow["metadata"]["uid"] = earlier.workflow["metadata"]["uid"]
-    local = only(workflow, args.only, earlier) if args.only else Local(workflow)
     base = "." if args.manifest == "-" else str(Path(args.manifest).absolute().parent)
+    digests = definitions(workflow, _notebook_digests(workflow, base))
+    if args.only:
+        local, changed = only(workflow, args.only, earlier, digests)
+        if changed:
+            print(f"kubemill workflow: running {', '.join(changed)} again: changed since "
+                  "its outputs were made (its definition, its notebook, or a step it needs)",
+                  file=sys.stderr)  # fmt: skip
+    else:
+        local = Local(workflow, digests=digests)
     return _Driver(local, args, state, root, base, out).drive()
+
+
+def _notebook_digests(workflow: Mapping[str, Any], base: str) -> dict[str, str]:
+    """A digest of each step's local notebook file, by the path the step gives; a URL's
+    notebook is not fetched here (it counts as written)."""
+    found = {}
+    spec = workflow.get("spec") or {}
+    for step in [*spec.get("steps", []), *spec.get("finally", [])]:
+        notebook = str(((step.get("runTemplate") or {}).get("spec") or {}).get("notebook") or "")
+        if notebook and "://" not in notebook and notebook not in found:
+            with contextlib.suppress(OSError):  # (a missing notebook fails its run)
+                content = Path(base, notebook).read_bytes()
+                found[notebook] = hashlib.sha256(content).hexdigest()
+    return found
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -14,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import psutil
 import pytest
 import yaml
@@ -271,6 +273,39 @@ def test_only_runs_a_step_with_what_it_needs(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "extract" not in done.stdout.split("workflow sales")[0]
     assert (out / "analytics/sales-extract/output.ipynb").stat().st_mtime_ns == written
+
+
+def test_only_runs_again_a_needed_step_that_changed(tmp_path: Path) -> None:
+    notebook = tmp_path / "extract.ipynb"
+    shutil.copy(NOTEBOOKS / "workflow_extract.ipynb", notebook)
+    steps = diamond(3)
+    steps[0]["runTemplate"]["spec"]["notebook"] = "extract.ipynb"  # beside the manifest
+    wf = manifest(tmp_path / "wf.yaml", steps)
+    out = tmp_path / "runs"
+    output = out / "analytics/sales-extract/output.ipynb"
+    argv = ["workflow", "run", wf, "--output-dir", str(out), "--only", "totals"]
+    written = []
+    for extra, said in [
+        ([], None),
+        ([], None),  # unchanged: reused
+        (["-p", "extract.regions", '["eu"]'], "running extract again"),  # its parameters
+        (["-p", "extract.regions", '["eu"]'], None),
+        (None, "running extract again"),  # its notebook
+    ]:
+        if extra is None:
+            nb = nbformat.read(notebook, as_version=4)
+            nb.cells.append(nbformat.v4.new_code_cell("print('edited')"))
+            nbformat.write(nb, notebook)
+            extra = ["-p", "extract.regions", '["eu"]']
+        done = kubemill([*argv, *extra], timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (said is not None) == ("again" in done.stderr), done.stderr
+        if said is not None:
+            assert f"kubemill workflow: {said}: changed since its outputs were made" in done.stderr
+        written.append(output.stat().st_mtime_ns)
+    assert written[1] == written[0] and written[3] == written[2]
+    assert len({written[0], written[2], written[4]}) == 3
+    assert "edited" in output.read_text()
 
 
 @pytest.mark.parametrize(

@@ -16,6 +16,7 @@ from kubemill.cli import build_parser, main
 from kubemill.cli.localflow import (
     Local,
     advance,
+    definitions,
     ended_status,
     interrupted,
     load_workflow,
@@ -277,7 +278,9 @@ def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     finish(earlier, "wf-totals", ExitCode.CELL_ERROR)
     finish(earlier, "wf-by-region-0", ExitCode.OK)
     advance(earlier, T2, [])
-    again = only(manifest(*DIAMOND), ["report"], earlier)
+    earlier.digests = definitions(earlier.workflow, {})
+    again, changed = only(manifest(*DIAMOND), ["report"], earlier, earlier.digests)
+    assert changed == []
     assert [s["name"] for s in again.workflow["spec"]["steps"]] == [
         "extract", "by-region", "totals", "report",
     ]  # fmt: skip
@@ -285,11 +288,47 @@ def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     # extract and by-region succeeded before: kept; totals failed: runs again.
     assert names(ready) == ["wf-totals"]
     assert again.runs["wf-extract"]["status"]["phase"] == "Succeeded"
-    assert only(manifest(*DIAMOND), ["totals"], None).workflow["spec"]["steps"][1]["name"] == (
+    assert only(manifest(*DIAMOND), ["totals"], None)[0].workflow["spec"]["steps"][1]["name"] == (
         "totals"
     )
     with pytest.raises(UsageError, match="no step 'nope'"):
         only(manifest(*DIAMOND), ["nope"], None)
+
+
+def test_only_runs_again_a_step_whose_definition_changed_and_what_needs_it() -> None:
+    earlier = Local(manifest(*DIAMOND))
+    earlier.digests = definitions(earlier.workflow, {"extract.ipynb": "v1"})
+    advance(earlier, T0, [])
+    finish(earlier, "wf-extract", ExitCode.OK, {"regions": ["eu"], "rows": 3})
+    advance(earlier, T1, [])
+    finish(earlier, "wf-totals", ExitCode.OK)
+    finish(earlier, "wf-by-region-0", ExitCode.OK)
+    advance(earlier, T2, [])
+    saved = Local.from_json(json.loads(json.dumps(earlier.to_json())))
+    assert saved.digests == earlier.digests  # kept in the state file
+
+    def again(wf: dict[str, Any], notebooks: dict[str, str]) -> tuple[list[str], list[str]]:
+        local, changed = only(wf, ["report"], saved, definitions(wf, notebooks))
+        return names(advance(local, T2, [])), changed
+
+    # Unchanged: report runs on what extract, by-region and totals made.
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v1"}) == (["wf-report"], [])
+    # extract's notebook changed: extract runs again, and so does what needs it.
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v2"}) == (
+        ["wf-extract"], ["extract", "by-region", "totals"],
+    )  # fmt: skip
+    # totals' parameters changed (as -p changes them): totals only.
+    changed = manifest(*DIAMOND)
+    override(changed, [("totals.extra", 1)])
+    assert again(changed, {"extract.ipynb": "v1"}) == (["wf-totals"], ["totals"])
+    # A state file without digests (an older kubemill): nothing is known to be unchanged.
+    saved.digests = {}
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v1"})[1] == [
+        "extract", "by-region", "totals",
+    ]  # fmt: skip
+    # Every definition has its own digest; the same one gives the same digest.
+    digests = definitions(manifest(*DIAMOND), {})
+    assert len(set(digests.values())) == 4 and digests == definitions(manifest(*DIAMOND), {})
 
 
 def test_retry_reruns_failed_and_skipped_steps_under_new_names() -> None:
