@@ -14,9 +14,10 @@ does that), so each rule is a table test.
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,7 @@ from kubemill.operator.meta import LABEL_STEP
 from kubemill.operator.references import Resolution, resolve
 from kubemill.operator.spec import parse_duration
 from kubemill.operator.status import TERMINAL, derive_status
-from kubemill.operator.workflows import RETRY, WorkflowPlan, parse_steps, plan
+from kubemill.operator.workflows import ENDED, RETRY, WorkflowPlan, parse_steps, plan
 from kubemill.runner.contract import parse_summary
 
 from .schedule import UsageError
@@ -36,8 +37,10 @@ __all__ = [
     "Local",
     "Start",
     "advance",
+    "definitions",
     "ended_status",
     "ended_without_start",
+    "interrupted",
     "load_workflow",
     "only",
     "override",
@@ -55,6 +58,10 @@ LOCAL_JOB = "local"
 #: The job controller's reason for a Job whose pod failed; the run's own reason comes from the
 #: runner's summary, as on a cluster.
 _JOB_FAILED = "Failed"
+#: The reason of a run stopped, and of a step not started, because `workflow run` itself was
+#: stopped (Ctrl-C, SIGTERM, a crash): nothing about the step says it would fail, and
+#: `workflow retry` runs it again.
+INTERRUPTED = "Interrupted"
 #: Planning is repeated while it changes something (a run that cannot start fails at once,
 #: which may skip others); a workflow of 100 steps and 200 items settles far sooner.
 _MAX_ROUNDS = 1000
@@ -71,9 +78,13 @@ class Local:
     #: Runs the planner created that a cluster would refuse (name: message); none locally so
     #: far, kept so that `plan` gets what it gets on a cluster.
     refused: dict[str, str] = field(default_factory=dict)
+    #: Each step's definition digest (`definitions`) when its runs were made: `--only`
+    #: reuses a step's runs only while it is unchanged.
+    digests: dict[str, str] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
-        return {"workflow": self.workflow, "runs": list(self.runs.values())}
+        data = {"workflow": self.workflow, "runs": list(self.runs.values())}
+        return data | ({"digests": self.digests} if self.digests else {})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Local:
@@ -82,7 +93,10 @@ class Local:
         if not isinstance(workflow, dict) or not isinstance(runs, list):
             raise UsageError("not a kubemill workflow state file (no workflow and runs)")
         try:
-            return cls(dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs})
+            digests = {str(k): str(v) for k, v in (data.get("digests") or {}).items()}
+            return cls(
+                dict(workflow), {r["metadata"]["name"]: dict(r) for r in runs}, digests=digests
+            )
         except (KeyError, TypeError):
             raise UsageError("not a kubemill workflow state file (a run has no name)") from None
 
@@ -127,8 +141,10 @@ def _steps(workflow: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def override(workflow: dict[str, Any], values: Sequence[tuple[str, Any]]) -> None:
-    """Set `-p STEP.NAME VALUE` parameters in the steps' run templates."""
+    """Set `-p STEP.NAME VALUE` parameters in the steps' run templates; UsageError, before any
+    is set, for an unknown step or a parameter the step takes from elsewhere."""
     steps = _steps(workflow)
+    checked = []
     for key, value in values:
         step, dot, name = key.partition(".")
         if not dot or not name:
@@ -137,8 +153,36 @@ def override(workflow: dict[str, Any], values: Sequence[tuple[str, Any]]) -> Non
             raise UsageError(
                 f"-p {key}: the workflow has no step {step!r} (its steps: {', '.join(steps)})"
             )
+        taken = _taken(steps[step], name)
+        if taken is not None:
+            # The operator's words for the same clash (references.resolve): "set by … and
+            # by …: keep one"; here the fix is on the command line, so the message names it.
+            raise UsageError(
+                f"-p {key}: parameter {name!r} of step {step!r} is set by -p and by {taken}: "
+                f"keep one (drop -p {key}, or change the step in the manifest)"
+            )
+        checked.append((step, name, value))
+    for step, name, value in checked:
         spec = steps[step].setdefault("runTemplate", {}).setdefault("spec", {})
         spec.setdefault("parameters", {})[name] = value
+
+
+def _taken(step: Mapping[str, Any], name: str) -> str | None:
+    """What else gives a step's parameter `name` its value (a reference, the forEach item),
+    in the manifest's terms; None when only spec.parameters may. A -p value for such a
+    parameter would be replaced, or would fail the run, after its upstream steps ran."""
+    loop = step.get("forEach") or {}
+    if loop.get("parameter") == name:
+        return f"forEach.parameter (each item of step {step.get('name')!r} is passed as it)"
+    spec = (step.get("runTemplate") or {}).get("spec") or {}
+    for index, item in enumerate(spec.get("parametersFrom") or []):
+        if item.get("name") != name:
+            continue
+        source = next((k for k in item if k != "name"), "a reference")
+        ref = item.get("stepRef") or {}
+        what = f"stepRef to step {ref.get('name')!r}" if ref else source
+        return f"runTemplate.spec.parametersFrom[{index}] ({what})"
+    return None
 
 
 def _needed(workflow: Mapping[str, Any], wanted: Sequence[str]) -> list[str]:
@@ -163,31 +207,78 @@ def _needed(workflow: Mapping[str, Any], wanted: Sequence[str]) -> list[str]:
     return [name for name in steps if name in closure]
 
 
-def only(workflow: dict[str, Any], wanted: Sequence[str], earlier: Local | None) -> Local:
+def definitions(workflow: Mapping[str, Any], notebooks: Mapping[str, str]) -> dict[str, str]:
+    """A digest of each step's definition, as given (after -p): the whole step (notebook,
+    parameters, references, forEach, dependsOn) and, where `notebooks` has it, a digest of its
+    notebook's contents (the driver reads the local files; a URL counts as written)."""
+    digests = {}
+    for name, step in _steps(workflow).items():
+        notebook = ((step.get("runTemplate") or {}).get("spec") or {}).get("notebook")
+        text = json.dumps(
+            {"step": step, "notebook": notebooks.get(str(notebook))},
+            sort_keys=True,
+            ensure_ascii=False,
+            default=str,
+        )
+        digests[name] = hashlib.sha256(text.encode()).hexdigest()
+    return digests
+
+
+def only(
+    workflow: dict[str, Any],
+    wanted: Sequence[str],
+    earlier: Local | None,
+    digests: Mapping[str, str] | None = None,
+) -> tuple[Local, list[str]]:
     """The workflow cut down to `wanted` and the steps they need (no finally steps); a needed
     step whose runs succeeded in `earlier` (the same workflow, run here before) keeps them
-    and so its outputs, as a retry keeps a succeeded step's."""
+    and so its outputs, as a retry keeps a succeeded step's, unless its definition changed
+    since (its digest in `digests` differs from the one `earlier` recorded, or `earlier`
+    recorded none) or a step it needs runs again: as make re-runs a target whose inputs
+    changed. Also the steps that succeeded before but run again for that."""
+    digests = dict(digests or {})
     keep = set(_needed(workflow, wanted))
+    try:
+        needs = {s.name: s.needs for s in parse_steps(workflow.get("spec") or {})}
+    except InvalidSpec:
+        needs = {}  # the planner reports it
     spec = workflow.setdefault("spec", {})
     spec["steps"] = [s for s in spec.get("steps", []) if s.get("name") in keep]
     spec.pop("finally", None)
-    local = Local(workflow)
+    local = Local(workflow, digests={k: v for k, v in digests.items() if k in keep})
     if earlier is None:
-        return local
+        return local, []
     old = earlier.workflow.get("status") or {}
-    entries = []
+    succeeded = set()
     for name in keep - set(wanted):
         mine = [e for e in old.get("steps") or [] if e.get("name") == name]
-        if not mine or any(e.get("phase") != "Succeeded" for e in mine):
+        if mine and all(e.get("phase") == "Succeeded" for e in mine):
+            succeeded.add(name)
+    reused: dict[str, bool] = {}
+
+    def reusable(name: str) -> bool:
+        if name not in reused:
+            reused[name] = (
+                name in succeeded
+                and name in digests
+                and earlier.digests.get(name) == digests[name]
+                and all(reusable(n) for n in needs.get(name, ()))
+            )
+        return reused[name]
+
+    entries = []
+    for name in sorted(succeeded):
+        if not reusable(name):
             continue
-        for entry in mine:
+        for entry in (e for e in old.get("steps") or [] if e.get("name") == name):
             run = earlier.runs.get(str(entry.get("runName")))
             if run is not None:
                 entries.append(entry)
                 local.runs[run["metadata"]["name"]] = copy.deepcopy(run)
     if entries:
         local.workflow["status"] = {"steps": entries}
-    return local
+    changed = [n for n in _needed(workflow, wanted) if n in succeeded and not reusable(n)]
+    return local, changed
 
 
 def retry(local: Local, token: str) -> None:
@@ -256,6 +347,42 @@ def ended_without_start(run: dict[str, Any], reason: str, message: str, now: str
     failed = {**old, "phase": "Failed", "reason": reason, "message": message}
     failed["completionTime"] = now
     run["status"] = derive_status({**run, "status": failed}, None, [], now)
+
+
+def interrupted(local: Local, stopped: Collection[str], why: str, now: str) -> None:
+    """End a workflow whose `workflow run` stopped before it did (`why` says how), so that
+    `workflow retry` takes it up: the runs in `stopped` (whose processes it stopped) and every
+    run that started and has not ended (its process died with the driver) fail, a run that
+    never started is dropped (no process to stop, as the planner deletes a waiting run on
+    failFast), the steps not ended are skipped, and the workflow fails, each with the reason
+    Interrupted. A workflow that ended is left as it is."""
+    if local.phase in TERMINAL:
+        return
+    message = f"{why}; `kubemill workflow retry` runs it again"
+    for name, run in list(local.runs.items()):
+        status = run.get("status") or {}
+        if status.get("reason") == INTERRUPTED:
+            continue
+        if name in stopped or (status.get("jobName") and status.get("phase") not in TERMINAL):
+            ended_without_start(run, INTERRUPTED, message, now)
+        elif status.get("phase") not in TERMINAL:
+            del local.runs[name]
+    # Plan once for the steps' entries as the runs now are, mark those not ended Skipped,
+    # and plan again from that: the planner keeps an ended entry, and says what failed.
+    status = plan(local.workflow, list(local.runs.values()), now, local.refused).status
+    for entry in status.get("steps") or []:
+        if entry.get("phase") not in ENDED:
+            entry.update(phase="Skipped", reason=INTERRUPTED, message=message)
+            if entry.get("runName") not in local.runs:
+                entry.pop("runName", None)
+    local.workflow["status"] = status
+    status = plan(local.workflow, list(local.runs.values()), now, local.refused).status
+    if status.get("phase") == "Failed":
+        said = f"{why}; `kubemill workflow retry` runs the failed and skipped steps again"
+        status.update(reason=INTERRUPTED, message=said)
+        for found in status.get("conditions") or []:
+            found.update(reason=INTERRUPTED, message=said)
+    local.workflow["status"] = status
 
 
 def _waiting(run: dict[str, Any], message: str, now: str) -> bool:

@@ -10,6 +10,8 @@ status. After every change the workflow and its runs are written to
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
 import queue
@@ -21,7 +23,8 @@ import subprocess
 import sys
 import tempfile
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -35,8 +38,10 @@ from .localflow import (
     Local,
     Start,
     advance,
+    definitions,
     ended_status,
     ended_without_start,
+    interrupted,
     load_workflow,
     only,
     override,
@@ -59,6 +64,10 @@ DEFAULT_OUTPUT_DIR = "./kubemill-runs/"
 STATE_SUFFIX = ".workflow.json"
 #: The exit code of a workflow that did not succeed (or a test that failed).
 _FAILED = 1
+#: Seconds a stopped runner gets to save its output and summary before it is killed: what
+#: Kubernetes gives a pod (terminationGracePeriodSeconds' default), which the runner's own
+#: stop budget fits in (runner/run.py, STOP_SAVE_BUDGET).
+STOP_GRACE = 30.0
 
 
 def _seconds(text: str) -> float:
@@ -159,6 +168,13 @@ def declare_workflow(parser: argparse.ArgumentParser) -> None:
     again.add_argument(
         "state", metavar="DIR_OR_STATE_FILE", help=f"a *{STATE_SUFFIX} file, or the folder of one"
     )
+    again.add_argument(
+        "--force",
+        action="store_true",
+        help="retry a workflow the state file says is still running when whether its "
+        "`workflow run` is still going cannot be checked here (it ran on another machine, or "
+        "an older kubemill wrote the file); only when you know it is not",
+    )
     _running_options(again)
     again.set_defaults(handler=usage_errors(cmd_retry))
 
@@ -228,9 +244,31 @@ def cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         earlier, _ = _read_state(state)
         if earlier.workflow["metadata"].get("uid"):
             workflow["metadata"]["uid"] = earlier.workflow["metadata"]["uid"]
-    local = only(workflow, args.only, earlier) if args.only else Local(workflow)
     base = "." if args.manifest == "-" else str(Path(args.manifest).absolute().parent)
+    digests = definitions(workflow, _notebook_digests(workflow, base))
+    if args.only:
+        local, changed = only(workflow, args.only, earlier, digests)
+        if changed:
+            print(f"kubemill workflow: running {', '.join(changed)} again: changed since "
+                  "its outputs were made (its definition, its notebook, or a step it needs)",
+                  file=sys.stderr)  # fmt: skip
+    else:
+        local = Local(workflow, digests=digests)
     return _Driver(local, args, state, root, base, out).drive()
+
+
+def _notebook_digests(workflow: Mapping[str, Any], base: str) -> dict[str, str]:
+    """A digest of each step's local notebook file, by the path the step gives; a URL's
+    notebook is not fetched here (it counts as written)."""
+    found = {}
+    spec = workflow.get("spec") or {}
+    for step in [*spec.get("steps", []), *spec.get("finally", [])]:
+        notebook = str(((step.get("runTemplate") or {}).get("spec") or {}).get("notebook") or "")
+        if notebook and "://" not in notebook and notebook not in found:
+            with contextlib.suppress(OSError):  # (a missing notebook fails its run)
+                content = Path(base, notebook).read_bytes()
+                found[notebook] = hashlib.sha256(content).hexdigest()
+    return found
 
 
 def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
@@ -244,9 +282,122 @@ def cmd_retry(args: argparse.Namespace, out: TextIO) -> int:
             )
         given = found[0]
     local, kept = _read_state(given)
+    if local.phase not in TERMINAL:
+        _take_over(local, kept, given, args.force)
     retry(local, rfc3339())
     root, base = str(kept.get("output") or given.parent.parent), str(kept.get("base") or ".")
     return _Driver(local, args, given, root, base, out).drive()
+
+
+def _take_over(local: Local, kept: Mapping[str, Any], path: Path, force: bool) -> None:
+    """A state file that says the workflow is still running: refuse while the `workflow run`
+    it names may still be going; otherwise (it was killed without a chance to write, or
+    --force) stop the runners it left, and end the workflow as interrupted."""
+    name = local.workflow["metadata"]["name"]
+    driver = kept.get("driver") or {}
+    pid, host = driver.get("pid"), driver.get("host")
+    said = f" (PID {pid} on {host})" if host != socket.gethostname() else f" (PID {pid})"
+    alive = _alive(driver) if driver else None
+    # Without a start time (no /proc) a live PID may be a later process's: --force decides.
+    certain = driver.get("started") is not None
+    if alive and (certain or not force):
+        raise UsageError(
+            f"workflow {name} is still being run by `kubemill workflow run`{said}; wait for it "
+            f"to end, or stop it (kill -INT {pid}), then retry"
+            + ("" if certain else "; if that PID is another process's now, retry with --force")
+        )
+    if alive is None and not force:
+        unknown = (
+            f"its `kubemill workflow run`{said} ran on another machine"
+            if driver
+            else "it names no process running it (an older kubemill wrote it)"
+        )
+        raise UsageError(
+            f"{path} says workflow {name} is {local.phase}, and {unknown}, so whether that run "
+            "still goes cannot be checked here; if it does not, retry with --force"
+        )
+    left = {
+        int(record["pid"]): (str(run), record)
+        for run, record in (kept.get("runners") or {}).items()
+        if _alive(record)
+    }
+    if left:
+        print(
+            "kubemill workflow: stopping the runs it left running: "
+            + ", ".join(f"{run} (PID {p})" for p, (run, _) in left.items()),
+            file=sys.stderr,
+        )
+        _terminate(list(left), lambda p: bool(_alive(left[p][1])))
+    why = (
+        f"its `kubemill workflow run`{said} ended without saving how the workflow ended "
+        "(it was killed)"
+        if alive is False
+        else f"its `kubemill workflow run`{said if driver else ''} is taken to have ended (--force)"
+    )
+    print(f"kubemill workflow: workflow {name} was {local.phase}, but {why}: its unfinished "
+          "runs count as failed (Interrupted)", file=sys.stderr)  # fmt: skip
+    interrupted(local, (), why, rfc3339())
+
+
+def _identity(pid: int) -> dict[str, Any]:
+    """What tells this process apart from a later one given the same PID: its start time in
+    clock ticks since boot (/proc/PID/stat's 22nd field) where /proc has it."""
+    record: dict[str, Any] = {"pid": pid, "host": socket.gethostname()}
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        # (The command name, field 2, is in parentheses and may hold spaces.)
+        record["started"] = stat[stat.rindex(")") + 2 :].split()[19]
+    except (OSError, ValueError, IndexError):
+        pass
+    return record
+
+
+def _alive(record: Mapping[str, Any]) -> bool | None:
+    """Whether the process `record` (from _identity) names still runs; None when that cannot
+    be told from here (another machine's)."""
+    pid = int(record.get("pid") or 0)
+    if pid <= 0:
+        return False
+    if record.get("host", socket.gethostname()) != socket.gethostname():
+        return None
+    now = _identity(pid)
+    if record.get("started") is not None and now.get("started") is not None:
+        return bool(now["started"] == record["started"])
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _terminate(
+    pids: Sequence[int], alive: Callable[[int], bool], hurry: threading.Event | None = None
+) -> None:
+    """Stop processes as the kubelet stops a pod: SIGTERM, which the runner answers by saving
+    its output and summary, then after STOP_GRACE seconds (or at once once `hurry` is set: a
+    second Ctrl-C) SIGKILL to each one's process group (the runner's session: what it left)."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # it ended already
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
+        if hurry is not None and hurry.is_set():
+            break
+        time.sleep(0.1)  # other people's processes: no child to wait on
+    for pid in pids:
+        if alive(pid):
+            with contextlib.suppress(ProcessLookupError):  # it ended already
+                os.killpg(pid, signal.SIGKILL)
+
+
+class _Interrupted(BaseException):
+    """SIGINT or SIGTERM reached `workflow run`: the runs are stopped, the state kept."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 @dataclass
@@ -257,6 +408,9 @@ class _Process:
     #: The run's own temporary folder: its parameters, upstream file and summary.
     scratch: Path
     log: Path
+    #: The runner's PID and start time, in the state file: `workflow retry` stops it when
+    #: this process was killed without stopping it.
+    identity: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -275,19 +429,27 @@ class _Driver:
     ended: queue.Queue[str] = field(default_factory=queue.Queue)
     shown: dict[str, str] = field(default_factory=dict)
     drawn: int = 0
+    identity: dict[str, Any] = field(default_factory=lambda: _identity(os.getpid()))
+    #: While a runner is being started, a signal waits in `deferred`: stopped then, the
+    #: runner would start with no entry in `running`, and nothing would stop it.
+    launching: bool = False
+    deferred: int | None = None
 
     @property
     def _secrets(self) -> dict[str, str]:
         return dict(self.args.secret_param)
 
     def drive(self) -> int:
+        """Run the workflow to its end. On every other way out (SIGINT, SIGTERM, an error)
+        the runs still going are stopped and the state says the workflow was interrupted, so
+        that `workflow retry` takes it up."""
         parallel = self.args.parallel or os.cpu_count() or 1
         scratch = Path(tempfile.mkdtemp(prefix="kubemill-workflow-"))
         # What ended before this command (a retry's, --only's reused steps) is not news.
         for entry in (self.local.workflow.get("status") or {}).get("steps") or []:
             self.shown[step_label(entry)] = str(entry.get("phase"))
-        # A cancelled CI job gets SIGTERM: stop the runs as Ctrl-C does, so each saves.
-        signal.signal(signal.SIGTERM, _interrupt)
+        # Ctrl-C, and the SIGTERM a cancelled CI job gets: stop the runs, so each saves.
+        handlers = {s: signal.signal(s, self._interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
         try:
             while True:
                 ready = advance(self.local, rfc3339(), list(self.running), self._secrets)
@@ -308,16 +470,47 @@ class _Driver:
                         stranded(self.local, rfc3339())
                     continue
                 self._finish(self.ended.get())
-        except KeyboardInterrupt:
-            self._stop()
-            advance(self.local, rfc3339(), [], self._secrets)  # the status says where it stopped
-            self._save()
-            print("kubemill workflow: interrupted; the runs that were going were stopped",
-                  file=sys.stderr)  # fmt: skip
-            return _FAILED
+        except _Interrupted as exc:
+            name = signal.Signals(exc.signum).name
+            stopped = self._end(f"`kubemill workflow run` was interrupted ({name})")
+            print(f"kubemill workflow: interrupted ({name}); "
+                  + (f"stopped the runs {', '.join(stopped)}; " if stopped else "")
+                  + f"`kubemill workflow retry {self.state.parent.parent}` re-runs what did "
+                  "not succeed", file=sys.stderr)  # fmt: skip
+            self._report()
+            return 128 + exc.signum
+        except UsageError:
+            raise  # (a workflow the planner refused: nothing started)
+        except BaseException as exc:
+            self._end(f"`kubemill workflow run` failed ({type(exc).__name__}: {exc})")
+            raise
         finally:
+            for signum, handler in handlers.items():
+                signal.signal(signum, handler)
             shutil.rmtree(scratch, ignore_errors=True)
         return self._report()
+
+    def _interrupt(self, signum: int, frame: object) -> None:
+        if self.launching:
+            self.deferred = signum  # raised once the runner being started is in self.running
+        else:
+            raise _Interrupted(signum)
+
+    def _end(self, why: str) -> list[str]:
+        """Stop the runs still going, end the workflow as interrupted (`why`), save; the
+        names of the runs stopped. A second Ctrl-C kills them without waiting."""
+        hurry = threading.Event()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: hurry.set())
+        stopped = list(self.running)
+        processes = {p.process.pid: p.process for p in self.running.values()}
+        _terminate(list(processes), lambda pid: processes[pid].poll() is None, hurry)
+        for name in stopped:
+            self.running[name].process.wait()
+            self._finish(name)
+        interrupted(self.local, stopped, why, rfc3339())
+        self._save()
+        return stopped
 
     def _launch(self, start: Start, scratch: Path) -> None:
         run = self.local.runs[start.run["metadata"]["name"]]
@@ -359,20 +552,28 @@ class _Driver:
         # The kubemill of this interpreter, not whichever is first on PATH.
         sibling = Path(sys.executable).with_name("kubemill")
         kubemill = str(sibling) if sibling.exists() else (shutil.which("kubemill") or "kubemill")
-        with log.open("wb") as sink:
-            process = subprocess.Popen(
-                [kubemill, *argv, "--no-progress-bar"],
-                stdin=subprocess.DEVNULL,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                env=_run_environment(os.environ, meta),
-                # Out of the terminal's process group: Ctrl-C reaches this process only, which
-                # stops each run once (a second signal would stop a runner before it saves).
-                start_new_session=True,
-            )
-        self.running[meta["name"]] = _Process(start, process, now, own, log)
+        self.launching = True
+        try:
+            with log.open("wb") as sink:
+                process = subprocess.Popen(
+                    [kubemill, *argv, "--no-progress-bar"],
+                    stdin=subprocess.DEVNULL,
+                    stdout=sink,
+                    stderr=subprocess.STDOUT,
+                    env=_run_environment(os.environ, meta),
+                    # Out of the terminal's process group: Ctrl-C reaches this process only,
+                    # which stops each run once (a second signal would stop a runner before it
+                    # saves).
+                    start_new_session=True,
+                )
+            identity = _identity(process.pid)
+            self.running[meta["name"]] = _Process(start, process, now, own, log, identity)
+        finally:
+            self.launching = False
         run["status"] = started_status(run, now)
         threading.Thread(target=self._await, args=(meta["name"], process), daemon=True).start()
+        if self.deferred is not None:
+            raise _Interrupted(self.deferred)
 
     def _log(self, run: str) -> Path:
         """Where a run's runner output goes: beside the state file, since a run folder may
@@ -392,17 +593,17 @@ class _Driver:
         code = done.process.returncode
         run["status"] = ended_status(run, summary, code, done.began, rfc3339())
 
-    def _stop(self) -> None:
-        for done in self.running.values():
-            if done.process.poll() is None:
-                done.process.terminate()
-        for name in list(self.running):
-            self.running[name].process.wait()
-            self._finish(name)
-
     def _save(self) -> None:
         self.state.parent.mkdir(parents=True, exist_ok=True)
-        data = {**self.local.to_json(), "local": {"output": self.root, "base": self.base}}
+        local = {
+            "output": self.root,
+            "base": self.base,
+            # Who runs the workflow and its runs: `workflow retry` refuses while this process
+            # lives, and stops the runners it left when it was killed without a word.
+            "driver": self.identity,
+            "runners": {name: p.identity for name, p in self.running.items()},
+        }
+        data = {**self.local.to_json(), "local": local}
         partial = self.state.with_name(self.state.name + ".partial")
         partial.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")
         partial.replace(self.state)
@@ -441,10 +642,6 @@ class _Driver:
         tests = status.get("tests") or {}
         passed = status.get("phase") == "Succeeded" and not tests.get("failed")
         return 0 if passed else _FAILED
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
 
 
 def _run_environment(environ: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:

@@ -3,20 +3,25 @@ each step a `kubemill run` process, with the operator's rules, run names and run
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import shutil
 import signal
+import subprocess
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+import nbformat
+import psutil
 import pytest
 import yaml
 
 from tests.conftest import NOTEBOOKS, kubemill
-from tests.integration.helpers import load, start, stop, wait_for_line
+from tests.integration.helpers import load, start, stop
 
 pytestmark = pytest.mark.integration
 
@@ -270,6 +275,39 @@ def test_only_runs_a_step_with_what_it_needs(tmp_path: Path) -> None:
     assert (out / "analytics/sales-extract/output.ipynb").stat().st_mtime_ns == written
 
 
+def test_only_runs_again_a_needed_step_that_changed(tmp_path: Path) -> None:
+    notebook = tmp_path / "extract.ipynb"
+    shutil.copy(NOTEBOOKS / "workflow_extract.ipynb", notebook)
+    steps = diamond(3)
+    steps[0]["runTemplate"]["spec"]["notebook"] = "extract.ipynb"  # beside the manifest
+    wf = manifest(tmp_path / "wf.yaml", steps)
+    out = tmp_path / "runs"
+    output = out / "analytics/sales-extract/output.ipynb"
+    argv = ["workflow", "run", wf, "--output-dir", str(out), "--only", "totals"]
+    written = []
+    for extra, said in [
+        ([], None),
+        ([], None),  # unchanged: reused
+        (["-p", "extract.regions", '["eu"]'], "running extract again"),  # its parameters
+        (["-p", "extract.regions", '["eu"]'], None),
+        (None, "running extract again"),  # its notebook
+    ]:
+        if extra is None:
+            nb = nbformat.read(notebook, as_version=4)
+            nb.cells.append(nbformat.v4.new_code_cell("print('edited')"))
+            nbformat.write(nb, notebook)
+            extra = ["-p", "extract.regions", '["eu"]']
+        done = kubemill([*argv, *extra], timeout=300)
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert (said is not None) == ("again" in done.stderr), done.stderr
+        if said is not None:
+            assert f"kubemill workflow: {said}: changed since its outputs were made" in done.stderr
+        written.append(output.stat().st_mtime_ns)
+    assert written[1] == written[0] and written[3] == written[2]
+    assert len({written[0], written[2], written[4]}) == 3
+    assert "edited" in output.read_text()
+
+
 @pytest.mark.parametrize(
     ("document", "said"),
     [
@@ -308,6 +346,16 @@ def test_bad_manifests_are_bad_input(tmp_path: Path, document: dict[str, Any], s
     assert done.returncode == 2
 
 
+def test_a_parameter_a_reference_sets_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    wf = manifest(tmp_path / "wf.yaml", diamond(3))
+    out = tmp_path / "runs"
+    done = kubemill(["workflow", "run", wf, "--output-dir", str(out), "-p", "totals.value", "1"])
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "parameter 'value' of step 'totals' is set by -p and by" in done.stderr
+    assert "stepRef to step 'extract'" in done.stderr
+    assert not out.exists()  # extract did not run
+
+
 def test_run_folders_in_s3_as_on_the_cluster(
     tmp_path: Path, s3_admin: Any, bucket: str, s3_env: dict[str, str]
 ) -> None:
@@ -329,24 +377,144 @@ def test_run_folders_in_s3_as_on_the_cluster(
     assert urls["extract"] == f"s3://{bucket}/runs/analytics/sales-extract/output.ipynb"
 
 
-def test_ctrl_c_stops_the_runs_and_keeps_the_state(tmp_path: Path) -> None:
-    nap = step("nap", "sleep.ipynb", parameters={"seconds": 120})
-    wf = manifest(tmp_path / "wf.yaml", [nap, step("after", "values.ipynb", dependsOn=["nap"])])
-    out = tmp_path / "runs"
-    process = start(["workflow", "run", wf, "--output-dir", str(out)])
-    assert process.stdout is not None
-    wait_for_line(process.stdout, "nap Running", timeout=60)
-    # Once the notebook runs (its runner has its signal handlers): the runner's log says so.
-    log = out / "analytics/sales.logs/sales-nap.log"
-    deadline = time.monotonic() + 60
-    while "started sleeping" not in (log.read_text() if log.exists() else ""):
-        assert time.monotonic() < deadline, "the notebook did not start"
+def await_log(path: Path, line: str, timeout: float = 60) -> None:
+    """Wait until a runner's log holds `line`: the notebook got there, its runner has its
+    signal handlers."""
+    deadline = time.monotonic() + timeout
+    while line not in (path.read_text() if path.exists() else ""):
+        assert time.monotonic() < deadline, f"{path} did not say {line!r}"
         time.sleep(0.1)  # polling a log file for a line: there is no event to wait on
-    code, took, stderr = stop(process, signal.SIGINT)
-    assert code == 1 and took < 30
-    assert "interrupted" in stderr
+
+
+def await_gone(processes: Sequence[psutil.Process], timeout: float = 30) -> None:
+    """Wait until none of `processes` runs (a kernel notices its runner's end within a
+    second or so); psutil compares start times, so a reused PID is not mistaken for one."""
+
+    def living() -> list[psutil.Process]:
+        found = []
+        for p in processes:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                    found.append(p)
+        return found
+
+    deadline = time.monotonic() + timeout
+    while living():
+        assert time.monotonic() < deadline, f"still running: {living()}"
+        time.sleep(0.1)  # other processes' ends: no child of ours to wait on
+
+
+@contextlib.contextmanager
+def driving(args: Sequence[str]) -> Iterator[subprocess.Popen[bytes]]:
+    """`kubemill workflow ARGS` running; killed with what it started if the test fails while
+    it runs, so that a failing test leaves no notebook sleeping behind it."""
+    process = start(["workflow", *args])
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                driver = psutil.Process(process.pid)
+                for each in [driver, *driver.children(recursive=True)]:
+                    with contextlib.suppress(psutil.NoSuchProcess):
+                        each.kill()
+            process.communicate()
+
+
+def napping(tmp_path: Path) -> tuple[str, Path]:
+    """nap (sleeps while the test acts; quick when retried), then after; later, which
+    --parallel 1 keeps from starting; a finally step."""
+    marker = str(tmp_path / "slept")
+    nap = step("nap", "sleeps_once.ipynb", parameters={"marker": marker})
+    steps = [nap, step("after", "values.ipynb", dependsOn=["nap"]), step("later", "values.ipynb")]
+    wf = manifest(tmp_path / "wf.yaml", steps, [step("notify", "values.ipynb")])
+    return wf, tmp_path / "runs"
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_an_interrupted_run_stops_its_runners_and_retry_finishes_it(
+    tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    wf, out = napping(tmp_path)
+    with driving(["run", wf, "--output-dir", str(out), "--parallel", "1"]) as process:
+        await_log(out / "analytics/sales.logs/sales-nap.log", "started sleeping")
+        children = psutil.Process(process.pid).children(recursive=True)
+        assert children  # the runner and its kernel
+        # While it runs, retry refuses, naming it.
+        refused = kubemill(["workflow", "retry", str(out)])
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert f"still being run by `kubemill workflow run` (PID {process.pid})" in refused.stderr
+        got, took, stderr = stop(process, signum)
+    assert (got, took < 40) == (code, True), stderr
+    assert f"interrupted ({signum.name}); stopped the runs sales-nap" in stderr
+    await_gone(children)
     state = load(out / "analytics/sales.workflow.json")
-    assert state["workflow"]["status"]["phase"] == "Failed"
+    status = state["workflow"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert f"interrupted ({signum.name})" in status["message"]
     [run] = state["runs"]
-    assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "Terminated")
-    assert (out / "analytics/sales-nap/output.ipynb").exists()
+    assert (run["status"]["phase"], run["status"]["reason"]) == ("Failed", "Interrupted")
+    assert (out / "analytics/sales-nap/output.ipynb").exists()  # the runner saved it
+    entries = {e["name"]: (e["phase"], e.get("reason")) for e in status["steps"]}
+    assert entries == {
+        "nap": ("Failed", "Interrupted"),
+        "after": ("Skipped", "UpstreamFailed"),
+        "later": ("Skipped", "Interrupted"),
+        "notify": ("Skipped", "Interrupted"),
+    }
+    again = kubemill(["workflow", "retry", str(out)], timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "workflow sales Succeeded" in again.stdout
+    assert load(out / "analytics/sales-nap-r2/results.json") == {"attempt": "again"}
+
+
+def test_retry_takes_over_a_run_whose_driver_was_killed(tmp_path: Path) -> None:
+    wf, out = napping(tmp_path)
+    with driving(["run", wf, "--output-dir", str(out), "--parallel", "1"]) as process:
+        await_log(out / "analytics/sales.logs/sales-nap.log", "started sleeping")
+        local = load(out / "analytics/sales.workflow.json")["local"]
+        assert local["driver"]["pid"] == process.pid
+        runner = psutil.Process(local["runners"]["sales-nap"]["pid"])
+        family = [runner, *runner.children(recursive=True)]
+        process.kill()  # no chance to write: the state says Running
+        process.communicate(timeout=60)
+    assert load(out / "analytics/sales.workflow.json")["workflow"]["status"]["phase"] == "Running"
+    assert runner.is_running()  # left behind, in its own session
+    again = kubemill(["workflow", "retry", str(out)], timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"stopping the runs it left running: sales-nap (PID {runner.pid})" in again.stderr
+    assert f"(PID {process.pid}) ended without saving how the workflow ended" in again.stderr
+    await_gone(family)
+    state = load(out / "analytics/sales.workflow.json")
+    assert state["workflow"]["status"]["phase"] == "Succeeded"
+    first = next(r for r in state["runs"] if r["metadata"]["name"] == "sales-nap")
+    assert (first["status"]["phase"], first["status"]["reason"]) == ("Failed", "Interrupted")
+    assert load(out / "analytics/sales-nap-r2/results.json") == {"attempt": "again"}
+
+
+def test_a_driver_that_fails_stops_its_runners_and_keeps_the_state(tmp_path: Path) -> None:
+    wf, out = napping(tmp_path)
+    release = tmp_path / "release"
+    hold = step("hold", "waits_for_file.ipynb", parameters={"path": str(release)})
+    document = yaml.safe_load(Path(wf).read_text())
+    document["spec"]["steps"].insert(0, hold)
+    Path(wf).write_text(yaml.safe_dump(document))
+    with driving(["run", wf, "--output-dir", str(out), "--parallel", "2"]) as process:
+        logs = out / "analytics/sales.logs"
+        await_log(logs / "sales-hold.log", "started waiting")
+        await_log(logs / "sales-nap.log", "started sleeping")
+        children = psutil.Process(process.pid).children(recursive=True)
+        # Whoever read its output went away (`… | head -1`): its next line fails to be written.
+        assert process.stdout is not None
+        process.stdout.close()
+        release.touch()
+        _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 1, stderr
+    assert b"BrokenPipeError" in stderr
+    await_gone(children)
+    status = load(out / "analytics/sales.workflow.json")["workflow"]["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert "`kubemill workflow run` failed (BrokenPipeError" in status["message"]
+    entries = {e["name"]: (e["phase"], e.get("reason")) for e in status["steps"]}
+    assert entries["hold"] == ("Succeeded", "Succeeded")
+    assert entries["nap"] == ("Failed", "Interrupted")

@@ -4,16 +4,21 @@ decisions, its status from runner summaries, options, JUnit XML and the graph.""
 from __future__ import annotations
 
 import json
+import os
+import socket
 import xml.etree.ElementTree as ET
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from kubemill.cli import build_parser
+from kubemill.cli import build_parser, main
 from kubemill.cli.localflow import (
     Local,
     advance,
+    definitions,
     ended_status,
+    interrupted,
     load_workflow,
     only,
     override,
@@ -26,6 +31,7 @@ from kubemill.cli.localflow import (
     upstream_text,
 )
 from kubemill.cli.schedule import UsageError
+from kubemill.cli.workflow import _identity
 from kubemill.cli.workflow_report import graph, junit_xml, redraw, summary_lines, table_lines
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.workflows import RETRY
@@ -233,6 +239,37 @@ def test_override_sets_a_step_parameter_and_refuses_unknown_steps() -> None:
         override(wf, [("a", 1)])
 
 
+@pytest.mark.parametrize(
+    ("key", "said"),
+    [
+        (
+            "totals.rows",
+            "-p totals.rows: parameter 'rows' of step 'totals' is set by -p and by "
+            "runTemplate.spec.parametersFrom[0] (stepRef to step 'extract'): keep one "
+            "(drop -p totals.rows, or change the step in the manifest)",
+        ),
+        ("by-region.region", "set by -p and by forEach.parameter (each item of step"),
+        ("notify.outcome", "parametersFrom[0] (workflowOutcome): keep one"),
+        ("load.password", "parametersFrom[0] (secretKeyRef): keep one"),
+    ],
+)
+def test_override_refuses_a_parameter_a_reference_or_forEach_sets(key: str, said: str) -> None:
+    secret = {"name": "password", "secretKeyRef": {"name": "db", "key": "password"}}
+    wf = manifest(
+        *DIAMOND,
+        step("load", parametersFrom=[secret]),
+        final=(step("notify", parametersFrom=[{"name": "outcome", "workflowOutcome": {}}]),),
+    )
+    before = json.dumps(wf)
+    with pytest.raises(UsageError) as raised:
+        override(wf, [("extract.day", 1), (key, 2)])
+    assert said in str(raised.value)
+    assert json.dumps(wf) == before  # checked before any value is set
+    # A name the step takes from nowhere else is set.
+    override(wf, [("totals.extra", 1)])
+    assert wf["spec"]["steps"][2]["runTemplate"]["spec"]["parameters"] == {"extra": 1}
+
+
 def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     earlier = Local(manifest(*DIAMOND))
     advance(earlier, T0, [])
@@ -241,7 +278,9 @@ def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     finish(earlier, "wf-totals", ExitCode.CELL_ERROR)
     finish(earlier, "wf-by-region-0", ExitCode.OK)
     advance(earlier, T2, [])
-    again = only(manifest(*DIAMOND), ["report"], earlier)
+    earlier.digests = definitions(earlier.workflow, {})
+    again, changed = only(manifest(*DIAMOND), ["report"], earlier, earlier.digests)
+    assert changed == []
     assert [s["name"] for s in again.workflow["spec"]["steps"]] == [
         "extract", "by-region", "totals", "report",
     ]  # fmt: skip
@@ -249,11 +288,47 @@ def test_only_runs_a_step_and_what_it_needs_reusing_what_succeeded() -> None:
     # extract and by-region succeeded before: kept; totals failed: runs again.
     assert names(ready) == ["wf-totals"]
     assert again.runs["wf-extract"]["status"]["phase"] == "Succeeded"
-    assert only(manifest(*DIAMOND), ["totals"], None).workflow["spec"]["steps"][1]["name"] == (
+    assert only(manifest(*DIAMOND), ["totals"], None)[0].workflow["spec"]["steps"][1]["name"] == (
         "totals"
     )
     with pytest.raises(UsageError, match="no step 'nope'"):
         only(manifest(*DIAMOND), ["nope"], None)
+
+
+def test_only_runs_again_a_step_whose_definition_changed_and_what_needs_it() -> None:
+    earlier = Local(manifest(*DIAMOND))
+    earlier.digests = definitions(earlier.workflow, {"extract.ipynb": "v1"})
+    advance(earlier, T0, [])
+    finish(earlier, "wf-extract", ExitCode.OK, {"regions": ["eu"], "rows": 3})
+    advance(earlier, T1, [])
+    finish(earlier, "wf-totals", ExitCode.OK)
+    finish(earlier, "wf-by-region-0", ExitCode.OK)
+    advance(earlier, T2, [])
+    saved = Local.from_json(json.loads(json.dumps(earlier.to_json())))
+    assert saved.digests == earlier.digests  # kept in the state file
+
+    def again(wf: dict[str, Any], notebooks: dict[str, str]) -> tuple[list[str], list[str]]:
+        local, changed = only(wf, ["report"], saved, definitions(wf, notebooks))
+        return names(advance(local, T2, [])), changed
+
+    # Unchanged: report runs on what extract, by-region and totals made.
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v1"}) == (["wf-report"], [])
+    # extract's notebook changed: extract runs again, and so does what needs it.
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v2"}) == (
+        ["wf-extract"], ["extract", "by-region", "totals"],
+    )  # fmt: skip
+    # totals' parameters changed (as -p changes them): totals only.
+    changed = manifest(*DIAMOND)
+    override(changed, [("totals.extra", 1)])
+    assert again(changed, {"extract.ipynb": "v1"}) == (["wf-totals"], ["totals"])
+    # A state file without digests (an older kubemill): nothing is known to be unchanged.
+    saved.digests = {}
+    assert again(manifest(*DIAMOND), {"extract.ipynb": "v1"})[1] == [
+        "extract", "by-region", "totals",
+    ]  # fmt: skip
+    # Every definition has its own digest; the same one gives the same digest.
+    digests = definitions(manifest(*DIAMOND), {})
+    assert len(set(digests.values())) == 4 and digests == definitions(manifest(*DIAMOND), {})
 
 
 def test_retry_reruns_failed_and_skipped_steps_under_new_names() -> None:
@@ -271,6 +346,109 @@ def test_retry_reruns_failed_and_skipped_steps_under_new_names() -> None:
     assert names(advance(restored, T2, [])) == ["wf-totals-r2"]
     with pytest.raises(UsageError, match="only a failed workflow"):
         retry(Local(manifest(step("a"))), T2)
+
+
+def test_an_interrupted_workflow_fails_and_retry_reruns_what_did_not_succeed() -> None:
+    local = Local(manifest(*DIAMOND, final=(step("notify"),)))
+    advance(local, T0, [])
+    finish(local, "wf-extract", ExitCode.OK, {"regions": ["eu", "us"], "rows": 3})
+    assert names(advance(local, T1, [])) == ["wf-totals", "wf-by-region-0", "wf-by-region-1"]
+    # totals' runner was stopped (it saved and said Terminated); by-region-0's was going when
+    # the driver died (still Running in the state); by-region-1 never started.
+    finish(local, "wf-totals", ExitCode.TERMINATED)
+    local.runs["wf-by-region-0"]["status"] = started_status(local.runs["wf-by-region-0"], T1)
+    advance(local, T1, ["wf-by-region-0"])
+    assert local.phase == "Running"
+    interrupted(local, ["wf-totals"], "`kubemill workflow run` was interrupted (SIGINT)", T2)
+    for name in ("wf-totals", "wf-by-region-0"):
+        status = local.runs[name]["status"]
+        assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+        assert "interrupted (SIGINT); `kubemill workflow retry` runs it again" in status["message"]
+    assert local.runs["wf-totals"]["status"]["outputUrl"].endswith("wf-totals/output.ipynb")
+    assert "wf-by-region-1" not in local.runs  # never started: nothing to keep
+    status = local.workflow["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert status["progress"] == "6/6"
+    assert "interrupted (SIGINT)" in status["message"]
+    assert {c["reason"] for c in status["conditions"]} == {"Interrupted"}
+    entries = {(e["name"], e.get("item")): e for e in status["steps"]}
+    assert entries[("extract", None)]["phase"] == "Succeeded"
+    for key in (("by-region", 1), ("notify", None)):
+        assert (entries[key]["phase"], entries[key]["reason"]) == ("Skipped", "Interrupted")
+        assert "runName" not in entries[key]
+    assert entries[("report", None)]["phase"] == "Skipped"
+    saved = json.dumps(local.to_json())
+    # A workflow that ended is left as it was.
+    interrupted(local, [], "again", T2)
+    assert json.dumps(local.to_json()) == saved
+    # Planning again starts nothing: the workflow has ended.
+    assert advance(local, T2, []) == [] and local.phase == "Failed"
+    restored = Local.from_json(json.loads(saved))
+    retry(restored, T2)
+    assert sorted(names(advance(restored, T2, []))) == [
+        "wf-by-region-0-r2", "wf-by-region-1-r2", "wf-totals-r2",
+    ]  # fmt: skip
+
+
+def test_an_interrupted_workflow_with_nothing_started_fails_every_step_skipped() -> None:
+    local = Local(manifest(step("a"), step("b", dependsOn=["a"])))
+    advance(local, T0, [])
+    interrupted(local, [], "`kubemill workflow run` failed (OSError: disk full)", T1)
+    status = local.workflow["status"]
+    assert (status["phase"], status["reason"]) == ("Failed", "Interrupted")
+    assert [(e["name"], e["phase"], e["reason"]) for e in status["steps"]] == [
+        ("a", "Skipped", "Interrupted"), ("b", "Skipped", "Interrupted"),
+    ]  # fmt: skip
+    assert local.runs == {}
+    retry(local, T1)
+    assert names(advance(local, T1, [])) == ["wf-a-r2"]
+
+
+@pytest.mark.parametrize(
+    ("driver", "said"),
+    [
+        (None, "it names no process running it (an older kubemill wrote it)"),
+        ({"pid": 4242, "host": "ci-runner-7"}, "(PID 4242 on ci-runner-7) ran on another machine"),
+    ],
+)
+def test_retry_refuses_a_running_workflow_it_cannot_check(
+    tmp_path: Path, driver: dict[str, Any] | None, said: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    local.runs["wf-a"]["status"] = started_status(local.runs["wf-a"], T0)
+    advance(local, T0, ["wf-a"])
+    state = tmp_path / "default" / "wf.workflow.json"
+    state.parent.mkdir()
+    kept = {"output": str(tmp_path), "base": "."} | ({"driver": driver} if driver else {})
+    state.write_text(json.dumps({**local.to_json(), "local": kept}))
+    assert main(["workflow", "retry", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "says workflow wf is Running, and" in err
+    assert said in err and "cannot be checked here; if it does not, retry with --force" in err
+    assert json.loads(state.read_text())["workflow"]["status"]["phase"] == "Running"
+
+
+@pytest.mark.parametrize("started", [True, False])
+def test_retry_refuses_a_workflow_whose_driver_lives(
+    tmp_path: Path, started: bool, capsys: pytest.CaptureFixture[str]
+) -> None:
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    state = tmp_path / "default" / "wf.workflow.json"
+    state.parent.mkdir()
+    # This test's own process stands for a live driver; without its start time (no /proc)
+    # the PID might be a later process's, so --force is offered.
+    driver = _identity(os.getpid())
+    assert driver["host"] == socket.gethostname() and driver.get("started")
+    if not started:
+        del driver["started"]
+    kept = {"output": str(tmp_path), "base": ".", "driver": driver}
+    state.write_text(json.dumps({**local.to_json(), "local": kept}))
+    assert main(["workflow", "retry", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"workflow wf is still being run by `kubemill workflow run` (PID {os.getpid()})" in err
+    assert ("retry with --force" in err.splitlines()[-1]) == (not started)
 
 
 def test_an_invalid_spec_fails_the_workflow_with_the_planner_s_message() -> None:
