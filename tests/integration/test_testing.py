@@ -1,16 +1,28 @@
-"""kubemill.testing on runs `kubemill run` really made (local folders and real S3), and a test
-notebook that uses it to pass or fail a test step."""
+"""kubemill.testing on runs `kubemill run` really made (local folders and real S3), a test
+notebook that uses it to pass or fail a test step, and `execute` and the pytest plugin running
+notebooks with a real kernel."""
 
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import nbformat
 import pytest
+from nbformat.v4 import new_code_cell, new_notebook
 
 from kubemill.runner.contract import ExitCode, parse_summary
-from kubemill.testing import NotebookNotFound, read_notebook, read_run
+from kubemill.testing import (
+    ExecutedNotebook,
+    NotebookFailed,
+    NotebookNotFound,
+    NotebookNotRun,
+    execute,
+    read_notebook,
+    read_run,
+)
 from tests.conftest import NOTEBOOKS, kubemill
 from tests.integration.helpers import serve_folder
 
@@ -96,7 +108,9 @@ def test_a_test_notebook_fails_with_the_tested_runs_failure(tmp_path: Path) -> N
     _run(str(NOTEBOOKS / "fails.ipynb"), f"{tmp_path}/failed/")
     code, summary, _ = _run(CHECKS, f"{tmp_path}/check/", "-p", "upstream", f"{tmp_path}/failed/")
     assert code == ExitCode.CELL_ERROR
-    assert summary.failure["ename"] == "AssertionError"
+    # assert_succeeded's AssertionError names itself, so a report tells the tested run's failure
+    # apart from the test's own assertions.
+    assert summary.failure["ename"] == "NotebookFailed"
     assert "the run failed in cell" in summary.failure["evalue"]
     assert "CellError: cell In [3] raised KeyError" in summary.failure["evalue"]
 
@@ -140,3 +154,177 @@ def test_reads_a_run_in_s3(
     code, _, result = _run(CHECKS, check, "-p", "upstream", folder, "-p", "min_n", "7", env=s3_env)
     assert code == 0, result.stderr
     assert read_run(check).results == {"checked": folder}
+
+
+# --- execute ---------------------------------------------------------------------------------
+
+MODES = pytest.mark.parametrize("subprocess", [False, True], ids=["in-process", "subprocess"])
+
+
+@MODES
+def test_execute_runs_with_parameters_and_reads_the_run_back(
+    tmp_path: Path, subprocess: bool
+) -> None:
+    nb = execute(
+        NOTEBOOKS / "params.ipynb",
+        {"n": 5, "region": "us"},
+        output=tmp_path / "run",
+        subprocess=subprocess,
+    )
+    assert isinstance(nb, ExecutedNotebook)
+    assert (nb.status, nb.exit_code, nb.summary.status) == ("Succeeded", ExitCode.OK, "Succeeded")
+    assert nb.output == nb.url == f"{tmp_path}/run/"
+    assert nb.results == nb.summary.results == {"alpha": 0.1, "region": "us", "n": 5}
+    assert nb.parameters == {"n": 5, "region": "us"}
+    assert nb.cell("injected-parameters").source == "# Parameters\nn = 5\nregion = 'us'\n"
+    assert "alpha=0.1 region=us" in nb.text
+    # The whole run folder, as `kubemill run` writes it: the same reader sees the same run.
+    assert read_run(nb.output).results == nb.results
+    assert "cells" in nb.lineage
+
+
+def _environment_notebook(path: Path) -> str:
+    cell = new_code_cell(
+        "import os, kubemill\nkubemill.record('greeting', os.environ.get('KUBEMILL_TEST_GREETING'))"
+    )
+    nbformat.write(new_notebook(cells=[cell]), path)
+    return str(path)
+
+
+def test_execute_as_a_subprocess_sets_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    notebook = _environment_notebook(tmp_path / "env.ipynb")
+    monkeypatch.setenv("KUBEMILL_TEST_GREETING", "from the test process")
+    given = execute(
+        notebook, output=tmp_path / "a", subprocess=True, env={"KUBEMILL_TEST_GREETING": "hi"}
+    )
+    assert given.result("greeting") == "hi"
+    inherited = execute(notebook, output=tmp_path / "b")
+    assert inherited.result("greeting") == "from the test process"
+
+
+@MODES
+def test_a_failed_notebook_names_the_cell_and_the_exception(
+    tmp_path: Path, subprocess: bool
+) -> None:
+    with pytest.raises(NotebookFailed) as raised:
+        execute(NOTEBOOKS / "fails.ipynb", output=tmp_path / "run", subprocess=subprocess)
+    lines = str(raised.value).splitlines()
+    assert lines[0] == (
+        f"{tmp_path}/run/: the run failed in cell 4 (id c2): CellError: "
+        "cell In [3] raised KeyError: 'x'"
+    )
+    assert lines[1] == "the traceback ends:"
+    assert "    ----> 1 raise KeyError('x')" in lines
+    assert lines[-1] == "    KeyError: 'x'"
+    # The failed notebook stays on the exception, saved as the runner saves it.
+    failed = raised.value.notebook
+    assert isinstance(failed, ExecutedNotebook) and failed.exit_code == ExitCode.CELL_ERROR
+    error = failed.cells[4].error
+    assert error is not None and (error.ename, error.evalue) == ("KeyError", "'x'")
+    assert "before the error" in failed.text and "never runs" not in failed.text
+
+
+def test_a_failed_notebook_is_returned_when_the_test_decides(tmp_path: Path) -> None:
+    nb = execute(NOTEBOOKS / "fails.ipynb", output=tmp_path / "run", raise_on_failure=False)
+    assert (nb.failed, nb.exit_code, nb.summary.reason) == (True, ExitCode.CELL_ERROR, "CellError")
+    assert nb.failure is not None and nb.failure["ename"] == "KeyError"
+    with pytest.raises(NotebookFailed, match=r"in cell 4 \(id c2\): CellError"):
+        nb.assert_succeeded()
+    tolerant = execute(NOTEBOOKS / "fails.ipynb", output=tmp_path / "tolerant", allow_errors=True)
+    assert tolerant.status == "Succeeded" and "never runs" in tolerant.text
+
+
+def test_a_cell_timeout_fails_with_the_runners_reason(tmp_path: Path) -> None:
+    began = time.monotonic()
+    with pytest.raises(NotebookFailed) as raised:
+        execute(NOTEBOOKS / "sleep.ipynb", {"seconds": 60}, output=tmp_path / "run", cell_timeout=1)
+    assert time.monotonic() - began < 30
+    failed = raised.value.notebook
+    assert failed.failure is not None and failed.failure["reason"] == "CellTimeout"
+    assert failed.cells[failed.failure["cell"]].id == "c1"
+    assert str(raised.value).splitlines()[0] == (
+        f"{tmp_path}/run/: the run failed in cell {failed.failure['cell']} (id c1): CellTimeout: "
+        "cell In [3] did not finish within the cell timeout of 1s (raise --cell-timeout, or 0 "
+        "for none)"
+    )
+
+
+def test_a_run_timeout_stops_a_subprocess_run(tmp_path: Path) -> None:
+    nb = execute(
+        NOTEBOOKS / "sleep.ipynb",
+        {"seconds": 60},
+        output=tmp_path / "run",
+        timeout=8,
+        subprocess=True,
+        raise_on_failure=False,
+    )
+    assert (nb.exit_code, nb.summary.reason) == (ExitCode.RUN_TIMEOUT, "RunTimeout")
+    assert nb.failure is not None and nb.failure["message"].startswith(
+        "the run did not finish within its timeout of 8s while cell In [3] was running"
+    )
+    assert "started sleeping" in nb.text
+
+
+@MODES
+def test_an_early_exit_succeeds(tmp_path: Path, subprocess: bool) -> None:
+    nb = execute(NOTEBOOKS / "sysexit0.ipynb", output=tmp_path / "run", subprocess=subprocess)
+    assert (nb.status, nb.exit_code, nb.results) == ("Succeeded", ExitCode.OK, {"before": 1})
+    assert nb.lineage["earlyExit"]["skippedCells"] == 1
+    assert "Cell should not execute." not in nb.text
+
+
+@MODES
+def test_input_the_runner_refuses_is_not_run(tmp_path: Path, subprocess: bool) -> None:
+    params = NOTEBOOKS / "params.ipynb"
+    with pytest.raises(NotebookNotRun) as raised:
+        execute(params, {"nn": 1}, output=tmp_path / "a", subprocess=subprocess)
+    assert (raised.value.reason, raised.value.exit_code) == ("BadInput", ExitCode.BAD_INPUT)
+    assert str(raised.value) == (
+        f"{params} was not run: BadInput: unknown parameter 'nn' (did you mean 'n'?); the "
+        "notebook declares: alpha, anything, config, flags, n, region; pass "
+        "--allow-unknown-parameters to inject it anyway (execute() takes `kubemill run`'s "
+        "options as keyword arguments: --allow-unknown-parameters is "
+        "allow_unknown_parameters=True)"
+    )
+    missing = tmp_path / "missing.ipynb"
+    with pytest.raises(NotebookNotRun) as raised:
+        execute(missing, output=tmp_path / "b", subprocess=subprocess)
+    assert str(raised.value) == f"{missing} was not run: BadInput: {missing}: no such file"
+    with pytest.raises(NotebookNotRun) as raised:
+        execute(params, {"n": "five"}, output=tmp_path / "c", subprocess=subprocess)
+    assert str(raised.value) == (
+        f"{params} was not run: BadInput: parameter 'n' is declared as int but got \"five\" (str)"
+    )
+    accepted = execute(
+        params,
+        {"nn": 1},
+        output=tmp_path / "d",
+        allow_unknown_parameters=True,
+        subprocess=subprocess,
+    )
+    assert accepted.parameters == {"nn": 1}
+
+
+def test_execute_reads_a_served_notebook(tmp_path: Path) -> None:
+    with serve_folder(NOTEBOOKS) as url:
+        nb = execute(f"{url}/params.ipynb", {"n": 2}, output=tmp_path / "run")
+    assert nb.result("n") == 2
+    assert nb.lineage["input"]["uri"] == f"{url}/params.ipynb"
+
+
+def test_execute_writes_to_a_new_temporary_folder_by_default() -> None:
+    nb = execute(NOTEBOOKS / "sysexit0.ipynb")
+    folder = Path(nb.output)
+    try:
+        assert folder.name.startswith("kubemill-sysexit0-")
+        assert sorted(p.name for p in folder.iterdir()) == [
+            "output.ipynb",
+            "results.json",
+            "run.json",
+        ]
+    finally:
+        for path in folder.iterdir():
+            path.unlink()
+        folder.rmdir()
