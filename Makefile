@@ -69,7 +69,7 @@ TYPECHECK_TREE := build/typecheck
 .PHONY: layout-tree
 layout-tree:
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
-	@# Every module of kubemill/ (testing, __main__, ...), so a new one is seen.
+	@# Every module of kubemill/ (testing, pytest_plugin, __main__, ...), so a new one is seen.
 	@for module in kubemill/*.py; do ln -sfn ../../../$$module $(TYPECHECK_TREE)/$$module; done
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
@@ -77,8 +77,8 @@ layout-tree:
 	@ln -sfn ../../testenv/kubemill_testenv $(TYPECHECK_TREE)/kubemill_testenv
 
 typecheck: env layout-tree
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -m kubemill.__main__ \
-		 -p kubemill.runner -p kubemill.operator \
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -m kubemill.pytest_plugin \
+		-m kubemill.__main__ -p kubemill.runner -p kubemill.operator \
 		-p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun

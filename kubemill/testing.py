@@ -465,7 +465,7 @@ def execute(
 
     `notebook` is a path or an s3:// or http(s):// URL; `output` a folder or an s3:// prefix
     that receives output.ipynb, results.json and run.json (default: a new temporary folder,
-    left in place for inspection). The
+    left in place for inspection; under pytest the `kubemill_output` fixture is tidier). The
     keyword arguments are `kubemill run`'s options with the same meaning and defaults: `kernel`
     (-k), `cwd` (the kernel's working directory), `start_timeout`, `cell_timeout` and
     `timeout` (seconds; None or 0 for no limit), `allow_errors`, `allow_unknown_parameters`,

@@ -5,6 +5,7 @@ notebooks with a real kernel."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,8 @@ from tests.conftest import NOTEBOOKS, kubemill
 from tests.integration.helpers import serve_folder
 
 pytestmark = pytest.mark.integration
+#: pytest's own fixture for testing plugins: runs a pytest session on a test file written here.
+pytest_plugins = ["pytester"]
 
 CHECKS = str(NOTEBOOKS / "checks_params.ipynb")
 
@@ -328,3 +331,62 @@ def test_execute_writes_to_a_new_temporary_folder_by_default() -> None:
         for path in folder.iterdir():
             path.unlink()
         folder.rmdir()
+
+
+# --- the pytest plugin -----------------------------------------------------------------------
+
+PLUGIN_TESTS = """
+from pathlib import Path
+
+NOTEBOOKS = Path({notebooks!r})
+
+
+def test_an_empty_folder_of_its_own(kubemill_output, tmp_path):
+    assert kubemill_output.parent == tmp_path
+    assert kubemill_output.is_dir() and list(kubemill_output.iterdir()) == []
+
+
+def test_each_run_keeps_a_folder(kubemill_execute, kubemill_output):
+    first = kubemill_execute(NOTEBOOKS / "params.ipynb", {{"n": 7}})
+    again = kubemill_execute(str(NOTEBOOKS / "params.ipynb"), {{"n": 8}}, subprocess=True)
+    assert (first.result("n"), again.result("n")) == (7, 8)
+    assert first.output == f"{{kubemill_output}}/params/"
+    assert again.output == f"{{kubemill_output}}/params-2/"
+
+
+def test_a_failing_notebook_fails_the_test(kubemill_execute):
+    kubemill_execute(NOTEBOOKS / "fails.ipynb")
+"""
+
+
+def test_the_plugins_fixtures_load_from_the_entry_point(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_notebooks=PLUGIN_TESTS.format(notebooks=str(NOTEBOOKS)))
+    # Keep only the failed tests' folders, as a project that inspects them would.
+    pytester.makeini("[pytest]\ntmp_path_retention_policy = failed\n")
+    # A process of its own: the plugin is found through kubemill's installed entry point, as in
+    # any project (nothing here imports or names it).
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=240)
+    result.assert_outcomes(passed=2, failed=1)
+    result.stdout.fnmatch_lines(["plugins: *kubemill-*"])
+    output = result.stdout.str()
+    # The test's own line, then the message: execute's frames are hidden from the report.
+    result.stdout.re_match_lines(
+        [
+            re.escape('>       kubemill_execute(NOTEBOOKS / "fails.ipynb")'),
+            r"E       kubemill\.testing\.NotebookFailed: \S+/kubemill/fails/: "
+            + re.escape(
+                "the run failed in cell 4 (id c2): CellError: cell In [3] raised KeyError: 'x'"
+            ),
+            "E       the traceback ends:",
+            re.escape("E           ----> 1 raise KeyError('x')"),
+            re.escape("E           KeyError: 'x'"),
+        ],
+        consecutive=False,
+    )
+    assert "kubemill/testing.py" not in output
+    # The failed test's run stays for inspection; the passed tests' folders are gone.
+    folder = re.search(r"NotebookFailed: (\S+)/: the run failed", output)
+    assert folder is not None
+    assert Path(folder.group(1), "output.ipynb").is_file()
+    basetemp = Path(folder.group(1)).parents[2]
+    assert not list(basetemp.glob("test_each_run_keeps_a_folder*"))

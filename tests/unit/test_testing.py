@@ -245,10 +245,14 @@ def test_urls_that_name_no_run(url: str) -> None:
 
 
 def test_importing_it_loads_neither_nbformat_nor_boto3(tmp_path: Path) -> None:
-    """Nor a kernel client: test notebooks and every pytest test that uses it import it."""
+    """Nor a kernel client: the pytest plugin imports nothing of kubemill.testing at first, but
+    pytest loads it in every session, and test notebooks import kubemill.testing."""
     # In a fresh interpreter, outside the repository (whose operator/ would shadow the stdlib).
     heavy = ("nbformat", "boto3", "nbclient", "jupyter_client", "kubemill.runner.run")
-    code = f"import sys, kubemill.testing; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    code = (
+        "import sys, kubemill.testing, kubemill.pytest_plugin; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
