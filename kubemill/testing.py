@@ -474,8 +474,10 @@ def execute(
     In-process by default: the runner's own `run_notebook`, without its signal handlers (the
     test process keeps its own), so a run costs a kernel start and nothing more. With
     `subprocess=True` it runs `python -m kubemill run` with the same options, in a process of
-    its own with `env` added to this one's environment: for a notebook that changes process
-    state, or a test that needs the kernel's environment set.
+    its own with `env` added to this one's environment: for a test that needs the runner's and
+    the kernel's environment set, or the run kept apart from the test process entirely, as in
+    a pod (the kernel is a process of its own either way; in-process, the runner's event loop,
+    threads and log writing share the test's process).
 
     A failed run (a cell error, a timeout, a dead kernel) raises NotebookFailed, an
     AssertionError naming the cell and the exception, unless `raise_on_failure=False`; then the
