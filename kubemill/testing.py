@@ -100,13 +100,24 @@ class NotebookNotRun(Exception):
     Not an AssertionError: nothing about the notebook was checked; the test's set-up is wrong.
     """
 
-    def __init__(self, notebook: str, exit_code: int, summary: Summary | None) -> None:
+    def __init__(
+        self,
+        notebook: str,
+        exit_code: int,
+        summary: Summary | None,
+        *,
+        unreadable: NotebookUnreadable | None = None,
+    ) -> None:
         reason = _reason(exit_code)
         failure = summary.failure if summary is not None and summary.failure else {}
         message = failure.get("message") or (
             f"the runner exited with code {exit_code} and left no summary; its log says why"
         )
         text = f"{notebook} was not run: {reason}: {message}"
+        if unreadable is not None and exit_code == ExitCode.OK:
+            text = f"{notebook} ran, but its output cannot be read back: {unreadable}"
+        elif unreadable is not None:
+            text += f"; and its output cannot be read back: {unreadable}"
         if "--" in message:
             # The runner's message names a command-line option; execute's are the same words.
             text += (
@@ -474,8 +485,9 @@ def execute(
     In-process by default: the runner's own `run_notebook`, without its signal handlers (the
     test process keeps its own), so a run costs a kernel start and nothing more. With
     `subprocess=True` it runs `python -m kubemill run` with the same options, in a process of
-    its own with `env` added to this one's environment: for a test that needs the runner's and
-    the kernel's environment set, or the run kept apart from the test process entirely, as in
+    its own with `env` added to this one's environment (the run folder is still read back with
+    this process's S3 settings): for a test that needs the runner's and the kernel's
+    environment set, or the run kept apart from the test process entirely, as in
     a pod (the kernel is a process of its own either way; in-process, the runner's event loop,
     threads and log writing share the test's process).
 
@@ -507,20 +519,20 @@ def execute(
     )
     source = request.notebook
     if subprocess:
-        environ = _child_environ(env)
-        exit_code, summary = _run_subprocess(request, environ)
+        exit_code, summary = _run_subprocess(request, _child_environ(env))
     else:
-        environ = dict(os.environ)
         exit_code, summary = _run_in_process(request)
     if exit_code == ExitCode.BAD_INPUT or summary is None:
         raise NotebookNotRun(source, exit_code, summary)
     location = Location.parse(request.output)
+    # Read back as read_run reads, with this process's S3 settings: boto3 takes credentials
+    # from this process's environment, whatever `env` gave the runner.
     try:
         node, results, lineage = _read_folder(
-            storage_from_environ(environ, s3_endpoint_url), location
+            storage_from_environ(os.environ, s3_endpoint_url), location
         )
-    except NotebookUnreadable:
-        raise NotebookNotRun(source, exit_code, summary) from None
+    except NotebookUnreadable as exc:
+        raise NotebookNotRun(source, exit_code, summary, unreadable=exc) from None
     executed = ExecutedNotebook(
         node,
         url=location.uri,

@@ -317,6 +317,33 @@ def test_execute_reads_a_served_notebook(tmp_path: Path) -> None:
     assert nb.lineage["input"]["uri"] == f"{url}/params.ipynb"
 
 
+def test_execute_reads_and_writes_s3(
+    s3_admin: Any, bucket: str, s3_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    s3_admin.put_object(
+        Bucket=bucket, Key="nb/params.ipynb", Body=(NOTEBOOKS / "params.ipynb").read_bytes()
+    )
+    notebook = f"s3://{bucket}/nb/params.ipynb"
+    # Credentials given in env reach the runner only: the run folder is read back with this
+    # process's (here the endpoint and no key), as read_run reads it, and the message says so.
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env["AWS_ENDPOINT_URL"])
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "nobody")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "nothing")
+    with pytest.raises(NotebookNotRun) as raised:
+        execute(notebook, output=f"s3://{bucket}/runs/a", subprocess=True, env=s3_env)
+    assert str(raised.value).startswith(
+        f"{notebook} ran, but its output cannot be read back: cannot read "
+        f"s3://{bucket}/runs/a/output.ipynb: "
+    )
+    assert raised.value.exit_code == ExitCode.OK
+    for name, value in s3_env.items():
+        monkeypatch.setenv(name, value)
+    nb = execute(notebook, {"n": 3}, output=f"s3://{bucket}/runs/b", subprocess=True)
+    assert (nb.output, nb.result("n")) == (f"s3://{bucket}/runs/b/", 3)
+    nb = execute(notebook, {"n": 4}, output=f"s3://{bucket}/runs/c/")
+    assert read_run(nb.output).results == {"alpha": 0.1, "region": "eu", "n": 4}
+
+
 def test_execute_writes_to_a_new_temporary_folder_by_default() -> None:
     nb = execute(NOTEBOOKS / "sysexit0.ipynb")
     folder = Path(nb.output)
