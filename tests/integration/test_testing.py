@@ -365,6 +365,8 @@ def test_execute_writes_to_a_new_temporary_folder_by_default() -> None:
 PLUGIN_TESTS = """
 from pathlib import Path
 
+import pytest
+
 NOTEBOOKS = Path({notebooks!r})
 
 
@@ -383,6 +385,11 @@ def test_each_run_keeps_a_folder(kubemill_execute, kubemill_output):
 
 def test_a_failing_notebook_fails_the_test(kubemill_execute):
     kubemill_execute(NOTEBOOKS / "fails.ipynb")
+
+
+def test_the_output_is_the_fixtures(kubemill_execute, tmp_path):
+    with pytest.raises(TypeError, match="kubemill_execute writes into the kubemill_output folder"):
+        kubemill_execute(NOTEBOOKS / "params.ipynb", output=tmp_path)
 """
 
 
@@ -393,7 +400,7 @@ def test_the_plugins_fixtures_load_from_the_entry_point(pytester: pytest.Pyteste
     # A process of its own: the plugin is found through kubemill's installed entry point, as in
     # any project (nothing here imports or names it).
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=240)
-    result.assert_outcomes(passed=2, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
     result.stdout.fnmatch_lines(["plugins: *kubemill-*"])
     output = result.stdout.str()
     # The test's own line, then the message: execute's frames are hidden from the report.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import datetime
 import inspect
@@ -335,6 +336,14 @@ def test_wrong_arguments_fail_before_anything_runs(
     with pytest.raises(error, match=message):
         execute(**arguments)
     assert list(tmp_path.iterdir()) == [], "nothing may be written for wrong arguments"
+
+
+def test_execute_in_a_running_event_loop_says_how_to_call_it(tmp_path: Path) -> None:
+    async def from_async_code() -> None:
+        execute(NOTEBOOKS / "params.ipynb", output=tmp_path / "out")
+
+    with pytest.raises(RuntimeError, match=r"await asyncio\.to_thread\(execute, \.\.\.\)"):
+        asyncio.run(from_async_code())
 
 
 def _request(
