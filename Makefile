@@ -69,8 +69,8 @@ TYPECHECK_TREE := build/typecheck
 .PHONY: layout-tree
 layout-tree:
 	@mkdir -p $(TYPECHECK_TREE)/kubemill
-	@ln -sfn ../../../kubemill/__init__.py $(TYPECHECK_TREE)/kubemill/__init__.py
-	@ln -sfn ../../../kubemill/testing.py $(TYPECHECK_TREE)/kubemill/testing.py
+	@# Every module of kubemill/ (testing, pytest_plugin, __main__, ...), so a new one is seen.
+	@for module in kubemill/*.py; do ln -sfn ../../../$$module $(TYPECHECK_TREE)/$$module; done
 	@ln -sfn ../../../kubemill/viewer $(TYPECHECK_TREE)/kubemill/viewer
 	@rm -f $(TYPECHECK_TREE)/kubemill/cli.py && ln -sfn ../../../kubemill/cli $(TYPECHECK_TREE)/kubemill/cli
 	@ln -sfn ../../../runner $(TYPECHECK_TREE)/kubemill/runner
@@ -78,8 +78,9 @@ layout-tree:
 	@ln -sfn ../../testenv/kubemill_testenv $(TYPECHECK_TREE)/kubemill_testenv
 
 typecheck: env layout-tree
-	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -p kubemill.runner -p kubemill.operator \
-		-p kubemill.viewer -p kubemill_testenv
+	MYPYPATH=$(TYPECHECK_TREE) $(BIN)/mypy -p kubemill.cli -m kubemill.testing -m kubemill.pytest_plugin \
+		-m kubemill.__main__ -p kubemill.runner -p kubemill.operator -p kubemill.viewer \
+		-p kubemill_testenv
 
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
 # CRD; the NotebookSchedule CRD is generated from it and the cron syntax, the NotebookWorkflow

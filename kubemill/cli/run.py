@@ -15,7 +15,7 @@ import os
 import sys
 import textwrap
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kubemill.runner.contract import (
     ENV_RUN_IDENTITY,
@@ -29,7 +29,10 @@ from kubemill.runner.errors import BadInputError, RunnerError
 
 from . import Handler, parameters
 
-__all__ = ["declare_run", "runner_errors", "storage"]
+if TYPE_CHECKING:
+    from kubemill.runner.run import RunOptions
+
+__all__ = ["declare_run", "run_options", "runner_errors", "storage"]
 
 DEFAULT_TERMINATION_LOG = "/dev/termination-log"
 
@@ -276,34 +279,46 @@ def _write_summary(path: str | None, summary: bytes) -> None:
 # --- the command -----------------------------------------------------------------------------
 
 
+def run_options(args: argparse.Namespace, environ: Mapping[str, str]) -> RunOptions:
+    """The `RunOptions` a `kubemill run` command line means.
+
+    Its own function so that `kubemill.testing.execute` can be checked against it: execute
+    builds the options itself in-process and this command line as a subprocess, and a unit test
+    holds the two to the same options.
+    """
+    from kubemill.runner.run import RunOptions
+
+    if args.language and args.language.lower() != "python":
+        raise BadInputError(f"--language {args.language}: kubemill runs Python notebooks only")
+    if args.engine and args.engine != "nbclient":
+        raise BadInputError(f"--engine {args.engine}: kubemill's only engine is nbclient")
+    return RunOptions(
+        input=args.notebook,
+        output=args.output,
+        parameters=parameters.merge_parameters(args.param_sources or []),
+        secrets=_secrets(args, environ),
+        allow_unknown_parameters=args.allow_unknown_parameters,
+        kernel_name=args.kernel,
+        cwd=args.cwd,
+        start_timeout=args.start_timeout,
+        cell_timeout=args.cell_timeout or None,
+        run_timeout=args.timeout or None,
+        allow_errors=args.allow_errors,
+        checkpoint_interval=args.checkpoint_interval,
+        html=args.html,
+        report_mode=args.report_mode,
+        prepare_only=args.prepare_only,
+        upstream=parameters.read_upstream_file(args.upstream_file),
+    )
+
+
 def cmd_run(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
     from kubemill.runner.progress import Reporter
-    from kubemill.runner.run import RunOptions, run_notebook
+    from kubemill.runner.run import run_notebook
 
     termination = _termination_path(args, environ)
     try:
-        if args.language and args.language.lower() != "python":
-            raise BadInputError(f"--language {args.language}: kubemill runs Python notebooks only")
-        if args.engine and args.engine != "nbclient":
-            raise BadInputError(f"--engine {args.engine}: kubemill's only engine is nbclient")
-        options = RunOptions(
-            input=args.notebook,
-            output=args.output,
-            parameters=parameters.merge_parameters(args.param_sources or []),
-            secrets=_secrets(args, environ),
-            allow_unknown_parameters=args.allow_unknown_parameters,
-            kernel_name=args.kernel,
-            cwd=args.cwd,
-            start_timeout=args.start_timeout,
-            cell_timeout=args.cell_timeout or None,
-            run_timeout=args.timeout or None,
-            allow_errors=args.allow_errors,
-            checkpoint_interval=args.checkpoint_interval,
-            html=args.html,
-            report_mode=args.report_mode,
-            prepare_only=args.prepare_only,
-            upstream=parameters.read_upstream_file(args.upstream_file),
-        )
+        options = run_options(args, environ)
     except RunnerError as exc:
         _write_summary(termination, _failure_summary(exc))
         raise

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import datetime
+import inspect
 import json
 import subprocess
 import sys
@@ -12,10 +16,17 @@ import nbformat
 import pytest
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
+from kubemill import testing
+from kubemill.cli import build_parser
+from kubemill.cli.run import run_options
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.testing import (
+    NotebookFailed,
     NotebookNotFound,
     NotebookUnreadable,
+    execute,
+    failure_message,
+    notebook_stem,
     read_notebook,
     read_run,
 )
@@ -136,12 +147,14 @@ def test_a_failed_run_says_where_and_why(tmp_path: Path) -> None:
     error = nb.cell("boom").error
     assert error is not None
     assert (error.ename, error.evalue, error.traceback) == ("KeyError", "'x'", "Trace\nKeyError")
-    with pytest.raises(AssertionError) as raised:
+    with pytest.raises(NotebookFailed) as raised:
         nb.assert_succeeded()
+    # The cell by index (as written) and id, the exception, and where the traceback ends.
     assert str(raised.value) == (
-        f"{tmp_path / 'out.ipynb'}: the run failed in cell boom: CellError: "
-        "cell In [2] raised KeyError: 'x'"
+        f"{tmp_path / 'out.ipynb'}: the run failed in cell 3 (id boom): CellError: "
+        "cell In [2] raised KeyError: 'x'\nthe traceback ends:\n    KeyError: 'x'"
     )
+    assert isinstance(raised.value, AssertionError) and raised.value.notebook is nb
 
 
 def test_a_notebook_kubemill_did_not_run_has_no_status(tmp_path: Path) -> None:
@@ -233,12 +246,199 @@ def test_urls_that_name_no_run(url: str) -> None:
 
 
 def test_importing_it_loads_neither_nbformat_nor_boto3(tmp_path: Path) -> None:
+    """Nor a kernel client: the pytest plugin imports nothing of kubemill.testing at first, but
+    pytest loads it in every session, and test notebooks import kubemill.testing."""
     # In a fresh interpreter, outside the repository (whose operator/ would shadow the stdlib).
+    heavy = ("nbformat", "boto3", "nbclient", "jupyter_client", "kubemill.runner.run")
     code = (
-        "import sys, kubemill.testing; "
-        "print(sorted(m for m in ('nbformat', 'boto3', 'nbclient') if m in sys.modules))"
+        "import sys, kubemill.testing, kubemill.pytest_plugin; "
+        f"print(sorted(m for m in {heavy!r} if m in sys.modules))"
     )
     out = subprocess.run(
         [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, check=True
     )
     assert out.stdout.strip() == "[]"
+
+
+# --- failure messages --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        (None, "out/: the run's status is 'Running', not Succeeded"),
+        (
+            {"reason": "CellTimeout", "message": "cell In [2] did not finish", "cell": 3},
+            "out/: the run failed in cell 3: CellTimeout: cell In [2] did not finish",
+        ),
+        (
+            {"reason": "KernelDied", "message": "the kernel died", "cellId": "c1"},
+            "out/: the run failed in cell c1: KernelDied: the kernel died",
+        ),
+        (
+            {"reason": "RunTimeout", "message": "no time left", "traceback": "\n  \n"},
+            "out/: the run failed: RunTimeout: no time left",
+        ),
+        (
+            {
+                "reason": "CellError",
+                "message": "cell In [1] raised ValueError: bad",
+                "cell": 2,
+                "cellId": "c0",
+                "traceback": "\n".join(f"line {n}" for n in range(1, 21)) + "\n\nValueError: bad",
+            },
+            "out/: the run failed in cell 2 (id c0): CellError: cell In [1] raised ValueError: "
+            "bad\nthe traceback ends:\n"
+            + "".join(f"    line {n}\n" for n in range(14, 21))
+            + "    ValueError: bad",
+        ),
+    ],
+)
+def test_failure_messages_name_the_cell_the_reason_and_the_tracebacks_end(
+    failure: dict[str, Any] | None, expected: str
+) -> None:
+    assert failure_message("out/", "Running" if failure is None else "Failed", failure) == expected
+
+
+# --- execute's arguments, checked before anything runs -----------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "error", "message"),
+    [
+        ({"notebook": "-"}, ValueError, "notebook='-': give a path or an s3:// or http"),
+        ({"output": "out.ipynb"}, ValueError, "output='out.ipynb': execute writes a run folder"),
+        ({"output": "-"}, ValueError, "output='-': execute writes a run folder"),
+        ({"cell_timeout": -1}, ValueError, "cell_timeout=-1: give 0 or more seconds, or None"),
+        ({"timeout": float("nan")}, ValueError, "timeout=nan: give 0 or more seconds, or None"),
+        ({"start_timeout": None}, ValueError, r"start_timeout=None: give 0 or more seconds$"),
+        ({"timeout": "10"}, ValueError, "timeout='10': give 0 or more seconds"),
+        ({"cell_timeout": True}, ValueError, "cell_timeout=True: give 0 or more seconds"),
+        ({"parameters": [("n", 1)]}, TypeError, "parameters must be a mapping .* not list"),
+        (
+            {"parameters": {"tags": {"a", "b"}}},
+            TypeError,
+            "parameter 'tags' has a value of type set, which cannot be passed to a notebook; "
+            "use null, booleans, numbers, strings, lists or mappings",
+        ),
+        (
+            {"env": {"X": "1"}},
+            ValueError,
+            r"env= sets the runner's and the kernel's environment.*pass subprocess=True",
+        ),
+    ],
+)
+def test_wrong_arguments_fail_before_anything_runs(
+    tmp_path: Path, arguments: dict[str, Any], error: type[Exception], message: str
+) -> None:
+    arguments = {"notebook": str(NOTEBOOKS / "params.ipynb"), **arguments}
+    arguments.setdefault("output", tmp_path / "out")
+    with pytest.raises(error, match=message):
+        execute(**arguments)
+    assert list(tmp_path.iterdir()) == [], "nothing may be written for wrong arguments"
+
+
+def test_execute_in_a_running_event_loop_says_how_to_call_it(tmp_path: Path) -> None:
+    async def from_async_code() -> None:
+        execute(NOTEBOOKS / "params.ipynb", output=tmp_path / "out")
+
+    with pytest.raises(RuntimeError, match=r"await asyncio\.to_thread\(execute, \.\.\.\)"):
+        asyncio.run(from_async_code())
+
+
+def _request(
+    tmp_path: Path, parameters: Any = None, notebook: str = "in.ipynb", **options: Any
+) -> Any:
+    """What execute asks of the runner, with execute's own defaults for what is not given."""
+    checked = inspect.signature(testing._make_request).parameters
+    defaults = {
+        name: parameter.default
+        for name, parameter in inspect.signature(execute).parameters.items()
+        if name in checked and checked[name].kind is inspect.Parameter.KEYWORD_ONLY
+    }
+    return testing._make_request(
+        notebook, parameters, **{**defaults, "output": tmp_path / "out", **options}
+    )
+
+
+def _cli_options(tmp_path: Path, request: Any) -> tuple[Any, Any]:
+    """What `kubemill run` makes of the command line a subprocess run would get."""
+    parameters_file = None
+    if request.parameters:
+        parameters_file = tmp_path / "parameters.json"
+        parameters_file.write_text(testing._parameters_json(request), encoding="utf-8")
+    argv = testing._command(
+        request, str(parameters_file) if parameters_file else None, str(tmp_path / "s.json")
+    )
+    args = build_parser(argv).parse_args(argv)
+    return run_options(args, {}), args
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"cell_timeout": 0, "timeout": 0},
+        {
+            "kernel": "python3",
+            "cwd": "/data",
+            "start_timeout": 5,
+            "cell_timeout": 1.5,
+            "timeout": 1 / 3,
+            "allow_errors": True,
+            "allow_unknown_parameters": True,
+            "s3_endpoint_url": "http://127.0.0.1:9000",
+        },
+    ],
+)
+def test_in_process_and_subprocess_runs_get_the_same_options(
+    tmp_path: Path, options: dict[str, Any]
+) -> None:
+    parameters = {
+        "n": 5,
+        "when": datetime.date(2027, 3, 1),
+        "items": (1, "é", None),
+        "nested": {"a": [True, 2.5]},
+        "text": "-p x",
+    }
+    request = _request(tmp_path, parameters, **options)
+    from_cli, args = _cli_options(tmp_path, request)
+    # Only the signal handlers differ: an in-process run leaves the test process's alone.
+    assert dataclasses.replace(from_cli, handle_signals=False) == testing._run_options(request)
+    assert args.s3_endpoint_url == options.get("s3_endpoint_url")
+    assert testing._run_options(request).parameters == {
+        "n": 5,
+        "when": "2027-03-01",
+        "items": [1, "é", None],
+        "nested": {"a": [True, 2.5]},
+        "text": "-p x",
+    }
+
+
+def test_executes_defaults_are_kubemill_runs(tmp_path: Path) -> None:
+    """Without options the two agree, so execute's defaults are the command's: a drift in
+    either (a new start timeout, a cell timeout by default) fails here."""
+    request = _request(tmp_path)
+    argv = ["run", "in.ipynb", f"{tmp_path}/out/"]
+    plain = run_options(build_parser(argv).parse_args(argv), {})
+    assert dataclasses.replace(plain, handle_signals=False) == testing._run_options(request)
+
+
+def test_a_notebook_named_like_an_option_stays_the_notebook(tmp_path: Path) -> None:
+    request = _request(tmp_path, notebook="--help.ipynb", output=tmp_path / "-out")
+    from_cli, _ = _cli_options(tmp_path, request)
+    assert (from_cli.input, from_cli.output) == ("--help.ipynb", f"{tmp_path}/-out/")
+
+
+@pytest.mark.parametrize(
+    ("notebook", "stem"),
+    [
+        ("reports/daily.ipynb", "daily"),
+        ("s3://bucket/nb/check run.ipynb", "check_run"),
+        ("https://host/nb/étl.ipynb?version=3", "_tl"),
+        ("https://host/", "host"),
+        ("..ipynb", "notebook"),
+    ],
+)
+def test_run_folders_are_named_after_the_notebook(notebook: str, stem: str) -> None:
+    assert notebook_stem(notebook) == stem
