@@ -647,10 +647,19 @@ class _Driver:
 def _run_environment(environ: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
     """The runner's environment: this one, with the run's identity for its lineage, as the
     operator sets it in the pod."""
+    from kubemill.operator.meta import LABEL_STEP, LABEL_WORKFLOW
     from kubemill.runner.contract import ENV_RUN_IDENTITY
+    from kubemill.runner.links import ENV_VIEWER_ROOT, ENV_VIEWER_URL
 
-    env = {k: v for k, v in environ.items() if not k.startswith("KUBEMILL_")}
+    # (Not the caller's own identity, say inside a pod: the viewer it names is still where
+    # people read outputs.)
+    kept = (ENV_VIEWER_URL, ENV_VIEWER_ROOT)
+    env = {k: v for k, v in environ.items() if not k.startswith("KUBEMILL_") or k in kept}
     env[ENV_RUN_IDENTITY["run"]] = str(meta["name"])
     env[ENV_RUN_IDENTITY["runUid"]] = str(meta["uid"])
     env[ENV_RUN_IDENTITY["namespace"]] = str(meta["namespace"])
+    labels = meta.get("labels") or {}
+    for key, label in (("workflow", LABEL_WORKFLOW), ("step", LABEL_STEP)):
+        if labels.get(label):
+            env[ENV_RUN_IDENTITY[key]] = str(labels[label])
     return env

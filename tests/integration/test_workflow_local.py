@@ -161,6 +161,10 @@ def test_a_diamond_with_for_each_and_a_passing_test(tmp_path: Path) -> None:
     assert totals == {"repr": "3", "type": "int"}
     lineage = load(out / "analytics" / "sales-totals" / "run.json")
     assert "sales-extract" in json.dumps(lineage)
+    identity = lineage["identity"]
+    assert (identity["run"], identity["workflow"], identity["step"]) == (
+        "sales-totals", "sales", "totals",
+    )  # fmt: skip
     state = load(out / "analytics" / "sales.workflow.json")
     assert state["workflow"]["status"]["phase"] == "Succeeded"
     assert state["workflow"]["status"]["tests"] == {"total": 1, "passed": 1, "failed": 0}
