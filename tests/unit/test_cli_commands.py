@@ -20,6 +20,7 @@ COMMAND_LINES = [
     "backfill",
     "retry",
     "workflow run|retry|graph",
+    "view",
 ]
 
 
@@ -86,6 +87,7 @@ def test_the_whole_tree_declares_a_handler_for_every_command() -> None:
         "backfill": ["backfill", "daily", "--from", "2027-01-01", "--to", "2027-01-02"],
         "retry": ["retry", "etl"],
         "workflow": ["workflow", "run", "wf.yaml"],
+        "view": ["view", "s3://results/"],
     }
     assert set(minimal) == {command.name for command in COMMANDS}
     for argv in [
@@ -145,6 +147,13 @@ def test_help_loads_no_command_and_nothing_but_the_standard_library() -> None:
             ["workflow", "graph", "/nonexistent/wf.yaml"],
             {"kubemill.cli.workflow", "kubemill.operator.workflows"},
             KUBERNETES | NOTEBOOKS | {"kubemill.cli.cluster", "kubemill.cli.run"},
+        ),
+        # The viewer's web stack loads to serve, not to show its options or refuse them.
+        (["view", "--help"], {"kubemill.cli.view"}, KUBERNETES | NOTEBOOKS | {"aiohttp"}),
+        (
+            ["view", "/tmp", "--host", "0.0.0.0"],
+            {"kubemill.cli.view"},
+            KUBERNETES | NOTEBOOKS | {"aiohttp", "kubemill.viewer"},
         ),
     ],
 )

@@ -1,0 +1,504 @@
+"""The viewer's web application: folder listings, raw objects, notebook pages, a read-only
+Jupyter contents API, all under one base path.
+
+Handlers are thin: clean the path, ask the store (in a thread: boto3 blocks), build a page or a
+model with the pure modules, answer. Every response carries the security headers, errors
+included; a ViewerError becomes its status (400, 404, 502) as an HTML page, or as JSON under
+/api/. Only GET and HEAD are routed, so aiohttp answers every other method with 405 and an Allow
+header: there is no write path to reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import html
+import importlib
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any, ParamSpec, Protocol, TypeVar
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from . import contents, listing, paths
+from .cache import CachedPage, RenderCache
+from .errors import BadRequest, NotFound, ViewerError
+from .folders import FolderCache
+from .settings import ViewerSettings
+from .storage import LocalStore, Store, list_folder
+
+__all__ = ["Renderer", "create_app", "serve"]
+
+log = logging.getLogger("kubemill.viewer")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Scripts only from the viewer itself (a notebook's own inline scripts do not run), styles
+#: inline too (nbconvert's pages carry theirs), images from the viewer or inline (plots), no
+#: framing by other sites, no plugins, forms post nowhere else.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+#: Raw objects (an .html or .svg in a run folder) open in a sandbox: a unique origin that can
+#: run nothing and reach neither the viewer's API nor its cookies.
+FILES_CSP = (
+    "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+ALLOWED = "GET, HEAD"
+
+
+class Rendered(Protocol):
+    """What kubemill.viewer.render.render_notebook returns."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+
+
+class Renderer(Protocol):
+    """kubemill.viewer.render.render_notebook's signature: a notebook's bytes to HTML parts;
+    `link` maps a storage URL to a viewer URL within this store (None outside it)."""
+
+    def __call__(
+        self, data: bytes, *, name: str, link: Callable[[str], str | None]
+    ) -> Rendered: ...
+
+
+def _default_renderer() -> Renderer | None:
+    """The render module, loaded when the application is made (not on import), or None when
+    this installation lacks it, in which case notebook pages answer 501."""
+    try:
+        module = importlib.import_module("kubemill.viewer.render")
+    except ModuleNotFoundError as exc:
+        if exc.name not in ("kubemill.viewer.render", "nbconvert"):
+            raise
+        return None
+    renderer: Renderer = module.render_notebook
+    return renderer
+
+
+class _Viewer:
+    """The application's state: settings, store, caches, thread pool. One per application."""
+
+    def __init__(self, settings: ViewerSettings, store: Store, renderer: Renderer | None) -> None:
+        self.settings = settings
+        self.base = settings.base_path
+        self.store = store
+        self.renderer = renderer
+        self.folders = FolderCache(settings.listing_ttl, settings.listing_max_entries)
+        self.pages = RenderCache(settings.cache_dir, settings.cache_max_bytes)
+        self.link = paths.link_mapper(store.root, self.base)
+        self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
+        self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    async def entries(self, path: str) -> tuple[listing.Entry, ...]:
+        return await self.folders.entries(path, lambda: self.run(list_folder, self.store, path))
+
+    def url(self, route: str, path: str, *, folder: bool = False) -> str:
+        return paths.join(self.base, route, path, folder=folder)
+
+    def object_url(self, path: str) -> str:
+        return self.url("view" if paths.is_notebook(path) else "files", path)
+
+    async def page(self, path: str) -> CachedPage:
+        """The rendered page of the notebook's current version: from the cache, or rendered
+        once however many requests ask for it meanwhile."""
+        info = await self.run(self.store.head, path)
+        key = self.pages.key(path, info.etag)
+        cached = await self.run(self.pages.get, key)
+        if cached is not None:
+            return cached
+        pending = self._rendering.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
+        self._rendering[key] = future
+        try:
+            page = await self._render(path)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            del self._rendering[key]
+        future.set_result(page)
+        return page
+
+    async def _render(self, path: str) -> CachedPage:
+        if self.renderer is None:
+            raise _NoRenderer("this installation cannot render notebooks: install kubemill[viewer]")
+        stored = await self.run(self.store.get, path)
+        name = path.rpartition("/")[2]
+        rendered = await self.run(self.renderer, stored.data, name=name, link=self.link)
+        page = CachedPage(rendered.title, rendered.head, rendered.body)
+        # Keyed by the version actually rendered (it may be newer than the HEAD's).
+        await self.run(self.pages.put, self.pages.key(path, stored.info.etag), page)
+        return page
+
+
+class _NoRenderer(ViewerError):
+    status = 501
+
+
+VIEWER: web.AppKey[_Viewer] = web.AppKey("viewer", _Viewer)
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#1f2328}
+header{padding:.6rem 1rem;border-bottom:1px solid #d0d7de;background:#f6f8fa}
+header a{color:#0969da;text-decoration:none}
+main{padding:1rem}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eaeef2}
+td.size,th.size{text-align:right}
+.nav a{margin-right:1rem}
+.error{color:#cf222e}
+"""
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _document(title: str, body: str, head: str = "") -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style>{head}</head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _crumbs(viewer: _Viewer, path: str) -> str:
+    crumbs = paths.breadcrumbs(path)
+    links = [
+        f'<a href="{_esc(viewer.url("tree", p, folder=True))}">{_esc(n)}</a>'
+        for n, p in crumbs[:-1]
+    ]
+    links.append(f"<strong>{_esc(crumbs[-1][0])}</strong>")
+    return f'<nav class="crumbs">{" / ".join(links)}</nav>'
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _time(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    utc = moment.astimezone(UTC)
+    return f'<time datetime="{utc.isoformat()}">{utc:%Y-%m-%d %H:%M:%S} UTC</time>'
+
+
+def _error_page(viewer: _Viewer | None, status: int, message: str) -> web.Response:
+    home = f'<a href="{_esc(viewer.url("tree", ""))}">kubemill view</a>' if viewer else ""
+    body = f'<header>{home}</header><main><h1>{status}</h1><p class="error">{_esc(message)}</p>'
+    return web.Response(
+        status=status, text=_document(f"{status}", body + "</main>"), content_type="text/html"
+    )
+
+
+def _json_error(status: int, message: str, reason: str | None = None) -> web.Response:
+    """Jupyter Server's error shape: {"message": ..., "reason": ...}."""
+    return web.json_response({"message": message, "reason": reason}, status=status)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _path(request: web.Request) -> str:
+    return paths.clean_path(request.match_info.get("path", ""))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app[VIEWER].url("tree", ""))
+
+
+async def tree(request: web.Request) -> web.Response:
+    """A folder's listing, one page of it, sorted as the query asks (see listing)."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    sort, order = listing.parse_sort(request.query.get("sort"), request.query.get("order"))
+    try:
+        entries = await viewer.entries(path)
+    except NotFound:
+        # A file's address typed under /tree/: send the reader to the file.
+        await viewer.run(viewer.store.head, path)
+        raise web.HTTPFound(viewer.object_url(path)) from None
+    chosen = listing.page(
+        entries, sort, order, request.query.get("after"), viewer.settings.page_size
+    )
+    here = viewer.url("tree", path, folder=True)
+    where = viewer.store.root.rstrip("/") + "/" + (path + "/" if path else "")
+
+    def query(**values: str) -> str:
+        return "?" + urlencode(values, quote_via=quote)
+
+    def heading(label: str, key: listing.Sort) -> str:
+        flip = "desc" if sort == key and order == "asc" else "asc"
+        mark = (" ▲" if order == "asc" else " ▼") if sort == key else ""
+        return f'<a href="{_esc(here + query(sort=key, order=flip))}">{label}{mark}</a>'
+
+    rows = []
+    for entry in chosen.entries:
+        child = f"{path}/{entry.name}" if path else entry.name
+        if entry.is_dir:
+            href, label, kind = viewer.url("tree", child, folder=True), entry.name + "/", "folder"
+        else:
+            href, label = viewer.object_url(child), entry.name
+            kind = "notebook" if paths.is_notebook(entry.name) else "file"
+        rows.append(
+            f'<tr class="{kind}"><td><a href="{_esc(href)}">{_esc(label)}</a></td>'
+            f'<td class="size">{_size(entry.size)}</td><td>{_time(entry.modified)}</td></tr>'
+        )
+    nav = []
+    if request.query.get("after"):
+        nav.append(f'<a href="{_esc(here + query(sort=sort, order=order))}">first page</a>')
+    if chosen.next_token:
+        next_query = query(sort=sort, order=order, after=chosen.next_token)
+        nav.append(f'<a rel="next" href="{_esc(here + next_query)}">next page</a>')
+    body = (
+        f"<header>{_crumbs(viewer, path)}</header><main>"
+        f"<p>{len(entries)} entries in {_esc(where)}</p>"
+        f'<table><thead><tr><th>{heading("Name", "name")}</th><th class="size">Size</th>'
+        f"<th>{heading('Modified', 'time')}</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+        f'</table><p class="nav">{" ".join(nav)}</p></main>'
+    )
+    return web.Response(
+        text=_document(f"{path or '/'} - kubemill view", body), content_type="text/html"
+    )
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match against our strong ETag (weak comparison, as RFC 9110 asks for GET)."""
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or f'"{etag}"' in tags
+
+
+def _disposition(kind: str, name: str) -> str:
+    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
+    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
+
+
+async def files(request: web.Request) -> web.Response:
+    """The object's bytes: its own type (never a script type), notebooks as a download,
+    revalidated by ETag on every use (Cache-Control: no-cache) so a re-run's output shows."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    info = await viewer.run(viewer.store.head, path)
+    name = path.rpartition("/")[2]
+    headers = {
+        "ETag": f'"{info.etag}"',
+        "Last-Modified": format_datetime(info.modified.astimezone(UTC), usegmt=True),
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": FILES_CSP,
+        "Content-Disposition": _disposition(
+            "attachment" if paths.is_notebook(name) else "inline", name
+        ),
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), info.etag):
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Type"] = paths.media_type(name)
+        return web.Response(headers=headers)
+    stored = await viewer.run(viewer.store.get, path)
+    headers["ETag"] = f'"{stored.info.etag}"'
+    headers["Content-Type"] = paths.media_type(name)
+    return web.Response(body=stored.data, headers=headers)
+
+
+async def view(request: web.Request) -> web.Response:
+    """A notebook's page: the rendered notebook under a bar with where it is and a download."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    if not paths.is_notebook(path):
+        await viewer.run(viewer.store.head, path)
+        raise web.HTTPFound(viewer.url("files", path))
+    page = await viewer.page(path)
+    download = viewer.url("files", path)
+    bar = (
+        f"<header>{_crumbs(viewer, path)} · "
+        f'<a href="{_esc(download)}" download>download .ipynb</a></header>'
+    )
+    return web.Response(
+        text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
+        content_type="text/html",
+    )
+
+
+async def api_contents(request: web.Request) -> web.Response:
+    """`GET /api/contents/<path>`: Jupyter Server's model of a file, notebook or directory."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    with_content, kind, fmt = contents.parse_query(
+        request.query.get("content"), request.query.get("type"), request.query.get("format")
+    )
+    model: dict[str, Any]
+    try:
+        if not path:
+            raise NotFound("the root is a folder")
+        info = await viewer.run(viewer.store.head, path)
+    except NotFound:
+        if not await viewer.run(viewer.store.is_folder, path):
+            raise NotFound(f"No such file or directory: {path}") from None
+        if kind in ("file", "notebook"):
+            raise BadRequest(f"{path or '/'} is a directory, not a {kind}", "bad type") from None
+        entries = sorted(await viewer.entries(path), key=lambda e: e.name) if with_content else None
+        model = contents.directory_model(path, None, entries)
+    else:
+        data = (await viewer.run(viewer.store.get, path)).data if with_content else None
+        model = contents.file_model(path, info.modified, info.size, data, kind, fmt)
+    response = web.json_response(model, dumps=functools.partial(json.dumps, ensure_ascii=False))
+    response.headers["Last-Modified"] = model["last_modified"]
+    return response
+
+
+# --- application ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Expected failures as their status: JSON under /api/, an HTML page elsewhere."""
+    viewer = request.app[VIEWER]
+    api = request.path.startswith(f"{viewer.base}/api/")
+    try:
+        return await handler(request)
+    except ViewerError as exc:
+        reason = getattr(exc, "reason", None)
+        if api:
+            return _json_error(exc.status, exc.message, reason)
+        return _error_page(viewer, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 405:
+            exc.headers["Allow"] = ALLOWED
+        if api:
+            response = _json_error(exc.status, exc.reason)
+        else:
+            response = _error_page(viewer, exc.status, exc.reason)
+        response.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
+        return response
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def create_app(
+    settings: ViewerSettings, *, store: Store | None = None, renderer: Renderer | None = None
+) -> web.Application:
+    """The viewer over `store` (made from `settings.root` when not given: a folder, or an S3
+    prefix read through the runner's S3 client), rendering with `renderer` (the render module's
+    when not given)."""
+    app = web.Application(middlewares=[errors])
+    app.on_response_prepare.append(_security_headers)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        chosen = store if store is not None else make_store(settings)
+        viewer = _Viewer(settings, chosen, renderer or _default_renderer())
+        app[VIEWER] = viewer
+        yield
+        viewer.executor.shutdown(wait=False, cancel_futures=True)
+
+    app.cleanup_ctx.append(lifetime)
+    base = settings.base_path
+    app.router.add_get(f"{base}/healthz", healthz)
+    app.router.add_get(f"{base}/", home)
+    if base:
+        app.router.add_get(base, home)
+    for route, handler in (("tree", tree), ("files", files), ("view", view)):
+        app.router.add_get(f"{base}/{route}", home if route == "tree" else _missing)
+        app.router.add_get(f"{base}/{route}/{{path:.*}}", handler)
+    app.router.add_get(f"{base}/api/contents", api_contents)
+    app.router.add_get(f"{base}/api/contents/{{path:.*}}", api_contents)
+    return app
+
+
+async def _missing(request: web.Request) -> web.Response:
+    raise NotFound("no path given")
+
+
+def make_store(settings: ViewerSettings) -> Store:
+    """The store `settings.root` names, S3 through the runner's client (same endpoint, region
+    and credential chain as `kubemill run`)."""
+    if settings.root.startswith("s3://"):
+        from kubemill.runner.storage import make_s3_client
+
+        from .storage import S3Store
+
+        return S3Store(make_s3_client(settings.s3_endpoint_url, settings.s3_region), settings.root)
+    return LocalStore(settings.root)
+
+
+def url_of(settings: ViewerSettings, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{settings.base_path}/"
+
+
+async def serve(
+    settings: ViewerSettings, ready: Callable[[str], None], *, store: Store | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM, then close connections and stop; `ready(url)` is called
+    once the socket is bound (with the real port when settings.port is 0)."""
+    import signal
+
+    app = create_app(settings, store=store)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        ready(url_of(settings, settings.host, int(port)))
+        await stop.wait()
+    finally:
+        await runner.cleanup()
