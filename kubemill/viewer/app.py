@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import html
-import importlib
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -25,10 +24,13 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from . import contents, listing, paths
-from .cache import CachedPage, RenderCache
+from kubemill.runner import __version__
+
+from . import contents, listing, paths, render
+from .cache import BlobCache, CachedPage, RenderCache
 from .errors import BadRequest, NotFound, ViewerError
 from .folders import FolderCache
+from .render_assets import FRAME_SCRIPT_CSP_HASH, VIEWER_JS
 from .settings import ViewerSettings
 from .storage import LocalStore, Store, list_folder
 
@@ -40,13 +42,25 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 #: Scripts only from the viewer itself (a notebook's own inline scripts do not run), styles
-#: inline too (nbconvert's pages carry theirs), images from the viewer or inline (plots), no
-#: framing by other sites, no plugins, forms post nowhere else.
+#: inline too (notebook markdown keeps its sanitized style attributes), images from the viewer
+#: or inline (plots), no framing by other sites, no plugins, forms post nowhere else.
 PAGE_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
     "img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
     "form-action 'self'; frame-ancestors 'none'"
 )
+#: A notebook page: as PAGE_CSP, plus the one script each output frame runs (it reports its
+#: height; allowed by hash, see render_assets.FRAME_SCRIPT) and frames from the viewer itself
+#: (outputs loaded on demand, each sandboxed without same-origin).
+NOTEBOOK_CSP = (
+    f"default-src 'self'; script-src 'self' {FRAME_SCRIPT_CSP_HASH}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+#: One output of a notebook, loaded into a frame of the notebook's page: it runs in an opaque
+#: origin (render.OUTPUT_CSP) and only the viewer's own pages may frame it.
+OUTPUT_CSP = f"{render.OUTPUT_CSP}; frame-ancestors 'self'"
 #: Raw objects (an .html or .svg in a run folder) open in a sandbox: a unique origin that can
 #: run nothing and reach neither the viewer's API nor its cookies.
 FILES_CSP = (
@@ -76,37 +90,35 @@ class Rendered(Protocol):
 
 
 class Renderer(Protocol):
-    """kubemill.viewer.render.render_notebook's signature: a notebook's bytes to HTML parts;
-    `link` maps a storage URL to a viewer URL within this store (None outside it)."""
+    """render.render_notebook's signature: a notebook's bytes to HTML parts; `link` maps a
+    storage URL to a viewer URL within this store (None outside it); `script_url` is where the
+    page's script is served. Tests pass their own, wrapping the real one."""
 
     def __call__(
-        self, data: bytes, *, name: str, link: Callable[[str], str | None]
+        self,
+        data: bytes,
+        *,
+        name: str,
+        link: Callable[[str], str | None],
+        script_url: str | None = None,
     ) -> Rendered: ...
-
-
-def _default_renderer() -> Renderer | None:
-    """The render module, loaded when the application is made (not on import), or None when
-    this installation lacks it, in which case notebook pages answer 501."""
-    try:
-        module = importlib.import_module("kubemill.viewer.render")
-    except ModuleNotFoundError as exc:
-        if exc.name not in ("kubemill.viewer.render", "nbconvert"):
-            raise
-        return None
-    renderer: Renderer = module.render_notebook
-    return renderer
 
 
 class _Viewer:
     """The application's state: settings, store, caches, thread pool. One per application."""
 
-    def __init__(self, settings: ViewerSettings, store: Store, renderer: Renderer | None) -> None:
+    def __init__(self, settings: ViewerSettings, store: Store, renderer: Renderer) -> None:
         self.settings = settings
         self.base = settings.base_path
         self.store = store
         self.renderer = renderer
         self.folders = FolderCache(settings.listing_ttl, settings.listing_max_entries)
         self.pages = RenderCache(settings.cache_dir, settings.cache_max_bytes)
+        self.blobs = BlobCache(settings.notebook_memory_bytes)
+        # A page depends on the object's version, on the code that rendered it and on the
+        # links it holds (the base path): all three are in its cache key.
+        self.variant = f"{__version__}|{self.base}"
+        self.script_url = f"{self.base}/static/viewer.js"
         self.link = paths.link_mapper(store.root, self.base)
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
@@ -128,7 +140,7 @@ class _Viewer:
         """The rendered page of the notebook's current version: from the cache, or rendered
         once however many requests ask for it meanwhile."""
         info = await self.run(self.store.head, path)
-        key = self.pages.key(path, info.etag)
+        key = self.pages.key(path, info.etag, self.variant)
         cached = await self.run(self.pages.get, key)
         if cached is not None:
             return cached
@@ -152,19 +164,26 @@ class _Viewer:
         return page
 
     async def _render(self, path: str) -> CachedPage:
-        if self.renderer is None:
-            raise _NoRenderer("this installation cannot render notebooks: install kubemill[viewer]")
-        stored = await self.run(self.store.get, path)
+        etag, data = await self.notebook(path)
         name = path.rpartition("/")[2]
-        rendered = await self.run(self.renderer, stored.data, name=name, link=self.link)
+        rendered = await self.run(
+            self.renderer, data, name=name, link=self.link, script_url=self.script_url
+        )
         page = CachedPage(rendered.title, rendered.head, rendered.body)
         # Keyed by the version actually rendered (it may be newer than the HEAD's).
-        await self.run(self.pages.put, self.pages.key(path, stored.info.etag), page)
+        await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
         return page
 
-
-class _NoRenderer(ViewerError):
-    status = 501
+    async def notebook(self, path: str, etag: str | None = None) -> tuple[str, bytes]:
+        """A notebook's (etag, bytes), from memory when this version was read lately: a page
+        whose big outputs load on demand asks for the same notebook once per output."""
+        if etag is not None:
+            kept = self.blobs.get((path, etag))
+            if kept is not None:
+                return etag, kept
+        stored = await self.run(self.store.get, path)
+        self.blobs.put((path, stored.info.etag), stored.data)
+        return stored.info.etag, stored.data
 
 
 VIEWER: web.AppKey[_Viewer] = web.AppKey("viewer", _Viewer)
@@ -349,21 +368,58 @@ async def files(request: web.Request) -> web.Response:
 
 
 async def view(request: web.Request) -> web.Response:
-    """A notebook's page: the rendered notebook under a bar with where it is and a download."""
+    """A notebook's page: the rendered notebook under a bar with where it is and a download;
+    with `?output=CELL.OUTPUT`, one output the page left out to stay small (render.py)."""
     viewer = request.app[VIEWER]
     path = _path(request)
     if not paths.is_notebook(path):
         await viewer.run(viewer.store.head, path)
         raise web.HTTPFound(viewer.url("files", path))
+    if "output" in request.query:
+        return await _output(request, viewer, path, request.query["output"])
     page = await viewer.page(path)
     download = viewer.url("files", path)
     bar = (
         f"<header>{_crumbs(viewer, path)} · "
         f'<a href="{_esc(download)}" download>download .ipynb</a></header>'
     )
-    return web.Response(
+    response = web.Response(
         text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
         content_type="text/html",
+    )
+    response.headers["Content-Security-Policy"] = NOTEBOOK_CSP
+    return response
+
+
+async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) -> web.Response:
+    """One output on its own, sandboxed; revalidated by the notebook version's ETag."""
+    cell, dot, number = which.partition(".")
+    if not (dot and cell.isdigit() and number.isdigit()):
+        raise BadRequest(f"output {which!r} is not CELL.OUTPUT")
+    info = await viewer.run(viewer.store.head, path)
+    headers = {
+        "ETag": f'"{info.etag}-{int(cell)}.{int(number)}"',
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": OUTPUT_CSP,
+        "X-Frame-Options": "SAMEORIGIN",
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"].strip('"')):
+        return web.Response(status=304, headers=headers)
+    etag, data = await viewer.notebook(path, info.etag)
+    headers["ETag"] = f'"{etag}-{int(cell)}.{int(number)}"'
+    try:
+        media, body = await viewer.run(render.render_output, data, int(cell), int(number))
+    except render.OutputNotFound as exc:
+        raise NotFound(str(exc)) from None
+    headers["Content-Type"] = media
+    return web.Response(body=body, headers=headers)
+
+
+async def viewer_js(request: web.Request) -> web.Response:
+    return web.Response(
+        text=VIEWER_JS,
+        content_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=3600"},
     )
 
 
@@ -440,7 +496,7 @@ def create_app(
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         chosen = store if store is not None else make_store(settings)
-        viewer = _Viewer(settings, chosen, renderer or _default_renderer())
+        viewer = _Viewer(settings, chosen, renderer or render.render_notebook)
         app[VIEWER] = viewer
         yield
         viewer.executor.shutdown(wait=False, cancel_futures=True)
@@ -448,6 +504,7 @@ def create_app(
     app.cleanup_ctx.append(lifetime)
     base = settings.base_path
     app.router.add_get(f"{base}/healthz", healthz)
+    app.router.add_get(f"{base}/static/viewer.js", viewer_js)
     app.router.add_get(f"{base}/", home)
     if base:
         app.router.add_get(base, home)

@@ -17,10 +17,11 @@ import hashlib
 import json
 import os
 import tempfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["CachedPage", "RenderCache"]
+__all__ = ["BlobCache", "CachedPage", "RenderCache"]
 
 #: Bumped when the stored format changes, so old files are ignored rather than misread.
 FORMAT = "v1"
@@ -41,8 +42,11 @@ class RenderCache:
         self._max_bytes = max_bytes
 
     @staticmethod
-    def key(path: str, etag: str) -> str:
-        return hashlib.sha256(json.dumps([path, etag], ensure_ascii=False).encode()).hexdigest()
+    def key(path: str, etag: str, variant: str = "") -> str:
+        """The file name of one page: the object's path and version, and `variant` for what
+        else the page depends on (the renderer's version, the base path of its links)."""
+        text = json.dumps([path, etag, variant], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
 
     def _file(self, key: str) -> Path:
         return self._folder / f"{key}.json"
@@ -94,3 +98,31 @@ class RenderCache:
 
     def size(self) -> int:
         return sum(f.stat().st_size for f in self._folder.glob("*.json"))
+
+
+class BlobCache:
+    """Objects' bytes in memory, least recently used dropped first, at most `max_bytes` in all
+    (an object larger than that alone is not kept). Keys name one version of one object."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        data = self._kept.get(key)
+        if data is not None:
+            self._kept.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[str, str], data: bytes) -> None:
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._size -= len(old)
+        if len(data) > self._max_bytes:
+            return
+        while self._kept and self._size + len(data) > self._max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._size -= len(dropped)
+        self._kept[key] = data
+        self._size += len(data)

@@ -49,5 +49,8 @@ class ViewerSettings:
     listing_max_entries: int = 500_000
     #: Rows on one page of a folder listing.
     page_size: int = 200
+    #: Notebooks' bytes kept in memory for the outputs a page loads on demand (one GetObject
+    #: per notebook version, not one per output).
+    notebook_memory_bytes: int = 256 * 1024 * 1024
     #: Threads for the blocking S3 client and for rendering.
     threads: int = 16
