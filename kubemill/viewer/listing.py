@@ -8,8 +8,9 @@ token is not an offset but the sort key of the last entry shown, so the next pag
 right after it even when the folder was re-listed in between and entries were added before it:
 nothing is shown twice, and a page is found by bisection, not by counting from the top.
 
-Folders come first, then files, in both orders; by time, S3 folders (which have no time of
-their own) sort as the oldest, by name among themselves.
+Folders come first, then files, in both orders. Equal times go by name, in the same
+direction; S3 folders have no time of their own (they are key prefixes), so by time they all
+tie and go by name.
 """
 
 from __future__ import annotations
