@@ -253,8 +253,10 @@ def _error_page(viewer: _Viewer | None, status: int, message: str) -> web.Respon
 
 
 def _json_error(status: int, message: str, reason: str | None = None) -> web.Response:
-    """Jupyter Server's error shape: {"message": ..., "reason": ...}."""
-    return web.json_response({"message": message, "reason": reason}, status=status)
+    """Jupyter Server's error shape: {"message": ...}, with "reason" ('bad type', 'bad
+    format') when there is one, as its OpenAPI document's 400 response has it."""
+    body = {"message": message} if reason is None else {"message": message, "reason": reason}
+    return web.json_response(body, status=status)
 
 
 # --- handlers ------------------------------------------------------------------------------
