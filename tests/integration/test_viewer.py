@@ -424,3 +424,31 @@ def test_a_big_output_is_served_on_its_own_sandboxed(tmp_path: Path) -> None:
         assert again.status == 304
         assert viewer.get("/view/big.ipynb?output=9.0").status == 404
         assert viewer.get("/view/big.ipynb?output=x").status == 400
+
+
+def test_a_file_under_tree_redirects_and_a_non_notebook_view_goes_to_the_file(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "out.ipynb").write_bytes(notebook_bytes("x"))
+    (tmp_path / "r" / "log.txt").write_text("log")
+    with live_viewer(ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")) as viewer:
+        moved = viewer.get("/tree/r/out.ipynb")
+        assert (moved.status, moved.headers["Location"]) == (302, "/view/r/out.ipynb")
+        moved = viewer.get("/view/r/log.txt")
+        assert (moved.status, moved.headers["Location"]) == (302, "/files/r/log.txt")
+        assert viewer.request("HEAD", "/files/r/nope.txt").status == 404
+
+
+def test_rejected_credentials_are_a_bad_gateway_that_says_why(
+    s3_settings: Callable[..., ViewerSettings], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with live_viewer(s3_settings()) as viewer:
+        page = viewer.get("/tree/")
+        assert page.status == 502
+        assert "credentials were rejected" in page.text
+        api = viewer.get("/api/contents/x.ipynb")
+        assert api.status == 502
+        # A HEAD has no error body: S3 says 403 only, which reads as denied.
+        assert re.search("credentials were rejected|access denied", json.loads(api.body)["message"])
