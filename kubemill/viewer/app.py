@@ -459,12 +459,15 @@ async def api_contents(request: web.Request) -> web.Response:
 async def errors(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    """Expected failures as their status: JSON under /api/, an HTML page elsewhere."""
+    """Failures as their status: JSON under /api/, an HTML page elsewhere. A bug is a 500 of
+    the same shape (with the security headers), logged with its traceback."""
     viewer = request.app[VIEWER]
     api = request.path.startswith(f"{viewer.base}/api/")
     try:
         return await handler(request)
     except ViewerError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
         reason = getattr(exc, "reason", None)
         if api:
             return _json_error(exc.status, exc.message, reason)
@@ -480,6 +483,10 @@ async def errors(
             response = _error_page(viewer, exc.status, exc.reason)
         response.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
         return response
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        message = "the viewer failed on this request; its log has the details"
+        return _json_error(500, message) if api else _error_page(viewer, 500, message)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:

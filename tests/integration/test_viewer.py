@@ -452,3 +452,22 @@ def test_rejected_credentials_are_a_bad_gateway_that_says_why(
         assert api.status == 502
         # A HEAD has no error body: S3 says 403 only, which reads as denied.
         assert re.search("credentials were rejected|access denied", json.loads(api.body)["message"])
+
+
+def test_a_renderer_bug_is_a_500_page_with_the_headers_and_is_not_cached(tmp_path: Path) -> None:
+    (tmp_path / "a.ipynb").write_bytes(notebook_bytes("a"))
+    calls: list[str] = []
+
+    def broken(data: bytes, *, name: str, link: Any, script_url: Any = None) -> Rendered:
+        calls.append(name)
+        raise RuntimeError("a bug")
+
+    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")
+    with live_viewer(settings, renderer=broken) as viewer:
+        for _ in range(2):
+            reply = viewer.get("/view/a.ipynb")
+            assert reply.status == 500
+            assert "a bug" not in reply.text
+            assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
+        assert calls == ["a.ipynb", "a.ipynb"]
+        assert viewer.get("/files/a.ipynb").status == 200
