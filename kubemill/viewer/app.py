@@ -32,7 +32,7 @@ from .errors import BadRequest, NotFound, ViewerError
 from .folders import FolderCache
 from .render_assets import FRAME_SCRIPT_CSP_HASH, VIEWER_JS
 from .settings import ViewerSettings
-from .storage import LocalStore, Store, list_folder
+from .storage import LocalStore, ObjectInfo, Store, list_folder
 
 __all__ = ["Renderer", "create_app", "serve"]
 
@@ -136,11 +136,14 @@ class _Viewer:
     def object_url(self, path: str) -> str:
         return self.url("view" if paths.is_notebook(path) else "files", path)
 
-    async def page(self, path: str) -> CachedPage:
-        """The rendered page of the notebook's current version: from the cache, or rendered
-        once however many requests ask for it meanwhile."""
-        info = await self.run(self.store.head, path)
-        key = self.pages.key(path, info.etag, self.variant)
+    def page_key(self, info: ObjectInfo) -> str:
+        return self.pages.key(info.path, info.etag, self.variant)
+
+    async def page(self, info: ObjectInfo) -> CachedPage:
+        """The rendered page of this version of a notebook (`info` from a HEAD): from the
+        cache, or rendered once however many requests ask for it meanwhile."""
+        path = info.path
+        key = self.page_key(info)
         cached = await self.run(self.pages.get, key)
         if cached is not None:
             return cached
@@ -379,18 +382,27 @@ async def view(request: web.Request) -> web.Response:
         raise web.HTTPFound(viewer.url("files", path))
     if "output" in request.query:
         return await _output(request, viewer, path, request.query["output"])
-    page = await viewer.page(path)
+    info = await viewer.run(viewer.store.head, path)
+    # The page is a function of the notebook's version and of the viewer (its cache key), so
+    # a browser revalidating it costs one HEAD, not a page.
+    headers = {
+        "ETag": f'"{viewer.page_key(info)[:40]}"',
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": NOTEBOOK_CSP,
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"].strip('"')):
+        return web.Response(status=304, headers=headers)
+    page = await viewer.page(info)
     download = viewer.url("files", path)
     bar = (
         f"<header>{_crumbs(viewer, path)} · "
         f'<a href="{_esc(download)}" download>download .ipynb</a></header>'
     )
-    response = web.Response(
+    return web.Response(
         text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
         content_type="text/html",
+        headers=headers,
     )
-    response.headers["Content-Security-Policy"] = NOTEBOOK_CSP
-    return response
 
 
 async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) -> web.Response:

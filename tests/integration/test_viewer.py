@@ -398,11 +398,17 @@ def test_a_notebook_version_is_rendered_once_and_the_page_survives_a_restart(
         assert "first version" in pages[0].text
         assert pages[0].headers["Content-Security-Policy"] == NOTEBOOK_CSP
         assert renderer.calls == ["output.ipynb"]
+        etag = pages[0].headers["ETag"]
+        revalidated = viewer.get(url, {"If-None-Match": etag})
+        assert (revalidated.status, revalidated.body) == (304, b"")
     with live_viewer(s3_settings(), renderer=renderer) as viewer:  # a restart
         assert "first version" in viewer.get(url).text
         assert len(renderer.calls) == 1
         s3_admin.put_object(Bucket=bucket, Key=key, Body=notebook_bytes("second version"))
-        assert "second version" in viewer.get(url).text
+        changed = viewer.get(url, {"If-None-Match": etag})
+        assert changed.status == 200
+        assert "second version" in changed.text
+        assert changed.headers["ETag"] != etag
         assert len(renderer.calls) == 2
 
 
