@@ -23,7 +23,16 @@ from .listing import Entry
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
-__all__ = ["FolderPage", "LocalStore", "ObjectInfo", "S3Store", "Store", "StoredObject"]
+__all__ = [
+    "FolderPage",
+    "LocalStore",
+    "ObjectInfo",
+    "OpenedObject",
+    "Reader",
+    "S3Store",
+    "Store",
+    "StoredObject",
+]
 
 #: Keys per ListObjectsV2 request: S3's maximum, so 100,000 keys take 100 requests.
 LIST_PAGE_KEYS = 1000
@@ -47,6 +56,22 @@ class StoredObject:
     data: bytes
 
 
+class Reader(Protocol):
+    """An object's bytes being read (boto3's StreamingBody, or a file)."""
+
+    def read(self, size: int = -1, /) -> bytes: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class OpenedObject:
+    """An object whose bytes are read piece by piece, so a download of a big notebook is never
+    held in memory whole; the reader must be closed."""
+
+    info: ObjectInfo
+    reader: Reader
+
+
 @dataclass(frozen=True)
 class FolderPage:
     entries: list[Entry]
@@ -68,6 +93,9 @@ class Store(Protocol):
 
     def get(self, path: str) -> StoredObject:
         """The object at `path` with its bytes; NotFound when there is none."""
+
+    def open(self, path: str) -> OpenedObject:
+        """The object at `path`, its bytes to be read; NotFound when there is none."""
 
     def is_folder(self, path: str) -> bool:
         """Whether `path` names a folder with at least one entry (the root always does)."""
@@ -189,6 +217,24 @@ class S3Store:
         )
         return StoredObject(info, data)
 
+    def open(self, path: str) -> OpenedObject:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        if not path:
+            raise NotFound("the root is a folder, not an object")
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=self._key(path))
+        except (ClientError, BotoCoreError) as exc:
+            raise self._fail(exc, path) from None
+        info = ObjectInfo(
+            path=path,
+            size=response.get("ContentLength", 0),
+            modified=response["LastModified"],
+            etag=str(response.get("ETag", "")).strip('"'),
+            version_id=response.get("VersionId") or None,
+        )
+        return OpenedObject(info, response["Body"])
+
     def is_folder(self, path: str) -> bool:
         from botocore.exceptions import BotoCoreError, ClientError
 
@@ -273,6 +319,15 @@ class LocalStore:
         except PermissionError:
             raise StoreError(f"{path}: permission denied") from None
         return StoredObject(ObjectInfo(path, len(data), _modified(st), _etag(st)), data)
+
+    def open(self, path: str) -> OpenedObject:
+        target, _ = self._stat(path)
+        try:
+            handle = target.open("rb")
+        except PermissionError:
+            raise StoreError(f"{path}: permission denied") from None
+        st = os.fstat(handle.fileno())
+        return OpenedObject(ObjectInfo(path, st.st_size, _modified(st), _etag(st)), handle)
 
     def is_folder(self, path: str) -> bool:
         try:

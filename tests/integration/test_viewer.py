@@ -477,3 +477,18 @@ def test_a_renderer_bug_is_a_500_page_with_the_headers_and_is_not_cached(tmp_pat
             assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
         assert calls == ["a.ipynb", "a.ipynb"]
         assert viewer.get("/files/a.ipynb").status == 200
+
+
+def test_a_big_object_downloads_whole_in_pieces(
+    s3_settings: Callable[..., ViewerSettings], s3_admin: Any, bucket: str
+) -> None:
+    import os
+
+    data = os.urandom(5 * 1024 * 1024 + 17)  # more than five reads of the store
+    s3_admin.put_object(Bucket=bucket, Key="runs/big/out.ipynb", Body=data)
+    with live_viewer(s3_settings()) as viewer:
+        reply = viewer.get("/files/big/out.ipynb")
+        assert reply.status == 200
+        assert int(reply.headers["Content-Length"]) == len(data)
+        assert reply.body == data
+        assert reply.headers["Content-Disposition"].startswith("attachment")
