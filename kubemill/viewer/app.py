@@ -127,8 +127,14 @@ class _Viewer:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
 
+    def _lister(self, path: str) -> Callable[[], Awaitable[list[listing.Entry]]]:
+        return lambda: self.run(list_folder, self.store, path)
+
     async def entries(self, path: str) -> tuple[listing.Entry, ...]:
-        return await self.folders.entries(path, lambda: self.run(list_folder, self.store, path))
+        return await self.folders.entries(path, self._lister(path))
+
+    async def arranged(self, path: str, sort: listing.Sort) -> listing.Arranged:
+        return await self.folders.arranged(path, sort, self._lister(path))
 
     def url(self, route: str, path: str, *, folder: bool = False) -> str:
         return paths.join(self.base, route, path, folder=folder)
@@ -283,14 +289,14 @@ async def tree(request: web.Request) -> web.Response:
     path = _path(request)
     sort, order = listing.parse_sort(request.query.get("sort"), request.query.get("order"))
     try:
-        entries = await viewer.entries(path)
+        arranged = await viewer.arranged(path, sort)
     except NotFound:
         # A file's address typed under /tree/: send the reader to the file.
         await viewer.run(viewer.store.head, path)
         raise web.HTTPFound(viewer.object_url(path)) from None
-    chosen = listing.page(
-        entries, sort, order, request.query.get("after"), viewer.settings.page_size
-    )
+    after = request.query.get("after")
+    chosen = listing.page_of(arranged, order, after, viewer.settings.page_size)
+    total = sum(len(group) for group in arranged.groups)
     here = viewer.url("tree", path, folder=True)
     where = viewer.store.root.rstrip("/") + "/" + (path + "/" if path else "")
 
@@ -322,7 +328,7 @@ async def tree(request: web.Request) -> web.Response:
         nav.append(f'<a rel="next" href="{_esc(here + next_query)}">next page</a>')
     body = (
         f"<header>{_crumbs(viewer, path)}</header><main>"
-        f"<p>{len(entries)} entries in {_esc(where)}</p>"
+        f"<p>{total} entries in {_esc(where)}</p>"
         f'<table><thead><tr><th>{heading("Name", "name")}</th><th class="size">Size</th>'
         f"<th>{heading('Modified', 'time')}</th></tr></thead><tbody>{''.join(rows)}</tbody>"
         f'</table><p class="nav">{" ".join(nav)}</p></main>'

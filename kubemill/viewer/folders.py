@@ -1,9 +1,11 @@
 """Folder listings kept in memory for a few seconds, so paging and sorting a folder lists it once.
 
-Bounded: at most `max_entries` entries over all cached folders, the least recently used folder
-dropped first; a folder larger than that alone is served but not kept. Concurrent requests for
-the same folder share one listing (single flight), so a burst of page views of a 100,000-key
-folder costs one walk through its ListObjectsV2 pages, not one per request.
+Each listing also keeps its sorted orders (by name, by time) once asked for, so paging through
+a large folder sorts it once. Bounded: at most `max_entries` entries over all cached folders,
+the least recently used folder dropped first (its sorted orders, lists of references to the
+same entries, go with it); a folder larger than that alone is served but not kept. Concurrent
+requests for the same folder share one listing (single flight), so a burst of page views of a
+100,000-key folder costs one walk through its ListObjectsV2 pages, not one per request.
 """
 
 from __future__ import annotations
@@ -12,9 +14,9 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .listing import Entry
+from .listing import Arranged, Entry, Sort, arrange
 
 __all__ = ["FolderCache"]
 
@@ -23,6 +25,8 @@ __all__ = ["FolderCache"]
 class _Listed:
     at: float
     entries: tuple[Entry, ...]
+    #: The listing sorted each way it was asked for; lives and dies with the listing.
+    arranged: dict[Sort, Arranged] = field(default_factory=dict)
 
 
 class FolderCache:
@@ -68,6 +72,18 @@ class FolderCache:
         future.set_result(entries)
         self._keep(path, entries)
         return entries
+
+    async def arranged(
+        self, path: str, sort: Sort, load: Callable[[], Awaitable[list[Entry]]]
+    ) -> Arranged:
+        """The folder's entries sorted by `sort`, sorted once per listing."""
+        entries = await self.entries(path, load)
+        listed = self._listed.get(path)
+        if listed is None or listed.entries is not entries:  # too big to keep, or replaced
+            return arrange(entries, sort)
+        if sort not in listed.arranged:
+            listed.arranged[sort] = arrange(entries, sort)
+        return listed.arranged[sort]
 
     def _keep(self, path: str, entries: tuple[Entry, ...]) -> None:
         old = self._listed.pop(path, None)

@@ -26,7 +26,7 @@ from typing import Literal
 
 from .errors import BadRequest
 
-__all__ = ["Entry", "Page", "Sort", "page", "parse_sort"]
+__all__ = ["Arranged", "Entry", "Page", "Sort", "arrange", "page", "page_of", "parse_sort"]
 
 Sort = Literal["name", "time"]
 Order = Literal["asc", "desc"]
@@ -86,20 +86,43 @@ def _decode(token: str) -> tuple[int, tuple[float, str]]:
         raise BadRequest(f"{token!r} is not a page token of this listing") from None
 
 
+@dataclass(frozen=True)
+class Arranged:
+    """A listing sorted one way (folders, then files, each ascending), with each entry's sort
+    key: what every page of that listing in that sort is cut from, so a folder of 100,000
+    entries is sorted once per listing, not once per page."""
+
+    sort: Sort
+    groups: tuple[list[Entry], list[Entry]]
+    keys: tuple[list[tuple[float, str]], list[tuple[float, str]]]
+
+
+def arrange(entries: Sequence[Entry], sort: Sort) -> Arranged:
+    folders = sorted((e for e in entries if e.is_dir), key=lambda e: _key(e, sort))
+    files = sorted((e for e in entries if not e.is_dir), key=lambda e: _key(e, sort))
+    return Arranged(
+        sort,
+        (folders, files),
+        ([_key(e, sort) for e in folders], [_key(e, sort) for e in files]),
+    )
+
+
 def page(entries: Sequence[Entry], sort: Sort, order: Order, after: str | None, limit: int) -> Page:
     """Up to `limit` entries following the token `after` (from the top when None)."""
-    groups = [
-        sorted((e for e in entries if e.is_dir), key=lambda e: _key(e, sort)),
-        sorted((e for e in entries if not e.is_dir), key=lambda e: _key(e, sort)),
-    ]
+    return page_of(arrange(entries, sort), order, after, limit)
+
+
+def page_of(arranged: Arranged, order: Order, after: str | None, limit: int) -> Page:
+    """`page` of a listing already arranged."""
+    sort = arranged.sort
     start_group, cursor = _decode(after) if after else (0, None)
     shown: list[Entry] = []
     last: tuple[int, Entry] | None = None
     more = False
-    for index, group in enumerate(groups):
+    for index, group in enumerate(arranged.groups):
         if index < start_group:
             continue
-        keys = [_key(e, sort) for e in group]
+        keys = arranged.keys[index]
         if order == "asc":
             begin = bisect.bisect_right(keys, cursor) if cursor and index == start_group else 0
             remaining = group[begin:]

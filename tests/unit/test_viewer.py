@@ -428,3 +428,22 @@ def test_blob_cache_is_bounded() -> None:
     assert cache.get(("a", "1")) is not None
     cache.put(("huge", "1"), b"x" * 11)
     assert cache.get(("huge", "1")) is None
+
+
+def test_a_listing_is_sorted_once_per_listing_and_sort() -> None:
+    now = [0.0]
+    cache = FolderCache(ttl=5, max_entries=100, clock=lambda: now[0])
+
+    async def load() -> list[Entry]:
+        return _files(10)
+
+    async def scenario() -> None:
+        by_name = await cache.arranged("p", "name", load)
+        assert await cache.arranged("p", "name", load) is by_name
+        by_time = await cache.arranged("p", "time", load)
+        assert by_time is not by_name
+        assert by_time.groups[1][0].name == "f00009"  # the oldest first
+        now[0] = 10  # listed again: sorted again
+        assert await cache.arranged("p", "name", load) is not by_name
+
+    asyncio.run(scenario())
