@@ -134,7 +134,12 @@ class _Viewer:
         return await self.folders.entries(path, self._lister(path))
 
     async def arranged(self, path: str, sort: listing.Sort) -> listing.Arranged:
-        return await self.folders.arranged(path, sort, self._lister(path))
+        async def sorter(
+            entries: tuple[listing.Entry, ...], sort: listing.Sort
+        ) -> listing.Arranged:
+            return await self.run(listing.arrange, entries, sort)
+
+        return await self.folders.arranged(path, sort, self._lister(path), sorter)
 
     def url(self, route: str, path: str, *, folder: bool = False) -> str:
         return paths.join(self.base, route, path, folder=folder)

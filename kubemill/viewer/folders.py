@@ -74,16 +74,22 @@ class FolderCache:
         return entries
 
     async def arranged(
-        self, path: str, sort: Sort, load: Callable[[], Awaitable[list[Entry]]]
+        self,
+        path: str,
+        sort: Sort,
+        load: Callable[[], Awaitable[list[Entry]]],
+        sorter: Callable[[tuple[Entry, ...], Sort], Awaitable[Arranged]] | None = None,
     ) -> Arranged:
-        """The folder's entries sorted by `sort`, sorted once per listing."""
+        """The folder's entries sorted by `sort`, sorted once per listing; `sorter` sorts
+        (the viewer's sorts in a thread: 100,000 entries take a tenth of a second)."""
         entries = await self.entries(path, load)
         listed = self._listed.get(path)
-        if listed is None or listed.entries is not entries:  # too big to keep, or replaced
-            return arrange(entries, sort)
-        if sort not in listed.arranged:
-            listed.arranged[sort] = arrange(entries, sort)
-        return listed.arranged[sort]
+        if listed is not None and listed.entries is entries and sort in listed.arranged:
+            return listed.arranged[sort]
+        arranged = await sorter(entries, sort) if sorter else arrange(entries, sort)
+        if listed is not None and listed.entries is entries:  # still the kept listing
+            listed.arranged[sort] = arranged
+        return arranged
 
     def _keep(self, path: str, entries: tuple[Entry, ...]) -> None:
         old = self._listed.pop(path, None)
