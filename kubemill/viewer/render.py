@@ -30,19 +30,18 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import html
 import json
 import re
+import struct
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from nbformat import NotebookNode
-
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
-from kubemill.runner.errors import BadInputError
-from kubemill.runner.notebook import ANCHOR_TAG, BANNER_TAG, parse_notebook
+from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
 from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
 
@@ -109,14 +108,18 @@ _REMOVE_OUTPUT = frozenset({"remove_output", "remove-output"})
 # Shown collapsed, as JupyterLab shows them and Jupyter Book's hide-* tags ask.
 _HIDE_INPUT = frozenset({"hide-input", "hide_input", "hide-cell", "hide_cell"})
 _HIDE_OUTPUT = frozenset({"hide-output", "hide_output", "hide-cell", "hide_cell"})
-_SCRIPT = re.compile(r"<\s*script", re.IGNORECASE)
+_CELL_TYPES = ("code", "markdown", "raw")
+# What makes an HTML output need scripts: a script element, an event handler attribute, or a
+# javascript: URL. Such an output is framed by URL (see `_Page.frame`), since a srcdoc frame
+# inherits the page's policy, which blocks all three.
+_SCRIPT = re.compile(r"<\s*script|\son[a-z]+\s*=|javascript:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
 class Rendered:
     """A rendered notebook; the viewer puts the three parts into its own page layout."""
 
-    title: str  # for <title>: the notebook's name and the run's status
+    title: str  # for <title>: the notebook's name and the run's status, as text (escape it)
     head: str  # for <head>: the styles, and the viewer script when `script_url` was given
     body: str  # the page's main area
 
@@ -171,13 +174,15 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
     except _Unrenderable as exc:
         raise OutputNotFound(f"the notebook cannot be read: {exc}") from None
     cells = nb.cells
-    if not 0 <= cell < len(cells) or cells[cell].get("cell_type") != "code":
+    found = _mapping(cells[cell]) if 0 <= cell < len(cells) else {}
+    if found.get("cell_type") != "code":
         raise OutputNotFound(f"there is no code cell {cell}")
-    outputs = cells[cell].get("outputs") or []
+    outputs = found.get("outputs")
+    outputs = outputs if isinstance(outputs, list) else []
     if not 0 <= output < len(outputs):
         raise OutputNotFound(f"cell {cell} has no output {output}")
     try:
-        return _served(outputs[output], nb)
+        return _served(outputs[output])
     except _Unrenderable as exc:
         raise OutputNotFound(f"output {output} of cell {cell} cannot be served: {exc}") from None
 
@@ -185,16 +190,43 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
 # --- reading ------------------------------------------------------------------------------
 
 
-def _parse(data: bytes) -> NotebookNode:
-    """The notebook as the runner reads it (any nbformat, upgraded to 4), so cell and output
-    numbers mean the same in the page, the output URL and the run's failure details."""
+def _parse(data: bytes) -> _Notebook:
+    """The notebook's cells and metadata, as leniently as can be.
+
+    Not the runner's `parse_notebook`: that one makes a notebook fit to execute and rejects
+    what it cannot run, while a reader wants every cell it can show, and one malformed output
+    must cost only itself. Cells keep their positions (an nbformat 1-3 notebook is upgraded,
+    which keeps them too), so cell numbers mean the same here, in the output URL and in the
+    run's failure details.
+    """
     try:
-        nb, _ = parse_notebook(data, "the file")
-    except BadInputError as exc:
-        raise _Unrenderable(exc.message) from None
-    except (RecursionError, ValueError, TypeError, KeyError, AttributeError) as exc:
-        raise _Unrenderable(f"{type(exc).__name__}: {exc}") from None
-    return nb
+        raw = json.loads(data.decode("utf-8-sig"))
+    except UnicodeDecodeError as exc:
+        raise _Unrenderable(f"it is not UTF-8 text (byte {exc.start})") from None
+    except (ValueError, RecursionError) as exc:
+        raise _Unrenderable(f"it is not JSON ({exc})") from None
+    if not isinstance(raw, dict) or "nbformat" not in raw:
+        raise _Unrenderable("it is not a Jupyter notebook (it has no 'nbformat' field)")
+    major = raw.get("nbformat")
+    if major in (1, 2, 3):
+        import nbformat
+
+        try:
+            raw = nbformat.convert(nbformat.from_dict(raw), 4)
+        except Exception as exc:
+            raise _Unrenderable(f"its nbformat {major} could not be read ({exc!r})") from None
+    elif major != 4:
+        raise _Unrenderable(f"it has nbformat {major!r}; the viewer reads versions 1 to 4")
+    cells = raw.get("cells")
+    if not isinstance(cells, list):
+        raise _Unrenderable("its 'cells' is not a list")
+    return _Notebook(cells, _mapping(raw.get("metadata")))
+
+
+@dataclass(frozen=True)
+class _Notebook:
+    cells: list[Any]  # anything at all: each cell is checked as it is rendered
+    metadata: Mapping[str, Any]
 
 
 def _text(value: Any, what: str) -> str:
@@ -203,7 +235,8 @@ def _text(value: Any, what: str) -> str:
         return value
     if isinstance(value, list) and all(isinstance(item, str) for item in value):
         return "".join(value)
-    raise _Unrenderable(f"its {what} is {type(value).__name__}, not text")
+    kind = "an object" if isinstance(value, Mapping) else f"a {type(value).__name__}"
+    raise _Unrenderable(f"its {what} is {kind}, not text")
 
 
 def _tags(cell: Mapping[str, Any]) -> set[str]:
@@ -278,18 +311,19 @@ class _Page:
 
     def __init__(
         self,
-        nb: NotebookNode,
+        nb: _Notebook,
         link: Callable[[str], str | None],
         output_url: Callable[[int, int], str],
     ) -> None:
         self.nb = nb
         self.link = link
         self.output_url = output_url
-        meta = nb.get("metadata")
+        meta = nb.metadata
         self.run = _mapping(_mapping(meta).get("kubemill"))
         self.lexer = str(_mapping(_mapping(meta).get("language_info")).get("pygments_lexer") or "")
         self.language = str(_mapping(_mapping(meta).get("kernelspec")).get("language") or "python")
         self.widget_state = _mapping(_mapping(_mapping(meta).get("widgets")).get(_WIDGET_STATE))
+        self.highlight = _highlighter(self.lexer)
         self.spent = 0
         self.failed_cell = self._find_cell(_mapping(self.run.get("failure")))
         self.early_cell = self._find_cell(_mapping(self.run.get("earlyExit")))
@@ -325,9 +359,9 @@ class _Page:
         else:
             parts.append(f'<header class="km-header"><h1>{_esc(name)}</h1></header>')
         parts.append(
-            '<input type="checkbox" id="km-hide-code" class="km-toggle" hidden>'
+            '<input type="checkbox" id="km-hide-code" class="km-toggle">'
             '<label for="km-hide-code" class="km-toggle-label"><span class="km-state">'
-            "Show / hide code</span></label>"
+            "Hide code</span></label>"
             '<div class="km-cells">'
         )
         for index, cell in enumerate(self.nb.cells):
@@ -341,7 +375,7 @@ class _Page:
         cell_id = where.get("cellId")
         if isinstance(cell_id, str):
             for index, cell in enumerate(cells):
-                if cell.get("id") == cell_id:
+                if _mapping(cell).get("id") == cell_id:
                     return index
         position = where.get("cell")
         if isinstance(position, int) and not isinstance(position, bool):
@@ -391,7 +425,7 @@ class _Page:
                 )
             return (
                 f'<div class="km-banner" role="alert"><strong>Execution failed: '
-                f"{_esc(failure.get('reason') or 'Failed')}</strong>. {_esc(message)}.{jump}"
+                f"{_esc(failure.get('reason') or 'Failed')}</strong> — {_esc(message)}.{jump}"
                 f"{extra}</div>"
             )
         if early:
@@ -405,7 +439,7 @@ class _Page:
             message = early.get("message") or "a cell ended the notebook early"
             return (
                 f'<div class="km-banner km-banner-early" role="note"><strong>Succeeded: stopped '
-                f"early</strong>. {_esc(message)}.{rest}{jump}</div>"
+                f"early</strong> — {_esc(message)}.{rest}{jump}</div>"
             )
         if status == "Running":
             return (
@@ -517,7 +551,7 @@ class _Page:
     def timings_table(self) -> str:
         timed = []
         for index, cell in enumerate(self.nb.cells):
-            if cell.get("cell_type") != "code":
+            if not isinstance(cell, Mapping) or cell.get("cell_type") != "code":
                 continue
             timing = _timing(cell)
             if timing.seconds is not None:
@@ -540,7 +574,10 @@ class _Page:
 
     # -- cells --
 
-    def cell(self, index: int, cell: NotebookNode) -> str:
+    def cell(self, index: int, cell: Any) -> str:
+        if not isinstance(cell, Mapping) or cell.get("cell_type") not in _CELL_TYPES:
+            kind = _mapping(cell).get("cell_type")
+            return _broken(f"Cell {index + 1} could not be shown: unknown cell type {kind!r}")
         tags = _tags(cell)
         if tags & _REMOVE_CELL:
             return ""
@@ -551,6 +588,9 @@ class _Page:
         if index == self.failed_cell:
             classes += " km-failed"
         opening = f'<div class="{classes}" id="km-cell-{index}">'
+        if index == self.failed_cell:
+            # The anchor the runner's own banner links to, for links made from it elsewhere.
+            opening += f'<span id="{ANCHOR_ID}"></span>'
         if kind == "markdown":
             return f"{opening}{self.markdown_cell(cell)}</div>"
         if kind == "raw":
@@ -558,9 +598,11 @@ class _Page:
             return f'{opening}<pre class="km-raw">{_esc(source)}</pre></div>'
         return f"{opening}{self.code_cell(index, cell, tags)}</div>"
 
-    def clipped_source(self, cell: NotebookNode) -> str:
-        source = cell.get("source", "")
-        source = source if isinstance(source, str) else ""
+    def clipped_source(self, cell: Mapping[str, Any]) -> str:
+        try:
+            source = _text(cell.get("source", ""), "source")
+        except _Unrenderable:
+            source = ""
         limit = TEXT_EXCERPT if self.over_budget() else OUTPUT_INLINE_LIMIT
         if len(source) > 2 * limit:
             source = (
@@ -570,7 +612,7 @@ class _Page:
         self.spent += len(source)
         return source
 
-    def markdown_cell(self, cell: NotebookNode) -> str:
+    def markdown_cell(self, cell: Mapping[str, Any]) -> str:
         source = self.clipped_source(cell)
         attachments = cell.get("attachments")
         try:
@@ -582,12 +624,14 @@ class _Page:
             )
         return f'<div class="km-markdown">{rendered}</div>'
 
-    def code_cell(self, index: int, cell: NotebookNode, tags: set[str]) -> str:
+    def code_cell(self, index: int, cell: Mapping[str, Any], tags: set[str]) -> str:
         meta = _mapping(cell.get("metadata"))
         jupyter = _mapping(meta.get("jupyter"))
         count = cell.get("execution_count")
         timing = _timing(cell)
         badge = ""
+        if self.run and timing.seconds is None and not timing.status and count is None:
+            timing = _Timing(None, "skipped", None)  # after the failing cell: never started
         if timing.seconds is not None or timing.status:
             status = timing.status or ""
             words = [_seconds(timing.seconds) if timing.seconds is not None else ""]
@@ -603,7 +647,7 @@ class _Page:
         ]
         if not tags & _REMOVE_INPUT:
             source = self.clipped_source(cell)
-            code = _highlight(source, self.lexer, self.language)
+            code = self.highlight(source, self.language)
             if jupyter.get("source_hidden") or meta.get("hide_input") or tags & _HIDE_INPUT:
                 parts.append(
                     '<details class="km-input km-hidden"><summary>code hidden by the notebook'
@@ -729,14 +773,16 @@ class _Page:
             encoded = base64.b64encode(svg.encode()).decode()
         else:
             encoded = "".join(_text(value, mime).split())
-        size = {
+        size = {} if mime == "image/svg+xml" else _pixels(mime, _check_image(mime, encoded))
+        # The notebook's own size wins: matplotlib's retina images ask for half their pixels.
+        asked = {
             k: meta[k]
             for k in ("width", "height")
             if isinstance(meta.get(k), int) and not isinstance(meta.get(k), bool)
         }
+        if asked:
+            size = asked
         dims = "".join(f' {k}="{v}"' for k, v in size.items())
-        if mime != "image/svg+xml":
-            _check_image(mime, encoded)
         if self.fits(len(encoded)):
             return f'<img src="data:{mime};base64,{encoded}" alt="{_esc(mime)} output"{dims}>'
         url = _esc(self.output_url(cell, number))
@@ -787,13 +833,27 @@ def _choose(bundle: Mapping[str, Any]) -> str:
     raise _Unrenderable(f"no type the viewer can show (it has: {types})")
 
 
-def _check_image(mime: str, encoded: str) -> None:
+def _check_image(mime: str, encoded: str) -> bytes:
+    """The image's bytes, once they are base64 and start as an image of their type does."""
     try:
         raw = base64.b64decode(encoded, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise _Unrenderable(f"the {mime} data is not valid base64 ({exc})") from None
     if not raw.startswith(_IMAGE_SIGNATURES[mime]):
         raise _Unrenderable(f"the {mime} data is not a {mime.split('/')[1].upper()} image")
+    return raw
+
+
+def _pixels(mime: str, raw: bytes) -> dict[str, int]:
+    """A PNG's or GIF's width and height from its header: an image loaded later keeps its place
+    in the page, so the browser's lazy loading fetches only what is near the screen."""
+    if mime == "image/png" and len(raw) >= 24:
+        width, height = struct.unpack(">II", raw[16:24])
+    elif mime == "image/gif" and len(raw) >= 10:
+        width, height = struct.unpack("<HH", raw[6:10])
+    else:
+        return {}
+    return {"width": width, "height": height} if width and height else {}
 
 
 def _recorded(value: Any, mime: str) -> str:
@@ -813,8 +873,8 @@ def _traceback(output: Mapping[str, Any]) -> str:
 
 
 def _timing(cell: Mapping[str, Any]) -> _Timing:
-    """A cell's run time: the runner's own record, else what nbclient (record_timing) or
-    papermill wrote, so a notebook executed elsewhere shows its timings too."""
+    """A cell's run time and how it ended: the runner's own record, else what nbclient
+    (record_timing) and papermill wrote, so a notebook executed elsewhere shows them too."""
     meta = _mapping(cell.get("metadata"))
     ours = _mapping(meta.get("kubemill"))
     if ours:
@@ -825,21 +885,29 @@ def _timing(cell: Mapping[str, Any]) -> _Timing:
             start if isinstance(start, str) else None,
         )
     execution = _mapping(meta.get("execution"))
-    began = _instant(execution.get("iopub.status.busy") or execution.get("iopub.execute_input"))
+    busy = execution.get("iopub.status.busy") or execution.get("iopub.execute_input")
+    began = _instant(busy)
     ended = _instant(execution.get("iopub.status.idle") or execution.get("shell.execute_reply"))
+    seconds = None
     if began is not None and ended is not None:
-        try:
+        with contextlib.suppress(TypeError):  # one with a time zone, one without
             seconds = (ended - began).total_seconds()
-        except TypeError:  # one with a time zone, one without
-            seconds = None
-        return _Timing(seconds, None, execution.get("iopub.status.busy"))
     papermill = _mapping(meta.get("papermill"))
-    duration = _number(papermill.get("duration"))
-    if duration is not None:
-        status = papermill.get("status")
-        status = "error" if papermill.get("exception") else status
-        return _Timing(duration, status if isinstance(status, str) else None, None)
-    return _Timing(None, None, None)
+    if seconds is None:
+        seconds = _number(papermill.get("duration"))
+    status = _PAPERMILL_STATUS.get(str(papermill.get("status")))
+    if papermill.get("exception") is True:
+        status = "error"
+    return _Timing(seconds, status, busy if isinstance(busy, str) else None)
+
+
+#: papermill's per-cell status, in the runner's words.
+_PAPERMILL_STATUS = {
+    "completed": "ok",
+    "failed": "error",
+    "pending": "skipped",
+    "running": "running",
+}
 
 
 # --- converters (nbconvert's, with an allow-list after them) --------------------------------
@@ -851,15 +919,21 @@ def _ansi(text: str) -> str:
     return str(ansi2html(text))
 
 
-def _highlight(source: str, lexer: str, language: str) -> str:
+def _highlighter(lexer: str) -> Callable[[str, str], str]:
+    """Code as highlighted HTML (pygments, through nbconvert), with the notebook's lexer."""
     from nbconvert.filters.highlight import Highlight2HTML
 
-    if not source:
-        return '<div class="highlight"><pre></pre></div>'
-    try:
-        return str(Highlight2HTML(pygments_lexer=lexer or None)(source, language))
-    except Exception:  # an unknown lexer name in the metadata: plain, escaped text will do
-        return f'<div class="highlight"><pre>{_esc(source)}</pre></div>'
+    highlight = Highlight2HTML(pygments_lexer=lexer or None)
+
+    def html_of(source: str, language: str) -> str:
+        if not source:
+            return '<div class="highlight"><pre></pre></div>'
+        try:
+            return str(highlight(source, language))
+        except Exception:  # an unknown lexer name in the metadata: plain, escaped text will do
+            return f'<div class="highlight"><pre>{_esc(source)}</pre></div>'
+
+    return html_of
 
 
 def _markdown(source: str, attachments: Mapping[str, Any]) -> str:
@@ -1004,7 +1078,7 @@ def _frame_document(mime: str, content: str) -> str:
     )
 
 
-def _served(output: Any, nb: NotebookNode) -> tuple[str, bytes]:
+def _served(output: Any) -> tuple[str, bytes]:
     if not isinstance(output, Mapping):
         raise _Unrenderable("it is not an output object")
     kind = output.get("output_type")

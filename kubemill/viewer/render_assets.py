@@ -21,14 +21,17 @@ __all__ = [
 ]
 
 #: Runs inside each sandboxed output frame (opaque origin: it can only post a message) and
-#: tells the page how tall the frame's content is, so the page can drop the frame's scrollbar.
+#: tells the page how tall the frame's content is, so the page can drop the frame's scrollbar:
+#: on load, on every resize, and when the page asks (a frame may load before the page's
+#: script listens).
 #: A `srcdoc` frame inherits the page's Content-Security-Policy, so the page's `script-src`
 #: must allow this exact text by its hash, FRAME_SCRIPT_CSP_HASH; without it the frames keep
 #: their default height and scroll.
 FRAME_SCRIPT = (
     "(function(){function s(){parent.postMessage({kubemillFrameHeight:"
-    "document.documentElement.scrollHeight},'*')}"
+    "document.documentElement.getBoundingClientRect().height},'*')}"
     "addEventListener('load',s);"
+    "addEventListener('message',function(e){if(e.source===parent){s()}});"
     "if(window.ResizeObserver){new ResizeObserver(s).observe(document.documentElement)}})();"
 )
 
@@ -39,7 +42,8 @@ FRAME_SCRIPT_CSP_HASH = (
 
 #: Served at `{base}/static/viewer.js` (Content-Type text/javascript). The page's own script:
 #: frames post their height (only a number is accepted, and only from one of this page's output
-#: frames), and an opened "show output" box loads its frame or image (`data-src` to `src`).
+#: frames; the page asks each frame once it listens), and an opened "show output" box loads its
+#: frame or image (`data-src` to `src`).
 VIEWER_JS = """\
 "use strict";
 (function () {
@@ -58,6 +62,16 @@ VIEWER_JS = """\
       }
     }
   });
+  function ask(frame) {
+    if (frame.contentWindow) {
+      frame.contentWindow.postMessage({kubemillFrameHeightRequest: true}, "*");
+    }
+  }
+  var frames = document.querySelectorAll("iframe.km-frame");
+  for (var i = 0; i < frames.length; i++) {
+    frames[i].addEventListener("load", function (event) { ask(event.target); });
+    ask(frames[i]);
+  }
   document.addEventListener("toggle", function (event) {
     var box = event.target;
     if (!box.open || !box.classList || !box.classList.contains("km-lazy")) {
@@ -121,7 +135,10 @@ background:#eaeef2}
 .km-table td,.km-table th{border:1px solid #d0d7de;padding:2px 8px;text-align:left;
 vertical-align:top}
 .km-table pre{max-height:12em;overflow:auto}
+.km-toggle{position:absolute;opacity:0;width:1px;height:1px}
 .km-toggle-label{display:inline-block;margin:0 0 8px;cursor:pointer;user-select:none}
+.km-toggle:focus-visible + .km-toggle-label{outline:2px solid #0969da}
+.km-toggle:checked + .km-toggle-label .km-state{background:#0969da;color:#fff}
 .km-toggle:checked ~ .km-cells .km-input{display:none}
 .km-cell{margin:0 0 10px;position:relative}
 .km-prompt{font-family:ui-monospace,monospace;font-size:12px;color:#59636e}
@@ -133,11 +150,13 @@ padding:6px 8px;overflow:auto}
 .km-outputs{padding:4px 0 0 8px}
 .km-output{margin:2px 0;overflow:auto}
 .km-stderr{background:#fff5f5}
+.km-stdout,.km-stderr{max-height:36em;overflow:auto}
 .km-output img{max-width:100%;height:auto}
 .km-frame{width:100%;height:20em;border:0;resize:vertical;overflow:auto;display:block}
 .km-broken{border:1px dashed #cf222e;color:#a40e26;padding:4px 8px;font-size:13px}
 .km-note{color:#59636e;font-size:12px;font-style:italic}
 .km-lazy summary,.km-hidden summary{cursor:pointer;color:#0969da;font-size:13px}
+.km-lazy [data-src]{display:none}
 .km-clip{color:#59636e;font-style:italic}
 .km-markdown img{max-width:100%}
 .km-markdown table{border-collapse:collapse}
