@@ -351,11 +351,6 @@ def _etag_matches(header: str | None, etag: str) -> bool:
     return "*" in tags or f'"{etag}"' in tags
 
 
-def _disposition(kind: str, name: str) -> str:
-    ascii_name = name.encode("ascii", "replace").decode().replace('"', "_").replace("\\", "_")
-    return f"{kind}; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
-
-
 #: Bytes read from the store per write to the client: large enough that a 50 MB notebook is
 #: 50 thread hand-offs, small enough that many downloads at once stay within memory.
 CHUNK = 1024 * 1024
@@ -373,7 +368,7 @@ async def files(request: web.Request) -> web.StreamResponse:
         "Last-Modified": format_datetime(info.modified.astimezone(UTC), usegmt=True),
         "Cache-Control": "no-cache",
         "Content-Security-Policy": FILES_CSP,
-        "Content-Disposition": _disposition(
+        "Content-Disposition": paths.content_disposition(
             "attachment" if paths.is_notebook(name) else "inline", name
         ),
     }
@@ -493,7 +488,9 @@ async def api_contents(request: web.Request) -> web.Response:
         data = (await viewer.run(viewer.store.get, path)).data if with_content else None
         model = contents.file_model(path, info.modified, info.size, data, kind, fmt)
     response = web.json_response(model, dumps=functools.partial(json.dumps, ensure_ascii=False))
-    response.headers["Last-Modified"] = model["last_modified"]
+    # An HTTP date, as Jupyter Server sends it (tornado formats the model's datetime).
+    moment = datetime.fromisoformat(model["last_modified"])
+    response.headers["Last-Modified"] = format_datetime(moment, usegmt=True)
     return response
 
 
@@ -562,11 +559,13 @@ def create_app(
     app.router.add_get(f"{base}/", home)
     if base:
         app.router.add_get(base, home)
+    # Any path, newlines included (a key may hold one; `.` would not match it).
+    anything = r"{path:[\s\S]*}"
     for route, handler in (("tree", tree), ("files", files), ("view", view)):
         app.router.add_get(f"{base}/{route}", home if route == "tree" else _missing)
-        app.router.add_get(f"{base}/{route}/{{path:.*}}", handler)
+        app.router.add_get(f"{base}/{route}/" + anything, handler)
     app.router.add_get(f"{base}/api/contents", api_contents)
-    app.router.add_get(f"{base}/api/contents/{{path:.*}}", api_contents)
+    app.router.add_get(f"{base}/api/contents/" + anything, api_contents)
     return app
 
 

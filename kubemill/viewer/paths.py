@@ -20,6 +20,7 @@ __all__ = [
     "NOTEBOOK_SUFFIX",
     "breadcrumbs",
     "clean_path",
+    "content_disposition",
     "is_notebook",
     "join",
     "link_mapper",
@@ -112,6 +113,14 @@ def media_type(name: str) -> str:
     if guessed.startswith("text/"):
         return f"{guessed}; charset=utf-8"
     return guessed
+
+
+def content_disposition(kind: str, name: str) -> str:
+    """`attachment` or `inline` with the file's name: RFC 6266's `filename*` (UTF-8) for
+    browsers, and an ASCII `filename` without quotes, backslashes or control characters for
+    the rest (a key may hold a newline, which in a header would end it)."""
+    plain = "".join(c if " " <= c < "\x7f" and c not in '"\\' else "_" for c in name)
+    return f"{kind}; filename=\"{plain}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
 def link_mapper(root: str, base: str) -> Callable[[str], str | None]:

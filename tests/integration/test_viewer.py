@@ -492,3 +492,21 @@ def test_a_big_object_downloads_whole_in_pieces(
         assert int(reply.headers["Content-Length"]) == len(data)
         assert reply.body == data
         assert reply.headers["Content-Disposition"].startswith("attachment")
+
+
+def test_control_characters_in_names_list_and_download(tmp_path: Path) -> None:
+    names = ["line\nbreak.txt", "tab\there.ipynb", 'quote"back\\slash.txt']
+    for name in names:
+        (tmp_path / name).write_text(name)
+    with live_viewer(ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")) as viewer:
+        listed = rows(viewer.get("/tree/"))
+        assert sorted(name for _, _, name in listed) == sorted(names)
+        for _, href, name in listed:
+            reply = viewer.get(href.replace("/view/", "/files/"))
+            assert (reply.status, reply.body) == (200, name.encode())
+            assert "\n" not in reply.headers["Content-Disposition"]
+            model = viewer.get(
+                href.replace("/view/", "/api/contents/").replace("/files/", "/api/contents/")
+                + "?type=file"
+            )
+            assert json.loads(model.body)["name"] == name

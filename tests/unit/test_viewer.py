@@ -88,6 +88,19 @@ def test_media_type_never_serves_a_script(name: str, media: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("name", "plain", "encoded"),
+    [
+        ("out.ipynb", "out.ipynb", "out.ipynb"),
+        # a quote, a backslash, a non-ASCII letter and a newline
+        ('a"\\é\n.txt', "a____.txt", "a%22%5C%C3%A9%0A.txt"),
+    ],
+)
+def test_content_disposition_cannot_break_its_header(name: str, plain: str, encoded: str) -> None:
+    header = paths.content_disposition("attachment", name)
+    assert header == f"attachment; filename=\"{plain}\"; filename*=UTF-8''{encoded}"
+
+
+@pytest.mark.parametrize(
     ("root", "url", "link"),
     [
         ("s3://b/runs/", "s3://b/runs/ns/r1/output.ipynb", "/v/view/ns/r1/output.ipynb"),
