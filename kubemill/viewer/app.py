@@ -483,7 +483,8 @@ async def api_contents(request: web.Request) -> web.Response:
         if kind in ("file", "notebook"):
             raise BadRequest(f"{path or '/'} is a directory, not a {kind}", "bad type") from None
         entries = sorted(await viewer.entries(path), key=lambda e: e.name) if with_content else None
-        model = contents.directory_model(path, None, entries)
+        modified = await viewer.run(viewer.store.folder_modified, path)
+        model = contents.directory_model(path, modified, entries)
     else:
         data = (await viewer.run(viewer.store.get, path)).data if with_content else None
         model = contents.file_model(path, info.modified, info.size, data, kind, fmt)

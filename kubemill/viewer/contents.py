@@ -4,7 +4,8 @@ The shapes are those of jupyter_server's FileContentsManager, which the tests us
 reference next to the OpenAPI document it ships: every key present, `null` where a value does
 not apply, timestamps in ISO 8601 with `Z`. Everything is `writable: false`: the viewer has no
 write path. S3 keeps no creation time, so `created` is the last modification; an S3 folder
-has no time at all, so its times are the Unix epoch (Jupyter's API has no way to say unknown).
+has no time at all (it is a key prefix), so its times are the Unix epoch (Jupyter's API has
+no way to say unknown).
 """
 
 from __future__ import annotations

@@ -52,5 +52,6 @@ class ViewerSettings:
     #: Notebooks' bytes kept in memory for the outputs a page loads on demand (one GetObject
     #: per notebook version, not one per output).
     notebook_memory_bytes: int = 256 * 1024 * 1024
-    #: Threads for the blocking S3 client and for rendering.
-    threads: int = 16
+    #: Threads for the blocking S3 client and for rendering: as many as boto3's connection
+    #: pool holds (10), so no request waits for or throws away a connection.
+    threads: int = 10

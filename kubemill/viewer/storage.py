@@ -100,6 +100,9 @@ class Store(Protocol):
     def is_folder(self, path: str) -> bool:
         """Whether `path` names a folder with at least one entry (the root always does)."""
 
+    def folder_modified(self, path: str) -> datetime | None:
+        """When a folder changed, where the store knows (a local folder; not an S3 prefix)."""
+
 
 def list_folder(store: Store, path: str) -> list[Entry]:
     """Every entry of a folder, following the store's pages to the end."""
@@ -248,6 +251,9 @@ class S3Store:
             raise self._fail(exc, path) from None
         return bool(response.get("KeyCount") or response.get("Contents"))
 
+    def folder_modified(self, path: str) -> datetime | None:
+        return None
+
 
 def _modified(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, UTC)
@@ -334,3 +340,9 @@ class LocalStore:
             return self._resolve(path).is_dir()
         except NotFound:
             return False
+
+    def folder_modified(self, path: str) -> datetime | None:
+        try:
+            return _modified(self._resolve(path).stat())
+        except (NotFound, OSError):
+            return None
