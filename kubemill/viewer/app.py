@@ -309,7 +309,11 @@ async def tree(request: web.Request) -> web.Response:
         return "?" + urlencode(values, quote_via=quote)
 
     def heading(label: str, key: listing.Sort) -> str:
-        flip = "desc" if sort == key and order == "asc" else "asc"
+        # A column's first click sorts as one reads it (names A to Z, newest first).
+        if sort == key:
+            flip = "desc" if order == "asc" else "asc"
+        else:
+            flip = "desc" if key == "time" else "asc"
         mark = (" ▲" if order == "asc" else " ▼") if sort == key else ""
         return f'<a href="{_esc(here + query(sort=key, order=flip))}">{label}{mark}</a>'
 
