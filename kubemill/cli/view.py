@@ -94,7 +94,15 @@ def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
 
     import asyncio
 
-    from kubemill.viewer.app import make_store, serve
+    try:
+        from kubemill.viewer.app import make_store, serve
+    except ImportError as exc:  # the runner image, or an install without the extra
+        missing = getattr(exc, "name", None) or "a package"
+        return _error(
+            f"this command needs the viewer's packages ({missing} is missing): "
+            "pip install 'kubemill[viewer]'",
+            ExitCode.BAD_INPUT,
+        )
     from kubemill.viewer.errors import StoreError, ViewerError
     from kubemill.viewer.settings import ViewerSettings, normalize_base_path
 

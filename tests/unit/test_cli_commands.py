@@ -179,3 +179,17 @@ def test_trigger_without_the_kubernetes_client_says_so() -> None:
     assert out.stderr.startswith("kubemill trigger: error: this command needs the Kubernetes")
     assert "pip install 'kubemill[operator]'" in out.stderr
     assert len(out.stderr.splitlines()) == 1
+
+
+def test_view_without_the_viewers_packages_says_so(tmp_path: object) -> None:
+    # As in the runner image, which has no aiohttp.
+    probe = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from kubemill.cli import main\n"
+        f"sys.exit(main(['view', {str(tmp_path)!r}, '--no-browser']))\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("kubemill view: error: this command needs the viewer's packages")
+    assert "pip install 'kubemill[viewer]'" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
