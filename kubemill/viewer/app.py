@@ -185,7 +185,10 @@ class _Viewer:
         )
         page = CachedPage(rendered.title, rendered.head, rendered.body)
         # Keyed by the version actually rendered (it may be newer than the HEAD's).
-        await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
+        try:
+            await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
+        except OSError as exc:  # a full or read-only cache folder costs speed, not the page
+            log.warning("cannot keep the page of %s in %s: %s", path, self.settings.cache_dir, exc)
         return page
 
     async def notebook(self, path: str, etag: str | None = None) -> tuple[str, bytes]:

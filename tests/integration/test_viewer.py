@@ -510,3 +510,13 @@ def test_control_characters_in_names_list_and_download(tmp_path: Path) -> None:
                 + "?type=file"
             )
             assert json.loads(model.body)["name"] == name
+
+
+def test_a_cache_folder_that_cannot_be_written_costs_speed_not_the_page(tmp_path: Path) -> None:
+    (tmp_path / "a.ipynb").write_bytes(notebook_bytes("still shown"))
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("a file where the cache folder should be")
+    with live_viewer(ViewerSettings(root=str(tmp_path), cache_dir=blocked)) as viewer:
+        page = viewer.get("/view/a.ipynb")
+        assert page.status == 200
+        assert "still shown" in page.text
