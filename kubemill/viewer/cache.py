@@ -56,12 +56,12 @@ class RenderCache:
         try:
             data = json.loads(file.read_bytes())
             page = CachedPage(str(data["title"]), str(data["head"]), str(data["body"]))
-        except FileNotFoundError:
+        except OSError:  # not there, or the folder cannot be read: render again
             return None
         except (ValueError, KeyError, TypeError):  # damaged: render again
             file.unlink(missing_ok=True)
             return None
-        with contextlib.suppress(FileNotFoundError):
+        with contextlib.suppress(OSError):
             os.utime(file)
         return page
 
