@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import html
 import json
 import logging
@@ -19,6 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from email.utils import format_datetime
+from pathlib import Path
 from typing import Any, ParamSpec, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -26,7 +28,7 @@ from aiohttp import web
 
 from kubemill.runner import __version__
 
-from . import contents, listing, paths, render
+from . import contents, listing, paths, render, render_assets
 from .cache import BlobCache, CachedPage, RenderCache
 from .errors import BadRequest, NotFound, ViewerError
 from .folders import FolderCache
@@ -117,7 +119,7 @@ class _Viewer:
         self.blobs = BlobCache(settings.notebook_memory_bytes)
         # A page depends on the object's version, on the code that rendered it and on the
         # links it holds (the base path): all three are in its cache key.
-        self.variant = f"{__version__}|{self.base}"
+        self.variant = f"{__version__}|{_renderer_version()}|{self.base}"
         self.script_url = f"{self.base}/static/viewer.js"
         self.link = paths.link_mapper(store.root, self.base)
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
@@ -201,6 +203,15 @@ class _Viewer:
         stored = await self.run(self.store.get, path)
         self.blobs.put((path, stored.info.etag), stored.data)
         return stored.info.etag, stored.data
+
+
+def _renderer_version() -> str:
+    """The render modules' own digest: a page rendered by other code is not served from the
+    cache, even when kubemill's version number did not change (a development checkout)."""
+    digest = hashlib.sha256()
+    for module in (render, render_assets):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 VIEWER: web.AppKey[_Viewer] = web.AppKey("viewer", _Viewer)
