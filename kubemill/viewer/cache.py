@@ -2,7 +2,8 @@
 evicted first.
 
 A notebook version is rendered once: the key is the object's path and its ETag (the ETag changes
-with every write), so a cached page is never stale and needs no expiry, only a size bound. Files
+with every write), plus what else the page depends on (the render code's digest, the base path
+of its links), so a cached page is never stale and needs no expiry, only a size bound. Files
 live in the viewer's cache folder, so they survive a restart (and, in a cluster, sit on the
 viewer's own volume). Use counts as the file's modification time, refreshed on every hit;
 eviction removes the oldest files until the folder is under its bound. Every write is a
