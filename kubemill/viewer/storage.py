@@ -166,9 +166,11 @@ class S3Store:
             for common in response.get("CommonPrefixes", [])
             if len(common.get("Prefix", "")) > len(prefix) + 1
         ]
+        marker = False
         for item in response.get("Contents", []):
             name = item["Key"][len(prefix) :]
-            if not name:  # a "folder marker" object named like the prefix itself
+            if not name:  # a "folder marker" (consoles make one for an empty folder)
+                marker = True
                 continue
             entries.append(
                 Entry(
@@ -180,7 +182,7 @@ class S3Store:
                 )
             )
         next_token = response.get("NextContinuationToken") if response.get("IsTruncated") else None
-        if path and not token and not entries and not next_token:
+        if path and not token and not entries and not next_token and not marker:
             raise NotFound(f"{path} does not exist")
         return FolderPage(entries, next_token)
 

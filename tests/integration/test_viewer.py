@@ -163,7 +163,11 @@ def test_missing_paths_are_404_never_200(
     s3_settings: Callable[..., ViewerSettings], s3_admin: Any, bucket: str
 ) -> None:
     s3_admin.put_object(Bucket=bucket, Key="runs/here/out.ipynb", Body=notebook_bytes("x"))
+    s3_admin.put_object(Bucket=bucket, Key="runs/empty/", Body=b"")  # a console's folder
     with live_viewer(s3_settings()) as viewer:
+        empty = viewer.get("/tree/empty/")
+        assert (empty.status, rows(empty)) == (200, [])
+        assert json.loads(viewer.get("/api/contents/empty").body)["content"] == []
         for url in (
             "/tree/nope/",
             "/tree/here/nope/",
