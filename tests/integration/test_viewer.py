@@ -33,7 +33,14 @@ pytestmark = pytest.mark.integration
 ROW = re.compile(r'<tr class="(folder|notebook|file)"><td><a href="([^"]*)">([^<]*)</a>')
 
 #: Keys a browser, a URL parser or a careless decoder would break.
-ODD_NAMES = ["a b.ipynb", "é ü+%#?.txt", "x+y.ipynb", "100% [done] & 'so'.json", "日本語.txt"]
+ODD_NAMES = [
+    "a b.ipynb",
+    "é ü+%#?.txt",
+    "x+y.ipynb",
+    "100% [done] & 'so'.json",
+    "日本語.txt",
+    "a%2Fb%20c.txt",  # decoded once, this stays a name, not a path or a space
+]
 
 
 def rows(reply: Reply) -> list[tuple[str, str, str]]:
