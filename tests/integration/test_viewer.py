@@ -531,3 +531,14 @@ def test_a_cache_folder_that_cannot_be_written_costs_speed_not_the_page(tmp_path
         page = viewer.get("/view/a.ipynb")
         assert page.status == 200
         assert "still shown" in page.text
+
+
+def test_concurrent_first_views_render_once(tmp_path: Path) -> None:
+    (tmp_path / "a.ipynb").write_bytes(notebook_bytes("once"))
+    renderer = CountingRenderer()
+    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")
+    with live_viewer(settings, renderer=renderer) as viewer, ThreadPoolExecutor(6) as pool:
+        replies = list(pool.map(lambda _: viewer.get("/view/a.ipynb"), range(6)))
+    assert [r.status for r in replies] == [200] * 6
+    assert all("once" in r.text for r in replies)
+    assert renderer.calls == ["a.ipynb"]
