@@ -29,7 +29,7 @@ env: $(STAMP)
 $(STAMP): $(UV)
 	rm -rf $(VENV)
 	$(UV) venv --quiet --seed --python $(PYTHON) $(VENV)
-	$(UV) pip install --quiet --python $(BIN)/python --editable '.[operator,html,dev]' --editable ./testenv
+	$(UV) pip install --quiet --python $(BIN)/python --editable '.[operator,html,viewer,dev]' --editable ./testenv
 	$(BIN)/python -P -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@touch $(STAMP)
 
@@ -56,7 +56,8 @@ lint: env layout-tree
 	$(BIN)/ruff format --check .
 	@bad=$$(grep -nE '^\s*(from|import) kubemill\.runner\b' runner/*.py; \
 		grep -nE '^\s*(from|import) kubemill\.operator\b' operator/*.py; \
-		grep -nE '^\s*(from|import) kubemill\.cli\b' kubemill/cli/*.py); \
+		grep -nE '^\s*(from|import) kubemill\.cli\b' kubemill/cli/*.py; \
+		grep -nE '^\s*(from|import) kubemill\.viewer\b' kubemill/viewer/*.py); \
 		if [ -n "$$bad" ]; then echo "$$bad"; \
 		echo "import modules of the same folder relatively (from .x import y)"; exit 1; fi
 	cd $(TYPECHECK_TREE) && $(BIN)/lint-imports --no-logo $(CURDIR)/pyproject.toml

@@ -32,6 +32,7 @@ __all__ = [
     "content_type",
     "display_uri",
     "make_s3_client",
+    "s3_error",
     "source_identity",
     "storage_from_environ",
 ]
@@ -157,8 +158,8 @@ def _missing_bucket(location: Location, action: str) -> StorageError:
     )
 
 
-def _s3_error(exc: Exception, action: str, location: Location) -> StorageError:
-    """A one-line explanation of an S3 failure, with the fix."""
+def s3_error(exc: Exception, action: str, location: Location) -> StorageError:
+    """A one-line explanation of an S3 failure, with the fix (the runner's and the viewer's)."""
     from botocore.exceptions import (
         ClientError,
         EndpointConnectionError,
@@ -256,7 +257,7 @@ class Storage:
                 raise InputNotFound(f"{location.uri} does not exist") from None
             raise self._explain(exc, "read", location) from None
         except BotoCoreError as exc:
-            raise _s3_error(exc, "read", location) from None
+            raise s3_error(exc, "read", location) from None
         return Fetched(
             data,
             hashlib.sha256(data).hexdigest(),
@@ -315,7 +316,7 @@ class Storage:
                 if self._bucket_missing(exc):
                     raise _missing_bucket(location, "write") from None
             except BotoCoreError as exc:
-                raise _s3_error(exc, "write", location) from None
+                raise s3_error(exc, "write", location) from None
 
     def write(
         self, location: Location, data: bytes, *, durable: bool = False, quick: bool = False
@@ -387,7 +388,7 @@ class Storage:
         return str(error.get("Code")) in ("404", "NoSuchBucket", "NotFound")
 
     def _explain(self, exc: Exception, action: str, location: Location) -> StorageError:
-        """Like `_s3_error`, but tells a missing bucket from a denied one.
+        """Like `s3_error`, but tells a missing bucket from a denied one.
 
         Some S3-compatible stores (SeaweedFS among them) answer a write to a bucket that does
         not exist with AccessDenied; a HEAD on the bucket tells the two apart.
@@ -403,7 +404,7 @@ class Storage:
                     return _missing_bucket(location, action)
             except BotoCoreError:
                 pass
-        return _s3_error(exc, action, location)
+        return s3_error(exc, action, location)
 
 
 def source_identity(fetched: Fetched) -> dict[str, Any]:

@@ -63,6 +63,7 @@ COMMANDS: tuple[Command, ...] = (
         "run a NotebookWorkflow here (a laptop, CI), retry it, print its graph",
         shown="workflow run|retry|graph",
     ),
+    Command("view", "view:declare_view", "serve a folder or S3 prefix of notebooks as web pages"),
 )
 
 #: What a command's handler is: parsed arguments and the environment in, an exit code out.

@@ -20,6 +20,7 @@ COMMAND_LINES = [
     "backfill",
     "retry",
     "workflow run|retry|graph",
+    "view",
 ]
 
 
@@ -86,6 +87,7 @@ def test_the_whole_tree_declares_a_handler_for_every_command() -> None:
         "backfill": ["backfill", "daily", "--from", "2027-01-01", "--to", "2027-01-02"],
         "retry": ["retry", "etl"],
         "workflow": ["workflow", "run", "wf.yaml"],
+        "view": ["view", "s3://results/"],
     }
     assert set(minimal) == {command.name for command in COMMANDS}
     for argv in [
@@ -146,6 +148,13 @@ def test_help_loads_no_command_and_nothing_but_the_standard_library() -> None:
             {"kubemill.cli.workflow", "kubemill.operator.workflows"},
             KUBERNETES | NOTEBOOKS | {"kubemill.cli.cluster", "kubemill.cli.run"},
         ),
+        # The viewer's web stack loads to serve, not to show its options or refuse them.
+        (["view", "--help"], {"kubemill.cli.view"}, KUBERNETES | NOTEBOOKS | {"aiohttp"}),
+        (
+            ["view", "/tmp", "--host", "0.0.0.0"],
+            {"kubemill.cli.view"},
+            KUBERNETES | NOTEBOOKS | {"aiohttp", "kubemill.viewer"},
+        ),
     ],
 )
 def test_a_command_loads_its_own_module_only(
@@ -169,4 +178,18 @@ def test_trigger_without_the_kubernetes_client_says_so() -> None:
     assert out.returncode == 2
     assert out.stderr.startswith("kubemill trigger: error: this command needs the Kubernetes")
     assert "pip install 'kubemill[operator]'" in out.stderr
+    assert len(out.stderr.splitlines()) == 1
+
+
+def test_view_without_the_viewers_packages_says_so(tmp_path: object) -> None:
+    # As in the runner image, which has no aiohttp.
+    probe = (
+        "import sys; sys.modules['aiohttp'] = None\n"
+        "from kubemill.cli import main\n"
+        f"sys.exit(main(['view', {str(tmp_path)!r}, '--no-browser']))\n"
+    )
+    out = subprocess.run([sys.executable, "-P", "-c", probe], capture_output=True, text=True)
+    assert out.returncode == 2
+    assert out.stderr.startswith("kubemill view: error: this command needs the viewer's packages")
+    assert "pip install 'kubemill[viewer]'" in out.stderr
     assert len(out.stderr.splitlines()) == 1

@@ -1,0 +1,145 @@
+"""`kubemill view`: serve a folder or an S3 prefix of executed notebooks on this machine.
+
+The viewer has no authentication yet, so it binds loopback only: anyone who can reach the port
+reads every notebook under the prefix, with this user's S3 credentials.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ipaddress
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from kubemill.runner.contract import ExitCode
+
+__all__ = ["declare_view", "is_loopback"]
+
+DEFAULT_PORT = 8866
+
+
+def declare_view(parser: argparse.ArgumentParser) -> None:
+    parser.description = (
+        "Serve the notebooks under a local folder or an S3 prefix (s3://bucket/prefix/) as web "
+        "pages, read-only: folder listings, rendered notebooks, downloads, and a read-only "
+        "Jupyter contents API. S3 is reached like `kubemill run` reaches it ($AWS_ENDPOINT_URL "
+        "or --s3-endpoint-url, and the usual AWS credential chain)."
+    )
+    parser.set_defaults(handler=cmd_view)
+    parser.add_argument("root", metavar="PATH_OR_S3_PREFIX")
+    parser.add_argument(
+        "--port", type=int, default=DEFAULT_PORT, help=f"default {DEFAULT_PORT}; 0 picks one"
+    )
+    parser.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="a loopback address (default 127.0.0.1): the viewer has no authentication yet",
+    )
+    parser.add_argument(
+        "--base-path", default="", metavar="/PATH", help="URL path prefix behind a reverse proxy"
+    )
+    parser.add_argument("--no-browser", action="store_true", help="do not open a browser")
+    parser.add_argument(
+        "--cache-dir",
+        type=Path,
+        metavar="DIR",
+        help="where rendered pages are kept (default $XDG_CACHE_HOME/kubemill/viewer)",
+    )
+    parser.add_argument("--s3-endpoint-url", metavar="URL")
+    parser.add_argument("--debug", action="store_true")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the viewer on this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _cache_dir(args: argparse.Namespace, environ: Mapping[str, str]) -> Path:
+    if args.cache_dir is not None:
+        return Path(args.cache_dir)
+    base = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME", "~")) / ".cache")
+    return Path(base).expanduser() / "kubemill" / "viewer"
+
+
+def _has_graphical_browser(environ: Mapping[str, str]) -> bool:
+    """Python's webbrowser falls back to text browsers (lynx, w3m) on a console, which would
+    take over this terminal; only a desktop session or an explicit $BROWSER gets one."""
+    return sys.platform in ("darwin", "win32") or any(
+        environ.get(name) for name in ("DISPLAY", "WAYLAND_DISPLAY", "BROWSER")
+    )
+
+
+def _error(message: str, code: ExitCode) -> int:
+    print(f"kubemill view: error: {message}", file=sys.stderr)
+    return int(code)
+
+
+def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
+    if not is_loopback(args.host):
+        return _error(
+            f"refusing to serve on {args.host}: the viewer has no authentication yet, so "
+            "anyone who reaches that address could read every notebook with your credentials; "
+            "bind a loopback address (--host 127.0.0.1 or ::1) and forward the port "
+            "(ssh -L) to reach it from elsewhere",
+            ExitCode.BAD_INPUT,
+        )
+    if not 0 <= args.port <= 65535:
+        return _error(f"--port {args.port} is not a TCP port", ExitCode.BAD_INPUT)
+
+    import asyncio
+
+    try:
+        from kubemill.viewer.app import make_store, serve
+    except ImportError as exc:  # the runner image, or an install without the extra
+        missing = getattr(exc, "name", None) or "a package"
+        return _error(
+            f"this command needs the viewer's packages ({missing} is missing): "
+            "pip install 'kubemill[viewer]'",
+            ExitCode.BAD_INPUT,
+        )
+    from kubemill.viewer.errors import StoreError, ViewerError
+    from kubemill.viewer.settings import ViewerSettings, normalize_base_path
+
+    root = args.root
+    if not root.startswith("s3://"):
+        root = str(Path(root).expanduser().resolve())
+    try:
+        settings = ViewerSettings(
+            root=root,
+            cache_dir=_cache_dir(args, environ),
+            base_path=normalize_base_path(args.base_path),
+            host=args.host,
+            port=args.port,
+            s3_endpoint_url=args.s3_endpoint_url or environ.get("AWS_ENDPOINT_URL") or None,
+            s3_region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+        )
+        store = make_store(settings)
+        store.list_page("")  # a missing bucket or rejected credentials fail here, not per page
+    except StoreError as exc:
+        return _error(exc.message, ExitCode.STORAGE)
+    except ViewerError as exc:
+        return _error(f"{args.root}: {exc.message}", ExitCode.BAD_INPUT)
+
+    def ready(url: str) -> None:
+        print(f"kubemill view: serving {store.root} at {url} (Ctrl-C stops)", flush=True)
+        if not args.no_browser and _has_graphical_browser(environ):
+            import webbrowser
+
+            webbrowser.open(url)
+
+    try:
+        asyncio.run(serve(settings, ready, store=store))
+    except OSError as exc:
+        return _error(
+            f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", ExitCode.BAD_INPUT
+        )
+    except KeyboardInterrupt:  # a second Ctrl-C during shutdown
+        pass
+    print("kubemill view: stopped", file=sys.stderr)
+    return 0

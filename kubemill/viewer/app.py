@@ -1,0 +1,633 @@
+"""The viewer's web application: folder listings, raw objects, notebook pages, a read-only
+Jupyter contents API, all under one base path.
+
+Handlers are thin: clean the path, ask the store (in a thread: boto3 blocks), build a page or a
+model with the pure modules, answer. Every response carries the security headers, errors
+included; a ViewerError becomes its status (400, 404, 502) as an HTML page, or as JSON under
+/api/. Only GET and HEAD are routed, so aiohttp answers every other method with 405 and an Allow
+header: there is no write path to reach.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import html
+import json
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from pathlib import Path
+from typing import Any, ParamSpec, Protocol, TypeVar
+from urllib.parse import quote, urlencode
+
+from aiohttp import web
+
+from kubemill.runner import __version__
+
+from . import contents, listing, paths, render, render_assets
+from .cache import BlobCache, CachedPage, RenderCache
+from .errors import BadRequest, NotFound, ViewerError
+from .folders import FolderCache
+from .render_assets import FRAME_SCRIPT_CSP_HASH, VIEWER_JS
+from .settings import ViewerSettings
+from .storage import LocalStore, ObjectInfo, Store, list_folder
+
+__all__ = ["Renderer", "create_app", "serve"]
+
+log = logging.getLogger("kubemill.viewer")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Scripts only from the viewer itself (a notebook's own inline scripts do not run), styles
+#: inline too (notebook markdown keeps its sanitized style attributes), images from the viewer
+#: or inline (plots), no framing by other sites, no plugins, forms post nowhere else.
+PAGE_CSP = (
+    "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; object-src 'none'; base-uri 'none'; "
+    "form-action 'self'; frame-ancestors 'none'"
+)
+#: A notebook page: as PAGE_CSP, plus the one script each output frame runs (it reports its
+#: height; allowed by hash, see render_assets.FRAME_SCRIPT) and frames from the viewer itself
+#: (outputs loaded on demand, each sandboxed without same-origin).
+NOTEBOOK_CSP = (
+    f"default-src 'self'; script-src 'self' {FRAME_SCRIPT_CSP_HASH}; "
+    "style-src 'self' 'unsafe-inline'; img-src 'self' data:; font-src 'self' data:; "
+    "frame-src 'self'; object-src 'none'; base-uri 'none'; form-action 'self'; "
+    "frame-ancestors 'none'"
+)
+#: One output of a notebook, loaded into a frame of the notebook's page: it runs in an opaque
+#: origin (render.OUTPUT_CSP) and only the viewer's own pages may frame it.
+OUTPUT_CSP = f"{render.OUTPUT_CSP}; frame-ancestors 'self'"
+#: Raw objects (an .html or .svg in a run folder) open in a sandbox: a unique origin that can
+#: run nothing and reach neither the viewer's API nor its cookies.
+FILES_CSP = (
+    "sandbox; default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
+    "frame-ancestors 'none'"
+)
+SECURITY_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "X-Frame-Options": "DENY",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
+
+ALLOWED = "GET, HEAD"
+
+
+class Rendered(Protocol):
+    """What kubemill.viewer.render.render_notebook returns."""
+
+    @property
+    def title(self) -> str: ...
+    @property
+    def head(self) -> str: ...
+    @property
+    def body(self) -> str: ...
+
+
+class Renderer(Protocol):
+    """render.render_notebook's signature: a notebook's bytes to HTML parts; `link` maps a
+    storage URL to a viewer URL within this store (None outside it); `script_url` is where the
+    page's script is served. Tests pass their own, wrapping the real one."""
+
+    def __call__(
+        self,
+        data: bytes,
+        *,
+        name: str,
+        link: Callable[[str], str | None],
+        script_url: str | None = None,
+    ) -> Rendered: ...
+
+
+class _Viewer:
+    """The application's state: settings, store, caches, thread pool. One per application."""
+
+    def __init__(self, settings: ViewerSettings, store: Store, renderer: Renderer) -> None:
+        self.settings = settings
+        self.base = settings.base_path
+        self.store = store
+        self.renderer = renderer
+        self.folders = FolderCache(settings.listing_ttl, settings.listing_max_entries)
+        self.pages = RenderCache(settings.cache_dir, settings.cache_max_bytes)
+        self.blobs = BlobCache(settings.notebook_memory_bytes)
+        # A page depends on the object's version, on the code that rendered it and on the
+        # links it holds (the base path): all three are in its cache key.
+        self.variant = f"{__version__}|{_renderer_version()}|{self.base}"
+        self.script_url = f"{self.base}/static/viewer.js"
+        self.link = paths.link_mapper(store.root, self.base)
+        self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
+        self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
+
+    async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.executor, functools.partial(fn, *args, **kwargs))
+
+    def _lister(self, path: str) -> Callable[[], Awaitable[list[listing.Entry]]]:
+        return lambda: self.run(list_folder, self.store, path)
+
+    async def entries(self, path: str) -> tuple[listing.Entry, ...]:
+        return await self.folders.entries(path, self._lister(path))
+
+    async def arranged(self, path: str, sort: listing.Sort) -> listing.Arranged:
+        async def sorter(
+            entries: tuple[listing.Entry, ...], sort: listing.Sort
+        ) -> listing.Arranged:
+            return await self.run(listing.arrange, entries, sort)
+
+        return await self.folders.arranged(path, sort, self._lister(path), sorter)
+
+    def url(self, route: str, path: str, *, folder: bool = False) -> str:
+        return paths.join(self.base, route, path, folder=folder)
+
+    def object_url(self, path: str) -> str:
+        return self.url("view" if paths.is_notebook(path) else "files", path)
+
+    def page_key(self, info: ObjectInfo) -> str:
+        return self.pages.key(info.path, info.etag, self.variant)
+
+    async def page(self, info: ObjectInfo) -> CachedPage:
+        """The rendered page of this version of a notebook (`info` from a HEAD): from the
+        cache, or rendered once however many requests ask for it meanwhile."""
+        path = info.path
+        key = self.page_key(info)
+        cached = await self.run(self.pages.get, key)
+        if cached is not None:
+            return cached
+        pending = self._rendering.get(key)
+        if pending is not None:
+            return await asyncio.shield(pending)
+        future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
+        self._rendering[key] = future
+        try:
+            page = await self._render(path)
+        except asyncio.CancelledError:
+            future.cancel()
+            raise
+        except Exception as exc:
+            future.set_exception(exc)
+            future.exception()
+            raise
+        finally:
+            del self._rendering[key]
+        future.set_result(page)
+        return page
+
+    async def _render(self, path: str) -> CachedPage:
+        etag, data = await self.notebook(path)
+        name = path.rpartition("/")[2]
+        rendered = await self.run(
+            self.renderer, data, name=name, link=self.link, script_url=self.script_url
+        )
+        page = CachedPage(rendered.title, rendered.head, rendered.body)
+        # Keyed by the version actually rendered (it may be newer than the HEAD's).
+        try:
+            await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
+        except OSError as exc:  # a full or read-only cache folder costs speed, not the page
+            log.warning("cannot keep the page of %s in %s: %s", path, self.settings.cache_dir, exc)
+        return page
+
+    async def notebook(self, path: str, etag: str | None = None) -> tuple[str, bytes]:
+        """A notebook's (etag, bytes), from memory when this version was read lately: a page
+        whose big outputs load on demand asks for the same notebook once per output."""
+        if etag is not None:
+            kept = self.blobs.get((path, etag))
+            if kept is not None:
+                return etag, kept
+        stored = await self.run(self.store.get, path)
+        self.blobs.put((path, stored.info.etag), stored.data)
+        return stored.info.etag, stored.data
+
+
+def _renderer_version() -> str:
+    """The render modules' own digest: a page rendered by other code is not served from the
+    cache, even when kubemill's version number did not change (a development checkout)."""
+    digest = hashlib.sha256()
+    for module in (render, render_assets):
+        digest.update(Path(str(module.__file__)).read_bytes())
+    return digest.hexdigest()[:16]
+
+
+VIEWER: web.AppKey[_Viewer] = web.AppKey("viewer", _Viewer)
+
+
+# --- pages ---------------------------------------------------------------------------------
+
+_STYLE = """
+body{font-family:system-ui,sans-serif;margin:0;color:#1f2328}
+header{padding:.6rem 1rem;border-bottom:1px solid #d0d7de;background:#f6f8fa}
+header a{color:#0969da;text-decoration:none}
+main{padding:1rem}
+table{border-collapse:collapse;width:100%}
+th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eaeef2}
+td.size,th.size{text-align:right}
+.nav a{margin-right:1rem}
+.error{color:#cf222e}
+"""
+
+
+def _esc(text: object) -> str:
+    return html.escape(str(text), quote=True)
+
+
+def _document(title: str, body: str, head: str = "") -> str:
+    return (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>{_esc(title)}</title><style>{_STYLE}</style>{head}</head>"
+        f"<body>{body}</body></html>"
+    )
+
+
+def _crumbs(viewer: _Viewer, path: str) -> str:
+    crumbs = paths.breadcrumbs(path)
+    links = [
+        f'<a href="{_esc(viewer.url("tree", p, folder=True))}">{_esc(n)}</a>'
+        for n, p in crumbs[:-1]
+    ]
+    links.append(f"<strong>{_esc(crumbs[-1][0])}</strong>")
+    return f'<nav class="crumbs">{" / ".join(links)}</nav>'
+
+
+def _size(size: int | None) -> str:
+    if size is None:
+        return ""
+    value = float(size)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if value < 1024 or unit == "GiB":
+            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    raise AssertionError("unreachable")
+
+
+def _time(moment: datetime | None) -> str:
+    if moment is None:
+        return ""
+    utc = moment.astimezone(UTC)
+    return f'<time datetime="{utc.isoformat()}">{utc:%Y-%m-%d %H:%M:%S} UTC</time>'
+
+
+def _error_page(viewer: _Viewer | None, status: int, message: str) -> web.Response:
+    home = f'<a href="{_esc(viewer.url("tree", ""))}">kubemill view</a>' if viewer else ""
+    body = f'<header>{home}</header><main><h1>{status}</h1><p class="error">{_esc(message)}</p>'
+    return web.Response(
+        status=status, text=_document(f"{status}", body + "</main>"), content_type="text/html"
+    )
+
+
+def _json_error(status: int, message: str, reason: str | None = None) -> web.Response:
+    """Jupyter Server's error shape: {"message": ...}, with "reason" ('bad type', 'bad
+    format') when there is one, as its OpenAPI document's 400 response has it."""
+    body = {"message": message} if reason is None else {"message": message, "reason": reason}
+    return web.json_response(body, status=status)
+
+
+# --- handlers ------------------------------------------------------------------------------
+
+
+def _path(request: web.Request) -> str:
+    return paths.clean_path(request.match_info.get("path", ""))
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.Response(text="ok\n")
+
+
+async def home(request: web.Request) -> web.Response:
+    raise web.HTTPFound(request.app[VIEWER].url("tree", ""))
+
+
+async def tree(request: web.Request) -> web.Response:
+    """A folder's listing, one page of it, sorted as the query asks (see listing)."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    sort, order = listing.parse_sort(request.query.get("sort"), request.query.get("order"))
+    try:
+        arranged = await viewer.arranged(path, sort)
+    except NotFound:
+        # A file's address typed under /tree/: send the reader to the file.
+        await viewer.run(viewer.store.head, path)
+        raise web.HTTPFound(viewer.object_url(path)) from None
+    after = request.query.get("after")
+    chosen = listing.page_of(arranged, order, after, viewer.settings.page_size)
+    total = sum(len(group) for group in arranged.groups)
+    here = viewer.url("tree", path, folder=True)
+    where = viewer.store.root.rstrip("/") + "/" + (path + "/" if path else "")
+
+    def query(**values: str) -> str:
+        return "?" + urlencode(values, quote_via=quote)
+
+    def heading(label: str, key: listing.Sort) -> str:
+        # A column's first click sorts as one reads it (names A to Z, newest first).
+        if sort == key:
+            flip = "desc" if order == "asc" else "asc"
+        else:
+            flip = "desc" if key == "time" else "asc"
+        mark = (" ▲" if order == "asc" else " ▼") if sort == key else ""
+        return f'<a href="{_esc(here + query(sort=key, order=flip))}">{label}{mark}</a>'
+
+    rows = []
+    for entry in chosen.entries:
+        child = f"{path}/{entry.name}" if path else entry.name
+        if entry.is_dir:
+            href, label, kind = viewer.url("tree", child, folder=True), entry.name + "/", "folder"
+        else:
+            href, label = viewer.object_url(child), entry.name
+            kind = "notebook" if paths.is_notebook(entry.name) else "file"
+        rows.append(
+            f'<tr class="{kind}"><td><a href="{_esc(href)}">{_esc(label)}</a></td>'
+            f'<td class="size">{_size(entry.size)}</td><td>{_time(entry.modified)}</td></tr>'
+        )
+    nav = []
+    if request.query.get("after"):
+        nav.append(f'<a href="{_esc(here + query(sort=sort, order=order))}">first page</a>')
+    if chosen.next_token:
+        next_query = query(sort=sort, order=order, after=chosen.next_token)
+        nav.append(f'<a rel="next" href="{_esc(here + next_query)}">next page</a>')
+    body = (
+        f"<header>{_crumbs(viewer, path)}</header><main>"
+        f"<p>{total} entries in {_esc(where)}</p>"
+        f'<table><thead><tr><th>{heading("Name", "name")}</th><th class="size">Size</th>'
+        f"<th>{heading('Modified', 'time')}</th></tr></thead><tbody>{''.join(rows)}</tbody>"
+        f'</table><p class="nav">{" ".join(nav)}</p></main>'
+    )
+    return web.Response(
+        text=_document(f"{path or '/'} - kubemill view", body), content_type="text/html"
+    )
+
+
+def _etag_matches(header: str | None, etag: str) -> bool:
+    """If-None-Match against our strong ETag (weak comparison, as RFC 9110 asks for GET)."""
+    if not header:
+        return False
+    tags = [t.strip().removeprefix("W/") for t in header.split(",")]
+    return "*" in tags or f'"{etag}"' in tags
+
+
+#: Bytes read from the store per write to the client: large enough that a 50 MB notebook is
+#: 50 thread hand-offs, small enough that many downloads at once stay within memory.
+CHUNK = 1024 * 1024
+
+
+async def files(request: web.Request) -> web.StreamResponse:
+    """The object's bytes: its own type (never a script type), notebooks as a download,
+    revalidated by ETag on every use (Cache-Control: no-cache) so a re-run's output shows."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    info = await viewer.run(viewer.store.head, path)
+    name = path.rpartition("/")[2]
+    headers = {
+        "ETag": f'"{info.etag}"',
+        "Last-Modified": format_datetime(info.modified.astimezone(UTC), usegmt=True),
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": FILES_CSP,
+        "Content-Disposition": paths.content_disposition(
+            "attachment" if paths.is_notebook(name) else "inline", name
+        ),
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), info.etag):
+        return web.Response(status=304, headers=headers)
+    if request.method == "HEAD":
+        headers["Content-Type"] = paths.media_type(name)
+        return web.Response(headers=headers)
+    opened = await viewer.run(viewer.store.open, path)
+    try:
+        headers["ETag"] = f'"{opened.info.etag}"'
+        headers["Content-Type"] = paths.media_type(name)
+        response = web.StreamResponse(headers=headers)
+        response.content_length = opened.info.size
+        await response.prepare(request)
+        try:
+            while chunk := await viewer.run(opened.reader.read, CHUNK):
+                await response.write(chunk)
+        except Exception:
+            # Too late for an error page: the status is sent. Cut the connection, so the
+            # client sees a short download (Content-Length), not a complete wrong one.
+            log.exception("GET %s: reading the object failed midway", request.path)
+            if request.transport is not None:
+                request.transport.close()
+            return response
+        await response.write_eof()
+        return response
+    finally:
+        await viewer.run(opened.reader.close)
+
+
+async def view(request: web.Request) -> web.Response:
+    """A notebook's page: the rendered notebook under a bar with where it is and a download;
+    with `?output=CELL.OUTPUT`, one output the page left out to stay small (render.py)."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    if not paths.is_notebook(path):
+        await viewer.run(viewer.store.head, path)
+        raise web.HTTPFound(viewer.url("files", path))
+    if "output" in request.query:
+        return await _output(request, viewer, path, request.query["output"])
+    info = await viewer.run(viewer.store.head, path)
+    # The page is a function of the notebook's version and of the viewer (its cache key), so
+    # a browser revalidating it costs one HEAD, not a page.
+    headers = {
+        "ETag": f'"{viewer.page_key(info)[:40]}"',
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": NOTEBOOK_CSP,
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"].strip('"')):
+        return web.Response(status=304, headers=headers)
+    page = await viewer.page(info)
+    download = viewer.url("files", path)
+    bar = (
+        f"<header>{_crumbs(viewer, path)} · "
+        f'<a href="{_esc(download)}" download>download .ipynb</a></header>'
+    )
+    return web.Response(
+        text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
+        content_type="text/html",
+        headers=headers,
+    )
+
+
+async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) -> web.Response:
+    """One output on its own, sandboxed; revalidated by the notebook version's ETag."""
+    cell, dot, number = which.partition(".")
+    if not (dot and cell.isdigit() and number.isdigit()):
+        raise BadRequest(f"output {which!r} is not CELL.OUTPUT")
+    info = await viewer.run(viewer.store.head, path)
+    headers = {
+        "ETag": f'"{info.etag}-{int(cell)}.{int(number)}"',
+        "Cache-Control": "no-cache",
+        "Content-Security-Policy": OUTPUT_CSP,
+        "X-Frame-Options": "SAMEORIGIN",
+    }
+    if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"].strip('"')):
+        return web.Response(status=304, headers=headers)
+    etag, data = await viewer.notebook(path, info.etag)
+    headers["ETag"] = f'"{etag}-{int(cell)}.{int(number)}"'
+    try:
+        media, body = await viewer.run(render.render_output, data, int(cell), int(number))
+    except render.OutputNotFound as exc:
+        raise NotFound(str(exc)) from None
+    headers["Content-Type"] = media
+    return web.Response(body=body, headers=headers)
+
+
+async def viewer_js(request: web.Request) -> web.Response:
+    return web.Response(
+        text=VIEWER_JS,
+        content_type="text/javascript",
+        headers={"Cache-Control": "public, max-age=3600"},
+    )
+
+
+async def api_contents(request: web.Request) -> web.Response:
+    """`GET /api/contents/<path>`: Jupyter Server's model of a file, notebook or directory."""
+    viewer = request.app[VIEWER]
+    path = _path(request)
+    with_content, kind, fmt = contents.parse_query(
+        request.query.get("content"), request.query.get("type"), request.query.get("format")
+    )
+    model: dict[str, Any]
+    try:
+        if not path:
+            raise NotFound("the root is a folder")
+        info = await viewer.run(viewer.store.head, path)
+    except NotFound:
+        if not await viewer.run(viewer.store.is_folder, path):
+            raise NotFound(f"No such file or directory: {path}") from None
+        if kind in ("file", "notebook"):
+            raise BadRequest(f"{path or '/'} is a directory, not a {kind}", "bad type") from None
+        entries = sorted(await viewer.entries(path), key=lambda e: e.name) if with_content else None
+        modified = await viewer.run(viewer.store.folder_modified, path)
+        model = contents.directory_model(path, modified, entries)
+    else:
+        data = (await viewer.run(viewer.store.get, path)).data if with_content else None
+        model = contents.file_model(path, info.modified, info.size, data, kind, fmt)
+    response = web.json_response(model, dumps=functools.partial(json.dumps, ensure_ascii=False))
+    # An HTTP date, as Jupyter Server sends it (tornado formats the model's datetime).
+    moment = datetime.fromisoformat(model["last_modified"])
+    response.headers["Last-Modified"] = format_datetime(moment, usegmt=True)
+    return response
+
+
+# --- application ---------------------------------------------------------------------------
+
+
+@web.middleware
+async def errors(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Failures as their status: JSON under /api/, an HTML page elsewhere. A bug is a 500 of
+    the same shape (with the security headers), logged with its traceback."""
+    viewer = request.app[VIEWER]
+    api = request.path.startswith(f"{viewer.base}/api/")
+    try:
+        return await handler(request)
+    except ViewerError as exc:
+        if exc.status >= 500:
+            log.warning("%s %s: %s", request.method, request.path, exc.message)
+        reason = getattr(exc, "reason", None)
+        if api:
+            return _json_error(exc.status, exc.message, reason)
+        return _error_page(viewer, exc.status, exc.message)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        if exc.status == 405:
+            exc.headers["Allow"] = ALLOWED
+        if api:
+            response = _json_error(exc.status, exc.reason)
+        else:
+            response = _error_page(viewer, exc.status, exc.reason)
+        response.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
+        return response
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        message = "the viewer failed on this request; its log has the details"
+        return _json_error(500, message) if api else _error_page(viewer, 500, message)
+
+
+async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
+    for name, value in SECURITY_HEADERS.items():
+        response.headers.setdefault(name, value)
+
+
+def create_app(
+    settings: ViewerSettings, *, store: Store | None = None, renderer: Renderer | None = None
+) -> web.Application:
+    """The viewer over `store` (made from `settings.root` when not given: a folder, or an S3
+    prefix read through the runner's S3 client), rendering with `renderer` (the render module's
+    when not given)."""
+    app = web.Application(middlewares=[errors])
+    app.on_response_prepare.append(_security_headers)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        chosen = store if store is not None else make_store(settings)
+        viewer = _Viewer(settings, chosen, renderer or render.render_notebook)
+        app[VIEWER] = viewer
+        yield
+        viewer.executor.shutdown(wait=False, cancel_futures=True)
+
+    app.cleanup_ctx.append(lifetime)
+    base = settings.base_path
+    app.router.add_get(f"{base}/healthz", healthz)
+    app.router.add_get(f"{base}/static/viewer.js", viewer_js)
+    app.router.add_get(f"{base}/", home)
+    if base:
+        app.router.add_get(base, home)
+    # Any path, newlines included (a key may hold one; `.` would not match it).
+    anything = r"{path:[\s\S]*}"
+    for route, handler in (("tree", tree), ("files", files), ("view", view)):
+        app.router.add_get(f"{base}/{route}", home if route == "tree" else _missing)
+        app.router.add_get(f"{base}/{route}/" + anything, handler)
+    app.router.add_get(f"{base}/api/contents", api_contents)
+    app.router.add_get(f"{base}/api/contents/" + anything, api_contents)
+    return app
+
+
+async def _missing(request: web.Request) -> web.Response:
+    raise NotFound("no path given")
+
+
+def make_store(settings: ViewerSettings) -> Store:
+    """The store `settings.root` names, S3 through the runner's client (same endpoint, region
+    and credential chain as `kubemill run`)."""
+    if settings.root.startswith("s3://"):
+        from kubemill.runner.storage import make_s3_client
+
+        from .storage import S3Store
+
+        return S3Store(make_s3_client(settings.s3_endpoint_url, settings.s3_region), settings.root)
+    return LocalStore(settings.root)
+
+
+def url_of(settings: ViewerSettings, host: str, port: int) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}{settings.base_path}/"
+
+
+async def serve(
+    settings: ViewerSettings, ready: Callable[[str], None], *, store: Store | None = None
+) -> None:
+    """Serve until SIGINT or SIGTERM, then close connections and stop; `ready(url)` is called
+    once the socket is bound (with the real port when settings.port is 0)."""
+    import signal
+
+    app = create_app(settings, store=store)
+    runner = web.AppRunner(app, handle_signals=False, access_log=None)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, settings.host, settings.port)
+        await site.start()
+        port = runner.addresses[0][1]
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        ready(url_of(settings, settings.host, int(port)))
+        await stop.wait()
+    finally:
+        await runner.cleanup()

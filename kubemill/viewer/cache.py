@@ -1,0 +1,129 @@
+"""Rendered notebook pages on disk, one file per (path, object version), least recently used
+evicted first.
+
+A notebook version is rendered once: the key is the object's path and its ETag (the ETag changes
+with every write), plus what else the page depends on (the render code's digest, the base path
+of its links), so a cached page is never stale and needs no expiry, only a size bound. Files
+live in the viewer's cache folder, so they survive a restart (and, in a cluster, sit on the
+viewer's own volume). Use counts as the file's modification time, refreshed on every hit;
+eviction removes the oldest files until the folder is under its bound. Every write is a
+temporary file renamed into place, so a reader never sees half a page and two viewers sharing a
+folder do not corrupt each other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+__all__ = ["BlobCache", "CachedPage", "RenderCache"]
+
+#: Bumped when the stored format changes, so old files are ignored rather than misread.
+FORMAT = "v1"
+
+
+@dataclass(frozen=True)
+class CachedPage:
+    """A rendered notebook: what render.Rendered holds, in a form this module can store."""
+
+    title: str
+    head: str
+    body: str
+
+
+class RenderCache:
+    def __init__(self, folder: Path, max_bytes: int) -> None:
+        self._folder = folder / FORMAT
+        self._max_bytes = max_bytes
+
+    @staticmethod
+    def key(path: str, etag: str, variant: str = "") -> str:
+        """The file name of one page: the object's path and version, and `variant` for what
+        else the page depends on (the renderer's version, the base path of its links)."""
+        text = json.dumps([path, etag, variant], ensure_ascii=False)
+        return hashlib.sha256(text.encode()).hexdigest()
+
+    def _file(self, key: str) -> Path:
+        return self._folder / f"{key}.json"
+
+    def get(self, key: str) -> CachedPage | None:
+        file = self._file(key)
+        try:
+            data = json.loads(file.read_bytes())
+            page = CachedPage(str(data["title"]), str(data["head"]), str(data["body"]))
+        except OSError:  # not there, or the folder cannot be read: render again
+            return None
+        except (ValueError, KeyError, TypeError):  # damaged: render again
+            file.unlink(missing_ok=True)
+            return None
+        with contextlib.suppress(OSError):
+            os.utime(file)
+        return page
+
+    def put(self, key: str, page: CachedPage) -> None:
+        self._folder.mkdir(parents=True, exist_ok=True)
+        data = json.dumps(
+            {"title": page.title, "head": page.head, "body": page.body}, ensure_ascii=False
+        ).encode()
+        if len(data) > self._max_bytes:
+            return
+        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self._folder)
+        try:
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(data)
+            os.replace(tmp, self._file(key))
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        self.evict()
+
+    def evict(self) -> None:
+        """Remove the least recently used pages until the folder is within its bound."""
+        files: list[tuple[float, int, Path]] = []
+        for file in self._folder.glob("*.json"):
+            with contextlib.suppress(FileNotFoundError):
+                st = file.stat()
+                files.append((st.st_mtime, st.st_size, file))
+        total = sum(size for _, size, _ in files)
+        for _, size, file in sorted(files, key=lambda item: item[0]):
+            if total <= self._max_bytes:
+                break
+            file.unlink(missing_ok=True)
+            total -= size
+
+    def size(self) -> int:
+        return sum(f.stat().st_size for f in self._folder.glob("*.json"))
+
+
+class BlobCache:
+    """Objects' bytes in memory, least recently used dropped first, at most `max_bytes` in all
+    (an object larger than that alone is not kept). Keys name one version of one object."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self._max_bytes = max_bytes
+        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: tuple[str, str]) -> bytes | None:
+        data = self._kept.get(key)
+        if data is not None:
+            self._kept.move_to_end(key)
+        return data
+
+    def put(self, key: tuple[str, str], data: bytes) -> None:
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self._size -= len(old)
+        if len(data) > self._max_bytes:
+            return
+        while self._kept and self._size + len(data) > self._max_bytes:
+            _, dropped = self._kept.popitem(last=False)
+            self._size -= len(dropped)
+        self._kept[key] = data
+        self._size += len(data)

@@ -1,0 +1,57 @@
+"""The viewer's settings, read once by its entry point (`kubemill view`, later a Deployment's
+ConfigMap) into one frozen object; nothing below reads the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import BadPath
+
+__all__ = ["ViewerSettings", "normalize_base_path"]
+
+
+def normalize_base_path(text: str) -> str:
+    """`/x/y` from `x/y/`, `/x/y/` or `/x/y`; "" for the root. A reverse proxy (JupyterHub,
+    an ingress with a path) forwards `/x/y/...` unchanged, so every route and link starts with it.
+    """
+    stripped = text.strip().strip("/")
+    if not stripped:
+        return ""
+    segments = stripped.split("/")
+    if any(s in ("", ".", "..") for s in segments) or any(c in stripped for c in "?#%\\ "):
+        raise BadPath(f"base path {text!r} must be plain segments like /viewer or /hub/kubemill")
+    return "/" + "/".join(segments)
+
+
+@dataclass(frozen=True)
+class ViewerSettings:
+    #: What is served: a local folder, or `s3://bucket/prefix/`.
+    root: str
+    #: Where rendered notebook pages are kept between restarts.
+    cache_dir: Path
+    #: The URL path every route and link starts with, for a reverse proxy ("" when none).
+    base_path: str = ""
+    #: The address to bind; loopback unless authentication is in front (see `kubemill view`).
+    host: str = "127.0.0.1"
+    #: The port to bind; 0 picks a free one.
+    port: int = 8866
+    #: The S3 endpoint (SeaweedFS, MinIO); None for AWS. Credentials come from boto3's chain.
+    s3_endpoint_url: str | None = None
+    #: The S3 region; None lets boto3 decide.
+    s3_region: str | None = None
+    #: Bound of the rendered-page cache on disk.
+    cache_max_bytes: int = 1024 * 1024 * 1024
+    #: How long a folder listing is reused: long enough for paging and re-sorting one folder
+    #: to list it once, short enough that a new run shows up while one looks.
+    listing_ttl: float = 5.0
+    #: Entries kept over all cached listings (about 200 bytes each: 100 MB at this bound).
+    listing_max_entries: int = 500_000
+    #: Rows on one page of a folder listing.
+    page_size: int = 200
+    #: Notebooks' bytes kept in memory for the outputs a page loads on demand (one GetObject
+    #: per notebook version, not one per output).
+    notebook_memory_bytes: int = 256 * 1024 * 1024
+    #: Threads for the blocking S3 client and for rendering: as many as boto3's connection
+    #: pool holds (10), so no request waits for or throws away a connection.
+    threads: int = 10
