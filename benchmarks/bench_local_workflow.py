@@ -18,9 +18,11 @@ diamond runs with `--parallel` at its default (the number of CPUs) and with `--p
 target: parallel faster than sequential (by hand, and --parallel 1). Every side runs once
 unmeasured, then `--repeat` times in rotation; medians, min and max, ratios to by hand. The
 machine's load moves wall times by seconds, so CPU time (every process started, kernels
-included) is shown beside them: what the driver costs, whatever else runs. Each run's run.json
-gives when its notebook started and ended, so the gap from one step's end to the next one's
-start (the part of the wall time the driver can lengthen) is shown for both sides of the chain.
+included) is shown beside them, and the CPU time of the driver alone: what it costs, whatever
+else runs (it waits for each run's exit, no polling, so that is its share of the wall time).
+Each run's run.json gives when its notebook started and ended, so the gap from one step's end
+to the next one's start (the part of the wall time the driver can lengthen) is shown for both
+sides of the chain.
 No control plane and no S3. Usage: make bench-local-workflow  (or: python
 benchmarks/bench_local_workflow.py -n 1 for a quick run)
 """
@@ -54,6 +56,20 @@ TARGET_PER_STEP = 0.2
 #: How long each of the diamond's middle steps sleeps, so that running them at once shows.
 BRANCH_SLEEP = 1.0
 NAMESPACE = "default"
+#: `kubemill workflow run` as its console script runs it, which then writes the CPU time of the
+#: driver alone (not of the runs it waits for) to the file named first: what it costs, free of
+#: the machine's load, which moves wall times by seconds.
+DRIVER = r"""
+import resource, sys
+from kubemill.cli import main
+try:
+    code = main(sys.argv[2:])
+finally:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    with open(sys.argv[1], "w") as sink:
+        sink.write(str(usage.ru_utime + usage.ru_stime))
+sys.exit(code)
+"""
 
 
 def notebook(parameters: str, body: str) -> dict[str, Any]:
@@ -235,7 +251,8 @@ def main() -> None:
 
     def workflow(parallel: int | None) -> Callable[[Shape, Path], None]:
         def drive(shape: Shape, out: Path) -> None:
-            command = [KUBEMILL, "workflow", "run", f"{shape.name}.yaml", "--output-dir", str(out)]
+            command = [sys.executable, "-P", "-c", DRIVER, str(work / "driver-cpu"), "workflow"]
+            command += ["run", f"{shape.name}.yaml", "--output-dir", str(out)]
             if parallel is not None:
                 command += ["--parallel", str(parallel)]
             run(command, env, work)
@@ -253,6 +270,7 @@ def main() -> None:
     }
     spent: dict[tuple[str, str], list[Spent]] = {(s, side): [] for s in sides for side in sides[s]}
     chain_gaps: dict[str, list[float]] = {side: [] for side in sides["chain"]}
+    driver_cpu: dict[tuple[str, str], list[float]] = {k: [] for k in spent if k[1] != "by hand"}
     load = [os.getloadavg()[1]]
     try:
         for rep in range(-1, args.repeat):  # -1: the unmeasured warm-up
@@ -267,6 +285,10 @@ def main() -> None:
                     check(shape, side, out)
                     if rep >= 0:
                         spent[(shape_name, side)].append(took)
+                        if side != "by hand":
+                            driver_cpu[(shape_name, side)].append(
+                                float((work / "driver-cpu").read_text())
+                            )
                         if shape_name == "chain":
                             chain_gaps[side] += gaps(shape, side, out)
             done = f"round {rep + 1} of {args.repeat}" if rep >= 0 else "warm-up"
@@ -283,17 +305,19 @@ def main() -> None:
     print(
         f"\n{args.repeat} runs of each side on {cpus} CPUs (5-minute load average "
         f"{load[0]:.1f} at the start, {load[1]:.1f} at the end), in seconds; ratios of medians "
-        "to by hand's; CPU: user and system time of every process started, kernels included"
+        "to by hand's; CPU: user and system time of every process started, kernels included; "
+        "driver CPU: of `kubemill workflow run` alone"
     )
-    print("| shape | side | wall median | min | max | ratio | CPU median | ratio |")
-    print("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    print("| shape | side | wall median | min | max | ratio | CPU median | ratio | driver CPU |")
+    print("| --- | --- | --- | --- | --- | --- | --- | --- | --- |")
     for key in spent:
         shape_name, side = key
         base = (shape_name, "by hand")
+        own = f"{statistics.median(driver_cpu[key]):.2f}" if key in driver_cpu else ""
         print(
             f"| {labels[shape_name]} | {side} | {spread(wall[key])} | "
             f"{median[key] / median[base]:.2f}x | {median_cpu[key]:.2f} | "
-            f"{median_cpu[key] / median_cpu[base]:.2f}x |"
+            f"{median_cpu[key] / median_cpu[base]:.2f}x | {own} |"
         )
 
     print(
@@ -312,12 +336,13 @@ def main() -> None:
     )
     gap = statistics.median(chain_gaps["workflow"]) - statistics.median(chain_gaps["by hand"])
     cpu_per_step = (median_cpu[ours] - median_cpu[base]) / args.depth
+    driver_per_step = statistics.median(driver_cpu[ours]) / args.depth
     met = "met" if per_step < TARGET_PER_STEP else "MISSED"
     print(
         f"\noverhead per step (target < {TARGET_PER_STEP} s): {per_step:+.3f} s from the median "
         f"wall times: {met}. Also: {paired:+.3f} s as the median of each round's difference, "
         f"{gap:+.3f} s in the median gap between steps, {cpu_per_step:+.3f} CPU-s from the "
-        "median CPU times"
+        f"median CPU times, {driver_per_step:.3f} CPU-s of the driver's own (its start included)"
     )
     by = median[("diamond", "by hand")]
     one = median[("diamond", "workflow --parallel 1")]
