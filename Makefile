@@ -22,7 +22,7 @@ export UV_CACHE_DIR := $(CACHE)/uv
 # them all (control plane, images, sandbox), not only the ones a recipe names.
 export KUBEMILL_CACHE := $(CACHE)
 
-.PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule bench-workflow clean-env
+.PHONY: env test test-unit test-integration test-e2e lint typecheck crds demo bench bench-operator bench-schedule bench-workflow bench-local-workflow clean-env
 
 env: $(STAMP)
 
@@ -105,8 +105,14 @@ bench-schedule: env control-plane images
 	$(BIN)/python benchmarks/bench_schedule.py
 
 # No image: no pod runs, the benchmark itself plays the runner by writing each step's status.
-bench-workflow: env control-plane
+# First the local one (`kubemill workflow run`), which needs neither control plane nor image.
+bench-workflow: env bench-local-workflow control-plane
 	$(BIN)/python benchmarks/bench_workflow.py
+
+# `kubemill workflow run` against the same notebooks run one by one with `kubemill run`: about
+# 10 minutes on 2 CPUs; `python benchmarks/bench_local_workflow.py -n 1` for a quick look.
+bench-local-workflow: env
+	$(BIN)/python benchmarks/bench_local_workflow.py
 
 $(UV):
 	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)
