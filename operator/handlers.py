@@ -77,6 +77,9 @@ class Cluster(Protocol):
         """The pods labelled as `run`'s, as the API server has them now; TransientError when
         it cannot say."""
 
+    def get_run(self, namespace: str, name: str) -> Mapping[str, Any] | None:
+        """The run as the API server has it now, or None when it does not exist."""
+
     def replace_run_status(self, namespace: str, name: str, status: Mapping[str, Any]) -> None:
         """Replace the run's whole status subresource with `status`, None values kept: a
         recorded result may be None, which a merge patch would read as "delete this key"."""
@@ -152,12 +155,18 @@ class Reconciler(QueuedController):
         run = self.runs.first(key)
         all_pods = self.pods.get(key)
         if run is None:
+            orphans = self.jobs.get(key)
+            if (all_pods or orphans) and self.cluster.get_run(*key) is not None:
+                # Not deleted: the runs' watch has not listed it yet (the operator has just
+                # started) while its Job's or pods' watch has. Releasing now would let a pod
+                # go with the outcome still in it; the run's own event reconciles it.
+                return
             # Deleted: its Jobs and pods go through owner references once our finalizers are
             # off them; there is no status left to write.
             self.problems.release(key)
             for pod in all_pods:
                 self._release_pod(pod)
-            for orphan in self.jobs.get(key):
+            for orphan in orphans:
                 self._release(orphan)
             return
         meta = run["metadata"]

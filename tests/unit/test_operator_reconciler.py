@@ -46,6 +46,8 @@ class Recorder:
         self.config_maps: list[dict[str, Any]] = []
         #: The pods the API server has now (the watch may not have shown them).
         self.pods_now: list[dict[str, Any]] = []
+        #: The run as the API server has it (the runs' watch may not have shown it).
+        self.run_now: dict[str, Any] | None = None
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         self.calls.append(("create", job["metadata"]["name"]))
@@ -61,6 +63,10 @@ class Recorder:
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         self.calls.append(("release-pod", pod["metadata"]["name"]))
+
+    def get_run(self, namespace: str, name: str) -> dict[str, Any] | None:
+        self.calls.append(("get-run", name))
+        return self.run_now
 
     def list_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
         self.calls.append(("list-pods", run))
@@ -239,7 +245,22 @@ def test_a_running_run_keeps_its_pods_and_a_namesakes_pods_are_released() -> Non
 def test_a_deleted_run_releases_everything_it_had() -> None:
     cluster = Recorder()
     reconcile(Reconciler(cluster, Settings()), None, [job(active=1)], [pod("p1"), pod("p2")])
-    assert cluster.calls == [("release-pod", "p1"), ("release-pod", "p2"), ("release-job", JOB)]
+    assert cluster.calls == [
+        ("get-run", "r"), ("release-pod", "p1"), ("release-pod", "p2"), ("release-job", JOB),
+    ]  # fmt: skip
+
+
+def test_a_run_the_watch_has_not_listed_yet_keeps_its_pods_and_job() -> None:
+    """Just after a start, a pod's or Job's watch can deliver before the runs' watch lists the
+    run. Absent from the cache is not deleted: the pod holds the outcome (a TTL of 0 has
+    deleted it but for our finalizer), and releasing it would lose the results."""
+    cluster = Recorder()
+    cluster.run_now = RUN
+    summary = {"exitCode": 0, "outputUrl": "s3://o/output.ipynb", "results": {"rows": 3}}
+    reconcile(
+        Reconciler(cluster, Settings()), None, [job("Complete")], [pod("p1", summary=summary)]
+    )
+    assert cluster.calls == [("get-run", "r")]
 
 
 def test_a_job_refused_for_good_fails_the_run_at_once() -> None:
