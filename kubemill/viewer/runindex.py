@@ -307,8 +307,10 @@ class RunIndex:
             path = self.folder / name
             connection = self._connect(path, create=True)
             try:
-                # Nobody reads this file until it is complete: no journal, no syncs.
-                connection.execute("PRAGMA journal_mode = OFF")
+                # Nobody reads this file until it is complete: no syncs, a journal in memory
+                # (not none: FTS5 rolls back statements of its own, and without a journal that
+                # left a malformed index at a few thousand runs).
+                connection.execute("PRAGMA journal_mode = MEMORY")
                 connection.execute("PRAGMA synchronous = OFF")
                 connection.executescript(SCHEMA + (FTS_SCHEMA if self.fts else ""))
                 connection.executemany(

@@ -176,6 +176,19 @@ ORDERS = {
 }
 
 
+#: What a search reads without FTS5: names, parameters (secret ones by name) and results.
+_LIKE_COLUMNS = (
+    "name",
+    "folder",
+    "schedule",
+    "workflow",
+    "step",
+    "parameters",
+    "secret_parameters",
+    "results",
+)
+
+
 def conditions(filters: RunFilter, fts: bool) -> tuple[list[str], list[Any]]:
     """SQL conditions (joined with AND) and their arguments for `filters`."""
     found: list[str] = ["1"]
@@ -196,17 +209,17 @@ def conditions(filters: RunFilter, fts: bool) -> tuple[list[str], list[Any]]:
     if filters.started_before is not None:
         found.append("start_ms < ?")
         args.append(epoch_ms(filters.started_before))
-    words = filters.text.split()
+    # A word of punctuation alone names no token: it would only make FTS5's query invalid.
+    words = [word for word in filters.text.split() if any(c.isalnum() for c in word)]
     if words and fts:
         found.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
         args.append(_match_expression(words))
     for word in words if not fts else ():
-        pattern = "%" + word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
         found.append(
-            "(name LIKE ? ESCAPE '\\' OR folder LIKE ? ESCAPE '\\' OR parameters LIKE ? "
-            "ESCAPE '\\' OR results LIKE ? ESCAPE '\\')"
+            "(" + " OR ".join(f"{column} LIKE ? ESCAPE '\\'" for column in _LIKE_COLUMNS) + ")"
         )
-        args += [pattern + "%"] * 4
+        args += [f"%{escaped}%"] * len(_LIKE_COLUMNS)
     return found, args
 
 
