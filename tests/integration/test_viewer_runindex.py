@@ -50,8 +50,9 @@ class CountingObjects:
 
 @pytest.fixture(scope="module")
 def real_runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Run folders the real runner wrote: a scheduled success, a workflow step that failed, a
-    run with a secret parameter (its last cell fails on purpose), and one that ended early with sys.exit(0); run side by side."""
+    """Run folders the real runner wrote, side by side: a scheduled success, a workflow step
+    that failed, a run with a secret parameter (its last cell fails on purpose), and one that
+    ended early with sys.exit(0)."""
     root = tmp_path_factory.mktemp("runs")
     identity = {
         ENV_RUN_IDENTITY["run"]: "daily-7",
