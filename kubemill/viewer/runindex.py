@@ -301,7 +301,6 @@ class RunIndex:
         with self._write:
             began = time.monotonic()
             stats = PassStats()
-            folders = _scan(objects.walk(""), stats)
             self.folder.mkdir(parents=True, exist_ok=True)
             name = f"runs-{time.time_ns():x}.db"
             path = self.folder / name
@@ -318,24 +317,22 @@ class RunIndex:
                     [("schema", str(SCHEMA_VERSION)), ("fts", str(int(self.fts)))],
                 )
                 with connection:
-                    wanted = [f for f in folders.values() if f.run is not None]
-                    for batch in _batches(
-                        _chain(self._read_all(objects, wanted, stats), _running(folders)), BATCH
-                    ):
-                        self._insert(connection, batch)
-                        stats.added += len(batch)
+                    self._pass(connection, objects, stats, known=None)
                 if self.fts:
                     connection.execute("INSERT INTO runs_fts(runs_fts) VALUES ('optimize')")
                 connection.execute("ANALYZE")
                 connection.execute("PRAGMA journal_mode = WAL")
-            finally:
+            except BaseException:
                 self._close(connection)
+                for partial in self.folder.glob(f"{name}*"):  # the current one stays
+                    partial.unlink()
+                raise
+            self._close(connection)
             _fsync(path)
             link = self.folder / f".{name}.link"
             os.symlink(name, link)
             os.replace(link, self.folder / CURRENT)
             self._remove_old(keep=name)
-            stats.runs = len(folders)
             stats.seconds = time.monotonic() - began
             return stats
 
@@ -347,7 +344,6 @@ class RunIndex:
         with self._write:
             began = time.monotonic()
             stats = PassStats()
-            folders = _scan(objects.walk(""), stats)
             connection = self._connect(self.folder / self._current(), create=False)
             try:
                 connection.execute("PRAGMA journal_mode = WAL")
@@ -358,43 +354,74 @@ class RunIndex:
                         "SELECT folder, etag, output_etag FROM runs"
                     )
                 }
-                changed = [
-                    f
-                    for f in folders.values()
-                    if f.run is not None
-                    and (f.folder not in known or known[f.folder][0] != f.run.etag)
-                ]
-                running = [
-                    (record, etag)
-                    for record, etag in _running(folders)
-                    if known.get(record.folder) != (None, etag)
-                ]
-                gone = [folder for folder in known if folder not in folders]
                 with connection:
-                    self._delete(connection, gone)
-                    stats.removed = len(gone)
-                    records = self._read_all(objects, changed, stats, keep=set(known))
-                    for batch in _batches(_chain(records, iter(running)), BATCH):
-                        self._delete(connection, [record.folder for record, _ in batch])
-                        self._insert(connection, batch)
-                        for record, _ in batch:
-                            if record.folder in known:
-                                stats.updated += 1
-                            else:
-                                stats.added += 1
+                    self._pass(connection, objects, stats, known)
             finally:
                 self._close(connection)
-            stats.runs = len(folders)
             stats.seconds = time.monotonic() - began
             return stats
+
+    def _pass(
+        self,
+        connection: sqlite3.Connection,
+        objects: Objects,
+        stats: PassStats,
+        known: Mapping[str, tuple[str | None, str | None]] | None,
+    ) -> None:
+        """One walk of the store, reading each new or changed run.json as soon as the walk
+        lists it (the reads overlap the rest of the walk), then the runs in progress, the
+        runs that are gone, and the outputs that are. `known`: the current rows' run.json and
+        output etags (None for a new generation)."""
+        folders: dict[str, _Folder] = {}
+
+        def wanted() -> Iterator[_Folder]:
+            for item in objects.walk(""):
+                stats.keys += 1
+                folder, _, name = item.path.rpartition("/")
+                if name == RUN_NAME:
+                    entry = folders.setdefault(folder, _Folder(folder))
+                    entry.run = item
+                    if known is None or folder not in known or known[folder][0] != item.etag:
+                        yield entry
+                elif name == OUTPUT_NAME:
+                    folders.setdefault(folder, _Folder(folder)).output = item
+
+        def store(batch: Sequence[tuple[RunRecord, str | None]]) -> None:
+            if known is not None:
+                self._delete(connection, [record.folder for record, _ in batch])
+            self._insert(connection, batch)
+            for record, _ in batch:
+                if known is not None and record.folder in known:
+                    stats.updated += 1
+                else:
+                    stats.added += 1
+
+        for batch in _batches(self._read_all(objects, wanted(), stats, set(known or ())), BATCH):
+            store(batch)
+        running = [
+            (record, etag)
+            for record, etag in _running(folders)
+            if known is None or known.get(record.folder) != (None, etag)
+        ]
+        for batch in _batches(iter(running), BATCH):
+            store(batch)
+        gone = [folder for folder in known or () if folder not in folders]
+        self._delete(connection, gone)
+        stats.removed = len(gone)
+        stats.runs = len(folders)
+        # A record names its folder's output.ipynb; the few folders without one say so.
+        connection.executemany(
+            "UPDATE runs SET output = NULL WHERE folder = ? AND output IS NOT NULL",
+            [(f.folder,) for f in folders.values() if f.output is None],
+        )
 
     def _read_all(
         self,
         objects: Objects,
-        folders: Sequence[_Folder],
+        folders: Iterable[_Folder],
         stats: PassStats,
-        keep: set[str] | None = None,
-    ) -> Iterator[tuple[RunRecord, None]]:
+        keep: set[str],
+    ) -> Iterator[tuple[RunRecord, str | None]]:
         """Each folder's record, read `workers` at a time; a folder that vanished since the
         walk is skipped, and one that cannot be read now is indexed as unreadable (no etag,
         so the next refresh retries it), or kept as it was when `keep` holds it."""
@@ -402,31 +429,30 @@ class RunIndex:
         def read(item: _Folder) -> tuple[RunRecord | None, int]:
             assert item.run is not None
             reads = 0
-            output = item.output.path if item.output is not None else None
             try:
                 body = objects.read(item.run.path)
                 reads += 1
                 results = None
                 # run.json carries the results since they exist; an older runner's does not.
-                if b'"results"' not in body and item.results is not None:
-                    results = objects.read(item.results.path)
-                    reads += 1
+                if b'"results"' not in body:
+                    with contextlib.suppress(KeyError):
+                        reads += 1
+                        results = objects.read(_join(item.folder, RESULTS_NAME))
             except KeyError:
                 return None, reads
             except Exception as exc:
-                if keep is not None and item.folder in keep:
+                if item.folder in keep:
                     return None, -1 - reads
                 unreadable = RunRecord(
                     folder=item.folder,
                     name=item.folder.rsplit("/", 1)[-1] or "(root)",
                     status=STATUS_UNKNOWN,
                     start=item.run.modified,
-                    output=output,
+                    output=_join(item.folder, OUTPUT_NAME),
                     notes=(f"{RUN_NAME} could not be read: {exc}",),
                 )
                 return unreadable, -1 - reads
-            record = parse_run(item.folder, body, results)
-            return replace(record, etag=item.run.etag, output=output), reads
+            return replace(parse_run(item.folder, body, results), etag=item.run.etag), reads
 
         for record, reads in _bounded_map(read, folders, self.workers):
             if reads < 0:  # counted here, on one thread
@@ -477,23 +503,7 @@ class RunIndex:
 class _Folder:
     folder: str
     run: ListedObject | None = None
-    results: ListedObject | None = None
     output: ListedObject | None = None
-
-
-def _scan(objects: Iterable[ListedObject], stats: PassStats) -> dict[str, _Folder]:
-    """The run folders among the keys: those holding run.json or output.ipynb."""
-    folders: dict[str, _Folder] = {}
-    for item in objects:
-        stats.keys += 1
-        folder, _, name = item.path.rpartition("/")
-        if name == RUN_NAME:
-            folders.setdefault(folder, _Folder(folder)).run = item
-        elif name == RESULTS_NAME:
-            folders.setdefault(folder, _Folder(folder)).results = item
-        elif name == OUTPUT_NAME:
-            folders.setdefault(folder, _Folder(folder)).output = item
-    return {k: v for k, v in folders.items() if v.run is not None or v.output is not None}
 
 
 def _running(folders: Mapping[str, _Folder]) -> Iterator[tuple[RunRecord, str | None]]:
@@ -501,6 +511,10 @@ def _running(folders: Mapping[str, _Folder]) -> Iterator[tuple[RunRecord, str | 
     for item in folders.values():
         if item.run is None and item.output is not None:
             yield in_progress(item.folder, item.output.modified), item.output.etag
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder}/{name}" if folder else name
 
 
 def _fsync(path: Path) -> None:
@@ -513,10 +527,9 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _bounded_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[R]:
-    """`fn` over `items` on `workers` threads, in order, with at most 4 x workers in flight."""
-    if not items:
-        return
+def _bounded_map(fn: Callable[[T], R], items: Iterable[T], workers: int) -> Iterator[R]:
+    """`fn` over `items` on `workers` threads, in order, with at most 4 x workers in flight;
+    `items` is consumed on the caller's thread, as the window has room."""
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="runindex") as pool:
         pending: deque[Future[R]] = deque()
         source = iter(items)
@@ -526,11 +539,6 @@ def _bounded_map(fn: Callable[[T], R], items: Sequence[T], workers: int) -> Iter
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
-
-
-def _chain(*parts: Iterator[T]) -> Iterator[T]:
-    for part in parts:
-        yield from part
 
 
 def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:

@@ -3,7 +3,8 @@
 The runner writes a run folder's files in this order (`kubemill.runner.run`): `output.ipynb`
 (checkpoints while the notebook runs, then the final notebook), `results.json`, `run.json`. So
 `run.json` is the run's commit marker: once it exists the other two are final, and a folder with
-`output.ipynb` alone is a run in progress (or one killed before its final save).
+`output.ipynb` alone is a run in progress (or one killed before its final save). A run written
+again into the same folder shows as the earlier run until its own run.json replaces that one.
 
 `run.json` carries the results too (the same redacted values as `results.json`), so the index
 reads one object per run; `results.json` is read only when `run.json` has no `results`
