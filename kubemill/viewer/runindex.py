@@ -66,9 +66,9 @@ from .runindex_sql import (
     encode_cursor,
     epoch_ms,
     has_fts5,
+    readable,
     record_of,
     row_of,
-    schema_version,
 )
 from .runrecord import (
     OUTPUT_NAME,
@@ -135,7 +135,8 @@ class Objects(Protocol):
 
 
 class IndexNotBuilt(Exception):
-    """There is no index file yet (or one of another schema version): rebuild first."""
+    """There is no index file yet, or one of another schema version or built without FTS5 by
+    another Python: rebuild first."""
 
 
 @dataclass
@@ -254,10 +255,12 @@ class RunIndex:
                 connection = self._connect(self.folder / current, create=False)
             except sqlite3.OperationalError:
                 continue  # a rebuild removed that generation after we read the link: again
-            if self._current() != current or schema_version(connection) != SCHEMA_VERSION:
+            if self._current() != current or not readable(connection, self.fts):
                 self._close(connection)
                 if self._current() == current:
-                    raise IndexNotBuilt(f"{self.folder / CURRENT} is of another schema version")
+                    raise IndexNotBuilt(
+                        f"{self.folder / CURRENT} is of another schema version or search"
+                    )
                 continue
             connection.execute("PRAGMA query_only = 1")
             self._local.held = (current, connection)

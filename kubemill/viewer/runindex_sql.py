@@ -38,9 +38,9 @@ __all__ = [
     "encode_cursor",
     "epoch_ms",
     "has_fts5",
+    "readable",
     "record_of",
     "row_of",
-    "schema_version",
 ]
 
 #: Bumped whenever the schema changes: an index file of another version is rebuilt.
@@ -343,12 +343,14 @@ def _from_ms(ms: int) -> datetime.datetime:
     return datetime.datetime.fromtimestamp(ms / 1000, datetime.UTC)
 
 
-def schema_version(connection: sqlite3.Connection) -> int | None:
+def readable(connection: sqlite3.Connection, fts: bool) -> bool:
+    """Whether this process can read the index file: of this schema version, and searched the
+    same way (a file built without FTS5 has no full-text table to search)."""
     try:
-        row = connection.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
+        meta = dict(connection.execute("SELECT key, value FROM meta").fetchall())
     except sqlite3.DatabaseError:
-        return None
-    return int(row[0]) if row is not None else None
+        return False
+    return meta.get("schema") == str(SCHEMA_VERSION) and meta.get("fts") == str(int(fts))
 
 
 # --- cursors and search ---------------------------------------------------------------------

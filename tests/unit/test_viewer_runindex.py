@@ -400,6 +400,7 @@ def test_one_bad_folder_costs_only_itself(tmp_path: Path) -> None:
     assert (stats.added, stats.unreadable) == (21, 1)
     broken = index.get("ns/broken")
     assert broken is not None and broken.status == STATUS_UNKNOWN and broken.notes
+    assert broken.output is None  # the folder has no output.ipynb
     unreadable = index.get(folder_of(3))
     assert unreadable is not None and unreadable.etag is None
     assert "connection reset" in unreadable.notes[0]
@@ -452,6 +453,65 @@ def test_a_rebuild_swaps_generations_under_readers(tmp_path: Path) -> None:
     assert seen == [10, 25] and index.query().total == 25
     assert len(list(tmp_path.glob("runs-*.db"))) == 1  # the old generation is gone
     assert (tmp_path / "runs.db").is_symlink()
+    index.close()
+
+
+class FailingWalk(MemoryObjects):
+    """A store whose listing breaks after `after` keys (an endpoint gone mid-walk)."""
+
+    def __init__(self, after: int) -> None:
+        super().__init__()
+        self.after = after
+
+    def walk(self, prefix: str = "") -> Iterator[Listed]:
+        for n, item in enumerate(super().walk(prefix)):
+            if n == self.after:
+                raise SourceError("cannot list: connection reset")
+            yield item
+
+
+def test_a_failed_pass_changes_nothing(tmp_path: Path) -> None:
+    index = RunIndex(tmp_path)
+    index.rebuild(_objects(range(10)))
+    files = sorted(p.name for p in tmp_path.iterdir())
+    broken = FailingWalk(after=100)
+    for i in range(50):
+        broken.put_run(i)
+    with pytest.raises(SourceError):
+        index.rebuild(broken)
+    assert sorted(p.name for p in tmp_path.iterdir()) == files  # no partial generation left
+    with pytest.raises(SourceError):
+        index.refresh(broken)  # rolled back: one transaction
+    assert index.query().total == 10
+    index.close()
+
+
+def test_readers_see_the_index_before_or_after_a_refresh_never_between(tmp_path: Path) -> None:
+    store = _objects(range(500))
+    index = RunIndex(tmp_path)
+    index.rebuild(store)
+    for i in range(500, 3500):
+        store.put_run(i)
+    totals: set[int] = set()
+    done = threading.Event()
+
+    def reader() -> None:
+        while not done.is_set():
+            page = index.query()
+            totals.add(page.total)
+            assert len(page.runs) == 50
+
+    threads = [threading.Thread(target=reader) for _ in range(3)]
+    for thread in threads:
+        thread.start()
+    try:
+        index.refresh(store)
+    finally:
+        done.set()
+        for thread in threads:
+            thread.join()
+    assert totals <= {500, 3500} and 500 in totals
+    assert index.query().total == 3500
     index.close()
 
 
