@@ -114,6 +114,12 @@ bench-workflow: env bench-local-workflow control-plane
 bench-local-workflow: env
 	$(BIN)/python benchmarks/bench_local_workflow.py
 
+# The viewer's runs index at 100,000 runs in a local folder; `ARGS=--s3-runs 100000` adds a local
+# SeaweedFS (writing 300,000 objects into it takes about ten minutes here).
+.PHONY: bench-viewer-index
+bench-viewer-index: env
+	$(BIN)/python benchmarks/bench_viewer_index.py $(ARGS)
+
 $(UV):
 	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)
 	$(PYTHON) -P -m venv $(CACHE)/tools/uv-$(UV_VERSION)

@@ -115,14 +115,20 @@ class Fetched:
 
 
 def make_s3_client(
-    endpoint_url: str | None, region: str | None = None, *, quick: bool = False
+    endpoint_url: str | None,
+    region: str | None = None,
+    *,
+    quick: bool = False,
+    connections: int = 10,
 ) -> S3Client:
     """A boto3 S3 client using the standard credential chain.
 
     Path-style addressing for custom endpoints, because S3-compatible stores rarely serve
     virtual-hosted buckets; standard retry mode with backoff for transient errors. A `quick`
     client (checkpoints, the save after SIGTERM) gives up after about 14 s per object instead
-    of minutes, so a stop always fits in the pod's grace period.
+    of minutes, so a stop always fits in the pod's grace period. `connections` is the pool size
+    (botocore's default, 10, unless a caller reads from more threads than that, as the viewer's
+    runs index does).
     """
     import boto3
     from botocore.config import Config
@@ -132,6 +138,7 @@ def make_s3_client(
         connect_timeout=2 if quick else 5,
         read_timeout=5 if quick else 60,
         s3={"addressing_style": "path"} if endpoint_url else {},
+        max_pool_connections=connections,
     )
     client: S3Client = boto3.session.Session().client(
         "s3", endpoint_url=endpoint_url or None, region_name=region or None, config=config

@@ -1,0 +1,148 @@
+"""The two stores the runs index reads today: a local folder and an S3 prefix.
+
+Both implement `kubemill.viewer.runindex.Objects`; the viewer's own storage may implement it
+instead (its `ObjectInfo` is already a `ListedObject`). The S3 client is the runner's
+(`make_s3_client`: the same endpoint, region and credential chain), passed in.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from kubemill.runner.storage import Location
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+__all__ = ["Listed", "LocalObjects", "S3Objects", "SourceError"]
+
+#: Keys per ListObjectsV2 request: S3's maximum.
+LIST_PAGE_KEYS = 1000
+
+
+class SourceError(Exception):
+    """The store could not be listed or read (unreachable, denied): worth retrying later."""
+
+
+@dataclass(frozen=True)
+class Listed:
+    """One object of a walk (a `runindex.ListedObject`)."""
+
+    path: str
+    etag: str
+    size: int
+    modified: datetime.datetime
+
+
+class LocalObjects:
+    """A folder on this machine; paths are relative to it, `/`-separated.
+
+    A file's etag is its inode, size and modification time in nanoseconds, which a rewrite
+    (the runner replaces files atomically, so a new inode) always changes, without reading it.
+    """
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise SourceError(f"{root} is not a folder")
+
+    def walk(self, prefix: str = "") -> Iterator[Listed]:
+        start = self.root / prefix if prefix else self.root
+        stack = [start]
+        while stack:
+            folder = stack.pop()
+            try:
+                entries = list(os.scandir(folder))
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # removed while walking, as an S3 listing would no longer show it
+            except PermissionError as exc:
+                raise SourceError(f"cannot list {folder}: permission denied") from exc
+            for entry in entries:
+                if entry.is_dir(follow_symlinks=False):
+                    stack.append(Path(entry.path))
+                elif entry.is_file(follow_symlinks=False):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue
+                    yield Listed(
+                        path=Path(entry.path).relative_to(self.root).as_posix(),
+                        etag=f"{st.st_ino:x}-{st.st_size:x}-{st.st_mtime_ns:x}",
+                        size=st.st_size,
+                        modified=datetime.datetime.fromtimestamp(st.st_mtime, datetime.UTC),
+                    )
+
+    def read(self, path: str) -> bytes:
+        target = (self.root / path).resolve()
+        if not target.is_relative_to(self.root):
+            raise KeyError(path)
+        try:
+            return target.read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise KeyError(path) from None
+        except OSError as exc:
+            raise SourceError(f"cannot read {target}: {exc.strerror or exc}") from exc
+
+
+class S3Objects:
+    """The keys under an `s3://bucket/prefix/` address; paths are relative to the prefix."""
+
+    def __init__(self, client: S3Client, root: str) -> None:
+        location = Location.parse(root)
+        if location.scheme != "s3":
+            raise ValueError(f"{root!r} is not an s3:// address")
+        self._client = client
+        self._bucket = location.bucket
+        key = location.key
+        self._prefix = key if not key or key.endswith("/") else key + "/"
+        self.root = f"s3://{self._bucket}/{self._prefix}"
+
+    def walk(self, prefix: str = "") -> Iterator[Listed]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        full = self._prefix + prefix
+        token: str | None = None
+        while True:
+            try:
+                if token is None:
+                    response = self._client.list_objects_v2(
+                        Bucket=self._bucket, Prefix=full, MaxKeys=LIST_PAGE_KEYS
+                    )
+                else:
+                    response = self._client.list_objects_v2(
+                        Bucket=self._bucket,
+                        Prefix=full,
+                        MaxKeys=LIST_PAGE_KEYS,
+                        ContinuationToken=token,
+                    )
+            except (ClientError, BotoCoreError) as exc:
+                raise SourceError(f"cannot list s3://{self._bucket}/{full}: {exc}") from exc
+            for item in response.get("Contents", []):
+                yield Listed(
+                    path=item["Key"][len(self._prefix) :],
+                    etag=str(item.get("ETag", "")).strip('"'),
+                    size=item.get("Size", 0),
+                    modified=item["LastModified"],
+                )
+            token = response.get("NextContinuationToken")
+            if not response.get("IsTruncated") or not token:
+                return
+
+    def read(self, path: str) -> bytes:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        key = self._prefix + path
+        try:
+            response = self._client.get_object(Bucket=self._bucket, Key=key)
+            return response["Body"].read()
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code", "")) in ("NoSuchKey", "404"):
+                raise KeyError(path) from None
+            raise SourceError(f"cannot read s3://{self._bucket}/{key}: {exc}") from exc
+        except BotoCoreError as exc:
+            raise SourceError(f"cannot read s3://{self._bucket}/{key}: {exc}") from exc
