@@ -23,7 +23,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from kubemill.operator.times import parse_rfc3339
+from kubemill.runner.clock import parse_rfc3339
 
 __all__ = [
     "OUTPUT_NAME",
