@@ -34,13 +34,13 @@ $(STAMP): $(UV)
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck control-plane images crondiff
+test: env lint typecheck control-plane images crondiff browser
 	$(BIN)/pytest tests
 
 test-unit: env
 	$(BIN)/pytest tests/unit
 
-test-integration: env images crondiff
+test-integration: env images crondiff browser
 	$(BIN)/pytest tests/integration
 
 test-e2e: env control-plane images
@@ -147,6 +147,12 @@ control-plane:
 .PHONY: images
 images: env
 	$(BIN)/python -P hack/images.py
+
+# Debian's Chromium for the viewer's browser tests (Playwright drives it; nothing is downloaded
+# from Playwright's servers). Seconds when present.
+.PHONY: browser
+browser: env
+	$(BIN)/python -P -m kubemill_testenv.debian browser
 
 # A local cluster (pods run as processes on this machine) plus S3, left running for kubectl.
 sandbox-up: env control-plane images

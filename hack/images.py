@@ -36,6 +36,8 @@ import tomllib
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from kubemill_testenv.debian import ensure
+
 ROOT = Path(__file__).resolve().parents[1]
 # The tools (commands, or a file by its absolute path) and the Debian packages that provide
 # them, installed on a fresh machine. The node agent runs containers with runc and gives them
@@ -204,24 +206,7 @@ def step(message: str) -> Iterator[None]:
 
 def ensure_tools() -> None:
     """Install buildah, runc, mmdebstrap and containers-common from Debian when any is missing."""
-    missing = [
-        tool
-        for tool in TOOLS
-        if not (Path(tool).is_file() if tool.startswith("/") else shutil.which(tool))
-    ]
-    if not missing:
-        return
-    install = ["apt-get", "install", "-y", *TOOLS.values()]
-    if os.geteuid() != 0:
-        print(
-            f"images: {', '.join(missing)} missing; as root run: "
-            f"apt-get update && {' '.join(install)}",
-            file=sys.stderr,
-        )
-        sys.exit(2)
-    with step(f"installed {' '.join(TOOLS.values())}"):
-        run(["apt-get", "update"])
-        run(install)
+    ensure(TOOLS, "images")
 
 
 def inspect(cache: Path, ref: str) -> dict[str, object] | None:
