@@ -23,12 +23,13 @@ from typing import Any
 
 from kubemill.operator.errors import InvalidSpec
 from kubemill.operator.jobs import CONTAINER, run_parameters
-from kubemill.operator.meta import LABEL_STEP
+from kubemill.operator.meta import LABEL_STEP, LABEL_WORKFLOW
 from kubemill.operator.references import Resolution, resolve
 from kubemill.operator.spec import parse_duration
 from kubemill.operator.status import TERMINAL, derive_status
 from kubemill.operator.workflows import ENDED, RETRY, WorkflowPlan, parse_steps, plan
-from kubemill.runner.contract import parse_summary
+from kubemill.runner.contract import ENV_RUN_IDENTITY, parse_summary
+from kubemill.runner.links import ENV_VIEWER_ROOT, ENV_VIEWER_URL
 
 from .schedule import UsageError
 
@@ -555,6 +556,69 @@ def runner_args(
         if item.get("secretKeyRef") is not None and name in secrets:
             args += ["--secret-param", f"{name}={secrets[name]}"]
     return args
+
+
+#: The pod's own fields a local run can stand in for (spec.env's fieldRef).
+_FIELDS = {"metadata.name": "name", "metadata.namespace": "namespace", "metadata.uid": "uid"}
+
+
+def run_environment(run: Mapping[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """The runner's environment for a local run, as the operator and the kubelet make it in
+    the pod: this shell's (less any kubemill run identity it carries, say inside a pod; the
+    viewer settings stay), the run's identity for its lineage, then spec.env with Kubernetes'
+    `$(VAR)` expansion. A value from a Secret or a ConfigMap is this shell's variable of that
+    name; InvalidSpec when the shell has none, or for a field a laptop has no stand-in for.
+    spec.envFrom adds nothing: the shell's environment stands in for it."""
+    meta = run["metadata"]
+    kept = (ENV_VIEWER_URL, ENV_VIEWER_ROOT)
+    env = {k: v for k, v in environ.items() if not k.startswith("KUBEMILL_") or k in kept}
+    env[ENV_RUN_IDENTITY["run"]] = str(meta["name"])
+    env[ENV_RUN_IDENTITY["runUid"]] = str(meta["uid"])
+    env[ENV_RUN_IDENTITY["namespace"]] = str(meta["namespace"])
+    labels = meta.get("labels") or {}
+    for key, label in (("workflow", LABEL_WORKFLOW), ("step", LABEL_STEP)):
+        if labels.get(label):
+            env[ENV_RUN_IDENTITY[key]] = str(labels[label])
+    for index, item in enumerate(run["spec"].get("env") or []):
+        name, source = str(item.get("name")), item.get("valueFrom")
+        where = f"spec.env[{index}] ({name})"
+        if source is None:
+            env[name] = expand(str(item.get("value") or ""), env)
+        elif "secretKeyRef" in source or "configMapKeyRef" in source:
+            if name not in environ:
+                kind = "Secret" if "secretKeyRef" in source else "ConfigMap"
+                raise InvalidSpec(
+                    f"{where} takes its value from a {kind}, which a local run cannot read; "
+                    f"export {name} in this shell to give it one"
+                )
+            env[name] = environ[name]
+        elif (source.get("fieldRef") or {}).get("fieldPath") in _FIELDS:
+            env[name] = str(meta[_FIELDS[source["fieldRef"]["fieldPath"]]])
+        else:
+            raise InvalidSpec(
+                f"{where} takes its value from the pod ({', '.join(sorted(source))}), which a "
+                "local run does not have; give the step a plain value to run it here"
+            )
+    return env
+
+
+def expand(value: str, env: Mapping[str, str]) -> str:
+    """Kubernetes' expansion of an env value: `$(VAR)` is an earlier variable's value (a
+    reference to none stays as written), `$$` is `$`."""
+    out: list[str] = []
+    i = 0
+    while i < len(value):
+        if value.startswith("$$", i):
+            out.append("$")
+            i += 2
+        elif value.startswith("$(", i) and value.find(")", i + 2) != -1:
+            end = value.find(")", i + 2)
+            out.append(env.get(value[i + 2 : end], value[i : end + 1]))
+            i = end + 1
+        else:
+            out.append(value[i])
+            i += 1
+    return "".join(out)
 
 
 def parameters_text(start: Start) -> str | None:

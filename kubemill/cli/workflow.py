@@ -47,6 +47,7 @@ from .localflow import (
     override,
     parameters_text,
     retry,
+    run_environment,
     run_folder,
     runner_args,
     started_status,
@@ -544,6 +545,7 @@ class _Driver:
                 cell_timeout=self.args.cell_timeout,
                 timeout=self.args.timeout,
             )
+            env = run_environment(run, os.environ)
         except InvalidSpec as exc:
             ended_without_start(run, exc.reason, exc.message, now)
             return
@@ -560,7 +562,7 @@ class _Driver:
                     stdin=subprocess.DEVNULL,
                     stdout=sink,
                     stderr=subprocess.STDOUT,
-                    env=_run_environment(os.environ, meta),
+                    env=env,
                     # Out of the terminal's process group: Ctrl-C reaches this process only,
                     # which stops each run once (a second signal would stop a runner before it
                     # saves).
@@ -642,24 +644,3 @@ class _Driver:
         tests = status.get("tests") or {}
         passed = status.get("phase") == "Succeeded" and not tests.get("failed")
         return 0 if passed else _FAILED
-
-
-def _run_environment(environ: Mapping[str, str], meta: Mapping[str, Any]) -> dict[str, str]:
-    """The runner's environment: this one, with the run's identity for its lineage, as the
-    operator sets it in the pod."""
-    from kubemill.operator.meta import LABEL_STEP, LABEL_WORKFLOW
-    from kubemill.runner.contract import ENV_RUN_IDENTITY
-    from kubemill.runner.links import ENV_VIEWER_ROOT, ENV_VIEWER_URL
-
-    # (Not the caller's own identity, say inside a pod: the viewer it names is still where
-    # people read outputs.)
-    kept = (ENV_VIEWER_URL, ENV_VIEWER_ROOT)
-    env = {k: v for k, v in environ.items() if not k.startswith("KUBEMILL_") or k in kept}
-    env[ENV_RUN_IDENTITY["run"]] = str(meta["name"])
-    env[ENV_RUN_IDENTITY["runUid"]] = str(meta["uid"])
-    env[ENV_RUN_IDENTITY["namespace"]] = str(meta["namespace"])
-    labels = meta.get("labels") or {}
-    for key, label in (("workflow", LABEL_WORKFLOW), ("step", LABEL_STEP)):
-        if labels.get(label):
-            env[ENV_RUN_IDENTITY[key]] = str(labels[label])
-    return env

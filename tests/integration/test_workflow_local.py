@@ -522,3 +522,30 @@ def test_a_driver_that_fails_stops_its_runners_and_keeps_the_state(tmp_path: Pat
     entries = {e["name"]: (e["phase"], e.get("reason")) for e in status["steps"]}
     assert entries["hold"] == ("Succeeded", "Succeeded")
     assert entries["nap"] == ("Failed", "Interrupted")
+
+
+def test_a_step_sees_its_spec_env_as_in_the_pod(tmp_path: Path) -> None:
+    notebook = tmp_path / "env.ipynb"
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell(
+        "import os, kubemill\n"
+        "for name in ('MODE', 'DATA', 'TOKEN'):\n"
+        "    kubemill.record(name.lower(), os.environ.get(name))"
+    )]  # fmt: skip
+    nbformat.write(nb, str(notebook))
+    env = [
+        {"name": "MODE", "value": "test"},
+        {"name": "DATA", "value": "/data/$(MODE)"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "creds", "key": "token"}}},
+    ]
+    wf = manifest(tmp_path / "wf.yaml", [step("env", str(notebook), env=env)])
+    out = tmp_path / "out"
+    refused = kubemill(["workflow", "run", wf, "--output-dir", str(out)])
+    assert refused.returncode == 1
+    assert "export TOKEN in this shell to give it one" in refused.stdout + refused.stderr
+    done = kubemill(
+        ["workflow", "run", wf, "--output-dir", str(tmp_path / "again")], env={"TOKEN": "t0k"}
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    results = load(tmp_path / "again" / "analytics" / "sales-env" / "results.json")
+    assert results == {"mode": "test", "data": "/data/test", "token": "t0k"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -18,12 +19,14 @@ from kubemill.cli.localflow import (
     advance,
     definitions,
     ended_status,
+    expand,
     interrupted,
     load_workflow,
     only,
     override,
     parameters_text,
     retry,
+    run_environment,
     run_folder,
     runner_args,
     started_status,
@@ -213,6 +216,59 @@ def test_runner_arguments_follow_the_spec_and_the_command_line() -> None:
         start, "a", "o/", None, None, "/t", {}, kernel="k2", timeout=5, cell_timeout=1
     )
     assert args[5:] == ["--kernel=k2", "--cell-timeout", "1", "--timeout", "5", "--html"]
+
+
+def env_run(*env: dict[str, Any]) -> dict[str, Any]:
+    meta = {"name": "wf-load", "namespace": "ns", "uid": "u-1",
+            "labels": {"kubemill.dev/workflow": "wf", "kubemill.dev/step": "load"}}  # fmt: skip
+    return {"metadata": meta, "spec": {"notebook": "n.ipynb", "env": list(env)}}
+
+
+def test_a_local_run_gets_spec_env_as_the_kubelet_gives_it() -> None:
+    shell = {
+        "HOME": "/home/me",
+        "TOKEN": "t0k",
+        "KUBEMILL_RUN_NAME": "outer",
+        "KUBEMILL_VIEWER_URL": "https://v",
+    }
+    env = run_environment(env_run(
+        {"name": "MODE", "value": "test"},
+        {"name": "DATA", "value": "$(HOME)/data-$(MODE)-$(NOPE)-$$(HOME)"},
+        {"name": "TOKEN", "valueFrom": {"secretKeyRef": {"name": "s", "key": "token"}}},
+        {"name": "WHO", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+    ), shell)  # fmt: skip
+    assert env["MODE"] == "test"
+    assert env["DATA"] == "/home/me/data-test-$(NOPE)-$(HOME)"
+    assert (env["TOKEN"], env["WHO"]) == ("t0k", "wf-load")
+    # The run's own identity, not the shell's; the viewer settings stay.
+    assert env["KUBEMILL_RUN_NAME"] == "wf-load" and env["KUBEMILL_VIEWER_URL"] == "https://v"
+    assert (env["KUBEMILL_WORKFLOW_NAME"], env["KUBEMILL_STEP_NAME"]) == ("wf", "load")
+
+
+@pytest.mark.parametrize(
+    ("item", "said"),
+    [
+        ({"name": "KEY", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}},
+         "spec.env[0] (KEY) takes its value from a Secret, which a local run cannot read; "
+         "export KEY in this shell to give it one"),
+        ({"name": "CM", "valueFrom": {"configMapKeyRef": {"name": "c", "key": "k"}}},
+         "from a ConfigMap"),
+        ({"name": "NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}},
+         "takes its value from the pod (fieldRef), which a local run does not have"),
+    ],
+)  # fmt: skip
+def test_a_local_run_refuses_env_it_cannot_give(item: dict[str, Any], said: str) -> None:
+    with pytest.raises(InvalidSpec, match=re.escape(said)):
+        run_environment(env_run(item), {})
+
+
+@pytest.mark.parametrize(
+    ("text", "expanded"),
+    [("$(A)", "1"), ("$$(A)", "$(A)"), ("$(B)", "$(B)"), ("price $$5", "price $5"),
+     ("$(A", "$(A"), ("$$$(A)", "$1"), ("$", "$"), ("a$(A)b$(A)", "a1b1")],
+)  # fmt: skip
+def test_env_values_expand_as_kubernetes_does(text: str, expanded: str) -> None:
+    assert expand(text, {"A": "1"}) == expanded
 
 
 def test_run_folders_are_named_as_on_the_cluster() -> None:
