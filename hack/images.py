@@ -484,6 +484,9 @@ def main() -> int:
         for partial in store.glob(".partial-*"):
             shutil.rmtree(partial)
         try:
+            # So do its working containers, which would keep their images from `rmi --prune`
+            # for good ("image is in use by a container").
+            run(buildah(cache, "rm", "--all"))
             base_id = build_base(cache)
             pip_args, bundle = pip_build_args()
             refs = {BASE_REF: base_id}
