@@ -135,6 +135,7 @@ class _Viewer:
         )
         self.links = runsview.Links(
             runs=lambda pairs: f"{self.base}/runs{runsview.query_string(pairs)}",
+            api_runs=lambda pairs: f"{self.base}/api/runs{runsview.query_string(pairs)}",
             notebook=lambda path: self.url("view", path),
             folder=lambda path: self.url("tree", path, folder=True),
             files=self.url("tree", "", folder=True),

@@ -135,6 +135,8 @@ class Links:
 
     #: The runs view with a query string (pairs, already chosen).
     runs: Callable[[Sequence[tuple[str, str]]], str]
+    #: The same for its JSON form.
+    api_runs: Callable[[Sequence[tuple[str, str]]], str]
     #: A notebook's page, from its path in the store.
     notebook: Callable[[str], str]
     #: A run folder's listing.
@@ -181,9 +183,13 @@ def page_json(page: RunsPage, query: RunsQuery, links: Links) -> dict[str, Any]:
         "total": page.total,
         "nextCursor": page.next_cursor,
         "previousCursor": page.previous_cursor,
-        "next": links.runs(query.pairs(cursor=page.next_cursor)) if page.next_cursor else None,
+        "next": (
+            links.api_runs(query.pairs(cursor=page.next_cursor)) if page.next_cursor else None
+        ),
         "previous": (
-            links.runs(query.pairs(before=page.previous_cursor)) if page.previous_cursor else None
+            links.api_runs(query.pairs(before=page.previous_cursor))
+            if page.previous_cursor
+            else None
         ),
         "facets": _facets(page.facets),
     }

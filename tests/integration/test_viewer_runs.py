@@ -433,6 +433,7 @@ def test_runs_view_over_s3(
             pages.append(folders(answer))
             if not answer["next"]:
                 break
+            assert urlsplit(answer["next"]).path == "/hub/kubemill/api/runs"
             query = urlsplit(answer["next"]).query
         seen = [folder for page in pages for folder in page]
         assert len(seen) == len(set(seen)) == RUNS + 1
