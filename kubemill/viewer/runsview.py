@@ -268,13 +268,18 @@ def _form(facets: Facets, query: RunsQuery, links: Links) -> str:
     groups = []
     for field, values in _facet_fields(facets).items():
         chosen = query.selected(field)
-        shown = list(values) + [(value, 0) for value in sorted(chosen - {v for v, _ in values})]
+        # A selected value beyond the facet's top values (or matching nothing) stays in the
+        # form, without a count: the index was not asked for it.
+        counted = {value for value, _ in values}
+        shown: list[tuple[str, int | None]] = [*values]
+        shown += [(value, None) for value in sorted(chosen - counted)]
         if not shown:
             continue
         boxes = "".join(
             f'<label><input type="checkbox" name="{field}" value="{esc(value)}"'
-            f"{' checked' if value in chosen else ''}> {esc(value)} "
-            f'<span class="muted">({count})</span></label>'
+            f"{' checked' if value in chosen else ''}> {esc(value)}"
+            + (f' <span class="muted">({count})</span>' if count is not None else "")
+            + "</label>"
             for value, count in shown
         )
         groups.append(f"<fieldset><legend>{field}</legend>{boxes}</fieldset>")

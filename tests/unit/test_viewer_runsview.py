@@ -90,3 +90,12 @@ def test_the_building_page_says_why_it_waits() -> None:
     assert "12 s so far" in html
     assert "SourceError: &lt;denied&gt;" in html
     assert "reloads every 5 s" in html
+
+
+def test_a_selected_value_without_a_count_stays_in_the_form() -> None:
+    facets = Facets([("Failed", 3)], [], [], [])
+    query = parse_runs_query([("status", "Failed"), ("status", "Gone")])
+    html = page_html(RunsPage([], 0, None, None, facets), query, LINKS)
+    assert 'value="Failed" checked> Failed <span class="muted">(3)</span>' in html
+    assert 'value="Gone" checked> Gone</label>' in html
+    assert "No runs match." in html
