@@ -46,6 +46,19 @@ def declare_view(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="where rendered pages are kept (default $XDG_CACHE_HOME/kubemill/viewer)",
     )
+    parser.add_argument(
+        "--index-dir",
+        type=Path,
+        metavar="DIR",
+        help="where the runs index is kept (default runs-index in the cache folder)",
+    )
+    parser.add_argument(
+        "--refresh-seconds",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="how often the runs index looks for new and changed runs (default 60)",
+    )
     parser.add_argument("--s3-endpoint-url", metavar="URL")
     parser.add_argument("--debug", action="store_true")
 
@@ -91,6 +104,10 @@ def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
         )
     if not 0 <= args.port <= 65535:
         return _error(f"--port {args.port} is not a TCP port", ExitCode.BAD_INPUT)
+    if not args.refresh_seconds > 0:
+        return _error(
+            f"--refresh-seconds {args.refresh_seconds} must be more than 0", ExitCode.BAD_INPUT
+        )
 
     import asyncio
 
@@ -118,6 +135,8 @@ def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             port=args.port,
             s3_endpoint_url=args.s3_endpoint_url or environ.get("AWS_ENDPOINT_URL") or None,
             s3_region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
+            index_dir=args.index_dir,
+            refresh_seconds=args.refresh_seconds,
         )
         store = make_store(settings)
         store.list_page("")  # a missing bucket or rejected credentials fail here, not per page

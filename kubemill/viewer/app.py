@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
-import html
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
@@ -28,11 +28,18 @@ from aiohttp import web
 
 from kubemill.runner import __version__
 
-from . import contents, listing, paths, render, render_assets
+from . import contents, listing, pages, paths, render, render_assets, runsview
 from .cache import BlobCache, CachedPage, RenderCache
 from .errors import BadRequest, NotFound, ViewerError
 from .folders import FolderCache
+from .pages import document as _document
+from .pages import esc as _esc
+from .pages import size as _size
+from .pages import time_html as _time
 from .render_assets import FRAME_SCRIPT_CSP_HASH, VIEWER_JS
+from .runindex import IndexNotBuilt, RunIndex
+from .runindex_sql import BadCursor
+from .runsquery import RunsQuery, parse_runs_query
 from .settings import ViewerSettings
 from .storage import LocalStore, ObjectInfo, Store, list_folder
 
@@ -123,6 +130,16 @@ class _Viewer:
         self.script_url = f"{self.base}/static/viewer.js"
         self.link = paths.link_mapper(store.root, self.base)
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
+        self.keeper = runsview.IndexKeeper(
+            RunIndex(settings.runs_index_dir), store.objects(), settings.refresh_seconds
+        )
+        self.links = runsview.Links(
+            runs=lambda pairs: f"{self.base}/runs{runsview.query_string(pairs)}",
+            api_runs=lambda pairs: f"{self.base}/api/runs{runsview.query_string(pairs)}",
+            notebook=lambda path: self.url("view", path),
+            folder=lambda path: self.url("tree", path, folder=True),
+            files=self.url("tree", "", folder=True),
+        )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
@@ -209,7 +226,7 @@ def _renderer_version() -> str:
     """The render modules' own digest: a page rendered by other code is not served from the
     cache, even when kubemill's version number did not change (a development checkout)."""
     digest = hashlib.sha256()
-    for module in (render, render_assets):
+    for module in (render, render_assets, pages):
         digest.update(Path(str(module.__file__)).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -218,30 +235,6 @@ VIEWER: web.AppKey[_Viewer] = web.AppKey("viewer", _Viewer)
 
 
 # --- pages ---------------------------------------------------------------------------------
-
-_STYLE = """
-body{font-family:system-ui,sans-serif;margin:0;color:#1f2328}
-header{padding:.6rem 1rem;border-bottom:1px solid #d0d7de;background:#f6f8fa}
-header a{color:#0969da;text-decoration:none}
-main{padding:1rem}
-table{border-collapse:collapse;width:100%}
-th,td{text-align:left;padding:.3rem .6rem;border-bottom:1px solid #eaeef2}
-td.size,th.size{text-align:right}
-.nav a{margin-right:1rem}
-.error{color:#cf222e}
-"""
-
-
-def _esc(text: object) -> str:
-    return html.escape(str(text), quote=True)
-
-
-def _document(title: str, body: str, head: str = "") -> str:
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{_esc(title)}</title><style>{_STYLE}</style>{head}</head>"
-        f"<body>{body}</body></html>"
-    )
 
 
 def _crumbs(viewer: _Viewer, path: str) -> str:
@@ -252,24 +245,6 @@ def _crumbs(viewer: _Viewer, path: str) -> str:
     ]
     links.append(f"<strong>{_esc(crumbs[-1][0])}</strong>")
     return f'<nav class="crumbs">{" / ".join(links)}</nav>'
-
-
-def _size(size: int | None) -> str:
-    if size is None:
-        return ""
-    value = float(size)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{size} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
-
-
-def _time(moment: datetime | None) -> str:
-    if moment is None:
-        return ""
-    utc = moment.astimezone(UTC)
-    return f'<time datetime="{utc.isoformat()}">{utc:%Y-%m-%d %H:%M:%S} UTC</time>'
 
 
 def _error_page(viewer: _Viewer | None, status: int, message: str) -> web.Response:
@@ -349,8 +324,9 @@ async def tree(request: web.Request) -> web.Response:
     if chosen.next_token:
         next_query = query(sort=sort, order=order, after=chosen.next_token)
         nav.append(f'<a rel="next" href="{_esc(here + next_query)}">next page</a>')
+    views = pages.views_nav(viewer.links.files, viewer.links.runs(()))
     body = (
-        f"<header>{_crumbs(viewer, path)}</header><main>"
+        f"<header>{_crumbs(viewer, path)}{views}</header><main>"
         f"<p>{total} entries in {_esc(where)}</p>"
         f'<table><thead><tr><th>{heading("Name", "name")}</th><th class="size">Size</th>'
         f"<th>{heading('Modified', 'time')}</th></tr></thead><tbody>{''.join(rows)}</tbody>"
@@ -483,6 +459,68 @@ async def viewer_js(request: web.Request) -> web.Response:
     )
 
 
+#: Seconds a client waits before asking again while the first runs index is being built.
+RETRY_BUILDING = 5
+
+
+async def _runs_page(
+    request: web.Request,
+) -> tuple[_Viewer, RunsQuery, runsview.RunsPage | None]:
+    """The runs page the query asks for; None while there is no index yet."""
+    viewer = request.app[VIEWER]
+    query = parse_runs_query(request.query.items())
+    try:
+        page = await viewer.run(runsview.fetch, viewer.keeper.index, query)
+    except IndexNotBuilt:
+        return viewer, query, None
+    except BadCursor as exc:  # checked when parsed; here for a cursor of another index file
+        raise BadRequest(f"{exc}; start again from the first page") from None
+    return viewer, query, page
+
+
+async def runs(request: web.Request) -> web.Response:
+    """`GET /runs`: the runs of the store, filtered, searched, sorted and paged (runsquery).
+    Until the first index exists: 503 with Retry-After, a page that says so and reloads, so a
+    person reads why and a script (or a proxy's health check) sees "not yet", not an empty list.
+    """
+    viewer, query, page = await _runs_page(request)
+    if page is None:
+        keeper = viewer.keeper
+        waited = time.monotonic() - keeper.started
+        body = runsview.building_html(viewer.links, keeper.error, waited, RETRY_BUILDING)
+        return web.Response(
+            status=503,
+            text=_document(
+                "runs - kubemill view",
+                body,
+                f'<meta http-equiv="refresh" content="{RETRY_BUILDING}">',
+            ),
+            content_type="text/html",
+            headers={"Retry-After": str(RETRY_BUILDING)},
+        )
+    return web.Response(
+        text=_document("runs - kubemill view", runsview.page_html(page, query, viewer.links)),
+        content_type="text/html",
+    )
+
+
+async def api_runs(request: web.Request) -> web.Response:
+    """`GET /api/runs`: the same page as JSON (runsview.page_json); 503 with Retry-After and
+    {"message": ...} until the first index exists."""
+    viewer, query, page = await _runs_page(request)
+    if page is None:
+        message = "the runs index is being built; ask again after Retry-After seconds"
+        if viewer.keeper.error:
+            message += f" (the last attempt failed: {viewer.keeper.error})"
+        response = _json_error(503, message)
+        response.headers["Retry-After"] = str(RETRY_BUILDING)
+        return response
+    return web.json_response(
+        runsview.page_json(page, query, viewer.links),
+        dumps=functools.partial(json.dumps, ensure_ascii=False),
+    )
+
+
 async def api_contents(request: web.Request) -> web.Response:
     """`GET /api/contents/<path>`: Jupyter Server's model of a file, notebook or directory."""
     viewer = request.app[VIEWER]
@@ -568,8 +606,10 @@ def create_app(
         chosen = store if store is not None else make_store(settings)
         viewer = _Viewer(settings, chosen, renderer or render.render_notebook)
         app[VIEWER] = viewer
+        keeping = asyncio.create_task(viewer.keeper.keep(), name="kubemill-runindex")
         yield
         viewer.executor.shutdown(wait=False, cancel_futures=True)
+        await viewer.keeper.stop(keeping)
 
     app.cleanup_ctx.append(lifetime)
     base = settings.base_path
@@ -583,6 +623,8 @@ def create_app(
     for route, handler in (("tree", tree), ("files", files), ("view", view)):
         app.router.add_get(f"{base}/{route}", home if route == "tree" else _missing)
         app.router.add_get(f"{base}/{route}/" + anything, handler)
+    app.router.add_get(f"{base}/runs", runs)
+    app.router.add_get(f"{base}/api/runs", api_runs)
     app.router.add_get(f"{base}/api/contents", api_contents)
     app.router.add_get(f"{base}/api/contents/" + anything, api_contents)
     return app

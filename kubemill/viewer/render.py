@@ -43,6 +43,7 @@ from typing import Any
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
+from .pages import duration as _seconds
 from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
 
 __all__ = [
@@ -262,16 +263,6 @@ def _size(n: int) -> str:
 
 def _broken(message: str) -> str:
     return f'<div class="km-broken" role="note">{_esc(message)}</div>'
-
-
-def _seconds(value: float) -> str:
-    if value < 1:
-        return f"{value * 1000:.0f} ms"
-    if value < 120:
-        return f"{value:.2f} s"
-    minutes, seconds = divmod(round(value), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {seconds:02d}s" if hours else f"{minutes}m {seconds:02d}s"
 
 
 def _number(value: Any) -> float | None:

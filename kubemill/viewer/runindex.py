@@ -68,9 +68,8 @@ from .runindex_sql import (
     RunFilter,
     Sort,
     conditions,
+    cursor_of,
     decode_cursor,
-    encode_cursor,
-    epoch_ms,
     has_fts5,
     readable,
     record_of,
@@ -210,11 +209,7 @@ class RunIndex:
         rows = connection.execute(sql, [*args_page, limit + 1]).fetchall()
         total = connection.execute(total_sql, args).fetchone()[0]
         runs = [record_of(row) for row in rows[:limit]]
-        next_cursor = None
-        if len(rows) > limit:
-            last = runs[-1]
-            key = epoch_ms(last.start) if column == "start_ms" else last.name
-            next_cursor = encode_cursor(sort, key, last.folder)
+        next_cursor = cursor_of(runs[-1], sort) if len(rows) > limit else None
         return Page(runs, next_cursor, total)
 
     def facets(self, filters: RunFilter = EVERY_RUN, top: int = 100) -> Facets:

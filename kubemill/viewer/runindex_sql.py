@@ -34,6 +34,7 @@ __all__ = [
     "RunFilter",
     "Sort",
     "conditions",
+    "cursor_of",
     "decode_cursor",
     "encode_cursor",
     "epoch_ms",
@@ -359,6 +360,14 @@ def readable(connection: sqlite3.Connection, fts: bool) -> bool:
 def encode_cursor(sort: Sort, value: int | str, folder: str) -> str:
     text = json.dumps([sort.value, value, folder], ensure_ascii=False, separators=(",", ":"))
     return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def cursor_of(record: RunRecord, sort: Sort) -> str:
+    """The cursor that names `record` in `sort`: a page after it starts with the run after it."""
+    column, _ = ORDERS[sort]
+    return encode_cursor(
+        sort, epoch_ms(record.start) if column == "start_ms" else record.name, record.folder
+    )
 
 
 def decode_cursor(cursor: str, sort: Sort) -> tuple[int | str, str]:

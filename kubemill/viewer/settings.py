@@ -55,3 +55,14 @@ class ViewerSettings:
     #: Threads for the blocking S3 client and for rendering: as many as boto3's connection
     #: pool holds (10), so no request waits for or throws away a connection.
     threads: int = 10
+    #: Where the runs index (one SQLite file, see kubemill.viewer.runindex) lives; None for
+    #: `runs-index` in cache_dir. In a cluster, the viewer's own volume: each replica has one.
+    index_dir: Path | None = None
+    #: Seconds between refreshes of the runs index: about how late a new run may show up. A
+    #: refresh lists the whole store (one request per 1,000 keys), so not much less than that
+    #: listing takes.
+    refresh_seconds: float = 60.0
+
+    @property
+    def runs_index_dir(self) -> Path:
+        return self.index_dir if self.index_dir is not None else self.cache_dir / "runs-index"

@@ -19,9 +19,12 @@ from kubemill.runner.storage import Location, s3_error
 
 from .errors import NotFound, StoreError
 from .listing import Entry
+from .runindex_sources import LocalObjects, S3Objects
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from .runindex import Objects
 
 __all__ = [
     "FolderPage",
@@ -102,6 +105,10 @@ class Store(Protocol):
 
     def folder_modified(self, path: str) -> datetime | None:
         """When a folder changed, where the store knows (a local folder; not an S3 prefix)."""
+
+    def objects(self) -> Objects:
+        """The same root as the runs index reads it: every key, recursively, with the same
+        client (one connection pool, one credential chain)."""
 
 
 def list_folder(store: Store, path: str) -> list[Entry]:
@@ -256,6 +263,9 @@ class S3Store:
     def folder_modified(self, path: str) -> datetime | None:
         return None
 
+    def objects(self) -> Objects:
+        return S3Objects(self._client, self.root)
+
 
 def _modified(st: os.stat_result) -> datetime:
     return datetime.fromtimestamp(st.st_mtime, UTC)
@@ -348,3 +358,6 @@ class LocalStore:
             return _modified(self._resolve(path).stat())
         except (NotFound, OSError):
             return None
+
+    def objects(self) -> Objects:
+        return LocalObjects(self._root)

@@ -507,9 +507,11 @@ def test_a_big_object_downloads_whole_in_pieces(
 
 def test_control_characters_in_names_list_and_download(tmp_path: Path) -> None:
     names = ["line\nbreak.txt", "tab\there.ipynb", 'quote"back\\slash.txt']
+    root = tmp_path / "root"  # the cache (pages, runs index) outside what is listed
+    root.mkdir()
     for name in names:
-        (tmp_path / name).write_text(name)
-    with live_viewer(ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")) as viewer:
+        (root / name).write_text(name)
+    with live_viewer(ViewerSettings(root=str(root), cache_dir=tmp_path / ".c")) as viewer:
         listed = rows(viewer.get("/tree/"))
         assert sorted(name for _, _, name in listed) == sorted(names)
         for _, href, name in listed:

@@ -70,6 +70,10 @@ def test_kubemill_view_serves_an_s3_prefix_and_stops_on_ctrl_c(
             "--no-browser",
             "--cache-dir",
             str(tmp_path / "cache"),
+            "--index-dir",
+            str(tmp_path / "index"),
+            "--refresh-seconds",
+            "0.5",
         ],
         env,
     )
@@ -83,6 +87,18 @@ def test_kubemill_view_serves_an_s3_prefix_and_stops_on_ctrl_c(
         assert status == 200
         assert "from the cli" in page
         assert fetch(base + "tree/missing/")[0] == 404
+        # The runs index is built in --index-dir; the folder's notebook, without run.json yet,
+        # is a run in progress.
+        deadline = time.monotonic() + 30
+        while (answer := fetch(base + "api/runs"))[0] != 200:
+            assert answer[0] == 503, answer
+            assert time.monotonic() < deadline, answer
+            time.sleep(0.05)
+        assert (tmp_path / "index" / "runs.db").is_symlink()
+        status, page = fetch(base + "runs")
+        assert status == 200
+        assert 'href="/km/view/ns/r%20%C3%A9/output.ipynb">r é</a>' in page
+        assert "Running" in page
     finally:
         began = time.monotonic()
         process.send_signal(signal.SIGINT)  # what Ctrl-C sends
@@ -101,6 +117,12 @@ def test_kubemill_view_refuses_a_non_loopback_address(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert "no authentication" in result.stderr
     assert "127.0.0.1" in result.stderr
+
+
+def test_kubemill_view_refuses_a_refresh_interval_of_zero(tmp_path: Path) -> None:
+    result = kubemill(["view", str(tmp_path), "--refresh-seconds", "0", "--no-browser"])
+    assert result.returncode == 2
+    assert "--refresh-seconds 0.0 must be more than 0" in result.stderr
 
 
 def test_kubemill_view_says_when_the_bucket_is_missing(s3_server: S3Server) -> None:
