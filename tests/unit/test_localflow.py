@@ -42,7 +42,9 @@ T0, T1, T2 = "2027-01-12T06:00:00Z", "2027-01-12T06:00:05Z", "2027-01-12T06:01:1
 
 def step(name: str, **extra: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {"notebook": f"{name}.ipynb"}
-    for key in ("parameters", "parametersFrom", "timeout", "cellTimeout", "kernel", "html"):
+    for key in (
+        "parameters", "parametersFrom", "timeout", "startTimeout", "cellTimeout", "kernel", "html",
+    ):  # fmt: skip
         if key in extra:
             spec[key] = extra.pop(key)
     return {"name": name, "runTemplate": {"spec": spec}, **extra}
@@ -213,6 +215,18 @@ def test_runner_arguments_follow_the_spec_and_the_command_line() -> None:
         start, "a", "o/", None, None, "/t", {}, kernel="k2", timeout=5, cell_timeout=1
     )
     assert args[5:] == ["--kernel=k2", "--cell-timeout", "1", "--timeout", "5", "--html"]
+
+
+def test_a_start_timeout_means_nothing_locally() -> None:
+    """There is no pod to start: a local run is started at once, and its arguments do not
+    change with spec.startTimeout."""
+    with_limit = Local(manifest(step("a", timeout="10m", startTimeout="5s")))
+    without = Local(manifest(step("a", timeout="10m")))
+    [start] = advance(with_limit, T0, [])
+    [plain] = advance(without, T0, [])
+    assert runner_args(start, "a", "o/", None, None, "/t", {}) == runner_args(
+        plain, "a", "o/", None, None, "/t", {}
+    )
 
 
 def test_run_folders_are_named_as_on_the_cluster() -> None:
