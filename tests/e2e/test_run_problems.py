@@ -127,6 +127,10 @@ NEVER_STARTS = {
         {"parametersFrom": [{"name": "v", "secretKeyRef": {"name": "no-such-db", "key": "pw"}}]},
         "ConfigError", 'secret "no-such-db" not found',
     ),
+    "configmap": (
+        {"notebookFrom": {"configMapKeyRef": {"name": "no-such-notebooks", "key": "n.ipynb"}}},
+        "ConfigError", 'configmap "no-such-notebooks" not found',
+    ),
     "image": (
         {"image": "registry.invalid/kubemill/absent:1"},
         "ImagePullFailed", 'the image "registry.invalid/kubemill/absent:1" could not be pulled',
@@ -147,10 +151,10 @@ def test_a_pod_that_does_not_start_in_time_fails_the_run_and_its_job_goes(
     jobs = f"/apis/batch/v1/namespaces/{run_namespace}/jobs"
     pods = f"/api/v1/namespaces/{run_namespace}/pods"
     started = time.monotonic()
-    create_run(
-        api, run_namespace, name, notebook=f"s3://{results_bucket}/notebooks/values.ipynb",
-        startTimeout="5s", **extra,
-    )  # fmt: skip
+    source = {} if "notebookFrom" in extra else {
+        "notebook": f"s3://{results_bucket}/notebooks/values.ipynb"
+    }  # fmt: skip
+    create_run(api, run_namespace, name, startTimeout="5s", **source, **extra)
     run = wait_run(api, run_namespace, name, "Failed", timeout=90)
     took = time.monotonic() - started
     print(f"{case}: {reason} after {took:.1f}s: {run['status']['message']}")
