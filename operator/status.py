@@ -281,7 +281,7 @@ def _still_blocked(old: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
 def _event_problem(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
 ) -> Blocker | None:
-    """(reason, message) of a reported problem that still holds: a FailedMount of the newest pod
+    """What a reported problem that still holds says: a FailedMount of the newest pod
     while its runner has not run, or a FailedCreate of the Job while it has no live pod and none
     created since. Pods sorted oldest first."""
     newest = pods[-1] if pods else None
