@@ -419,17 +419,17 @@ def _start_failure(
     spec: Mapping[str, Any],
 ) -> tuple[str, str]:
     """Reason and message of a run whose runner did not start within `limit`: the reason names
-    what was in the way (START_FAILURES), the message what it was and what to do. A pod the
-    scheduler has not bound counts as unschedulable even without its condition (a busy
-    scheduler that had no time to say is reported the same: the limit is the same for all)."""
+    what was in the way (START_FAILURES), the message what it was and what to do. Unschedulable
+    only when the scheduler said so (PodScheduled False): a pod it has not looked at yet (a busy
+    scheduler, a scheduling gate) is a StartTimeout that says the pod waited for a node."""
     never = f"the notebook never started: {limit.source} passed"
     raise_it = "raise spec.startTimeout"
     newest = pods[-1] if pods else None
-    if blocker is None and newest is not None and not _scheduled(newest):
-        blocker = Blocker("PodProblem", "Unschedulable", "the pod was not bound to any node")
     if blocker is None:
         doing = (
             "the Job created no runner pod" if newest is None
+            else "the runner pod was still waiting for a node (the scheduler had not said why)"
+            if not _scheduled(newest)
             else "the runner pod was still being created (its image pulled, its volumes mounted)"
         )  # fmt: skip
         return "StartTimeout", f"{never} while {doing}; {raise_it} if it only starts slowly"

@@ -152,8 +152,9 @@ def test_a_step_whose_pod_does_not_start_in_time_fails_the_workflow(
 ) -> None:
     notebooks = f"s3://{results_bucket}/notebooks"
     pull = step("pull", f"{notebooks}/values.ipynb", parameters={"value": 1})
+    # (Long enough for the pull failure to show first on a loaded machine.)
     pull["runTemplate"]["spec"].update(
-        image="registry.invalid/kubemill/absent:1", startTimeout="5s"
+        image="registry.invalid/kubemill/absent:1", startTimeout="20s"
     )
     steps = [pull, step("after", f"{notebooks}/values.ipynb", dependsOn=["pull"])]
     create_workflow(api, run_namespace, "no-start", steps)

@@ -161,7 +161,7 @@ def test_the_deadline_counts_from_the_jobs_creation() -> None:
         ([pod("ErrImagePull", "not found")], [], "ImagePullFailed", "PodProblem", IMAGE),
         ([pod("InvalidImageName", "bad")], [], "ImagePullFailed", "PodProblem", "InvalidImageName"),
         ([REFUSED], [], "Unschedulable", "PodProblem", "didn't match Pod's node affinity/selector"),
-        ([UNBOUND], [], "Unschedulable", "Pending", "the pod was not bound to any node"),
+        ([UNBOUND], [], "StartTimeout", "Pending", "still waiting for a node"),
         ([], [CREATE], "PodNotCreated", "PodNotCreated", 'serviceaccount "sa" not found'),
         ([pod("CreateContainerError", "no file")], [], "StartTimeout", "PodProblem", "no file"),
         ([pod()], [], "StartTimeout", "Pending", "still being created"),
