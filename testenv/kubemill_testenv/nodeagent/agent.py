@@ -1,5 +1,6 @@
 """The node: registers itself Ready, binds pending pods that the default scheduler would give
-it, and keeps one ``PodWorker`` per pod bound here, fed by a list-then-watch of every pod."""
+it (and marks those whose nodeSelector it does not match Unschedulable, as the scheduler does),
+and keeps one ``PodWorker`` per pod bound here, fed by a list-then-watch of every pod."""
 
 from __future__ import annotations
 
