@@ -187,6 +187,26 @@ class KubernetesCluster:
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         _remove_finalizer(self.core.patch_namespaced_pod, pod, POD_FINALIZER, self._error)
 
+    def delete_job(self, job: Mapping[str, Any]) -> None:
+        meta = job["metadata"]
+        try:
+            _discard(
+                self._batch.delete_namespaced_job(
+                    meta["name"], meta["namespace"], _preload_content=False,
+                    # In the body, where the API server reads it once there is a body (the query
+                    # parameter is then ignored, and a Job's default orphans its pods). Only the
+                    # Job the caller saw: a namesake created since is not its to delete.
+                    body={
+                        "propagationPolicy": "Background",
+                        "preconditions": {"uid": meta["uid"]},
+                    },
+                )
+            )  # fmt: skip
+        except self._error as exc:
+            if exc.status in (404, 409):  # gone already, or a namesake (the uid differs)
+                return
+            raise TransientError(api_problem(exc)) from None
+
     def list_pods(self, namespace: str, run: str) -> list[dict[str, Any]]:
         try:
             answer = self.core.list_namespaced_pod(

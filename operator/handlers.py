@@ -42,10 +42,15 @@ from .status import (
     TERMINAL,
     derive_status,
     end_unseen,
+    job_unfinished,
     runner_running,
+    start_deadline,
+    start_limit,
+    start_pending,
     transitions,
     with_viewer,
 )
+from .times import now as clock
 from .times import rfc3339
 from .watches import watch_children
 from .workqueue import QueuedController
@@ -69,6 +74,10 @@ class Cluster(Protocol):
 
     def remove_job_finalizer(self, job: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the Job (no error if it is gone already)."""
+
+    def delete_job(self, job: Mapping[str, Any]) -> None:
+        """Delete the Job, its pods in the background (no error if it is gone already); our
+        finalizer keeps it until it is taken off."""
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         """Take kubemill's finalizer off the pod (no error if it is gone already)."""
@@ -226,9 +235,14 @@ class Reconciler(QueuedController):
                 return
         current = job_name(meta["name"], uid)
         owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
-        if job is not None and old.get("phase") not in TERMINAL and end_unseen(job, owned_pods):
+        if (
+            job is not None
+            and old.get("phase") not in TERMINAL
+            and (end_unseen(job, owned_pods) or self._start_due(key, run, job, old, owned_pods))
+        ):
             # The run ends now, so what its pods say is read from the API server rather than
-            # awaited from the pod watch: once per run, and only when the watch lags.
+            # awaited from the pod watch: once per run, and only when the watch lags (or, at
+            # the start deadline, might hide a runner that has just started).
             fresh = self.cluster.list_pods(key[0], meta["name"])
             owned_pods = [p for p in fresh if controller_name(p, "Job") == current]
         # Pods of a namesake run deleted before (or of Jobs not ours) hold nothing we need.
@@ -238,7 +252,10 @@ class Reconciler(QueuedController):
         children = [job, *owned_pods] if job else owned_pods
         uids = [c["metadata"]["uid"] for c in children if c["metadata"].get("uid")]
         problems = self.problems.observe(key, uids)
-        new = derive_status({**run, "status": old}, job, owned_pods, now, problems)
+        new = derive_status(
+            {**run, "status": old}, job, owned_pods, now, problems,
+            self.settings.start_timeout_seconds,
+        )  # fmt: skip
         new = with_viewer(new, self.settings.viewer_url, self.settings.viewer_root)
         self._write(key, run, old, new)
         if new.get("phase") in TERMINAL:
@@ -247,12 +264,40 @@ class Reconciler(QueuedController):
             # was still running when last seen keeps both: its end, with the summary, comes
             # in a later pod event, which fills in the status and releases them.
             self.problems.release(key)
+            if job is not None and job_unfinished(job):
+                # Ended before its Job did (its runner never started in time): the Job goes,
+                # so that the job controller and the kubelet stop trying.
+                self.cluster.delete_job(job)
             settling = [p for p in owned_pods if runner_running(p)]
             for pod in owned_pods:
                 if pod not in settling:
                     self._release_pod(pod)
             if job is not None and not settling:
                 self._release(job)
+
+    def _start_due(
+        self,
+        key: Key,
+        run: Mapping[str, Any],
+        job: Mapping[str, Any],
+        old: Mapping[str, Any],
+        pods: list[dict[str, Any]],
+    ) -> bool:
+        """Whether the run's start deadline has passed with its runner not started; before it,
+        the run is queued for that moment, since no watch event need come then (a pod stuck
+        in ImagePullBackOff changes no more)."""
+        if not start_pending(old, pods):
+            return False
+        limit = start_limit(run.get("spec") or {}, self.settings.start_timeout_seconds)
+        deadline = start_deadline(job, limit)
+        if deadline is None:
+            return False
+        left = (deadline - clock()).total_seconds()
+        if left > 0:
+            # A second late: status times are whole seconds, so the pass then sees it passed.
+            self.enqueue_after(key, left + 1.0)
+            return False
+        return True
 
     def _release(self, job: Mapping[str, Any]) -> None:
         if JOB_FINALIZER in (job["metadata"].get("finalizers") or []):

@@ -418,6 +418,10 @@ def build_job(
             "spec": pod_spec,
         },
     }
+    if spec.get("startTimeout"):
+        # The operator, not the Job, holds the run to it (status.start_deadline); checked here
+        # so that a value the CRD let through fails the run before its Job exists.
+        parse_duration(spec["startTimeout"], "spec.startTimeout")
     if spec.get("timeout"):
         job_spec["activeDeadlineSeconds"] = math.ceil(parse_duration(spec["timeout"], "timeout"))
     ttl = spec.get("ttlSecondsAfterFinished", settings.default_ttl_seconds)

@@ -139,8 +139,11 @@ def annotations_rules(field: str) -> list[dict[str, Any]]:
     ]
 
 
-def duration_rules(field: str, example: str) -> list[dict[str, Any]]:
-    """x-kubernetes-validations of a duration string (kubemill.runner.rules)."""
+def duration_rules(
+    field: str, example: str, absent: str = "leave it out for no limit"
+) -> list[dict[str, Any]]:
+    """x-kubernetes-validations of a duration string (kubemill.runner.rules); `absent` says
+    what leaving the field out means."""
     matches = f"self.matches({cel_string(DURATION_PATTERN)})"
     return [
         {
@@ -154,7 +157,7 @@ def duration_rules(field: str, example: str) -> list[dict[str, Any]]:
             "rule": f"!{matches} || self.matches({cel_string(_LONG_PART)}) || "
             f"duration(self) >= duration('{MIN_DURATION_SECONDS}s')",
             "message": f"{field} must be at least {MIN_DURATION_SECONDS}s (it is counted in whole "
-            "seconds, and 0 would fail every run at once); leave it out for no limit",
+            f"seconds, and 0 would fail every run at once); {absent}",
         },
     ]
 
@@ -335,6 +338,12 @@ def run_spec_rules() -> dict[str, dict[str, Any]]:
         "timeout": {
             "maxLength": DURATION_MAX_LENGTH,
             "x-kubernetes-validations": duration_rules("spec.timeout", "90s, 10m, 1h30m or 2h"),
+        },
+        "startTimeout": {
+            "maxLength": DURATION_MAX_LENGTH,
+            "x-kubernetes-validations": duration_rules(
+                "spec.startTimeout", "90s, 10m or 1h", "leave it out for the operator's default"
+            ),
         },
         "cellTimeout": {
             "maxLength": DURATION_MAX_LENGTH,

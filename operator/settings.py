@@ -9,7 +9,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-__all__ = ["Settings"]
+from kubemill.runner.rules import duration_seconds
+
+__all__ = ["DEFAULT_START_TIMEOUT_SECONDS", "Settings"]
+
+#: How long a run's pod may take to start before the run fails, unless the run says otherwise
+#: (spec.startTimeout). Long enough for a cluster autoscaler to add a node (a few minutes, GPU
+#: nodes up to about ten) and for a large image to be pulled; short enough that a run whose
+#: Secret is missing fails while someone still looks at it, instead of staying Pending for ever.
+DEFAULT_START_TIMEOUT_SECONDS = 600.0
 
 
 def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | None:
@@ -20,6 +28,21 @@ def _int(environ: Mapping[str, str], name: str, default: int | None) -> int | No
         return int(text)
     except ValueError:
         raise ValueError(f"{name}={text!r} is not a whole number") from None
+
+
+def _duration(environ: Mapping[str, str], name: str, default: float | None) -> float | None:
+    """Seconds in a duration setting (`10m`, spec.timeout's syntax); `0` for none."""
+    text = environ.get(name, "").strip()
+    if not text:
+        return default
+    if text == "0":
+        return None
+    try:
+        return duration_seconds(text)
+    except ValueError:
+        raise ValueError(
+            f"{name}={text!r} is not a duration of at least 1s (e.g. 90s, 10m, 1h) or 0 for none"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -52,6 +75,11 @@ class Settings:
     #: empty when no viewer is installed.
     viewer_url: str = ""
     viewer_root: str = ""
+    #: Seconds from a run's Job being created to the run failing if its runner has not started
+    #: by then (a missing Secret, an image that cannot be pulled, no node that fits), for runs
+    #: without spec.startTimeout; None for no limit. Its Job is deleted, so nothing keeps
+    #: retrying, and the run's reason names the cause.
+    start_timeout_seconds: float | None = DEFAULT_START_TIMEOUT_SECONDS
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str]) -> Settings:
@@ -95,6 +123,9 @@ class Settings:
             )
             or defaults.termination_grace_seconds,
             log_level=level,
+            start_timeout_seconds=_duration(
+                environ, "KUBEMILL_START_TIMEOUT", defaults.start_timeout_seconds
+            ),
             liveness_endpoint=environ.get(
                 "KUBEMILL_LIVENESS_ENDPOINT", defaults.liveness_endpoint
             ).strip(),

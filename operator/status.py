@@ -6,6 +6,7 @@ reached Succeeded or Failed never leaves it; later observations may only fill in
 
 from __future__ import annotations
 
+import datetime
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -14,17 +15,24 @@ from kubemill.runner.contract import Summary, parse_summary
 from kubemill.runner.links import viewer_link
 
 from .jobs import CONTAINER
+from .spec import parse_duration
 from .times import parse_rfc3339
 
 __all__ = [
     "PROBLEM_REASONS",
+    "START_FAILURES",
     "TERMINAL",
     "Problem",
+    "StartLimit",
     "condition",
     "derive_status",
     "format_duration",
+    "job_unfinished",
     "pending_status",
     "runner_running",
+    "start_deadline",
+    "start_limit",
+    "start_pending",
     "transitions",
 ]
 
@@ -36,6 +44,34 @@ CONDITION_TYPES = ("JobCreated", "Running", "Succeeded", "Failed")
 #: (a missing ServiceAccount, a quota, Pod Security). JobNotCreated: the API server refused the
 #: Job in a way that may pass (a quota on Jobs, the operator's own RBAC); it is retried.
 PROBLEM_REASONS = ("PodProblem", "PodNotCreated", "JobNotCreated")
+#: Reasons of a run that failed because its runner pod did not start within its start limit
+#: (spec.startTimeout or the operator's), each naming what was in the way, so that `kubectl get`
+#: and alert rules tell a registry problem from a missing Secret from a full cluster:
+#: ImagePullFailed (the image cannot be pulled: its name, the registry, its credentials),
+#: ConfigError (the pod names a Secret, ConfigMap or key that does not exist, or a setting the
+#: kubelet refuses), Unschedulable (no node takes the pod: nodeSelector, affinity, tolerations,
+#: resources; or the nodes an autoscaler adds came too late), PodNotCreated (the job controller
+#: cannot create the pod: a missing ServiceAccount, a quota, Pod Security), StartTimeout (none of
+#: these was seen: the pod was still being created, or the limit was spec.timeout's, see _failure).
+START_FAILURES = (
+    "ImagePullFailed",
+    "ConfigError",
+    "Unschedulable",
+    "PodNotCreated",
+    "StartTimeout",
+)
+#: The kubelet's waiting reasons of a container whose image cannot be pulled.
+_IMAGE_PULL = (
+    "ErrImagePull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "ErrImageNeverPull",
+    "RegistryUnavailable",
+    "SignatureValidationFailed",
+)
+#: The kubelet's waiting reason of a container whose configuration it cannot build: a Secret,
+#: ConfigMap or key its environment names is missing, or runAsNonRoot meets a root image.
+_CONFIG = ("CreateContainerConfigError",)
 #: Terminated reasons of a container whose process never ran (the runtime could not start it,
 #: or the pod was stopped before it was started).
 _NEVER_RAN = ("StartError", "ContainerCannotRun", "ContainerStatusUnknown")
@@ -57,6 +93,49 @@ class Problem:
     message: str
     #: When it was last seen (the Event's lastTimestamp, RFC 3339), to tell it from older pods.
     seen: str
+
+
+@dataclass(frozen=True)
+class Blocker:
+    """What keeps a run's runner from starting, as last seen."""
+
+    #: The Pending reason that shows it (PROBLEM_REASONS).
+    pending: str
+    #: The run's reason should its start limit pass now (START_FAILURES).
+    cause: str
+    message: str
+
+
+@dataclass(frozen=True)
+class StartLimit:
+    """How long a run's pod may take to start, and how a message names that limit."""
+
+    seconds: float
+    source: str
+
+
+def start_limit(spec: Mapping[str, Any], default: float | None) -> StartLimit | None:
+    """The run's own spec.startTimeout, else the operator's `default` (None: no limit)."""
+    text = spec.get("startTimeout")
+    if text:
+        return StartLimit(parse_duration(text, "spec.startTimeout"), f"spec.startTimeout ({text})")
+    if default is None:
+        return None
+    return StartLimit(default, f"the operator's start timeout ({format_duration(default)})")
+
+
+def start_deadline(job: Mapping[str, Any], limit: StartLimit | None) -> datetime.datetime | None:
+    """When the run fails if its runner has not started by then: `limit` after its Job was
+    created. From the Job's creation, not from the first problem seen: that moment is written in
+    the cluster, so an operator restarted meanwhile computes the same deadline; problems come and
+    go (a FailedMount that clears, then an image pull that fails), and a first sighting would
+    restart the clock with each; and a pod the job controller cannot create has no creation of
+    its own to count from. Not from the run's creation either: a run that waits for the runs it
+    takes values from (phase Waiting) has no Job yet, and may wait for hours on purpose."""
+    created = parse_rfc3339(job["metadata"].get("creationTimestamp"))
+    if limit is None or created is None:
+        return None
+    return created + datetime.timedelta(seconds=limit.seconds)
 
 
 def format_duration(seconds: float) -> str:
@@ -113,16 +192,25 @@ def _ran(summary: Summary | None) -> dict[str, Any]:
     return dict(summary.failure or {}) if summary is not None else {}
 
 
-def _waiting_problem(pods: Sequence[Mapping[str, Any]]) -> str | None:
-    """Why the newest pod cannot start (a missing Secret, an image that cannot be pulled)."""
+def _waiting_problem(pods: Sequence[Mapping[str, Any]]) -> Blocker | None:
+    """Why the newest pod cannot start (a missing Secret, an image that cannot be pulled, no
+    node that fits), from its status: the kubelet's waiting reason, the scheduler's condition."""
     for pod in pods[-1:]:
         for status in pod.get("status", {}).get("containerStatuses") or []:
             waiting = (status.get("state") or {}).get("waiting") or {}
-            if waiting.get("reason") and waiting["reason"] != "ContainerCreating":
-                return f"{waiting['reason']}: {waiting.get('message', '')}".strip(": ")
+            reason = waiting.get("reason")
+            if reason and reason != "ContainerCreating":
+                message = f"{reason}: {waiting.get('message', '')}".strip(": ")
+                cause = (
+                    "ImagePullFailed" if reason in _IMAGE_PULL
+                    else "ConfigError" if reason in _CONFIG
+                    else "StartTimeout"
+                )  # fmt: skip
+                return Blocker("PodProblem", cause, message)
         for cond in pod.get("status", {}).get("conditions") or []:
             if cond.get("type") == "PodScheduled" and cond.get("status") == "False":
-                return f"Unschedulable: {cond.get('message', '')}".strip(": ")
+                message = f"Unschedulable: {cond.get('message', '')}".strip(": ")
+                return Blocker("PodProblem", "Unschedulable", message)
     return None
 
 
@@ -159,6 +247,14 @@ def runner_running(pod: Mapping[str, Any]) -> bool:
     return False
 
 
+def job_unfinished(job: Mapping[str, Any]) -> bool:
+    """Whether the Job, as the watch shows it, still works at its run: neither Complete nor
+    Failed, nor being deleted. (A Job created or adopted this pass, not seen yet, has no uid.)"""
+    if not job["metadata"].get("uid") or job["metadata"].get("deletionTimestamp"):
+        return False
+    return not (_job_condition(job, "Complete") or _job_condition(job, "Failed"))
+
+
 def end_unseen(job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) -> bool:
     """Whether the Job has ended while none of `pods` shows how its runner ended. The pod
     watch lags the Job watch (always just after a restart, often in a burst), and a status
@@ -184,8 +280,8 @@ def _still_blocked(old: Mapping[str, Any], pods: Sequence[Mapping[str, Any]]) ->
 
 def _event_problem(
     job: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], problems: Sequence[Problem]
-) -> tuple[str, str] | None:
-    """(reason, message) of a reported problem that still holds: a FailedMount of the newest pod
+) -> Blocker | None:
+    """What a reported problem that still holds says: a FailedMount of the newest pod
     while its runner has not run, or a FailedCreate of the Job while it has no live pod and none
     created since. Pods sorted oldest first."""
     newest = pods[-1] if pods else None
@@ -194,7 +290,8 @@ def _event_problem(
         mine = [p for p in problems if p.kind == "Pod" and p.uid == uid]
         if mine and not _runner_ran(newest):
             latest = max(mine, key=lambda p: p.seen)
-            return "PodProblem", f"{latest.reason}: {latest.message}"
+            # A FailedMount: the pod's volumes are ConfigMaps (the notebook, the parameters).
+            return Blocker("PodProblem", "ConfigError", f"{latest.reason}: {latest.message}")
     uid = job["metadata"].get("uid")
     creates = [p for p in problems if p.kind == "Job" and p.uid == uid]
     if not creates or uid is None:
@@ -204,7 +301,8 @@ def _event_problem(
     newer = any((p["metadata"].get("creationTimestamp") or "") >= latest.seen for p in pods)
     if live or newer:
         return None
-    return "PodNotCreated", f"the Job cannot create the runner pod: {latest.message}"
+    message = f"the Job cannot create the runner pod: {latest.message}"
+    return Blocker("PodNotCreated", "PodNotCreated", message)
 
 
 def _job_condition(job: Mapping[str, Any], kind: str) -> Mapping[str, Any] | None:
@@ -289,6 +387,80 @@ def _failure(
     return job_reason, message, {"reason": job_reason, "message": message}
 
 
+def _scheduled(pod: Mapping[str, Any]) -> bool:
+    """Whether the pod was bound to a node (binding sets PodScheduled True)."""
+    conditions = pod.get("status", {}).get("conditions") or []
+    return any(c.get("type") == "PodScheduled" and c.get("status") == "True" for c in conditions)
+
+
+def _image(pods: Sequence[Mapping[str, Any]], spec: Mapping[str, Any]) -> str | None:
+    """The runner's image as the kubelet reports it (the pod spec is not kept), else the run's."""
+    for pod in pods[-1:]:
+        image = _runner_state(pod).get("image")
+        if image:
+            return str(image)
+    return spec.get("image")
+
+
+def start_pending(
+    old: Mapping[str, Any], pods: Sequence[Mapping[str, Any]], summary: Summary | None = None
+) -> bool:
+    """Whether the run's runner has yet to start: no process of it ever ran, in any attempt.
+    The start limit counts only until then; afterwards spec.timeout is the only limit."""
+    if summary is not None or old.get("phase") in ("Running", *TERMINAL):
+        return False
+    return not any(_runner_ran(p) for p in pods)
+
+
+def _start_failure(
+    limit: StartLimit,
+    blocker: Blocker | None,
+    pods: Sequence[Mapping[str, Any]],
+    spec: Mapping[str, Any],
+) -> tuple[str, str]:
+    """Reason and message of a run whose runner did not start within `limit`: the reason names
+    what was in the way (START_FAILURES), the message what it was and what to do. Unschedulable
+    only when the scheduler said so (PodScheduled False): a pod it has not looked at yet (a busy
+    scheduler, a scheduling gate) is a StartTimeout that says the pod waited for a node."""
+    never = f"the notebook never started: {limit.source} passed"
+    raise_it = "raise spec.startTimeout"
+    newest = pods[-1] if pods else None
+    if blocker is None:
+        doing = (
+            "the Job created no runner pod" if newest is None
+            else "the runner pod was still waiting for a node (the scheduler had not said why)"
+            if not _scheduled(newest)
+            else "the runner pod was still being created (its image pulled, its volumes mounted)"
+        )  # fmt: skip
+        return "StartTimeout", f"{never} while {doing}; {raise_it} if it only starts slowly"
+    cause, said = blocker.cause, blocker.message
+    if cause == "ImagePullFailed":
+        image = _image(pods, spec)
+        what = (
+            f'the image "{image}" could not be pulled' if image else "the image could not be pulled"
+        )
+        advice = (
+            "fix spec.image, or give the pod's ServiceAccount imagePullSecrets for the registry"
+        )
+    elif cause == "ConfigError":
+        what = "the runner pod could not be set up"
+        advice = "create what it names in the run's namespace, or fix the run's reference to it"
+    elif cause == "Unschedulable":
+        what = "no node took the runner pod"
+        advice = (
+            "check spec.nodeSelector, affinity, tolerations and resources, or "
+            f"{raise_it} if nodes are being added"
+        )
+    elif cause == "PodNotCreated":
+        what = "the Job could not create the runner pod"
+        said = said.removeprefix("the Job cannot create the runner pod: ")
+        advice = f"fix that, or {raise_it} if it only passes slowly (a quota)"
+    else:
+        what = "the runner pod could not start"
+        advice = f"fix that, or {raise_it} if it only starts slowly"
+    return cause, f"{never} while {what} ({said}); {advice}"
+
+
 def pending_status(run: Mapping[str, Any], job_name: str, now: str) -> dict[str, Any]:
     """The status right after the Job was created (or adopted)."""
     return derive_status(run, {"metadata": {"name": job_name}, "status": {}}, [], now)
@@ -300,9 +472,11 @@ def derive_status(
     pods: Sequence[Mapping[str, Any]],
     now: str,
     problems: Sequence[Problem] = (),
+    start_timeout: float | None = None,
 ) -> dict[str, Any]:
-    """The complete status the run should have, given its Job and pods as last seen, and the
-    Warning Events seen about them (`problems`; only those that still hold are used)."""
+    """The complete status the run should have at `now`, given its Job and pods as last seen,
+    the Warning Events seen about them (`problems`; only those that still hold are used), and
+    the operator's start timeout for runs without spec.startTimeout (None: no limit)."""
     old: Mapping[str, Any] = run.get("status") or {}
     generation = int(run["metadata"].get("generation", 1))
     spec = run.get("spec") or {}
@@ -348,17 +522,18 @@ def derive_status(
             }
         running = any(p.get("status", {}).get("phase") == "Running" for p in pods[-1:])
         # What keeps the runner from starting: the pod's own status first, then the Events.
-        waiting = _waiting_problem(pods)
-        blocked = ("PodProblem", waiting) if waiting else _event_problem(job, pods, problems)
-        started = (
-            summary is not None
-            or old.get("phase") == "Running"
-            or any(_runner_ran(p) for p in pods)
-        )
+        blocked = _waiting_problem(pods) or _event_problem(job, pods, problems)
+        started = not start_pending(old, pods, summary)
         if not (blocked or started) and _still_blocked(old, pods):
             # The pod that could not start is being stopped (the Job's deadline, a deletion),
             # or the Event is no longer at hand (a restart): the last status still says why.
-            blocked = (str(old["reason"]), str(old.get("message", "")))
+            kept = str(old["reason"])
+            cause = "PodNotCreated" if kept == "PodNotCreated" else "StartTimeout"
+            blocked = Blocker(kept, cause, str(old.get("message", "")))
+        limit = None if started else start_limit(spec, start_timeout)
+        deadline = start_deadline(job, limit)
+        moment = parse_rfc3339(now)
+        expired = deadline is not None and moment is not None and deadline <= moment
         if complete:
             early = summary.early_exit if summary is not None else None
             said = early.get("message") if early else None
@@ -367,14 +542,20 @@ def derive_status(
             status["completionTime"] = (job.get("status") or {}).get("completionTime") or now
             status.pop("failure", None)
         elif failed:
-            blocker = None if started else (blocked[1] if blocked else "")
+            blocker = None if started else (blocked.message if blocked else "")
             reason, message, failure = _failure(failed, summary, terminated, spec, blocker)
             status.update(phase="Failed", reason=reason, message=message, failure=failure)
             status["completionTime"] = failed.get("lastTransitionTime") or now
         elif running:
             status.update(phase="Running", reason="Running", message="the notebook is running")
+        elif expired and limit is not None:
+            # The handler deletes the Job once this is written, so nothing keeps trying.
+            reason, message = _start_failure(limit, blocked, pods, spec)
+            status.update(phase="Failed", reason=reason, message=message)
+            status["failure"] = {"reason": reason, "message": message}
+            status["completionTime"] = now
         elif blocked:
-            status.update(phase="Pending", reason=blocked[0], message=blocked[1])
+            status.update(phase="Pending", reason=blocked.pending, message=blocked.message)
         else:
             status.update(
                 phase="Pending", reason="Pending", message="waiting for the runner pod to start"

@@ -147,6 +147,25 @@ def test_an_upstream_failure_skips_its_dependents_while_the_rest_and_finally_run
     assert "'phase': 'Failed'" in outcome and "'failed': ['extract']" in outcome
 
 
+def test_a_step_whose_pod_does_not_start_in_time_fails_the_workflow(
+    api: client.ApiClient, run_namespace: str, results_bucket: str
+) -> None:
+    notebooks = f"s3://{results_bucket}/notebooks"
+    pull = step("pull", f"{notebooks}/values.ipynb", parameters={"value": 1})
+    # (Long enough for the pull failure to show first on a loaded machine.)
+    pull["runTemplate"]["spec"].update(
+        image="registry.invalid/kubemill/absent:1", startTimeout="20s"
+    )
+    steps = [pull, step("after", f"{notebooks}/values.ipynb", dependsOn=["pull"])]
+    create_workflow(api, run_namespace, "no-start", steps)
+    done = wait_workflow(api, run_namespace, "no-start")
+    assert (done["status"]["phase"], done["status"]["reason"]) == ("Failed", "StepFailed")
+    assert done["status"]["message"].startswith("step pull failed (ImagePullFailed): ")
+    assert steps_of(done) == {
+        "pull": ("Failed", "ImagePullFailed"), "after": ("Skipped", "UpstreamFailed"),
+    }  # fmt: skip
+
+
 def test_retry_re_runs_only_the_failed_and_skipped_steps(
     api: client.ApiClient, kubemill_installed: Cluster, run_namespace: str, results_bucket: str
 ) -> None:

@@ -116,3 +116,34 @@ def test_the_operator_may_remove_finalizers_and_change_nothing_else(
     meta = json.loads(pod.stdout)["metadata"]
     assert meta["finalizers"] == ["example.com/keep"]
     assert meta["labels"] == {"app": "web"}
+
+
+def test_the_operator_may_delete_only_the_jobs_it_made_for_runs(
+    api: client.ApiClient, as_operator: client.ApiClient, namespace: str
+) -> None:
+    """It deletes a run's Job when the run's pod did not start in time; RBAC cannot narrow
+    `delete` to those Jobs, deploy/base/operator-policy.yaml does (dry runs: nothing goes)."""
+    jobs = f"/apis/batch/v1/namespaces/{namespace}/jobs"
+    for name, labels in (("web-migrate", {"app": "web"}), ("a-runs", {"kubemill.dev/run": "a"})):
+        kube.request(api, "POST", jobs, body={
+            "apiVersion": "batch/v1", "kind": "Job",
+            "metadata": {"name": name, "labels": labels},
+            "spec": {"suspend": True, "template": {"spec": {
+                "restartPolicy": "Never", "containers": [{"name": "c", "image": "x:1"}]}}},
+        })  # fmt: skip
+
+    def delete(name: str) -> tuple[bool, str]:
+        try:
+            kube.request(as_operator, "DELETE", f"{jobs}/{name}", query={"dryRun": "All"})
+        except ApiException as exc:
+            return False, f"{exc.status}: {exc.body}"
+        return True, ""
+
+    procs.wait_until(
+        lambda: not delete("web-migrate")[0], POLICY_TIMEOUT,
+        "the operator policy to refuse deleting another Job", interval=0.5,
+    )  # fmt: skip
+    ok, said = delete("web-migrate")
+    assert not ok and said.startswith("403:") and "deletes-run-jobs-only" in said, said
+    ok, said = delete("a-runs")
+    assert ok, said

@@ -1,6 +1,7 @@
-"""Runs that cannot start name the cause within seconds, a deadline passed before the notebook
-started says so, a Job the API server refuses fails the run at once, and an outcome survives a
-TTL of 0 while the operator is down."""
+"""Runs that cannot start name the cause within seconds and fail, naming it, once their start
+limit passes (their Job deleted), a deadline passed before the notebook started says so, a Job
+the API server refuses fails the run at once, and an outcome survives a TTL of 0 while the
+operator is down."""
 
 from __future__ import annotations
 
@@ -113,6 +114,75 @@ def test_a_deadline_before_the_notebook_started_is_a_start_timeout(
     assert "never started" in status["message"] and "(30s)" in status["message"]
     assert 'secret "no-such-db" not found' in status["message"]
     assert wait_event(api, run_namespace, "no-secret", "StartTimeout")["type"] == "Warning"
+
+
+#: The start limit of the runs that never start: long enough for the cause to show first (it
+#: shows within a second or so; on a loaded machine the node agent may take seconds to bind the
+#: pod and report), so that the run fails naming it rather than as a plain StartTimeout.
+START_TIMEOUT = "20s"
+
+#: The missing Secret, the image that does not exist and the node label nobody has, each in
+#: the field that names it; the reason the run ends with, and what its message must name.
+NEVER_STARTS = {
+    "secret": (
+        {"envFrom": [{"secretRef": {"name": "no-such-env"}}]},
+        "ConfigError", 'secret "no-such-env" not found',
+    ),
+    "parameter-secret": (
+        {"parametersFrom": [{"name": "v", "secretKeyRef": {"name": "no-such-db", "key": "pw"}}]},
+        "ConfigError", 'secret "no-such-db" not found',
+    ),
+    "configmap": (
+        {"notebookFrom": {"configMapKeyRef": {"name": "no-such-notebooks", "key": "n.ipynb"}}},
+        "ConfigError", 'configmap "no-such-notebooks" not found',
+    ),
+    "image": (
+        {"image": "registry.invalid/kubemill/absent:1"},
+        "ImagePullFailed", 'the image "registry.invalid/kubemill/absent:1" could not be pulled',
+    ),
+    "unschedulable": (
+        {"nodeSelector": {"kubemill.dev/e2e-pool": "none-has-it"}},
+        "Unschedulable", "didn't match Pod's node affinity/selector",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", NEVER_STARTS)
+def test_a_pod_that_does_not_start_in_time_fails_the_run_and_its_job_goes(
+    api: client.ApiClient, run_namespace: str, results_bucket: str, case: str
+) -> None:
+    extra, reason, names = NEVER_STARTS[case]
+    name = f"never-{case}"
+    jobs = f"/apis/batch/v1/namespaces/{run_namespace}/jobs"
+    pods = f"/api/v1/namespaces/{run_namespace}/pods"
+    started = time.monotonic()
+    source = {} if "notebookFrom" in extra else {
+        "notebook": f"s3://{results_bucket}/notebooks/values.ipynb"
+    }  # fmt: skip
+    create_run(api, run_namespace, name, startTimeout=START_TIMEOUT, **source, **extra)
+    run = wait_run(api, run_namespace, name, "Failed", timeout=90)
+    took = time.monotonic() - started
+    print(f"{case}: {reason} after {took:.1f}s: {run['status']['message']}")
+    status = run["status"]
+    assert (status["reason"], status["failure"]["reason"]) == (reason, reason), status
+    assert status["message"].startswith(
+        f"the notebook never started: spec.startTimeout ({START_TIMEOUT}) passed while "
+    ), status["message"]
+    assert names in status["message"], status["message"]
+    failed = wait.condition(run, "Failed")
+    assert failed is not None and (failed["status"], failed["reason"]) == ("True", reason)
+    event = wait_event(api, run_namespace, name, reason)
+    assert event["type"] == "Warning" and names in event["message"]
+    # The Job goes (and with it the pod), so the job controller and the kubelet stop trying;
+    # a Job that is gone creates no pod, so none comes after.
+    wait.wait_gone(api, jobs, status["jobName"], timeout=60, what="the run's Job to go")
+    selector = f"kubemill.dev/run={name}"
+    for pod in kube.get(api, pods, labelSelector=selector)["items"]:
+        wait.wait_gone(api, pods, pod["metadata"]["name"], timeout=60, what="the run's pod to go")
+    assert kube.get(api, pods, labelSelector=selector)["items"] == []
+    assert kube.get(api, jobs, labelSelector=selector)["items"] == []
+    after = kube.get(api, f"{RUNS.format(run_namespace)}/{name}")["status"]
+    assert (after["phase"], after["reason"], after["attempts"]) == ("Failed", reason, 1)
 
 
 @contextlib.contextmanager

@@ -45,7 +45,9 @@ T0, T1, T2 = "2027-01-12T06:00:00Z", "2027-01-12T06:00:05Z", "2027-01-12T06:01:1
 
 def step(name: str, **extra: Any) -> dict[str, Any]:
     spec: dict[str, Any] = {"notebook": f"{name}.ipynb"}
-    for key in ("parameters", "parametersFrom", "timeout", "cellTimeout", "kernel", "html"):
+    for key in (
+        "parameters", "parametersFrom", "timeout", "startTimeout", "cellTimeout", "kernel", "html",
+    ):  # fmt: skip
         if key in extra:
             spec[key] = extra.pop(key)
     return {"name": name, "runTemplate": {"spec": spec}, **extra}
@@ -269,6 +271,18 @@ def test_a_local_run_refuses_env_it_cannot_give(item: dict[str, Any], said: str)
 )  # fmt: skip
 def test_env_values_expand_as_kubernetes_does(text: str, expanded: str) -> None:
     assert expand(text, {"A": "1"}) == expanded
+
+
+def test_a_start_timeout_means_nothing_locally() -> None:
+    """There is no pod to start: a local run is started at once, and its arguments do not
+    change with spec.startTimeout."""
+    with_limit = Local(manifest(step("a", timeout="10m", startTimeout="5s")))
+    without = Local(manifest(step("a", timeout="10m")))
+    [start] = advance(with_limit, T0, [])
+    [plain] = advance(without, T0, [])
+    assert runner_args(start, "a", "o/", None, None, "/t", {}) == runner_args(
+        plain, "a", "o/", None, None, "/t", {}
+    )
 
 
 def test_run_folders_are_named_as_on_the_cluster() -> None:

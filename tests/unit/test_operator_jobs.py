@@ -222,6 +222,7 @@ def test_the_builder_does_not_modify_the_run() -> None:
         ({"notebook": "ftp://x/y.ipynb"}, "must be an s3://BUCKET/KEY or https:// URL"),
         ({"timeout": "soon"}, "is not a duration"),
         ({"cellTimeout": "10 minutes"}, "is not a duration"),
+        ({"startTimeout": "0s"}, r"spec\.startTimeout '0s' is not a duration"),
         ({"output": "/local/path"}, "must start with s3://"),
         ({"parametersFrom": [{"name": "x"}]}, "needs a secretKeyRef"),
     ],

@@ -198,7 +198,7 @@ def test_make_crds_leaves_the_run_crd_as_committed() -> None:
 
 def test_the_timeout_rules_come_from_the_runner_rules() -> None:
     spec = _run_spec_schema()
-    for field in ("timeout", "cellTimeout"):
+    for field in ("timeout", "startTimeout", "cellTimeout"):
         rules = [r["rule"] for r in spec["properties"][field]["x-kubernetes-validations"]]
         assert any(DURATION_PATTERN.replace("\\", "\\\\") in r for r in rules)
         assert any("duration('1s')" in r for r in rules)

@@ -1,5 +1,6 @@
 """The node: registers itself Ready, binds pending pods that the default scheduler would give
-it, and keeps one ``PodWorker`` per pod bound here, fed by a list-then-watch of every pod."""
+it (and marks those whose nodeSelector it does not match Unschedulable, as the scheduler does),
+and keeps one ``PodWorker`` per pod bound here, fed by a list-then-watch of every pod."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class NodeAgent:
         self.workers: dict[str, PodWorker] = {}
         self.lock = threading.Lock()
         self.bound: set[str] = set()
+        #: Pods told they are unschedulable (no node label matches their nodeSelector).
+        self.refused: set[str] = set()
         self.finished: set[str] = set()
         self.stopping = threading.Event()
         self.node_labels: dict[str, str] = {}
@@ -218,6 +221,7 @@ class NodeAgent:
             return
         selector = spec.get("nodeSelector") or {}
         if any(self.node_labels.get(k) != v for k, v in selector.items()):
+            self._unschedulable(pod)
             return
         binding = {
             "apiVersion": "v1",
@@ -238,6 +242,29 @@ class NodeAgent:
         self.bound.add(meta["uid"])
         self.event(pod, "Normal", "Scheduled", f"Successfully assigned "
                    f"{meta['namespace']}/{meta['name']} to {self.config.node_name}")  # fmt: skip
+
+    def _unschedulable(self, pod: JSON) -> None:
+        """Say why the pod stays unbound, once, as the default scheduler does: the condition
+        PodScheduled False (reason Unschedulable) and a FailedScheduling Event."""
+        meta = pod["metadata"]
+        if meta["uid"] in self.refused:
+            return
+        message = "0/1 nodes are available: 1 node(s) didn't match Pod's node affinity/selector."
+        condition = {
+            "type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+            "message": message, "lastTransitionTime": now(),
+        }  # fmt: skip
+        try:
+            kube.merge_patch(
+                self.api, f"/api/v1/namespaces/{meta['namespace']}/pods/{meta['name']}/status",
+                {"metadata": {"uid": meta["uid"]}, "status": {"conditions": [condition]}},
+            )  # fmt: skip
+        except ApiException as e:
+            if e.status not in (404, 409, 422):
+                raise
+            return
+        self.refused.add(meta["uid"])
+        self.event(pod, "Warning", "FailedScheduling", message)
 
     def locate_log(
         self, namespace: str, pod: str, container: str, previous: bool
