@@ -89,17 +89,22 @@ class LocalObjects:
             raise SourceError(f"cannot read {target}: {exc.strerror or exc}") from exc
 
 
+def s3_root(root: str) -> tuple[str, str]:
+    """The bucket and the key prefix (empty, or ending in `/`) of an `s3://bucket/prefix`
+    address that is served as a folder; ValueError for any other address."""
+    location = Location.parse(root)
+    if location.scheme != "s3":
+        raise ValueError(f"{root!r} is not an s3:// address")
+    key = location.key
+    return location.bucket, key if not key or key.endswith("/") else key + "/"
+
+
 class S3Objects:
     """The keys under an `s3://bucket/prefix/` address; paths are relative to the prefix."""
 
     def __init__(self, client: S3Client, root: str) -> None:
-        location = Location.parse(root)
-        if location.scheme != "s3":
-            raise ValueError(f"{root!r} is not an s3:// address")
         self._client = client
-        self._bucket = location.bucket
-        key = location.key
-        self._prefix = key if not key or key.endswith("/") else key + "/"
+        self._bucket, self._prefix = s3_root(root)
         self.root = f"s3://{self._bucket}/{self._prefix}"
 
     def walk(self, prefix: str = "") -> Iterator[Listed]:

@@ -19,7 +19,7 @@ from kubemill.runner.storage import Location, s3_error
 
 from .errors import NotFound, StoreError
 from .listing import Entry
-from .runindex_sources import LocalObjects, S3Objects
+from .runindex_sources import LocalObjects, S3Objects, s3_root
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -125,13 +125,8 @@ class S3Store:
     """A prefix of one bucket. Folders are the key prefixes ending in `/` (Delimiter "/")."""
 
     def __init__(self, client: S3Client, root: str) -> None:
-        location = Location.parse(root)
-        if location.scheme != "s3":
-            raise ValueError(f"{root!r} is not an s3:// address")
         self._client = client
-        self._bucket = location.bucket
-        key = location.key
-        self._prefix = key if not key or key.endswith("/") else key + "/"
+        self._bucket, self._prefix = s3_root(root)
         self.root = f"s3://{self._bucket}/{self._prefix}"
 
     def _key(self, path: str) -> str:
