@@ -430,7 +430,7 @@ async def view(request: web.Request) -> web.Response:
 async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) -> web.Response:
     """One output on its own, sandboxed; revalidated by the notebook version's ETag."""
     cell, dot, number = which.partition(".")
-    if not (dot and cell.isdigit() and number.isdigit()):
+    if not (dot and (cell + number).isascii() and cell.isdigit() and number.isdigit()):
         raise BadRequest(f"output {which!r} is not CELL.OUTPUT")
     info = await viewer.run(viewer.store.head, path)
     headers = {

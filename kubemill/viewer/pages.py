@@ -4,6 +4,7 @@ size and a duration, shared by the folder pages, the notebook pages and the runs
 from __future__ import annotations
 
 import html
+import math
 from datetime import UTC, datetime
 
 __all__ = ["STYLE", "document", "duration", "esc", "size", "time_html", "views_nav"]
@@ -64,7 +65,10 @@ def time_html(moment: datetime | None) -> str:
 
 
 def duration(value: float) -> str:
-    """Seconds as a person reads them: 850 ms, 12.30 s, 4m 05s, 1h 02m 00s."""
+    """Seconds as a person reads them: 850 ms, 12.30 s, 4m 05s, 1h 02m 00s ("?" for what is
+    not a finite number of seconds)."""
+    if not math.isfinite(value):
+        return "?"
     if value < 1:
         return f"{value * 1000:.0f} ms"
     if value < 120:

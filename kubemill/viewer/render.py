@@ -33,6 +33,7 @@ import binascii
 import contextlib
 import html
 import json
+import math
 import re
 import struct
 from collections.abc import Callable, Mapping
@@ -266,8 +267,14 @@ def _broken(message: str) -> str:
 
 
 def _number(value: Any) -> float | None:
-    ok = isinstance(value, int | float) and not isinstance(value, bool)
-    return float(value) if ok else None
+    """A finite number the notebook recorded, else None (a huge int, inf and NaN included)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        number = float(value)
+    except OverflowError:
+        return None
+    return number if math.isfinite(number) else None
 
 
 def _instant(value: Any) -> datetime | None:
@@ -425,8 +432,8 @@ class _Page:
                 if self.early_cell is not None
                 else ""
             )
-            skipped = early.get("skippedCells")
-            rest = f" {skipped} code cell(s) after it were not run." if skipped else ""
+            skipped = _number(early.get("skippedCells"))
+            rest = f" {skipped:.0f} code cell(s) after it were not run." if skipped else ""
             message = early.get("message") or "a cell ended the notebook early"
             return (
                 f'<div class="km-banner km-banner-early" role="note"><strong>Succeeded: stopped '

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import logging
 import os
 import sqlite3
 import threading
@@ -98,6 +99,8 @@ __all__ = [
     "Sort",
     "has_fts5",
 ]
+
+_log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -447,16 +450,13 @@ class RunIndex:
             except Exception as exc:
                 if item.folder in keep:
                     return None, -1 - reads
-                unreadable = RunRecord(
-                    folder=item.folder,
-                    name=item.folder.rsplit("/", 1)[-1] or "(root)",
-                    status=STATUS_UNKNOWN,
-                    start=item.run.modified,
-                    output=_join(item.folder, OUTPUT_NAME),
-                    notes=(f"{RUN_NAME} could not be read: {exc}",),
-                )
-                return unreadable, -1 - reads
-            return replace(parse_run(item.folder, body, results), etag=item.run.etag), reads
+                return _unreadable(item, f"{RUN_NAME} could not be read: {exc}"), -1 - reads
+            try:
+                record = parse_run(item.folder, body, results)
+            except Exception as exc:  # parse_run is lenient; a bug there must not stop a pass
+                _log.exception("cannot parse %s", item.run.path)
+                record = _unreadable(item, f"{RUN_NAME} could not be parsed: {type(exc).__name__}")
+            return replace(record, etag=item.run.etag), reads
 
         for record, reads in _bounded_map(read, folders, self.workers):
             if reads < 0:  # counted here, on one thread
@@ -554,3 +554,16 @@ def _batches(items: Iterator[T], size: int) -> Iterator[list[T]]:
             batch = []
     if batch:
         yield batch
+
+
+def _unreadable(item: _Folder, note: str) -> RunRecord:
+    """What the index shows of a run folder whose run.json it could not use."""
+    assert item.run is not None
+    return RunRecord(
+        folder=item.folder,
+        name=item.folder.rsplit("/", 1)[-1] or "(root)",
+        status=STATUS_UNKNOWN,
+        start=item.run.modified,
+        output=_join(item.folder, OUTPUT_NAME),
+        notes=(note,),
+    )

@@ -380,6 +380,8 @@ def decode_cursor(cursor: str, sort: Sort) -> tuple[int | str, str]:
     expected = int if column == "start_ms" else str
     if order != sort.value or not isinstance(folder, str) or type(value) is not expected:
         raise BadCursor(f"the page cursor belongs to another order than {sort.value!r}")
+    if isinstance(value, int) and not -(2**63) <= value < 2**63:
+        raise BadCursor("the page cursor is not one this viewer made")  # SQLite's integers
     return value, folder
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -222,7 +223,14 @@ class _Reader:
         if isinstance(value, bool) or not isinstance(value, int | float):
             self._wrong("", key, value, "a number")
             return None
-        return float(value)
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if not math.isfinite(number):
+            self._wrong("", key, value, "a finite number")
+            return None
+        return number
 
     def time(self, raw: Mapping[str, Any], key: str) -> datetime.datetime | None:
         value = raw.get(key)

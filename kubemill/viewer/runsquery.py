@@ -126,7 +126,7 @@ def parse_runs_query(pairs: Iterable[tuple[str, str]]) -> RunsQuery:
     limit = DEFAULT_LIMIT
     if "limit" in single:
         text = single["limit"]
-        if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+        if not (text.isascii() and text.isdigit()) or not 1 <= int(text) <= MAX_PAGE:
             raise BadRequest(f"limit must be a whole number from 1 to {MAX_PAGE}, not {text!r}")
         limit = int(text)
 
@@ -165,11 +165,10 @@ def _moment(text: str | None, name: str, *, end_of_day: bool) -> datetime.dateti
     if len(text) == 10:
         try:
             day = datetime.date.fromisoformat(text)
-        except ValueError:
-            pass
-        else:
             start = datetime.datetime.combine(day, datetime.time(), datetime.UTC)
             return start + datetime.timedelta(days=1) if end_of_day else start
+        except (ValueError, OverflowError):
+            pass  # not a day, or the last one there is: read as a time below
     moment = parse_rfc3339(text)
     if moment is None:
         raise BadRequest(

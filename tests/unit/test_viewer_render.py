@@ -320,13 +320,19 @@ def test_a_checkpoint_says_the_run_is_in_progress() -> None:
         {"status": 3, "failure": "not an object", "parameters": [1, 2], "identity": "x"},
         {"upstream": [None, "text", {"outputUrl": 5}], "input": [], "earlyExit": {"cell": -9}},
         {"results": {"x": float("nan")}, "durationSeconds": "long", "kernel": None},
+        {"durationSeconds": float("inf"), "earlyExit": {"skippedCells": 10**400}},
+        # Markup where a number belongs is not a number: nothing of it reaches the page.
+        {"earlyExit": {"message": "m", "skippedCells": '<meta http-equiv="refresh" id="bad">'}},
     ],
 )
 def test_malformed_run_metadata_still_renders_the_cells(meta: dict[str, Any]) -> None:
-    nb = run_notebook(meta, [new_code_cell("visible_source()")])
+    cell = new_code_cell("visible_source()")
+    cell.metadata["kubemill"] = {"durationSeconds": float("inf")}
+    nb = run_notebook(meta, [cell])
     data = json.dumps(nb).encode()  # nbformat.writes would refuse NaN
     _, page = render(data)
     assert "visible_source" in page.text()
+    assert not page.find("meta")
 
 
 def test_a_notebook_without_kubemill_metadata_has_no_run_header() -> None:

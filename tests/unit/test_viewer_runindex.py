@@ -134,6 +134,12 @@ def test_parse_run_reads_the_runners_fields() -> None:
         (b'{"status": "Succeeded", "startTime": 5}', "Succeeded", "startTime '5' is not a time"),
         (b'{"status": "Failed", "failure": {"reason": 10}}', "Failed", "failure.reason is int"),
         (b'{"status": "Succeeded", "durationSeconds": "1h"}', "Succeeded", "durationSeconds is"),
+        (b'{"status": "Succeeded", "durationSeconds": 1e999}', "Succeeded", "a finite number"),
+        (
+            b'{"status": "Succeeded", "durationSeconds": 1' + b"0" * 400 + b"}",
+            "Succeeded",
+            "a finite number",
+        ),
         (b'{"status": "Succeeded", "parameters": [1]}', "Succeeded", "parameters is list"),
         (b'{"status": "Succeeded", "upstream": {"a": 1}}', "Succeeded", "upstream is not a list"),
         (b'{"status": 3}', STATUS_UNKNOWN, "status is int"),

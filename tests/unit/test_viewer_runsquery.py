@@ -126,6 +126,12 @@ def test_links_keep_the_filters_and_the_order() -> None:
         ([("limit", "0")], "limit must be a whole number from 1 to 500, not '0'"),
         ([("limit", "501")], "limit must be a whole number from 1 to 500"),
         ([("limit", "ten")], "limit must be a whole number"),
+        ([("limit", "²")], "limit must be a whole number"),  # a digit to isdigit, not to int
+        ([("to", "9999-12-31")], "to '9999-12-31' is not a day"),  # its end is past datetime's
+        (
+            [("cursor", encode_cursor(Sort.NEWEST, 10**30, "a"))],
+            "cursor: the page cursor is not one this viewer made",
+        ),
         ([("cursor", "not-a-cursor")], "cursor: the page cursor is not one this viewer made"),
         (
             [("sort", "name"), ("cursor", encode_cursor(Sort.NEWEST, 5, "a"))],
