@@ -59,6 +59,14 @@ def declare_view(parser: argparse.ArgumentParser) -> None:
         metavar="S",
         help="how often the runs index looks for new and changed runs (default 60)",
     )
+    parser.add_argument(
+        "--allow-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a Host name requests may carry besides localhost and loopback addresses (the "
+        "name a reverse proxy on this machine passes on); any other is refused (DNS rebinding)",
+    )
     parser.add_argument("--s3-endpoint-url", metavar="URL")
     parser.add_argument("--debug", action="store_true")
 
@@ -137,6 +145,7 @@ def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             s3_region=environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or None,
             index_dir=args.index_dir,
             refresh_seconds=args.refresh_seconds,
+            allowed_hosts=tuple(args.allow_host),
         )
         store = make_store(settings)
         store.list_page("")  # a missing bucket or rejected credentials fail here, not per page

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import hashlib
+import ipaddress
 import json
 import logging
 import time
@@ -125,8 +126,9 @@ class _Viewer:
         self.pages = RenderCache(settings.cache_dir, settings.cache_max_bytes)
         self.blobs = BlobCache(settings.notebook_memory_bytes)
         # A page depends on the object's version, on the code that rendered it and on the
-        # links it holds (the base path): all three are in its cache key.
-        self.variant = f"{__version__}|{_renderer_version()}|{self.base}"
+        # links it holds (the base path, and the root they are relative to): all are in its
+        # cache key, which viewers of other roots may share.
+        self.variant = f"{__version__}|{_renderer_version()}|{self.base}|{store.root}"
         self.script_url = f"{self.base}/static/viewer.js"
         self.link = paths.link_mapper(store.root, self.base)
         self.executor = ThreadPoolExecutor(settings.threads, thread_name_prefix="kubemill-view")
@@ -588,6 +590,38 @@ async def errors(
         return _json_error(500, message) if api else _error_page(viewer, 500, message)
 
 
+def addressed_here(host: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a request's Host (name or address, with or without a port) names this machine
+    or one of the `allowed` names. Browsers send the name a page was loaded from, so a page of
+    another site whose name now resolves to 127.0.0.1 fails here."""
+    if host.startswith("["):  # [::1]:8866
+        name = host[1 : host.find("]")] if "]" in host else host
+    elif host.count(":") == 1:  # name:port
+        name = host.split(":")[0]
+    else:  # a name without a port, or a bare IPv6 address
+        name = host
+    name = name.lower().rstrip(".")
+    if name == "localhost" or name in (a.lower() for a in allowed):
+        return True
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        return False
+
+
+@web.middleware
+async def trusted_host(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    allowed = request.app[VIEWER].settings.allowed_hosts
+    if not addressed_here(request.host, allowed):
+        raise web.HTTPForbidden(
+            reason=f"the viewer answers requests addressed to this machine only, not to "
+            f"{request.host!r}; start it with --allow-host NAME for a name a proxy passes on"
+        )
+    return await handler(request)
+
+
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
     for name, value in SECURITY_HEADERS.items():
         response.headers.setdefault(name, value)
@@ -599,7 +633,7 @@ def create_app(
     """The viewer over `store` (made from `settings.root` when not given: a folder, or an S3
     prefix read through the runner's S3 client), rendering with `renderer` (the render module's
     when not given)."""
-    app = web.Application(middlewares=[errors])
+    app = web.Application(middlewares=[errors, trusted_host])
     app.on_response_prepare.append(_security_headers)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:

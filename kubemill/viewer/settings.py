@@ -3,6 +3,7 @@ ConfigMap) into one frozen object; nothing below reads the environment."""
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,6 +64,17 @@ class ViewerSettings:
     #: listing takes.
     refresh_seconds: float = 60.0
 
+    #: Host names, besides this machine's own (localhost and loopback addresses), that requests
+    #: may be addressed to: the name a reverse proxy on this machine passes on. Any other Host
+    #: is refused, so a web page cannot reach the viewer by re-pointing its own name at
+    #: 127.0.0.1 (DNS rebinding) and read the store with the viewer's credentials.
+    allowed_hosts: tuple[str, ...] = ()
+
     @property
     def runs_index_dir(self) -> Path:
-        return self.index_dir if self.index_dir is not None else self.cache_dir / "runs-index"
+        """The runs index of this root: one folder per root under the cache, so viewing
+        another folder or prefix never shows (or rewrites) the first one's runs."""
+        if self.index_dir is not None:
+            return self.index_dir
+        digest = hashlib.sha256(self.root.encode()).hexdigest()[:16]
+        return self.cache_dir / "runs-index" / digest

@@ -322,6 +322,25 @@ def test_raw_html_and_scripts_cannot_run_in_the_viewers_origin(tmp_path: Path) -
         assert script.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_a_request_addressed_to_another_name_is_refused(tmp_path: Path) -> None:
+    """DNS rebinding: a page of rebind.evil.example, its name re-pointed at 127.0.0.1, reaches
+    the port with its own name in Host. Only this machine's names (and --allow-host) pass."""
+    (tmp_path / "secret.txt").write_text("the store's contents")
+    settings = ViewerSettings(
+        root=str(tmp_path), cache_dir=tmp_path / ".c", allowed_hosts=("nb.example",)
+    )
+    with live_viewer(settings) as viewer:
+        port = viewer.port
+        forged = viewer.get("/files/secret.txt", {"Host": f"rebind.evil.example:{port}"})
+        api = viewer.get("/api/contents/secret.txt?content=1", {"Host": "rebind.evil.example"})
+        named = viewer.get("/files/secret.txt", {"Host": f"localhost:{port}"})
+        proxied = viewer.get("/files/secret.txt", {"Host": "nb.example"})
+    assert (forged.status, api.status) == (403, 403)
+    assert "store's contents" not in forged.text + api.text
+    assert "addressed to this machine only" in forged.text
+    assert (named.status, proxied.status) == (200, 200)
+
+
 def test_security_headers_on_every_response(tmp_path: Path) -> None:
     (tmp_path / "a.txt").write_text("a")
     with live_viewer(ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")) as viewer:

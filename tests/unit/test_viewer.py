@@ -460,3 +460,29 @@ def test_a_listing_is_sorted_once_per_listing_and_sort() -> None:
         assert await cache.arranged("p", "name", load) is not by_name
 
     asyncio.run(scenario())
+
+
+@pytest.mark.parametrize(
+    ("host", "here"),
+    [
+        ("127.0.0.1:8866", True), ("localhost:8866", True), ("LOCALHOST.", True),
+        ("[::1]:8866", True), ("127.5.5.5", True), ("nb.example:443", True),
+        # A page whose own name now resolves to 127.0.0.1 still sends its own name.
+        ("rebind.evil.example:8866", False), ("localhost.evil.example", False),
+        ("10.0.0.1:8866", False), ("", False),
+    ],
+)  # fmt: skip
+def test_only_requests_addressed_to_this_machine_are_answered(host: str, here: bool) -> None:
+    from kubemill.viewer.app import addressed_here
+
+    assert addressed_here(host, ("nb.example",)) is here
+
+
+def test_each_root_has_a_runs_index_of_its_own(tmp_path: Path) -> None:
+    from kubemill.viewer.settings import ViewerSettings
+
+    a = ViewerSettings(root="s3://team-a/", cache_dir=tmp_path).runs_index_dir
+    b = ViewerSettings(root=str(tmp_path / "runs"), cache_dir=tmp_path).runs_index_dir
+    assert a != b and a.parent == b.parent == tmp_path / "runs-index"
+    given = ViewerSettings(root="s3://team-a/", cache_dir=tmp_path, index_dir=tmp_path / "i")
+    assert given.runs_index_dir == tmp_path / "i"
