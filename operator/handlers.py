@@ -267,7 +267,17 @@ class Reconciler(QueuedController):
             if job is not None and job_unfinished(job):
                 # Ended before its Job did (its runner never started in time): the Job goes,
                 # so that the job controller and the kubelet stop trying.
-                self.cluster.delete_job(job)
+                try:
+                    self.cluster.delete_job(job)
+                except TransientError as exc:
+                    # (RBAC without delete, an admission policy, the API server's health.) Our
+                    # finalizers come off all the same: held, they would keep the Job and pods
+                    # for good. The Job's next event (its pod's next retry) tries again, and
+                    # deleting the run deletes the Job.
+                    name = job["metadata"]["name"]
+                    message = f"cannot delete Job {name}: {exc}; it goes with the run"
+                    _log.warning("run %s/%s: %s", key[0], key[1], message)
+                    kopf.event(_body(run), type="Warning", reason="JobNotDeleted", message=message)
             settling = [p for p in owned_pods if runner_running(p)]
             for pod in owned_pods:
                 if pod not in settling:

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from kubemill.operator import handlers
-from kubemill.operator.errors import InvalidSpec
+from kubemill.operator.errors import InvalidSpec, TransientError
 from kubemill.operator.handlers import Reconciler
 from kubemill.operator.meta import JOB_FINALIZER, POD_FINALIZER, job_name
 from kubemill.operator.settings import DEFAULT_START_TIMEOUT_SECONDS, Settings
@@ -256,6 +256,8 @@ class Recorder:
         self.calls: list[tuple[str, str]] = []
         self.status: dict[str, Any] = {}
         self.pods_now: list[dict[str, Any]] = []
+        #: What a Job delete answers (None: it is deleted).
+        self.delete_refused: Exception | None = None
 
     def create_job(self, namespace: str, job: Mapping[str, Any]) -> None:
         self.calls.append(("create", job["metadata"]["name"]))
@@ -268,6 +270,8 @@ class Recorder:
 
     def delete_job(self, job: Mapping[str, Any]) -> None:
         self.calls.append(("delete-job", job["metadata"]["name"]))
+        if self.delete_refused is not None:
+            raise self.delete_refused
 
     def remove_pod_finalizer(self, pod: Mapping[str, Any]) -> None:
         self.calls.append(("release-pod", pod["metadata"]["name"]))
@@ -368,3 +372,17 @@ def test_a_failed_run_whose_job_is_still_at_work_has_it_deleted_after_a_restart(
     reconcile(controller, {**RUN, "status": failed}, [job(ago(60))], [SECRET])
     assert cluster.calls == [("delete-job", JOB), ("release-pod", "p1"), ("release-job", JOB)]
     assert controller.timers == []
+
+
+def test_a_refused_job_delete_still_releases_the_pods_and_the_job(
+    events: list[tuple[str, str]],
+) -> None:
+    """An operator without delete on Jobs (RBAC not reapplied after an upgrade, a policy that
+    denies it): held finalizers would keep the Job and its pods for good."""
+    cluster = Recorder()
+    cluster.delete_refused = TransientError('jobs.batch "r-1" is forbidden (HTTP 403)')
+    controller = Controller(cluster, Settings())
+    failed = derive_status(RUN, job(), [SECRET], AT)
+    reconcile(controller, {**RUN, "status": failed}, [job(ago(60))], [SECRET])
+    assert cluster.calls == [("delete-job", JOB), ("release-pod", "p1"), ("release-job", JOB)]
+    assert events[-1][0] == "JobNotDeleted" and "forbidden (HTTP 403)" in events[-1][1]
