@@ -235,11 +235,9 @@ class Reconciler(QueuedController):
                 return
         current = job_name(meta["name"], uid)
         owned_pods = [p for p in all_pods if controller_name(p, "Job") == current]
-        if (
-            job is not None
-            and old.get("phase") not in TERMINAL
-            and (end_unseen(job, owned_pods) or self._start_due(key, run, job, old, owned_pods))
-        ):
+        ending = job is not None and old.get("phase") not in TERMINAL
+        due = ending and job is not None and self._start_due(key, run, job, old, owned_pods)
+        if ending and job is not None and (due or end_unseen(job, owned_pods)):
             # The run ends now, so what its pods say is read from the API server rather than
             # awaited from the pod watch: once per run, and only when the watch lags (or, at
             # the start deadline, might hide a runner that has just started).
@@ -258,6 +256,9 @@ class Reconciler(QueuedController):
         )  # fmt: skip
         new = with_viewer(new, self.settings.viewer_url, self.settings.viewer_root)
         self._write(key, run, old, new)
+        if due and new.get("phase") not in TERMINAL:
+            # Due by the clock, not yet by this pass's time (whole seconds, taken earlier).
+            self.enqueue_after(key, 1.0)
         if new.get("phase") in TERMINAL:
             # The outcome is written: the pods (whose termination messages held it) and the
             # Job may go now, whatever TTL or deletion is waiting for them. A pod whose runner

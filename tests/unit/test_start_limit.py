@@ -386,3 +386,21 @@ def test_a_refused_job_delete_still_releases_the_pods_and_the_job(
     reconcile(controller, {**RUN, "status": failed}, [job(ago(60))], [SECRET])
     assert cluster.calls == [("delete-job", JOB), ("release-pod", "p1"), ("release-job", JOB)]
     assert events[-1][0] == "JobNotDeleted" and "forbidden (HTTP 403)" in events[-1][1]
+
+
+def test_a_pass_due_by_the_clock_but_not_by_its_own_time_wakes_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pass takes its time (whole seconds) first and checks the deadline later: between the
+    two the deadline can pass. The run is then not failed yet, so it is queued again at once
+    instead of waiting for an event that a stuck pod never sends."""
+    cluster = Recorder()
+    controller = Controller(cluster, Settings())
+    created = datetime.datetime.now(datetime.UTC).replace(microsecond=0)
+    before = rfc3339(created + datetime.timedelta(seconds=4))  # the limit is 5 s
+    monkeypatch.setattr(handlers, "rfc3339", lambda moment=None: before)
+    monkeypatch.setattr(handlers, "clock", lambda: created + datetime.timedelta(seconds=5.5))
+    cluster.pods_now = [SECRET]
+    reconcile(controller, RUN, [job(rfc3339(created))], [SECRET])
+    assert cluster.status["phase"] == "Pending"
+    assert controller.timers == [1.0]
