@@ -316,8 +316,11 @@ async def tree(request: web.Request) -> web.Response:
         else:
             href, label = viewer.object_url(child), entry.name
             kind = "notebook" if paths.is_notebook(entry.name) else "file"
+        # A key with a "." or ".." segment has no URL of its own: a browser would resolve
+        # the link to another object. It is listed, not linked.
+        name = f'<a href="{_esc(href)}">{_esc(label)}</a>' if paths.linkable(child) else _esc(label)
         rows.append(
-            f'<tr class="{kind}"><td><a href="{_esc(href)}">{_esc(label)}</a></td>'
+            f'<tr class="{kind}"><td>{name}</td>'
             f'<td class="size">{_size(entry.size)}</td><td>{_time(entry.modified)}</td></tr>'
         )
     nav = []

@@ -24,6 +24,7 @@ __all__ = [
     "is_notebook",
     "join",
     "link_mapper",
+    "linkable",
     "media_type",
     "parent",
     "quote_path",
@@ -70,6 +71,16 @@ def clean_path(raw: str) -> str:
         if segment in ("", ".", ".."):
             raise BadPath(f"{raw!r} has an empty, '.' or '..' segment")
     return path
+
+
+def linkable(path: str) -> bool:
+    """Whether `path` has a URL of its own: a "." or ".." segment would be resolved away by
+    the browser (encoded too: %2E%2E counts), so its link would open another object."""
+    try:
+        clean_path(path)
+    except BadPath:
+        return False
+    return True
 
 
 def quote_path(path: str) -> str:

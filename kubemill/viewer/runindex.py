@@ -54,6 +54,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Protocol, TypeVar
 
+from .paths import linkable
 from .runindex_sql import (
     COLUMNS,
     EVERY_RUN,
@@ -385,6 +386,8 @@ class RunIndex:
             for item in objects.walk(""):
                 stats.keys += 1
                 folder, _, name = item.path.rpartition("/")
+                if folder and not linkable(folder):
+                    continue  # "." or ".." in its key: no page of it could be linked safely
                 if name == RUN_NAME:
                     entry = folders.setdefault(folder, _Folder(folder))
                     entry.run = item

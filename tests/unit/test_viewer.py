@@ -486,3 +486,11 @@ def test_each_root_has_a_runs_index_of_its_own(tmp_path: Path) -> None:
     assert a != b and a.parent == b.parent == tmp_path / "runs-index"
     given = ViewerSettings(root="s3://team-a/", cache_dir=tmp_path, index_dir=tmp_path / "i")
     assert given.runs_index_dir == tmp_path / "i"
+
+
+@pytest.mark.parametrize(
+    ("path", "linked"),
+    [("a/b.ipynb", True), ("a/../b.ipynb", False), ("./b", False), ("a//b", False), ("..", False)],
+)
+def test_only_paths_a_browser_keeps_as_written_are_linked(path: str, linked: bool) -> None:
+    assert paths.linkable(path) is linked

@@ -556,3 +556,15 @@ def test_search_without_fts5_finds_the_same_runs(tmp_path: Path) -> None:
 def test_objects_protocol_is_what_the_sources_implement() -> None:
     store: Objects = MemoryObjects()
     assert list(store.walk("")) == []
+
+
+def test_a_run_folder_whose_key_a_browser_would_rewrite_is_not_indexed(tmp_path: Path) -> None:
+    """`evil/../victim/run.json` would show a row (its name and parameters the writer's) whose
+    link a browser resolves to victim/output.ipynb."""
+    store = _objects(range(3))
+    for path, data in run_files(0).items():
+        store.put("evil/../" + path, data)
+    index = RunIndex(tmp_path)
+    index.rebuild(store)
+    assert index.query().total == 3
+    assert not [p for p in store.reads if p.startswith("evil/")]
