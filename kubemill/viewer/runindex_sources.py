@@ -8,6 +8,7 @@ instead (its `ObjectInfo` is already a `ListedObject`). The S3 client is the run
 from __future__ import annotations
 
 import datetime
+import logging
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,8 @@ if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
 
 __all__ = ["Listed", "LocalObjects", "S3Objects", "SourceError"]
+
+_log = logging.getLogger(__name__)
 
 #: Keys per ListObjectsV2 request: S3's maximum.
 LIST_PAGE_KEYS = 1000
@@ -61,7 +64,12 @@ class LocalObjects:
             except (FileNotFoundError, NotADirectoryError):
                 continue  # removed while walking, as an S3 listing would no longer show it
             except PermissionError as exc:
-                raise SourceError(f"cannot list {folder}: permission denied") from exc
+                if folder == start:
+                    raise SourceError(f"cannot list {folder}: permission denied") from exc
+                # One folder this user may not read (a volume's lost+found) holds no run it
+                # could show; the rest of the store still is indexed.
+                _log.warning("skipping %s: permission denied", folder)
+                continue
             for entry in entries:
                 if entry.is_dir(follow_symlinks=False):
                     stack.append(Path(entry.path))

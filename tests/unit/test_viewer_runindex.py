@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import hashlib
 import json
+import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
@@ -568,3 +569,27 @@ def test_a_run_folder_whose_key_a_browser_would_rewrite_is_not_indexed(tmp_path:
     index.rebuild(store)
     assert index.query().total == 3
     assert not [p for p in store.reads if p.startswith("evil/")]
+
+
+def test_a_folder_this_user_may_not_list_is_skipped_not_fatal(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A volume's root-owned lost+found (mode 0700) under a viewer that is not root. (These
+    tests run as root, who may list anything: the refusal is played by os.scandir.)"""
+    from kubemill.viewer import runindex_sources
+
+    (tmp_path / "runs" / "lost+found").mkdir(parents=True)
+    (tmp_path / "runs" / "ok").mkdir()
+    (tmp_path / "runs" / "ok" / "run.json").write_text("{}")
+    scandir = os.scandir
+
+    def refusing(path: Any) -> Any:
+        if str(path).endswith("lost+found"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return scandir(path)
+
+    monkeypatch.setattr(runindex_sources.os, "scandir", refusing)
+    listed = [item.path for item in runindex_sources.LocalObjects(tmp_path / "runs").walk()]
+    assert listed == ["ok/run.json"]
+    with pytest.raises(runindex_sources.SourceError, match="permission denied"):
+        list(runindex_sources.LocalObjects(tmp_path / "runs" / "lost+found").walk())
