@@ -317,11 +317,17 @@ def _take_over(local: Local, kept: Mapping[str, Any], path: Path, force: bool) -
             f"{path} says workflow {name} is {local.phase}, and {unknown}, so whether that run "
             "still goes cannot be checked here; if it does not, retry with --force"
         )
-    left = {
-        int(record["pid"]): (str(run), record)
-        for run, record in (kept.get("runners") or {}).items()
-        if _alive(record)
-    }
+    runners = [(str(run), record) for run, record in (kept.get("runners") or {}).items()]
+    # Only a runner known by its start time is stopped: without one, a live PID may be another
+    # process's by now, and signalling its process group could stop someone else's work.
+    left = {int(r["pid"]): (run, r) for run, r in runners if r.get("started") and _alive(r)}
+    unsure = [f"{run} (PID {r['pid']})" for run, r in runners if not r.get("started") and _alive(r)]
+    if unsure:
+        print(
+            "kubemill workflow: cannot tell whether these processes are still its runs (no "
+            "start time recorded); stop them yourself if they are: " + ", ".join(unsure),
+            file=sys.stderr,
+        )
     if left:
         print(
             "kubemill workflow: stopping the runs it left running: "
@@ -380,7 +386,8 @@ def _terminate(
     its output and summary, then after STOP_GRACE seconds (or at once once `hurry` is set: a
     second Ctrl-C) SIGKILL to each one's process group (the runner's session: what it left)."""
     for pid in pids:
-        with contextlib.suppress(ProcessLookupError):  # it ended already
+        # (Ended already; or another user's by now, which is not ours to stop.)
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
@@ -389,7 +396,7 @@ def _terminate(
         time.sleep(0.1)  # other people's processes: no child to wait on
     for pid in pids:
         if alive(pid):
-            with contextlib.suppress(ProcessLookupError):  # it ended already
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import re
 import socket
+import subprocess
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
@@ -693,3 +694,28 @@ def test_a_run_waiting_for_a_run_no_step_makes_fails_instead_of_waiting_for_ever
 def test_the_table_is_redrawn_in_place_on_a_terminal() -> None:
     assert redraw(["A", "b"], 0) == "A\nb\n"
     assert redraw(["A", "b", "c"], 2) == "\x1b[2F\x1b[JA\nb\nc\n"
+
+
+def test_retry_leaves_alone_a_runner_it_cannot_identify(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without a recorded start time (no /proc where it ran) a live PID may be another
+    process's by now: retry names it and does not signal it (or its process group)."""
+    local = Local(manifest(step("a")))
+    advance(local, T0, [])
+    local.runs["wf-a"]["status"] = started_status(local.runs["wf-a"], T0)
+    state = tmp_path / "default" / "wf.workflow.json"
+    state.parent.mkdir()
+    stranger = subprocess.Popen(["sleep", "60"], start_new_session=True)
+    try:
+        runner = {"pid": stranger.pid, "host": socket.gethostname()}
+        dead = {"pid": 0, "host": socket.gethostname()}
+        kept = {"output": str(tmp_path), "base": ".", "driver": dead, "runners": {"wf-a": runner}}
+        state.write_text(json.dumps({**local.to_json(), "local": kept}))
+        main(["workflow", "retry", str(tmp_path)])
+        assert stranger.poll() is None  # still running: not signalled
+        err = capsys.readouterr().err
+        assert f"stop them yourself if they are: wf-a (PID {stranger.pid})" in err
+    finally:
+        stranger.kill()
+        stranger.wait()
