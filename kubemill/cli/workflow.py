@@ -442,6 +442,9 @@ class _Driver:
     #: runner would start with no entry in `running`, and nothing would stop it.
     launching: bool = False
     deferred: int | None = None
+    #: An interrupt is being handled: a second signal before _end takes over is not raised
+    #: again (it would skip stopping the runs and saving the state).
+    stopping: bool = False
 
     @property
     def _secrets(self) -> dict[str, str]:
@@ -499,9 +502,12 @@ class _Driver:
         return self._report()
 
     def _interrupt(self, signum: int, frame: object) -> None:
+        if self.stopping:
+            return
         if self.launching:
             self.deferred = signum  # raised once the runner being started is in self.running
         else:
+            self.stopping = True
             raise _Interrupted(signum)
 
     def _end(self, why: str) -> list[str]:
@@ -582,6 +588,7 @@ class _Driver:
         run["status"] = started_status(run, now)
         threading.Thread(target=self._await, args=(meta["name"], process), daemon=True).start()
         if self.deferred is not None:
+            self.stopping = True
             raise _Interrupted(self.deferred)
 
     def _log(self, run: str) -> Path:

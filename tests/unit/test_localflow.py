@@ -3,6 +3,7 @@ decisions, its status from runner summaries, options, JUnit XML and the graph.""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -719,3 +720,16 @@ def test_retry_leaves_alone_a_runner_it_cannot_identify(
     finally:
         stranger.kill()
         stranger.wait()
+
+
+def test_a_second_signal_before_the_runs_are_stopped_is_not_raised_again(tmp_path: Path) -> None:
+    """Raised again in the moment between the first interrupt and the handler that stops the
+    runs, it would skip stopping them and saving the state."""
+    from kubemill.cli.workflow import _Driver, _Interrupted
+
+    args = build_parser().parse_args(["workflow", "run", "wf.yaml"])
+    out = io.StringIO()
+    driver = _Driver(Local(manifest(step("a"))), args, tmp_path / "s.json", str(tmp_path), ".", out)
+    with pytest.raises(_Interrupted):
+        driver._interrupt(2, None)
+    driver._interrupt(2, None)  # the second one: nothing raised
