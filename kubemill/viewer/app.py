@@ -31,7 +31,7 @@ from kubemill.runner import __version__
 
 from . import contents, listing, pages, paths, render, render_assets, runsview
 from .cache import BlobCache, CachedPage, RenderCache
-from .errors import BadRequest, NotFound, ViewerError
+from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
 from .pages import document as _document
 from .pages import esc as _esc
@@ -211,6 +211,15 @@ class _Viewer:
         except OSError as exc:  # a full or read-only cache folder costs speed, not the page
             log.warning("cannot keep the page of %s in %s: %s", path, self.settings.cache_dir, exc)
         return page
+
+    def readable(self, info: ObjectInfo) -> None:
+        """TooLarge for an object the viewer will not hold whole in memory."""
+        limit = self.settings.max_read_bytes
+        if info.size > limit:
+            raise TooLarge(
+                f"{info.path} is {_size(info.size)}, more than the viewer reads whole "
+                f"({_size(limit)}); download it: {self.url('files', info.path)}"
+            )
 
     async def notebook(self, path: str, etag: str | None = None) -> tuple[str, bytes]:
         """A notebook's (etag, bytes), from memory when this version was read lately: a page
@@ -410,6 +419,7 @@ async def view(request: web.Request) -> web.Response:
     if "output" in request.query:
         return await _output(request, viewer, path, request.query["output"])
     info = await viewer.run(viewer.store.head, path)
+    viewer.readable(info)
     # The page is a function of the notebook's version and of the viewer (its cache key), so
     # a browser revalidating it costs one HEAD, not a page.
     headers = {
@@ -438,6 +448,7 @@ async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) 
     if not (dot and (cell + number).isascii() and cell.isdigit() and number.isdigit()):
         raise BadRequest(f"output {which!r} is not CELL.OUTPUT")
     info = await viewer.run(viewer.store.head, path)
+    viewer.readable(info)
     headers = {
         "ETag": f'"{info.etag}-{int(cell)}.{int(number)}"',
         "Cache-Control": "no-cache",
@@ -547,6 +558,8 @@ async def api_contents(request: web.Request) -> web.Response:
         modified = await viewer.run(viewer.store.folder_modified, path)
         model = contents.directory_model(path, modified, entries)
     else:
+        if with_content:
+            viewer.readable(info)
         data = (await viewer.run(viewer.store.get, path)).data if with_content else None
         model = contents.file_model(path, info.modified, info.size, data, kind, fmt)
     response = web.json_response(model, dumps=functools.partial(json.dumps, ensure_ascii=False))

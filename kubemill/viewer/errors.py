@@ -41,3 +41,10 @@ class StoreError(ViewerError):
     request's fault, and worth retrying."""
 
     status = 502
+
+
+class TooLarge(ViewerError):
+    """An object bigger than the viewer reads into memory to render or to put in a JSON
+    model; its raw bytes still download, streamed."""
+
+    status = 413

@@ -64,6 +64,9 @@ class ViewerSettings:
     #: listing takes.
     refresh_seconds: float = 60.0
 
+    #: The largest object the viewer reads whole (to render a notebook, for a contents model
+    #: with content); a bigger one answers 413 and downloads from /files/, streamed.
+    max_read_bytes: int = 512 * 1024 * 1024
     #: Host names, besides this machine's own (localhost and loopback addresses), that requests
     #: may be addressed to: the name a reverse proxy on this machine passes on. Any other Host
     #: is refused, so a web page cannot reach the viewer by re-pointing its own name at

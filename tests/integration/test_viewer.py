@@ -322,6 +322,28 @@ def test_raw_html_and_scripts_cannot_run_in_the_viewers_origin(tmp_path: Path) -
         assert script.headers["X-Content-Type-Options"] == "nosniff"
 
 
+def test_an_object_bigger_than_the_viewer_reads_whole_downloads_but_is_not_read(
+    tmp_path: Path,
+) -> None:
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("x = 1\n" * 400)]
+    nbformat.write(nb, str(tmp_path / "big.ipynb"))
+    size = (tmp_path / "big.ipynb").stat().st_size
+    settings = ViewerSettings(
+        root=str(tmp_path), cache_dir=tmp_path / ".c", max_read_bytes=size - 1
+    )
+    with live_viewer(settings) as viewer:
+        page = viewer.get("/view/big.ipynb")
+        output = viewer.get("/view/big.ipynb?output=0.0")
+        model = viewer.get("/api/contents/big.ipynb?content=1")
+        listed = viewer.get("/api/contents/big.ipynb?content=0")
+        raw = viewer.get("/files/big.ipynb")
+    assert (page.status, output.status, model.status) == (413, 413, 413)
+    assert "more than the viewer reads whole" in page.text and "/files/big.ipynb" in page.text
+    assert "more than the viewer reads whole" in json.loads(model.text)["message"]
+    assert (listed.status, raw.status, len(raw.body)) == (200, 200, size)
+
+
 def test_a_request_addressed_to_another_name_is_refused(tmp_path: Path) -> None:
     """DNS rebinding: a page of rebind.evil.example, its name re-pointed at 127.0.0.1, reaches
     the port with its own name in Host. Only this machine's names (and --allow-host) pass."""
