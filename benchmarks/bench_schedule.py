@@ -36,7 +36,13 @@ from kubernetes.client.rest import ApiException
 from kubemill_testenv import kube
 from kubemill_testenv.controlplane import ControlPlane, binary_dir
 from kubemill_testenv.kubeconfig import api_client
-from kubemill_testenv.operatorproc import RUNS, OperatorProcess, install, start_operator
+from kubemill_testenv.operatorproc import (
+    BENCH_SETTINGS,
+    RUNS,
+    OperatorProcess,
+    install,
+    start_operator,
+)
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CRONJOBS = "/apis/batch/v1/namespaces/{}/cronjobs"
@@ -294,18 +300,7 @@ def main() -> None:
     try:
         api = api_client(cp.kubeconfig)
         install(cp)
-        operator = start_operator(
-            cp,
-            api,
-            work,
-            # No node agent runs the pods: without a start limit, runs are never failed for
-            # it, and the operator does only the work measured, however long a round takes.
-            {
-                "KUBEMILL_OUTPUT_PREFIX": "s3://bench/",
-                "KUBEMILL_LOG_LEVEL": "WARNING",
-                "KUBEMILL_START_TIMEOUT": "0",
-            },
-        )
+        operator = start_operator(cp, api, work, BENCH_SETTINGS)
         assert operator.process is not None
         pid = operator.process.pid  # setpriv execs the operator: the same process
 

@@ -47,7 +47,13 @@ from kubemill.operator.times import rfc3339
 from kubemill_testenv import kube
 from kubemill_testenv.controlplane import ControlPlane, binary_dir
 from kubemill_testenv.kubeconfig import api_client
-from kubemill_testenv.operatorproc import RUNS, OperatorProcess, install, start_operator
+from kubemill_testenv.operatorproc import (
+    BENCH_SETTINGS,
+    RUNS,
+    OperatorProcess,
+    install,
+    start_operator,
+)
 
 JOBS = "/apis/batch/v1/namespaces/{}/jobs"
 CONFIG_MAPS = "/api/v1/namespaces/{}/configmaps"
@@ -377,18 +383,7 @@ def main() -> None:
     try:
         api = api_client(cp.kubeconfig)
         install(cp)
-        operator = start_operator(
-            cp,
-            api,
-            work,
-            # No node agent runs the pods: without a start limit, runs are never failed for
-            # it, and the operator does only the work measured, however long a round takes.
-            {
-                "KUBEMILL_OUTPUT_PREFIX": "s3://bench/",
-                "KUBEMILL_LOG_LEVEL": "WARNING",
-                "KUBEMILL_START_TIMEOUT": "0",
-            },
-        )
+        operator = start_operator(cp, api, work, BENCH_SETTINGS)
         baseline = PlainSide(api, namespace(api, "bench-plain"))
         kubemill = OperatorSide(api, namespace(api, "bench-workflow"))
         sides += [baseline, kubemill]
