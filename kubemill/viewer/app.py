@@ -176,16 +176,16 @@ class _Viewer:
         cache, or rendered once however many requests ask for it meanwhile."""
         path = info.path
         key = self.page_key(info)
-        cached = await self.run(self.pages.get, key)
-        if cached is not None:
-            return cached
+        # Joined before the cache is even asked: a request whose cache miss came just before
+        # another one's page was stored would otherwise render the page a second time.
         pending = self._rendering.get(key)
         if pending is not None:
             return await asyncio.shield(pending)
         future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
         self._rendering[key] = future
         try:
-            page = await self._render(path)
+            cached = await self.run(self.pages.get, key)
+            page = cached if cached is not None else await self._render(path)
         except asyncio.CancelledError:
             future.cancel()
             raise
