@@ -62,6 +62,7 @@ lint: env layout-tree
 		echo "import modules of the same folder relatively (from .x import y)"; exit 1; fi
 	cd $(TYPECHECK_TREE) && $(BIN)/lint-imports --no-logo $(CURDIR)/pyproject.toml
 	$(BIN)/hadolint Dockerfile.runner Dockerfile.operator
+	$$(hack/go-install.sh $(ACTIONLINT)) -no-color
 
 # mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping, nor
 # can import-linter, so both read the packages through a tree of symlinks with the installed
@@ -119,6 +120,33 @@ bench-local-workflow: env
 .PHONY: bench-viewer-index
 bench-viewer-index: env
 	$(BIN)/python benchmarks/bench_viewer_index.py $(ARGS)
+
+# The release. .github/workflows/release.yml runs these targets and nothing else, so what it
+# publishes is what `make images` built and `make test` tested. The version's one source is
+# pyproject.toml (hack/release.py: `check`, and `set X.Y.Z` to cut a release).
+ACTIONLINT := github.com/rhysd/actionlint/cmd/actionlint@v1.7.12
+REGISTRY ?= ghcr.io/kubemill
+ARCHES ?= amd64,arm64
+DIST ?= dist
+.PHONY: release-check push-images publish-manifests dist
+
+# Every file that names the version names pyproject.toml's (and TAG's, v<version>, when given).
+release-check:
+	$(PYTHON) -P hack/release.py check $(if $(TAG),--tag $(TAG))
+
+# This machine's images, as <REGISTRY>/<name>:<version>-<arch> (log in with buildah first).
+push-images: release-check images
+	$(BIN)/python -P hack/publish.py --registry $(REGISTRY) push
+
+# One index per image, <REGISTRY>/<name>:<version>, of the ARCHES pushed; digests printed and
+# written to build/release/manifest.json.
+publish-manifests: release-check env
+	$(BIN)/python -P hack/publish.py --registry $(REGISTRY) manifest --arches $(ARCHES)
+
+# The Python package (sdist and wheel) into $(DIST)/.
+dist: $(UV) release-check
+	rm -rf $(DIST)
+	$(UV) build --quiet --out-dir $(DIST)
 
 $(UV):
 	rm -rf $(CACHE)/tools/uv-$(UV_VERSION)

@@ -471,9 +471,13 @@ def write_index(entries: dict[str, Path]) -> Path:
     return index
 
 
+def cache_dir() -> Path:
+    return Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")).resolve()
+
+
 def main() -> int:
     started = time.monotonic()
-    cache = Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")).resolve()
+    cache = cache_dir()
     store = cache / "images" / "store"
     store.mkdir(parents=True, exist_ok=True)
     version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
