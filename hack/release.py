@@ -42,7 +42,7 @@ SITES = (
     Site("deploy/base/settings.yaml", rf"KUBEMILL_RUNNER_IMAGE: {IMAGE}({VERSION})"),
     Site("deploy/base/deployment.yaml", rf"image: {IMAGE}({VERSION})"),
     # The README's image names and archive names (`…-runner-0.1.0.oci.tar`).
-    Site("README.md", rf"kubemill-(?:runner|operator)[:-]({VERSION})", count=0),
+    Site("README.md", rf"(?:kubemill-(?:runner|operator)[:-]|kubemill==)({VERSION})", count=0),
 )
 
 

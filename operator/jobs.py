@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping
@@ -44,6 +45,29 @@ CONTAINER = "runner"
 #: The runner image's user (Dockerfile.runner); numeric so runAsNonRoot can be verified.
 RUNNER_UID = 10001
 TERMINATION_LOG = "/dev/termination-log"
+# What every runner container gets, whatever its image (`kubemill image check` runs its checks
+# under the same): a read-only root file system, so everything a kernel writes goes to /tmp, an
+# emptyDir; a numeric non-root uid, so runAsNonRoot is verified without the image's passwd.
+RUNNER_HOME = {
+    "HOME": "/tmp",
+    "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
+    "IPYTHONDIR": "/tmp/ipython",
+    "MPLCONFIGDIR": "/tmp/matplotlib",
+    "PYTHONUNBUFFERED": "1",
+}
+RUNNER_CONTAINER_SECURITY: dict[str, Any] = {
+    "allowPrivilegeEscalation": False,
+    "readOnlyRootFilesystem": True,
+    "runAsNonRoot": True,
+    "capabilities": {"drop": ["ALL"]},
+}
+RUNNER_POD_SECURITY: dict[str, Any] = {
+    "runAsNonRoot": True,
+    "runAsUser": RUNNER_UID,
+    "runAsGroup": RUNNER_UID,
+    "fsGroup": RUNNER_UID,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
 #: Where the run's parameter ConfigMaps appear inside the runner pod, one file per part.
 PARAMETERS_MOUNT = "/var/run/kubemill/parameters"
 #: The key holding a part of the parameters' JSON text in each parameter ConfigMap.
@@ -256,12 +280,7 @@ def _environment(run: Mapping[str, Any], job: str, settings: Settings) -> list[d
         ENV_RUN_IDENTITY["run"]: meta["name"],
         ENV_RUN_IDENTITY["runUid"]: meta["uid"],
         ENV_RUN_IDENTITY["job"]: job,
-        # The root filesystem is read-only: everything a kernel writes goes to /tmp.
-        "HOME": "/tmp",
-        "JUPYTER_RUNTIME_DIR": "/tmp/jupyter-runtime",
-        "IPYTHONDIR": "/tmp/ipython",
-        "MPLCONFIGDIR": "/tmp/matplotlib",
-        "PYTHONUNBUFFERED": "1",
+        **RUNNER_HOME,
     }
     labels = meta.get("labels") or {}
     for key, label in (
@@ -353,12 +372,7 @@ def build_job(
         "volumeMounts": mounts,
         "terminationMessagePath": TERMINATION_LOG,
         "terminationMessagePolicy": "File",
-        "securityContext": {
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "runAsNonRoot": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        "securityContext": copy.deepcopy(RUNNER_CONTAINER_SECURITY),
     }
     if env_from:
         container["envFrom"] = env_from
@@ -368,13 +382,7 @@ def build_job(
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
         "terminationGracePeriodSeconds": settings.termination_grace_seconds,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": RUNNER_UID,
-            "runAsGroup": RUNNER_UID,
-            "fsGroup": RUNNER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": copy.deepcopy(RUNNER_POD_SECURITY),
         "containers": [container],
         "volumes": volumes,
     }

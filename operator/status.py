@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kubemill.runner import __version__
 from kubemill.runner.contract import Summary, parse_summary
 from kubemill.runner.links import viewer_link
 
@@ -319,12 +320,27 @@ def _by_age(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     )
 
 
+#: How runtimes say a container's command is not in its image (runc, crun: `exec: "kubemill":
+#: executable file not found in $PATH`; a script whose interpreter is missing: `no such file or
+#: directory`), and the exit code of a shell that did not find it.
+_NOT_FOUND = ("executable file not found", "no such file or directory")
+_COMMAND_NOT_FOUND = 127
+
+
+def _runner_not_in_image(terminated: Mapping[str, Any]) -> bool:
+    if terminated.get("exitCode") == _COMMAND_NOT_FOUND:
+        return True
+    said = str(terminated.get("message") or "").lower()
+    return terminated.get("reason") == "StartError" and any(s in said for s in _NOT_FOUND)
+
+
 def _failure(
     job_failed: Mapping[str, Any],
     summary: Summary | None,
     terminated: Mapping[str, Any] | None,
     spec: Mapping[str, Any],
     blocker: str | None,
+    image: str | None = None,
 ) -> tuple[str, str, dict[str, Any]]:
     """Reason, message and failure details of a failed run, most specific source first.
     `blocker` is what kept the notebook from starting, when it never started (None when it
@@ -374,6 +390,17 @@ def _failure(
         if job_reason == "BackoffLimitExceeded" and int(spec.get("retries", 0)) > 0:
             message += f" (after {int(spec.get('retries', 0)) + 1} attempts)"
         return reason, message, failure
+    if terminated and _runner_not_in_image(terminated):
+        said = ": ".join(str(terminated[k]) for k in ("reason", "message") if terminated.get(k))
+        if said.strip() in ("", "Error"):
+            said = f"exit code {terminated.get('exitCode')}: command not found"
+        named = image or "the operator's runner image"
+        message = (
+            f"the image {named} has no kubemill runner ({said.strip()}): build it FROM "
+            "kubemill's runner image or install kubemill in it (pip install "
+            f"'kubemill=={__version__}'); `kubemill image check IMAGE` lists everything it lacks"
+        )
+        return "RunnerNotInImage", message, {"reason": "RunnerNotInImage", "message": message}
     if terminated:
         # The runtime's own account (StartError: exec: "kubemill": argument list too long) is
         # often the only one there is.
@@ -543,7 +570,8 @@ def derive_status(
             status.pop("failure", None)
         elif failed:
             blocker = None if started else (blocked.message if blocked else "")
-            reason, message, failure = _failure(failed, summary, terminated, spec, blocker)
+            image = _image(pods, spec)
+            reason, message, failure = _failure(failed, summary, terminated, spec, blocker, image)
             status.update(phase="Failed", reason=reason, message=message, failure=failure)
             status["completionTime"] = failed.get("lastTransitionTime") or now
         elif running:

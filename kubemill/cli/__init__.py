@@ -64,6 +64,12 @@ COMMANDS: tuple[Command, ...] = (
         shown="workflow run|retry|graph",
     ),
     Command("view", "view:declare_view", "serve a folder or S3 prefix of notebooks as web pages"),
+    Command(
+        "image",
+        "image:declare_image",
+        "check that an image has what kubemill needs to run notebooks",
+        shown="image check",
+    ),
 )
 
 #: What a command's handler is: parsed arguments and the environment in, an exit code out.

@@ -21,6 +21,7 @@ COMMAND_LINES = [
     "retry",
     "workflow run|retry|graph",
     "view",
+    "image check",
 ]
 
 
@@ -88,6 +89,7 @@ def test_the_whole_tree_declares_a_handler_for_every_command() -> None:
         "retry": ["retry", "etl"],
         "workflow": ["workflow", "run", "wf.yaml"],
         "view": ["view", "s3://results/"],
+        "image": ["image", "check", "registry.example/team:1"],
     }
     assert set(minimal) == {command.name for command in COMMANDS}
     for argv in [
@@ -155,6 +157,9 @@ def test_help_loads_no_command_and_nothing_but_the_standard_library() -> None:
             {"kubemill.cli.view"},
             KUBERNETES | NOTEBOOKS | {"aiohttp", "kubemill.viewer"},
         ),
+        # The checks' source is printed, or run here, without the cluster's client.
+        (["image", "check", "--script"], {"kubemill.cli.image"}, KUBERNETES | NOTEBOOKS),
+        (["image", "check", "--help"], {"kubemill.cli.image"}, KUBERNETES | NOTEBOOKS),
     ],
 )
 def test_a_command_loads_its_own_module_only(

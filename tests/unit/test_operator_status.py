@@ -5,8 +5,11 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from kubemill.operator.meta import merge_patch
 from kubemill.operator.status import Problem, derive_status, transitions
+from kubemill.runner import __version__
 from kubemill.runner.contract import ExitCode, build_summary
 
 RUN: dict[str, Any] = {
@@ -297,6 +300,57 @@ def test_a_runner_without_a_summary_passes_on_the_runtimes_message() -> None:
     }
     message = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [plain], T1)["message"]
     assert message == "the runner exited with code 1 without a summary (BackoffLimitExceeded)"
+
+
+@pytest.mark.parametrize(
+    ("terminated", "said"),
+    [
+        (
+            {
+                "exitCode": 128,
+                "reason": "StartError",
+                "message": 'exec: "kubemill": executable file not found in $PATH',
+            },
+            'StartError: exec: "kubemill": executable file not found in $PATH',
+        ),
+        # A kubemill script whose interpreter is not there (a copied venv).
+        (
+            {
+                "exitCode": 128,
+                "reason": "StartError",
+                "message": 'exec: "kubemill": No such file or directory',
+            },
+            'StartError: exec: "kubemill": No such file or directory',
+        ),
+        # A shell between the runtime and kubemill (an image's entrypoint script).
+        ({"exitCode": 127, "reason": "Error"}, "exit code 127: command not found"),
+    ],
+)
+def test_an_image_without_kubemill_says_so_and_how_to_fix_it(
+    terminated: dict[str, Any], said: str
+) -> None:
+    failed = pod("p", T0, None, "Failed")
+    failed["status"]["containerStatuses"][0]["state"] = {"terminated": terminated}
+    failed["status"]["containerStatuses"][0]["image"] = "python:3.12-slim"
+    status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [failed], T1)
+    assert status["reason"] == "RunnerNotInImage"
+    assert status["message"] == (
+        f"the image python:3.12-slim has no kubemill runner ({said}): build it FROM kubemill's "
+        f"runner image or install kubemill in it (pip install 'kubemill=={__version__}'); "
+        "`kubemill image check IMAGE` lists everything it lacks"
+    )
+    assert status["failure"] == {"reason": "RunnerNotInImage", "message": status["message"]}
+
+
+def test_a_runner_that_ran_and_failed_otherwise_is_not_blamed_on_the_image() -> None:
+    for terminated in (
+        {"exitCode": 128, "reason": "StartError", "message": "permission denied"},
+        {"exitCode": 1, "reason": "Error", "message": "no such file or directory"},
+    ):
+        failed = pod("p", T0, None, "Failed")
+        failed["status"]["containerStatuses"][0]["state"] = {"terminated": terminated}
+        status = derive_status(RUN, job(("Failed", "BackoffLimitExceeded")), [failed], T1)
+        assert status["reason"] == "RunnerFailed", terminated
 
 
 def ended(message: str, code: int) -> dict[str, Any]:
