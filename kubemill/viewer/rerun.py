@@ -221,6 +221,30 @@ def _finite(value: Any) -> bool:
     return True
 
 
+def _carried(value: Any, where: str = "") -> Any:
+    """`value` when a NotebookRun carries it unchanged, else ValueProblem: the API server
+    drops a null that is a mapping's value, at any depth of spec.parameters (seen with a
+    server-side dry run; nulls inside lists stay), so the run would not get it."""
+    if value is None and not where:
+        raise ValueProblem(
+            "null cannot be set in a NotebookRun (the API server drops it); leave the field "
+            "empty to keep the notebook's default"
+        )
+    if isinstance(value, dict):
+        for key, item in value.items():
+            here = f"{where}[{json.dumps(key)}]"
+            if item is None:
+                raise ValueProblem(
+                    f"the null at {here} would be dropped by the API server; leave the key out"
+                )
+            _carried(item, here)
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            if item is not None:
+                _carried(item, f"{where}[{index}]")
+    return value
+
+
 def parse_value(text: str, annotation: str | None) -> Any:
     """The value a form field's text gives a parameter declared as `annotation`.
 
@@ -229,7 +253,8 @@ def parse_value(text: str, annotation: str | None) -> Any:
     the text itself as a string. The first that fits the declared type (the runner's
     `check_type`) wins, so `eu` is a string and `3` an int for `n: int` but the string "3" for
     `region: str`. Without a type, or with one kubemill cannot check (a `pd.Timestamp`), the
-    first candidate wins. ValueProblem when no candidate fits, or for NaN and infinity.
+    first wins. ValueProblem when no candidate fits, for NaN and infinity, and for a null a
+    NotebookRun cannot carry (`_carried`).
     """
     candidates: list[Any] = []
     parsed, value = _json(text)
@@ -243,14 +268,14 @@ def parse_value(text: str, annotation: str | None) -> Any:
     if not candidates:
         raise ValueProblem("NaN and infinity cannot be written in a Kubernetes object")
     if annotation is None:
-        return candidates[0]
+        return _carried(candidates[0])
     checks = [check_type(annotation, c) for c in candidates]
     for candidate, check in zip(candidates, checks, strict=True):
         if check is True:
-            return candidate
+            return _carried(candidate)
     for candidate, check in zip(candidates, checks, strict=True):
         if check is None:
-            return candidate
+            return _carried(candidate)
     hint = ""
     if any(word in annotation for word in ("list", "List", "dict", "Dict", "Sequence")):
         hint = ' (write it as JSON, such as ["a", "b"] or {"key": 1})'
@@ -447,8 +472,14 @@ class _Dumper(yaml.SafeDumper):
     string "3" stays a string when kubectl reads it back)."""
 
 
+#: Words that kubectl's YAML reader (YAML 1.1, as go-yaml reads it) takes for booleans and
+#: PyYAML does not: unquoted, a parameter named `n` reached the API server as `false` (seen
+#: with a server-side dry run). PyYAML quotes the other YAML 1.1 words (yes, off, ...) itself.
+_GO_YAML_BOOLEANS = frozenset({"y", "Y", "n", "N"})
+
+
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else None
+    style = "|" if "\n" in value else "'" if value in _GO_YAML_BOOLEANS else None
     return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
 
 
