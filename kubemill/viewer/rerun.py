@@ -101,6 +101,8 @@ class RerunSource:
     has_parameters_cell: bool
     #: Lines of the parameters cell that could not be read (as `kubemill inspect` warns).
     unreadable: tuple[str, ...] = ()
+    #: Parameters that came from other runs (`parametersFrom[].notebookRunRef`): (name, run).
+    from_runs: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -181,6 +183,12 @@ def read_source(data: bytes) -> RerunSource:
         declared = tuple(read.declared)
         unreadable = tuple(u.describe() for u in read.unreadable)
     parameters = run.get("parameters")
+    from_runs = []
+    upstream = run.get("upstream")
+    for entry in map(_mapping, upstream if isinstance(upstream, list) else []):
+        given = entry.get("parameters")
+        for name in given if isinstance(given, list) else []:
+            from_runs.append((str(name), str(entry.get("name") or "?")))
     return RerunSource(
         notebook=_text(source.get("uri")),
         namespace=namespace,
@@ -192,6 +200,7 @@ def read_source(data: bytes) -> RerunSource:
         declared=declared,
         has_parameters_cell=cell is not None,
         unreadable=unreadable,
+        from_runs=tuple(from_runs),
     )
 
 
@@ -418,6 +427,12 @@ def build_form(
             "Secret parameters are not in the manifest (their values were never stored): "
             f"{', '.join(source.secret_names)}. Add them under spec.parametersFrom with a "
             "secretKeyRef."
+        )
+    if source.from_runs:
+        taken = ", ".join(f"{name} (from run {run})" for name, run in source.from_runs)
+        notes.append(
+            f"Values taken from other runs are written here as they were: {taken}. To take them "
+            "from a run again, move them under spec.parametersFrom with a notebookRunRef."
         )
     undeclared = [f.name for f in fields if not f.declared]
     manifest = None

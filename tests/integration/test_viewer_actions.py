@@ -228,3 +228,22 @@ def test_the_html_download_is_the_rendered_page_as_a_file(viewer: LiveViewer, ru
     assert 'class="km-header"' in reply.text and "alpha=0.5" in reply.text
     # Its script is the viewer's, by absolute URL (the file is opened from disk).
     assert f'src="http://127.0.0.1:{viewer.port}/static/viewer.js"' in reply.text
+
+
+def test_every_action_honours_the_base_path(
+    s3_server: S3Server, runs: Runs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with serve_runs(s3_server, runs, tmp_path / "cache", monkeypatch, base_path="/hub/km") as live:
+        links = live.get(f"/hub/km/view/{runs.first}").links()
+        assert f"/hub/km/html/{runs.first}" in links and f"/hub/km/rerun/{runs.first}" in links
+        page = live.get(f"/hub/km/rerun/{runs.first}")
+        assert page.status == 200
+        assert f'action="/hub/km/rerun/{runs.first}" data-api="/hub/km/api/rerun/' in page.text
+        assert 'src="/hub/km/static/actions.js"' in page.text
+        assert live.get("/hub/km/static/actions.js").status == 200
+        assert live.get(f"/hub/km/api/rerun/{runs.first}").status == 200
+        compared = live.get(f"/hub/km/compare?a={quote(runs.first)}&b={quote(runs.second)}")
+        assert compared.status == 200
+        assert f"/hub/km/view/{runs.second}" in compared.links()
+        assert live.get(f"/hub/km/html/{runs.first}").status == 200
+        assert live.get(f"/rerun/{runs.first}").status == 404

@@ -136,9 +136,8 @@ def test_the_re_run_form_builds_a_manifest_as_one_types(
 
     page.get_by_label("n", exact=True).fill("12")
     expect(error).to_be_hidden()
-    expect(page.locator("#km-manifest")).to_contain_text(
-        "'n': 12"
-    )  # quoted: kubectl reads a bare n as false
+    # Quoted: kubectl's YAML reader takes a bare n for false.
+    expect(page.locator("#km-manifest")).to_contain_text("'n': 12")
     built = manifest(page)
     assert built["spec"]["parameters"] == {"alpha": 0.9, "n": 12, "flags": ["eu", "us"]}
     shoot(page, "viewer-rerun")

@@ -82,7 +82,12 @@ def write_runs(server: S3Server) -> Runs:
 
 @contextmanager
 def serve_runs(
-    server: S3Server, runs: Runs, cache: Path, monkeypatch: pytest.MonkeyPatch
+    server: S3Server,
+    runs: Runs,
+    cache: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    *,
+    base_path: str = "",
 ) -> Iterator[LiveViewer]:
     """The viewer over s3://bucket/runs/, reading with the read-only identity."""
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", server.reader_access_key)
@@ -94,6 +99,7 @@ def serve_runs(
         s3_region="us-east-1",
         refresh_seconds=0.2,
         port=0,
+        base_path=base_path,
     )
     with live_viewer(settings) as viewer:
         yield viewer

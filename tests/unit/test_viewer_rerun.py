@@ -186,6 +186,14 @@ def test_the_source_is_what_the_run_recorded_and_the_cell_declares() -> None:
     assert source.declared[0].type == "float" and source.declared[0].help == "learning rate"
 
 
+def test_values_from_upstream_runs_are_named_in_a_note() -> None:
+    upstream = [{"name": "extract", "namespace": "team-a", "parameters": ["region"]}]
+    source = read_source(notebook({**RUN, "upstream": upstream}))
+    assert source.from_runs == (("region", "extract"),)
+    form = build_form(source, None, notebook_name="x", suffix="abcde")
+    assert any("region (from run extract)" in n and "notebookRunRef" in n for n in form.notes)
+
+
 def test_an_output_outside_the_operators_layout_gives_no_output_prefix() -> None:
     source = read_source(notebook({**RUN, "output": "s3://results/elsewhere/out.ipynb"}))
     assert source.output_prefix is None
