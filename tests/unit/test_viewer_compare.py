@@ -220,3 +220,29 @@ def test_two_paths(pairs: list[tuple[str, str]], expected: tuple[str, str | None
 def test_two_paths_refuses_anything_else(pairs: list[tuple[str, str]]) -> None:
     with pytest.raises(BadRequest):
         two_paths(pairs)
+
+
+def test_the_runs_view_ticks_name_each_runs_notebook_escaped() -> None:
+    from kubemill.viewer.runindex_sql import Facets
+    from kubemill.viewer.runrecord import RunRecord
+    from kubemill.viewer.runsquery import parse_runs_query
+    from kubemill.viewer.runsview import Links, RunsPage, page_html
+
+    def links(compare: str | None) -> Links:
+        return Links(
+            runs=lambda pairs: "/runs", api_runs=lambda pairs: "/api/runs",
+            notebook=lambda path: "/view/" + path, folder=lambda path: "/tree/" + path,
+            files="/tree/", compare=compare,
+        )  # fmt: skip
+
+    hostile = RunRecord(folder="ns/x", name='"><b>x</b>', output='ns/"><b>/output.ipynb')
+    unread = RunRecord(folder="ns/y", name="y")  # no output notebook: nothing to compare
+    page = RunsPage(runs=[hostile, unread], total=2, next_cursor=None, previous_cursor=None,
+                    facets=Facets([], [], [], []))  # fmt: skip
+    query = parse_runs_query([])
+    html = page_html(page, query, links("/compare"))
+    assert '<form id="km-compare" method="get" action="/compare">' in html
+    assert html.count('type="checkbox" name="run"') == 1
+    assert 'value="ns/&quot;&gt;&lt;b&gt;/output.ipynb" form="km-compare"' in html
+    assert "<b>" not in html
+    assert 'name="run"' not in page_html(page, query, links(None))
