@@ -29,7 +29,7 @@ from aiohttp import web
 
 from kubemill.runner import __version__
 
-from . import contents, listing, pages, paths, render, render_assets, runsview
+from . import actions, contents, listing, pages, paths, render, render_assets, runsview
 from .cache import BlobCache, CachedPage, RenderCache
 from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
@@ -141,6 +141,7 @@ class _Viewer:
             notebook=lambda path: self.url("view", path),
             folder=lambda path: self.url("tree", path, folder=True),
             files=self.url("tree", "", folder=True),
+            compare=f"{self.base}/compare",
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
 
@@ -433,7 +434,8 @@ async def view(request: web.Request) -> web.Response:
     download = viewer.url("files", path)
     bar = (
         f"<header>{_crumbs(viewer, path)} · "
-        f'<a href="{_esc(download)}" download>download .ipynb</a></header>'
+        f'<a href="{_esc(download)}" download>download .ipynb</a>'
+        f"{actions.bar_links(viewer, path)}</header>"
     )
     return web.Response(
         text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
@@ -677,6 +679,7 @@ def create_app(
     app.router.add_get(f"{base}/api/runs", api_runs)
     app.router.add_get(f"{base}/api/contents", api_contents)
     app.router.add_get(f"{base}/api/contents/" + anything, api_contents)
+    actions.register(app, base, anything)
     return app
 
 

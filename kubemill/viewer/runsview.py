@@ -143,6 +143,8 @@ class Links:
     folder: Callable[[str], str]
     #: The store's root listing.
     files: str
+    #: The compare page (actions.py), which two ticked runs are sent to; None: no ticks.
+    compare: str | None = None
 
 
 def query_string(pairs: Sequence[tuple[str, str]]) -> str:
@@ -248,8 +250,17 @@ def page_html(page: RunsPage, query: RunsQuery, links: Links) -> str:
         href = links.runs(query.pairs(cursor=page.next_cursor))
         nav.append(f'<a rel="next" href="{esc(href)}">next page</a>')
     counted = f"{page.total} run{'' if page.total == 1 else 's'}"
+    # The ticks belong to a form of their own (the `form` attribute), outside the table:
+    # two ticked runs and Compare is the compare page with no script.
+    compare = (
+        f'<form id="km-compare" method="get" action="{esc(links.compare)}">'
+        '<button type="submit">Compare the two ticked runs</button></form>'
+        if links.compare and page.runs
+        else ""
+    )
+    tick = "<th></th>" if links.compare else ""
     table = (
-        "<table class='runs'><thead><tr><th>Run</th><th>Namespace</th>"
+        f"<table class='runs'><thead><tr>{tick}<th>Run</th><th>Namespace</th>"
         "<th>Schedule / workflow</th><th>Status</th><th>Started</th>"
         "<th>Duration</th><th>Parameters</th><th>Results</th></tr></thead>"
         f"<tbody>{rows}</tbody></table>"
@@ -260,7 +271,8 @@ def page_html(page: RunsPage, query: RunsQuery, links: Links) -> str:
         header(links, here=here)
         + "<main>"
         + _form(page.facets, query, links)
-        + f'<p class="count">{counted}</p>{table}<p class="nav">{" ".join(nav)}</p></main>'
+        + f'<p class="count">{counted}</p>{compare}{table}'
+        + f'<p class="nav">{" ".join(nav)}</p></main>'
     )
 
 
@@ -340,8 +352,17 @@ def _row(record: RunRecord, links: Links) -> str:
     parameters = dict(record.parameters)
     for secret in record.secret_parameters:
         parameters.setdefault(secret, "(secret)")
+    tick = ""
+    if links.compare:
+        box = (
+            f'<input type="checkbox" name="run" value="{esc(record.output)}" form="km-compare" '
+            f'aria-label="compare {esc(record.name)}">'
+            if record.output
+            else ""
+        )
+        tick = f"<td>{box}</td>"
     return (
-        f'<tr class="run"><td>{name}<div>{folder}</div></td>'
+        f'<tr class="run">{tick}<td>{name}<div>{folder}</div></td>'
         f"<td>{esc(record.namespace or '')}</td><td>{'<br>'.join(made_by)}</td>"
         f'<td class="status status-{esc(record.status)}"{title}>{esc(record.status)}{reason}</td>'
         f"<td>{time_html(record.start)}</td>"
