@@ -155,8 +155,13 @@ def differences(base: Iterable[dict[str, Any]], chart: Iterable[dict[str, Any]])
     return found
 
 
-def test_helm_lint_passes(helm: Path) -> None:
-    out = run(helm, "lint", "--strict", CHART)
+@pytest.mark.parametrize(
+    "sets",
+    [[], ["rbac.namespaced=true", "watchNamespaces={team-a,team-b}"]],
+    ids=["default", "namespaced"],
+)
+def test_helm_lint_passes(helm: Path, sets: list[str]) -> None:
+    out = run(helm, "lint", "--strict", CHART, *(a for s in sets for a in ("--set", s)))
     assert "1 chart(s) linted, 0 chart(s) failed" in out
 
 
