@@ -252,6 +252,14 @@ def test_values_reach_the_settings_and_a_changed_one_rolls_the_operator(render: 
     assert hashes[0] == hashes[1] != hashes[2]
 
 
+def test_a_null_setting_is_left_to_the_operator(render: Render) -> None:
+    # Not written as "0" (for the TTL: delete every Job as it finishes) or "".
+    data = _configmap(render(NO_CRDS, "settings.defaultTtlSeconds=null"))
+    assert "KUBEMILL_DEFAULT_TTL_SECONDS" not in data
+    assert "KUBEMILL_TERMINATION_GRACE_SECONDS" not in data
+    assert "KUBEMILL_RUNNER_COMMAND" not in data
+
+
 def test_the_operator_image_follows_the_values(render: Render) -> None:
     (container,) = _deployment(render(NO_CRDS, "image.tag=dev", "image.pullPolicy=Always"))["spec"][
         "template"]["spec"]["containers"]  # fmt: skip

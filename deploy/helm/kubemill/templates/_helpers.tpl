@@ -28,12 +28,14 @@ The operator's settings as the ConfigMap's data (a map), from .Values.settings.
   "KUBEMILL_S3_ENDPOINT_URL" $s.s3EndpointUrl
   "KUBEMILL_S3_CREDENTIALS_SECRET" $s.s3CredentialsSecret
   "KUBEMILL_NAMESPACES" (join "," .Values.watchNamespaces)
-  "KUBEMILL_DEFAULT_TTL_SECONDS" (toString (int64 $s.defaultTtlSeconds))
   "KUBEMILL_LOG_LEVEL" $s.logLevel
   "KUBEMILL_START_TIMEOUT" (toString $s.startTimeout)
   "KUBEMILL_VIEWER_URL" $s.viewerUrl
   "KUBEMILL_VIEWER_ROOT" $s.viewerRoot
 -}}
+{{- if not (kindIs "invalid" $s.defaultTtlSeconds) -}}
+{{- $_ := set $data "KUBEMILL_DEFAULT_TTL_SECONDS" (toString (int64 $s.defaultTtlSeconds)) -}}
+{{- end -}}
 {{- if not (kindIs "invalid" $s.terminationGraceSeconds) -}}
 {{- $_ := set $data "KUBEMILL_TERMINATION_GRACE_SECONDS" (toString (int64 $s.terminationGraceSeconds)) -}}
 {{- end -}}
