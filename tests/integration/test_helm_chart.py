@@ -180,6 +180,13 @@ def test_the_default_chart_is_the_kustomize_manifests(
     assert len(kept) == 3
 
 
+def test_the_packaged_chart_is_whole(helm: Path, render: Render, tmp_path: Path) -> None:
+    """`helm package` takes only the chart's folder: the copies of crds/ travel with it."""
+    run(helm, "package", CHART, "--destination", tmp_path)
+    (package,) = tmp_path.glob("kubemill-*.tgz")
+    assert render(chart=package) == render()
+
+
 def test_a_drifted_rule_is_found(
     render: Render, kustomize: list[dict[str, Any]], tmp_path: Path
 ) -> None:
