@@ -48,7 +48,8 @@ start=$(date +%s)
 	cd "$src"
 	export GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 GOMAXPROCS="${GOMAXPROCS:-2}"
 	# What helm's own Makefile links in: its version, and the Kubernetes version `helm lint` and
-	# `helm template` assume without a cluster (client-go v0.X.Y is Kubernetes 1.X).
+	# `helm template` assume without a cluster (client-go v0.X.Y is Kubernetes 1.X). A plain
+	# `go install` (hack/go-install.sh) leaves 1.20 there, and the chart's kubeVersion refuses it.
 	client_go="$(go list -m -f '{{.Version}}' k8s.io/client-go)"
 	minor="$(cut -d. -f2 <<<"$client_go")"
 	ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version"
