@@ -203,7 +203,8 @@ def test_a_namespaced_helm_install_acts_only_in_its_namespaces(
     tmp_path: Path,
 ) -> None:
     """rbac.namespaced: the operator's rights are Roles in watchNamespaces, no ClusterRole; a
-    run there succeeds, and a run in another namespace is left alone."""
+    run there succeeds, and a run in another namespace is left alone. Uninstalled, the CRDs
+    and the runs stay."""
     cluster, api = own_cluster
     helm = Helm(cluster, tmp_path / "helm")
     release_namespace(helm)
@@ -234,3 +235,17 @@ def test_a_namespaced_helm_install_acts_only_in_its_namespaces(
     outside = kube.get(api, "/apis/kubemill.dev/v1alpha1/namespaces/team-b/notebookruns/outside")
     assert not outside.get("status"), outside["status"]
     assert jobs_of(api, "team-b", "outside") == []
+
+    # helm uninstall takes the operator and its rights, and keeps the CRDs, so no run goes.
+    helm("uninstall", "kubemill", "--namespace", NAMESPACE, "--wait")
+    gone = [
+        f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments/kubemill-operator",
+        "/apis/rbac.authorization.k8s.io/v1/namespaces/team-a/roles/kubemill-operator",
+    ]
+    assert [path for path in gone if kube.get_or_none(api, path) is not None] == []
+    kept = [
+        *(f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{kind}.kubemill.dev"
+          for kind in ("notebookruns", "notebookschedules", "notebookworkflows")),
+        "/apis/kubemill.dev/v1alpha1/namespaces/team-a/notebookruns/inside",
+    ]  # fmt: skip
+    assert [path for path in kept if kube.get_or_none(api, path) is None] == []
