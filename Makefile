@@ -34,16 +34,16 @@ $(STAMP): $(UV)
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck control-plane images crondiff browser
+test: env lint typecheck control-plane images crondiff helm browser
 	$(BIN)/pytest tests
 
 test-unit: env
 	$(BIN)/pytest tests/unit
 
-test-integration: env images crondiff browser
+test-integration: env control-plane images crondiff helm browser
 	$(BIN)/pytest tests/integration
 
-test-e2e: env control-plane images
+test-e2e: env control-plane images helm
 	$(BIN)/pytest tests/e2e
 
 # Besides ruff and hadolint: a module imports the modules of its own folder relatively, so a
@@ -87,11 +87,13 @@ typecheck: env layout-tree
 # The shared rules (kubemill.operator.schema_rules) are written into the hand-written NotebookRun
 # CRD; the NotebookSchedule CRD is generated from it and the cron syntax, the NotebookWorkflow
 # CRD from it alone; the admission policies from the runner's rules (kubemill.runner.rules).
+# Then all of crds/ is copied into the Helm chart (deploy/helm/kubemill/files/crds).
 crds: env
 	$(BIN)/python -P hack/sync_run_crd.py
 	$(BIN)/python -P hack/gen_workflow_crd.py
 	$(BIN)/python -P hack/gen_schedule_crd.py
 	$(BIN)/python -P hack/gen_policies.py
+	$(BIN)/python -P hack/sync_chart_crds.py
 
 demo: env control-plane images
 	$(BIN)/python examples/demo.py
@@ -156,12 +158,19 @@ $(UV):
 clean-env:
 	rm -rf $(VENV)
 
-.PHONY: control-plane crondiff sandbox-up sandbox-down
+.PHONY: control-plane crondiff helm sandbox-up sandbox-down
 # The oracle of tests/integration/test_cron_differential.py: CronJob's cron parser (robfig/cron
 # at the version Kubernetes pins), built into $(CACHE)/tools/crondiff-<source hash> (a second
 # when the Go module cache is warm; the test also builds it when missing).
 crondiff:
 	hack/crondiff/build.sh >/dev/null
+
+# helm, for the chart's tests (tests/integration/test_helm_chart.py, tests/e2e/test_helm.py):
+# built from its Go module (hack/helm/go.mod pins the version) into
+# $(CACHE)/tools/helm-<version>-<hash> (88 s with empty Go caches, then instant; not
+# hack/go-install.sh: helm's version and Kubernetes version are link flags).
+helm:
+	hack/helm/build.sh >/dev/null
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from the Kubernetes Go modules
 # into $(CACHE)/k8s (seconds when cached; a few minutes cold). Sources: testenv/k8s.

@@ -41,6 +41,8 @@ SITES = (
     Site("operator/settings.py", rf'runner_image: str = "{IMAGE}({VERSION})"'),
     Site("deploy/base/settings.yaml", rf"KUBEMILL_RUNNER_IMAGE: {IMAGE}({VERSION})"),
     Site("deploy/base/deployment.yaml", rf"image: {IMAGE}({VERSION})"),
+    # The Helm chart's own version and appVersion (the default tag of both images).
+    Site("deploy/helm/kubemill/Chart.yaml", rf'(?m)^(?:version|appVersion): "?({VERSION})"?$', 2),
     # The README's image names and archive names (`…-runner-0.1.0.oci.tar`).
     Site("README.md", rf"(?:kubemill-(?:runner|operator)[:-]|kubemill==)({VERSION})", count=0),
 )

@@ -101,6 +101,25 @@ def cluster() -> Iterator[Cluster]:
             shutil.rmtree(workdir, ignore_errors=True)
 
 
+@pytest.fixture
+def own_cluster(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, client.ApiClient]]:
+    """A local control plane of the test's own, for a test that installs the operator as a pod:
+    the session's operator (a host process) watches every namespace, and two operators must
+    never act on the same runs."""
+    if not cluster.local:
+        pytest.skip("starts a second local control plane")
+    local = start_local_cluster(tmp_path / "cluster")
+    try:
+        mine = Cluster(
+            local.kubeconfig, str(local.kubectl_path), local=True, image=cluster.image,
+            startup_seconds=local.startup_seconds,
+        )  # fmt: skip
+        with api_client(local.kubeconfig) as api:
+            yield mine, api
+    finally:
+        local.stop()
+
+
 @pytest.fixture(scope="session")
 def api(cluster: Cluster) -> Iterator[client.ApiClient]:
     """An admin client bound to the test cluster (never the process-wide default)."""

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +17,7 @@ import yaml
 from kubernetes import client
 
 from kubemill_testenv import kube
-from kubemill_testenv.cluster import start_local_cluster
 from kubemill_testenv.controlplane import REPO_ROOT as ROOT
-from kubemill_testenv.kubeconfig import api_client
 from kubemill_testenv.operatorproc import NAMESPACE
 from kubemill_testenv.s3server import WRITER_KEY
 from tests.e2e.conftest import Cluster, create_namespace
@@ -35,22 +31,6 @@ OPERATOR_IMAGE = next(
     for doc in yaml.safe_load_all((ROOT / "deploy" / "base" / "deployment.yaml").read_text())
     if doc and doc.get("kind") == "Deployment"
 )
-
-
-@pytest.fixture
-def own_cluster(cluster: Cluster, tmp_path: Path) -> Iterator[tuple[Cluster, client.ApiClient]]:
-    if not cluster.local:
-        pytest.skip("starts a second local control plane")
-    local = start_local_cluster(tmp_path / "cluster")
-    try:
-        mine = Cluster(
-            local.kubeconfig, str(local.kubectl_path), local=True, image=cluster.image,
-            startup_seconds=local.startup_seconds,
-        )  # fmt: skip
-        with api_client(local.kubeconfig) as api:
-            yield mine, api
-    finally:
-        local.stop()
 
 
 def test_the_operator_deployment_runs_its_image_and_runs_notebooks(
