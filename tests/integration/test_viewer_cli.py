@@ -115,8 +115,15 @@ def test_kubemill_view_serves_an_s3_prefix_and_stops_on_ctrl_c(
 def test_kubemill_view_refuses_a_non_loopback_address(tmp_path: Path) -> None:
     result = kubemill(["view", str(tmp_path), "--host", "0.0.0.0", "--no-browser"])
     assert result.returncode == 2
-    assert "no authentication" in result.stderr
+    assert "without authentication" in result.stderr
     assert "127.0.0.1" in result.stderr
+    assert "--auth proxy|token" in result.stderr
+
+
+def test_kubemill_view_refuses_a_proxy_mode_without_the_proxys_address(tmp_path: Path) -> None:
+    result = kubemill(["view", str(tmp_path), "--host", "0.0.0.0", "--auth", "proxy"])
+    assert result.returncode == 2
+    assert "needs the proxy's addresses" in result.stderr
 
 
 def test_kubemill_view_refuses_a_refresh_interval_of_zero(tmp_path: Path) -> None:

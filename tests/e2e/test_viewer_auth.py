@@ -1,0 +1,409 @@
+"""The viewer's authentication and authorization against a real API server.
+
+Two namespaces, A and B, each with a ServiceAccount and a person (a User, as an OIDC login
+through a proxy would name them) bound to a Role that may get NotebookRuns there, and a
+cluster-wide reader. The viewer asks the API server with the credentials of its own
+ServiceAccount, bound to the ClusterRole of deploy/components/viewer, so these tests also
+show that that RBAC is enough. Tokens are real ServiceAccount tokens, checked by TokenReview.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import subprocess
+from collections.abc import Iterator
+from dataclasses import dataclass
+from html import unescape
+from pathlib import Path
+from typing import Any
+
+import nbformat
+import pytest
+from kubernetes import client
+
+from kubemill.viewer.kubeapi import KubeReviews
+from kubemill.viewer.settings import ViewerSettings
+from kubemill_testenv import kube
+from kubemill_testenv.controlplane import REPO_ROOT
+from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
+from kubemill_testenv.procs import wait_until
+from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
+
+from .conftest import Cluster, create_namespace
+
+pytestmark = pytest.mark.e2e
+
+#: The address the viewer trusts as its proxy; the tests' own requests come from 127.0.0.1.
+PROXY_ADDRESS = "127.0.0.2"
+#: How long the API server's authorizer may take to see new Roles and bindings.
+AUTHORIZER_TIMEOUT = 20
+VIEWER_NAMESPACE = "kubemill-system"
+
+
+@dataclass(frozen=True)
+class World:
+    viewer: LiveViewer
+    a: str
+    b: str
+    #: Bearer tokens: the ServiceAccount of A, of B, a cluster-wide reader, one bound to nothing.
+    alice: str
+    bob: str
+    root: str
+    nobody: str
+
+    def get(self, path: str, token: str | None = None, **headers: str) -> Reply:
+        sent = dict(headers)
+        if token is not None:
+            sent["Authorization"] = f"Bearer {token}"
+        return self.viewer.get(path, sent)
+
+    def runs(self, token: str) -> dict[str, Any]:
+        reply = self.get("/api/runs", token)
+        assert reply.status == 200, reply.text
+        result: dict[str, Any] = json.loads(reply.body)
+        return result
+
+
+def _notebook(marker: str) -> str:
+    nb = nbformat.v4.new_notebook()
+    nb.cells.append(nbformat.v4.new_markdown_cell(f"# {marker}"))
+    return str(nbformat.writes(nb))
+
+
+def _run_folder(root: Path, folder: str, namespace: str | None, marker: str) -> None:
+    where = root / folder
+    where.mkdir(parents=True)
+    identity = {
+        "name": folder.rsplit("/", 1)[-1],
+        **({"namespace": namespace} if namespace else {}),
+    }
+    (where / "run.json").write_text(
+        json.dumps({"status": "Succeeded", "identity": identity, "parameters": {"m": marker}})
+    )
+    (where / "output.ipynb").write_text(_notebook(marker))
+
+
+def _apply(cluster: Cluster, documents: list[dict[str, Any]]) -> None:
+    subprocess.run(
+        [cluster.kubectl_path, "--kubeconfig", str(cluster.kubeconfig), "apply",
+         "--server-side", "-f", "-"],
+        input="\n".join(json.dumps(d) for d in documents), text=True, check=True,
+        capture_output=True, timeout=120,
+    )  # fmt: skip
+
+
+def _token(api: client.ApiClient, namespace: str, name: str) -> str:
+    answer = kube.request(
+        api,
+        "POST",
+        f"/api/v1/namespaces/{namespace}/serviceaccounts/{name}/token",
+        body={"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {}},
+    )
+    return str(answer["status"]["token"])
+
+
+RUNS = {"group": "kubemill.dev", "resource": "notebookruns", "verb": "get"}
+REVIEWS = {"group": "authorization.k8s.io", "resource": "subjectaccessreviews", "verb": "create"}
+
+
+def _allowed(
+    api: client.ApiClient,
+    user: str,
+    namespace: str,
+    groups: list[str],
+    attributes: dict[str, str] = RUNS,
+) -> bool:
+    answer = kube.request(
+        api,
+        "POST",
+        "/apis/authorization.k8s.io/v1/subjectaccessreviews",
+        body={
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SubjectAccessReview",
+            "spec": {
+                "user": user,
+                "groups": groups,
+                "resourceAttributes": {"namespace": namespace, **attributes},
+            },
+        },
+    )
+    return bool(answer["status"].get("allowed"))
+
+
+def _viewer_rbac(cluster: Cluster) -> None:
+    """The viewer's ServiceAccount and RBAC exactly as the kustomize component has them."""
+    built = subprocess.run(
+        [cluster.kubectl_path, "kustomize", str(REPO_ROOT / "deploy/overlays/viewer")],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    import yaml
+
+    wanted = {"ServiceAccount", "ClusterRole", "ClusterRoleBinding"}
+    documents = [
+        d
+        for d in yaml.safe_load_all(built)
+        if d and d["kind"] in wanted and d["metadata"]["name"] == "kubemill-viewer"
+    ]
+    assert len(documents) == 3, documents
+    _apply(cluster, documents)
+
+
+@pytest.fixture(scope="module")
+def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    suffix = secrets.token_hex(3)
+    a, b = f"e2e-viewer-a-{suffix}", f"e2e-viewer-b-{suffix}"
+    with api_client(cluster.kubeconfig) as api:
+        for namespace in (a, b):
+            create_namespace(api, namespace)
+        found = kube.request(
+            api, "GET", "/api/v1/namespaces",
+            query={"fieldSelector": f"metadata.name={VIEWER_NAMESPACE}"},
+        )  # fmt: skip
+        if not found["items"]:
+            create_namespace(api, VIEWER_NAMESPACE)
+        _viewer_rbac(cluster)
+        reader = f"e2e-viewer-root-{suffix}"
+        documents: list[dict[str, Any]] = []
+        for namespace, person in ((a, "ada@example.com"), (b, "bert@example.com")):
+            documents += [
+                {"apiVersion": "v1", "kind": "ServiceAccount",
+                 "metadata": {"name": "reader", "namespace": namespace}},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                 "metadata": {"name": "runs-reader", "namespace": namespace},
+                 "rules": [{"apiGroups": ["kubemill.dev"], "resources": ["notebookruns"],
+                            "verbs": ["get", "list"]}]},
+                {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                 "metadata": {"name": "runs-reader", "namespace": namespace},
+                 "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role",
+                             "name": "runs-reader"},
+                 "subjects": [
+                     {"kind": "ServiceAccount", "name": "reader", "namespace": namespace},
+                     {"kind": "User", "name": person, "apiGroup": "rbac.authorization.k8s.io"},
+                 ]},
+            ]  # fmt: skip
+        documents += [
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "root-reader", "namespace": a}},
+            {"apiVersion": "v1", "kind": "ServiceAccount",
+             "metadata": {"name": "nobody", "namespace": a}},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+             "metadata": {"name": reader},
+             "rules": [{"apiGroups": ["kubemill.dev"], "resources": ["notebookruns"],
+                        "verbs": ["get"]}]},
+            {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+             "metadata": {"name": reader},
+             "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                         "name": reader},
+             "subjects": [{"kind": "ServiceAccount", "name": "root-reader", "namespace": a}]},
+        ]  # fmt: skip
+        _apply(cluster, documents)
+        # Decisions are cached for a TTL: ask only once the authorizer sees every binding.
+        expected = [
+            (f"system:serviceaccount:{a}:reader", a, ["system:serviceaccounts"]),
+            (f"system:serviceaccount:{b}:reader", b, ["system:serviceaccounts"]),
+            ("ada@example.com", a, []),
+            ("bert@example.com", b, []),
+            (f"system:serviceaccount:{a}:root-reader", "", ["system:serviceaccounts"]),
+        ]
+        wait_until(
+            lambda: _allowed(
+                api, f"system:serviceaccount:{VIEWER_NAMESPACE}:kubemill-viewer", "",
+                ["system:serviceaccounts"], REVIEWS,
+            ),
+            AUTHORIZER_TIMEOUT,
+            "the authorizer to let the viewer create SubjectAccessReviews",
+            interval=0.2,
+        )  # fmt: skip
+        for user, namespace, groups in expected:
+            wait_until(
+                lambda u=user, n=namespace, g=groups: _allowed(api, u, n, g),  # type: ignore[misc]
+                AUTHORIZER_TIMEOUT,
+                f"the authorizer to let {user} get notebookruns in {namespace or 'all namespaces'}",
+                interval=0.2,
+            )
+        tokens = {
+            "alice": _token(api, a, "reader"),
+            "bob": _token(api, b, "reader"),
+            "root": _token(api, a, "root-reader"),
+            "nobody": _token(api, a, "nobody"),
+        }
+        viewer_config = mint_service_account_kubeconfig(
+            api, cluster.kubeconfig, VIEWER_NAMESPACE, "kubemill-viewer",
+            tmp_path_factory.mktemp("viewer") / "viewer.kubeconfig",
+        )  # fmt: skip
+
+    store = tmp_path_factory.mktemp("store")
+    _run_folder(store, f"{a}/daily", a, "alpha-report")
+    _run_folder(store, f"{a}/weekly", a, "alpha-weekly")
+    _run_folder(store, f"{b}/daily", b, "bravo-report")
+    _run_folder(store, "local/try", None, "local-run")
+    (store / "loose.txt").write_text("not in any run folder")
+    settings = ViewerSettings(
+        root=str(store),
+        cache_dir=tmp_path_factory.mktemp("cache"),
+        auth_modes=("proxy", "token"),
+        trusted_proxies=(f"{PROXY_ADDRESS}/32",),
+        refresh_seconds=3600,
+    )
+    from kubernetes import config
+
+    configuration = client.Configuration()
+    config.load_kube_config(str(viewer_config), client_configuration=configuration)
+    reviews = KubeReviews(configuration)
+    try:
+        with live_viewer(settings, reviews=reviews) as viewer:
+            world = World(viewer, a, b, tokens["alice"], tokens["bob"], tokens["root"],
+                          tokens["nobody"])  # fmt: skip
+            wait_until(
+                lambda: world.get("/api/runs", world.root).status != 503,
+                60,
+                "the viewer's first runs index",
+                interval=0.1,
+            )
+            yield world
+    finally:
+        reviews.close()
+        with api_client(cluster.kubeconfig) as api:
+            for namespace in (a, b):
+                kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
+            for kind in ("clusterroles", "clusterrolebindings"):
+                kube.request(api, "DELETE", f"/apis/rbac.authorization.k8s.io/v1/{kind}/{reader}")
+
+
+@pytest.mark.parametrize(
+    "path", ["/tree/", "/runs", "/api/runs", "/api/contents/", "/view/x/output.ipynb"]
+)
+def test_an_unauthenticated_request_is_401(world: World, path: str) -> None:
+    reply = world.get(path)
+    assert reply.status == 401, reply.text
+    assert reply.headers["WWW-Authenticate"] == 'Bearer realm="kubemill"'
+    assert "authentication required" in reply.text
+    assert world.get("/healthz").status == 200
+
+
+def test_a_token_the_api_server_does_not_know_is_401(world: World) -> None:
+    reply = world.get("/tree/", world.alice[:-4] + "AAAA")
+    assert reply.status == 401
+    assert "not valid" in reply.text
+
+
+def test_a_user_of_a_reads_as_notebooks_but_not_bs_whether_they_exist_or_not(
+    world: World,
+) -> None:
+    a, b = world.a, world.b
+    page = world.get(f"/view/{a}/daily/output.ipynb", world.alice)
+    assert page.status == 200, page.text
+    assert "alpha-report" in page.text
+    assert world.get(f"/files/{a}/daily/output.ipynb", world.alice).status == 200
+
+    answers = {}
+    for path in (
+        f"{b}/daily/output.ipynb",  # exists
+        f"{b}/daily/nothing.ipynb",  # in B's run folder, missing
+        f"{b}/nothing/output.ipynb",  # under B's folder, missing
+        f"{b}",
+        "loose.txt",  # outside every run folder: cluster-wide readers only
+        "no-such-folder/x.ipynb",
+    ):
+        for route in ("view", "files", "tree", "api/contents"):
+            reply = world.get(f"/{route}/{path}", world.alice)
+            assert reply.status == 403, (route, path, reply.status, reply.text)
+            answers[(route, path)] = reply.text.replace(path, "PATH")
+    # The same words for what exists and what does not: the answer tells nothing.
+    for route in ("view", "files", "tree"):
+        assert (
+            answers[(route, f"{b}/daily/output.ipynb")]
+            == answers[(route, f"{b}/daily/nothing.ipynb")]
+        )
+        assert (
+            answers[(route, f"{b}/daily/output.ipynb")]
+            == answers[(route, "no-such-folder/x.ipynb")]
+        )
+    assert json.loads(world.get(f"/api/contents/{b}/daily/output.ipynb", world.alice).body)[
+        "message"
+    ].endswith("they may get")
+
+    # B's person reads B's notebook, and the cluster-wide reader reads everything, with the
+    # usual 404 for what is missing.
+    assert world.get(f"/view/{b}/daily/output.ipynb", world.bob).status == 200
+    assert world.get(f"/view/{a}/daily/output.ipynb", world.bob).status == 403
+    assert world.get("/files/loose.txt", world.root).status == 200
+    assert world.get(f"/view/{b}/daily/nothing.ipynb", world.root).status == 404
+    # Authenticated, bound to nothing: nothing but the (empty) root.
+    assert world.get(f"/view/{a}/daily/output.ipynb", world.nobody).status == 403
+    assert world.get("/tree/", world.nobody).status == 200
+
+
+def test_a_forged_proxy_header_from_another_address_is_refused(world: World) -> None:
+    a = world.a
+    path = f"/view/{a}/daily/output.ipynb"
+    # From 127.0.0.1, which is not the proxy: refused, with or without a valid token.
+    for headers in (
+        {"X-Forwarded-Email": "ada@example.com"},
+        {"X-Forwarded-User": "ada", "X-Forwarded-Groups": "system:masters"},
+        {"X-Auth-Request-Email": "ada@example.com"},
+    ):
+        reply = world.get(path, None, **headers)
+        assert reply.status == 403, reply.text
+        assert "accepted only from the viewer's authenticating proxy" in unescape(reply.text)
+        assert world.get(path, world.alice, **headers).status == 403
+    # The same header from the proxy's address is who the proxy says.
+    via_proxy = world.viewer.get(
+        path, {"X-Forwarded-Email": "ada@example.com"}, source=PROXY_ADDRESS
+    )
+    assert via_proxy.status == 200, via_proxy.text
+    bert = world.viewer.get(path, {"X-Forwarded-Email": "bert@example.com"}, source=PROXY_ADDRESS)
+    assert bert.status == 403
+    # The proxy's address alone names nobody.
+    assert world.viewer.get(path, source=PROXY_ADDRESS).status == 401
+
+
+def test_the_runs_view_shows_only_the_namespaces_one_may_read(world: World) -> None:
+    a, b = world.a, world.b
+
+    def seen(token: str) -> tuple[list[tuple[str, str | None]], list[str]]:
+        page = world.runs(token)
+        runs = sorted((r["folder"], r["namespace"]) for r in page["runs"])
+        facets = sorted(f["value"] for f in page["facets"]["namespace"])
+        return runs, facets
+
+    assert seen(world.alice) == ([(f"{a}/daily", a), (f"{a}/weekly", a)], [a])
+    assert seen(world.bob) == ([(f"{b}/daily", b)], [b])
+    assert seen(world.nobody) == ([], [])
+    everything, namespaces = seen(world.root)
+    assert everything == sorted(
+        [(f"{a}/daily", a), (f"{a}/weekly", a), (f"{b}/daily", b), ("local/try", None)]
+    )
+    assert namespaces == sorted([a, b])
+    # Asking for B's runs by name shows nothing either, and the HTML page agrees.
+    assert world.runs(world.alice) != world.runs(world.bob)
+    filtered = world.get(f"/api/runs?namespace={b}", world.alice)
+    assert json.loads(filtered.body)["total"] == 0
+    html = world.get("/runs", world.alice).text
+    assert "alpha-report" in html and "bravo-report" not in html
+
+
+def test_folder_listings_hide_what_one_may_not_read(world: World) -> None:
+    a, b = world.a, world.b
+
+    def listed(path: str, token: str) -> list[str]:
+        reply = world.get(f"/api/contents/{path}?content=1", token)
+        assert reply.status == 200, reply.text
+        return sorted(e["name"] for e in json.loads(reply.body)["content"])
+
+    def tree(path: str, token: str) -> str:
+        reply = world.get(f"/tree/{path}", token)
+        assert reply.status == 200, reply.text
+        return reply.text
+
+    root = tree("", world.alice)
+    assert f"{a}/" in root and f"{b}/" not in root and "loose.txt" not in root
+    assert "local/" not in root
+    assert "1 entries" in root
+    bobs = tree("", world.bob)
+    assert f"{b}/" in bobs and f"{a}/" not in bobs
+    assert listed(a, world.alice) == ["daily", "weekly"]
+    assert listed(f"{a}/daily", world.alice) == ["output.ipynb", "run.json"]
+    everything = tree("", world.root)
+    assert all(name in everything for name in (f"{a}/", f"{b}/", "local/", "loose.txt"))

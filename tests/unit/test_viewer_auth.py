@@ -1,0 +1,354 @@
+"""The viewer's authentication and authorization decisions, without a server or a cluster:
+who a request is (kubemill.viewer.auth), which paths and listing entries a reader may see
+(kubemill.viewer.access), and the runs index's answers those decisions read."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import pytest
+from multidict import CIMultiDict
+
+from kubemill.viewer.access import (
+    PathFacts,
+    access_review,
+    identity_of_review,
+    may_read,
+    visible_children,
+)
+from kubemill.viewer.auth import (
+    Identity,
+    TtlCache,
+    bearer_token,
+    check_auth_settings,
+    check_listen,
+    parse_networks,
+    proxy_identity,
+)
+from kubemill.viewer.errors import Forbidden, Unauthenticated, ViewerError
+from kubemill.viewer.runindex import RunIndex
+from kubemill.viewer.settings import settings_from_env
+
+PROXY = parse_networks(["10.1.0.0/16", "127.0.0.2/32"])
+
+
+def headers(**values: str) -> CIMultiDict[str]:
+    return CIMultiDict({k.replace("_", "-"): v for k, v in values.items()})
+
+
+# --- listening and settings -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("host", "modes", "ok"),
+    [
+        ("127.0.0.1", (), True),
+        ("::1", (), True),
+        ("localhost", (), True),
+        ("0.0.0.0", (), False),
+        ("10.0.0.5", (), False),
+        ("::", (), False),
+        ("0.0.0.0", ("proxy",), True),
+        ("0.0.0.0", ("token",), True),
+    ],
+)
+def test_no_authentication_only_on_loopback(host: str, modes: tuple[str, ...], ok: bool) -> None:
+    if ok:
+        check_listen(host, modes)
+    else:
+        with pytest.raises(ViewerError, match="without authentication"):
+            check_listen(host, modes)
+
+
+@pytest.mark.parametrize(
+    ("modes", "proxies", "header", "error"),
+    [
+        (("proxy",), ("10.0.0.0/8",), "email", None),
+        (("proxy", "token"), ("10.0.0.1",), "user", None),
+        (("token",), (), "email", None),
+        (("proxy",), (), "email", "needs the proxy's addresses"),
+        (("token",), ("10.0.0.0/8",), "email", "proxy is not on"),
+        (("oidc",), (), "email", "unknown authentication mode oidc"),
+        (("proxy",), ("10.0.0.0/33",), "email", "not an address or CIDR"),
+        (("proxy",), ("10.0.0.0/8",), "name", "must be email or user"),
+    ],
+)
+def test_auth_settings_are_checked(
+    modes: tuple[str, ...], proxies: tuple[str, ...], header: str, error: str | None
+) -> None:
+    if error is None:
+        check_auth_settings(modes, proxies, header)
+    else:
+        with pytest.raises(ViewerError, match=error):
+            check_auth_settings(modes, proxies, header)
+
+
+def test_settings_from_the_environment() -> None:
+    settings = settings_from_env(
+        {
+            "KUBEMILL_VIEWER_ROOT": "s3://results/runs/",
+            "KUBEMILL_VIEWER_BASE_PATH": "viewer/",
+            "KUBEMILL_VIEWER_AUTH": "proxy, token",
+            "KUBEMILL_VIEWER_TRUSTED_PROXIES": "10.0.0.0/8,127.0.0.1",
+            "KUBEMILL_VIEWER_CACHE_DIR": "/cache",
+            "KUBEMILL_VIEWER_INDEX_DIR": "/index",
+            "AWS_ENDPOINT_URL": "http://s3:8333",
+            "AWS_REGION": "eu-west-1",
+        }
+    )
+    assert settings.root == "s3://results/runs/"
+    assert settings.base_path == "/viewer"
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8866
+    assert settings.auth_modes == ("proxy", "token")
+    assert settings.trusted_proxies == ("10.0.0.0/8", "127.0.0.1")
+    assert settings.cache_dir == Path("/cache")
+    assert settings.runs_index_dir == Path("/index")
+    assert (settings.s3_endpoint_url, settings.s3_region) == ("http://s3:8333", "eu-west-1")
+
+
+@pytest.mark.parametrize(
+    ("environ", "error"),
+    [
+        ({}, "KUBEMILL_VIEWER_ROOT is not set"),
+        ({"KUBEMILL_VIEWER_ROOT": "s3://b/", "KUBEMILL_VIEWER_PORT": "x"}, "not a TCP port"),
+        ({"KUBEMILL_VIEWER_ROOT": "s3://b/", "KUBEMILL_VIEWER_REVIEW_TTL": "0"}, "more than 0"),
+    ],
+)
+def test_bad_environment_is_named(environ: dict[str, str], error: str) -> None:
+    with pytest.raises(ViewerError, match=error):
+        settings_from_env(environ)
+
+
+# --- who is asking ---------------------------------------------------------------------------
+
+
+def test_proxy_headers_from_the_proxy_name_the_user_and_groups() -> None:
+    identity = proxy_identity(
+        headers(
+            X_Forwarded_User="4711",
+            X_Forwarded_Email="ada@example.com",
+            X_Forwarded_Groups="team-a, admins",
+        ),
+        "10.1.2.3",
+        PROXY,
+    )
+    assert identity == Identity(
+        "ada@example.com", ("team-a", "admins", "system:authenticated"), via="proxy"
+    )
+
+
+def test_x_auth_request_headers_and_prefixes() -> None:
+    identity = proxy_identity(
+        headers(X_Auth_Request_User="4711", X_Auth_Request_Groups="team-a"),
+        "127.0.0.2",
+        PROXY,
+        user_header="user",
+        user_prefix="oidc:",
+        groups_prefix="oidc:",
+    )
+    assert identity is not None
+    assert (identity.user, identity.groups) == (
+        "oidc:4711",
+        ("oidc:team-a", "system:authenticated"),
+    )
+
+
+@pytest.mark.parametrize("peer", ["127.0.0.1", "10.2.0.1", "::1", None, "not-an-address"])
+@pytest.mark.parametrize(
+    "header",
+    ["X-Forwarded-User", "X-Forwarded-Email", "X-Auth-Request-Email", "X-Forwarded-Groups"],
+)
+def test_identity_headers_from_anyone_else_are_forbidden(peer: str | None, header: str) -> None:
+    with pytest.raises(Forbidden, match="accepted only from the viewer's authenticating proxy"):
+        proxy_identity(CIMultiDict({header: "ada@example.com"}), peer, PROXY)
+
+
+def test_an_ipv4_mapped_peer_is_the_ipv4_address() -> None:
+    assert proxy_identity(headers(X_Forwarded_Email="a@b"), "::ffff:10.1.0.9", PROXY) is not None
+
+
+def test_no_identity_headers_is_no_identity_and_a_proxy_without_the_user_is_401() -> None:
+    assert proxy_identity(headers(Accept="text/html"), "10.9.9.9", PROXY) is None
+    with pytest.raises(Unauthenticated):
+        proxy_identity(headers(X_Forwarded_User="4711"), "10.1.0.1", PROXY, user_header="email")
+
+
+@pytest.mark.parametrize(
+    ("value", "token"),
+    [
+        ("Bearer abc.def", "abc.def"),
+        ("bearer  abc ", "abc"),
+        ("Basic YWRhOng=", None),
+        ("Bearer ", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_bearer_token(value: str | None, token: str | None) -> None:
+    assert bearer_token(value) == token
+
+
+def test_token_review_answers() -> None:
+    answer = {
+        "status": {
+            "authenticated": True,
+            "user": {
+                "username": "system:serviceaccount:a:alice",
+                "uid": "u-1",
+                "groups": ["system:serviceaccounts", "system:authenticated"],
+                "extra": {"authentication.kubernetes.io/pod-name": ["p"]},
+            },
+        }
+    }
+    identity = identity_of_review(answer)
+    assert identity is not None
+    assert identity.user == "system:serviceaccount:a:alice"
+    assert identity.extra == {"authentication.kubernetes.io/pod-name": ("p",)}
+    assert identity_of_review({"status": {"authenticated": False}}) is None
+    assert identity_of_review({}) is None
+    review = access_review(identity, "team-a")
+    assert review["spec"]["resourceAttributes"] == {
+        "namespace": "team-a",
+        "group": "kubemill.dev",
+        "resource": "notebookruns",
+        "verb": "get",
+    }
+    assert review["spec"]["uid"] == "u-1"
+    assert review["spec"]["extra"] == {"authentication.kubernetes.io/pod-name": ["p"]}
+    assert review["spec"]["groups"] == ["system:serviceaccounts", "system:authenticated"]
+
+
+def test_ttl_cache_expires_and_is_bounded() -> None:
+    now = [0.0]
+    cache: TtlCache[str, bool] = TtlCache(30, 3, clock=lambda: now[0])
+    cache.put("a", True)
+    cache.put("b", False)
+    assert cache.get("a") is True
+    assert cache.get("b") is False
+    now[0] = 29.9
+    assert cache.get("a") is True
+    now[0] = 30.0
+    assert cache.get("a") is None
+    for key in "cdef":
+        cache.put(key, True)
+    assert len(cache) == 3
+    assert cache.get("c") is None  # the least recently used went first
+    cache.put("g", True, ttl=1)
+    now[0] = 31.0
+    assert cache.get("g") is None
+
+
+# --- what a reader may see ------------------------------------------------------------------
+
+A = frozenset({"team-a"})
+
+
+@pytest.mark.parametrize(
+    ("path", "facts", "allowed", "readable"),
+    [
+        # In a run folder: the run's namespace decides, whether the path exists or not.
+        ("team-a/r1/output.ipynb", PathFacts(("team-a/r1", "team-a"), frozenset()), A, True),
+        ("team-b/r2/output.ipynb", PathFacts(("team-b/r2", "team-b"), frozenset()), A, False),
+        ("team-b/r2/missing.ipynb", PathFacts(("team-b/r2", "team-b"), frozenset()), A, False),
+        # Above run folders: readable when one below is.
+        ("team-a", PathFacts(None, frozenset({"team-a"})), A, True),
+        ("team-b", PathFacts(None, frozenset({"team-b"})), A, False),
+        ("mixed", PathFacts(None, frozenset({"team-b", "team-a", None})), A, True),
+        # Nowhere the index knows (a loose file, a missing path): cluster-wide readers only.
+        ("loose.txt", PathFacts(None, frozenset()), A, False),
+        ("loose.txt", PathFacts(None, frozenset()), None, True),
+        # A run whose run.json names no namespace (local, or in progress).
+        ("x/output.ipynb", PathFacts(("x", None), frozenset()), A, False),
+        ("x/output.ipynb", PathFacts(("x", None), frozenset()), None, True),
+        # The root lists, filtered, for every authenticated reader.
+        ("", PathFacts(None, frozenset()), frozenset(), True),
+        # The run's namespace wins over a folder name that looks like another one.
+        ("team-b/r9/output.ipynb", PathFacts(("team-b/r9", "team-a"), frozenset()), A, True),
+    ],
+)
+def test_may_read(
+    path: str, facts: PathFacts, allowed: frozenset[str] | None, readable: bool
+) -> None:
+    assert may_read(path, facts, allowed) is readable
+
+
+def test_a_listing_shows_only_entries_leading_to_readable_runs() -> None:
+    children = [
+        ("team-a", "team-a", False),
+        ("team-b", "team-b", False),
+        ("shared", "team-b", False),
+        ("shared", "team-a", False),
+        ("mine", "team-a", True),
+        ("theirs", "team-b", True),
+        ("nobodys", None, True),
+    ]
+    visible = visible_children(None, children, A)
+    names = ["team-a", "team-b", "shared", "mine", "theirs", "nobodys", "loose.txt"]
+    assert [n for n in names if visible(n)] == ["team-a", "shared", "mine"]
+    assert all(visible_children(None, children, None)(n) for n in names)
+    # Inside A's run folder every file is A's; a nested run of B's stays B's.
+    inside = visible_children(("team-a/r1", "team-a"), [("nested", "team-b", True)], A)
+    assert inside("output.ipynb") and inside("plots") and not inside("nested")
+    inside_b = visible_children(("team-b/r2", "team-b"), [], A)
+    assert not inside_b("output.ipynb")
+
+
+# --- the runs index's answers ---------------------------------------------------------------
+
+
+class Folder:
+    """A store of run folders on disk, for the index (kubemill.viewer.runindex_sources)."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def run(self, folder: str, namespace: str | None) -> None:
+        where = self.root / folder
+        where.mkdir(parents=True)
+        identity: Mapping[str, Any] = {"namespace": namespace} if namespace else {}
+        document = {"status": "Succeeded", "identity": {"name": folder.rsplit("/")[-1], **identity}}
+        (where / "run.json").write_text(json.dumps(document))
+        (where / "output.ipynb").write_text("{}")
+
+
+def test_index_children_enclosing_and_namespaces(tmp_path: Path) -> None:
+    from kubemill.viewer.runindex_sources import LocalObjects
+
+    store = Folder(tmp_path / "store")
+    store.run("team-a/r1", "team-a")
+    store.run("team-a/r2", "team-a")
+    store.run("team-b/r1", "team-b")
+    store.run("team-b/deep/er/r3", "team-b")
+    store.run("team-a0", "team-a")  # the byte after "/" must not fall into team-a/'s range
+    store.run("local", None)
+    index = RunIndex(tmp_path / "index")
+    try:
+        index.rebuild(LocalObjects(tmp_path / "store"))
+        assert index.namespaces() == ["team-a", "team-b"]
+        assert sorted(index.children("")) == [
+            ("local", None, True),
+            ("team-a", "team-a", False),
+            ("team-a0", "team-a", True),
+            ("team-b", "team-b", False),
+        ]
+        assert sorted(index.children("team-a")) == [
+            ("r1", "team-a", True),
+            ("r2", "team-a", True),
+        ]
+        assert sorted(index.children("team-b")) == [
+            ("deep", "team-b", False),
+            ("r1", "team-b", True),
+        ]
+        assert index.children("team-a/r1") == []
+        assert index.enclosing("team-a/r1/output.ipynb") == ("team-a/r1", "team-a")
+        assert index.enclosing("team-a/r1") == ("team-a/r1", "team-a")
+        assert index.enclosing("team-b/deep/er/r3/x/y") == ("team-b/deep/er/r3", "team-b")
+        assert index.enclosing("team-b/deep") is None
+        assert index.enclosing("local/output.ipynb") == ("local", None)
+        assert index.enclosing("nothing/here") is None
+    finally:
+        index.close()
