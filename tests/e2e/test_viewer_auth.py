@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import secrets
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from html import unescape
 from pathlib import Path
@@ -21,13 +24,15 @@ from typing import Any
 import nbformat
 import pytest
 from kubernetes import client
+from playwright.sync_api import Browser, Page, sync_playwright
 
 from kubemill.viewer.kubeapi import KubeReviews
 from kubemill.viewer.settings import ViewerSettings
 from kubemill_testenv import kube
-from kubemill_testenv.controlplane import REPO_ROOT
+from kubemill_testenv.controlplane import REPO_ROOT, free_port
+from kubemill_testenv.debian import chromium
 from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
-from kubemill_testenv.procs import wait_until
+from kubemill_testenv.procs import spawn, wait_until
 from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
 
 from .conftest import Cluster, create_namespace
@@ -149,8 +154,20 @@ def _viewer_rbac(cluster: Cluster) -> None:
     _apply(cluster, documents)
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What the viewers of this module serve and ask: the store, the namespaces, the tokens,
+    and the API server's reviews with the viewer's own ServiceAccount's credentials."""
+
+    store: Path
+    a: str
+    b: str
+    tokens: dict[str, str]
+    reviews: KubeReviews
+
+
 @pytest.fixture(scope="module")
-def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     suffix = secrets.token_hex(3)
     a, b = f"e2e-viewer-a-{suffix}", f"e2e-viewer-b-{suffix}"
     with api_client(cluster.kubeconfig) as api:
@@ -239,29 +256,13 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     _run_folder(store, f"{b}/daily", b, "bravo-report")
     _run_folder(store, "local/try", None, "local-run")
     (store / "loose.txt").write_text("not in any run folder")
-    settings = ViewerSettings(
-        root=str(store),
-        cache_dir=tmp_path_factory.mktemp("cache"),
-        auth_modes=("proxy", "token"),
-        trusted_proxies=(f"{PROXY_ADDRESS}/32",),
-        refresh_seconds=3600,
-    )
     from kubernetes import config
 
     configuration = client.Configuration()
     config.load_kube_config(str(viewer_config), client_configuration=configuration)
     reviews = KubeReviews(configuration)
     try:
-        with live_viewer(settings, reviews=reviews) as viewer:
-            world = World(viewer, a, b, tokens["alice"], tokens["bob"], tokens["root"],
-                          tokens["nobody"])  # fmt: skip
-            wait_until(
-                lambda: world.get("/api/runs", world.root).status != 503,
-                60,
-                "the viewer's first runs index",
-                interval=0.1,
-            )
-            yield world
+        yield Setup(store, a, b, tokens, reviews)
     finally:
         reviews.close()
         with api_client(cluster.kubeconfig) as api:
@@ -269,6 +270,48 @@ def world(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
             for kind in ("clusterroles", "clusterrolebindings"):
                 kube.request(api, "DELETE", f"/apis/rbac.authorization.k8s.io/v1/{kind}/{reader}")
+
+
+@contextmanager
+def serving(
+    setup: Setup,
+    cache: Path,
+    modes: tuple[str, ...],
+    proxies: tuple[str, ...],
+    probe: dict[str, str],
+) -> Iterator[LiveViewer]:
+    """A viewer of the store, once its first runs index is built (asked with `probe`'s
+    headers: /api/runs answers 503 until then)."""
+    settings = ViewerSettings(
+        root=str(setup.store),
+        cache_dir=cache,
+        auth_modes=modes,
+        trusted_proxies=proxies,
+        refresh_seconds=3600,
+    )
+    with live_viewer(settings, reviews=setup.reviews) as viewer:
+        wait_until(
+            lambda: viewer.get("/api/runs", probe).status != 503,
+            60,
+            "the viewer's first runs index",
+            interval=0.1,
+        )
+        yield viewer
+
+
+@pytest.fixture(scope="module")
+def world(setup: Setup, tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    """A viewer taking tokens, and proxy headers from PROXY_ADDRESS only."""
+    root = {"Authorization": f"Bearer {setup.tokens['root']}"}
+    with serving(
+        setup,
+        tmp_path_factory.mktemp("cache"),
+        ("proxy", "token"),
+        (f"{PROXY_ADDRESS}/32",),
+        root,
+    ) as viewer:
+        t = setup.tokens
+        yield World(viewer, setup.a, setup.b, t["alice"], t["bob"], t["root"], t["nobody"])
 
 
 @pytest.mark.parametrize(
@@ -407,3 +450,151 @@ def test_folder_listings_hide_what_one_may_not_read(world: World) -> None:
     assert listed(f"{a}/daily", world.alice) == ["output.ipynb", "run.json"]
     everything = tree("", world.root)
     assert all(name in everything for name in (f"{a}/", f"{b}/", "local/", "loose.txt"))
+
+
+# --- behind the real oauth2-proxy, logged in through a real browser --------------------------
+
+OIDC_BUILD = REPO_ROOT / "hack" / "oidc" / "build.sh"
+SHOTS = REPO_ROOT / "out" / "screenshots"
+#: How long oauth2-proxy and mockoidc may take to start listening.
+START_TIMEOUT = 30
+
+
+@pytest.fixture(scope="module")
+def oidc_tools() -> Path:
+    """The folder with oauth2-proxy and mockoidc-server (`make oauth2-proxy` builds them)."""
+    done = subprocess.run([str(OIDC_BUILD)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.fail(f"{OIDC_BUILD} failed (it needs Go and the Go module proxy):\n{done.stderr}")
+    return Path(done.stdout.strip().splitlines()[-1])
+
+
+def _answers(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def proxied(
+    setup: Setup, oidc_tools: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, str]]:
+    """oauth2-proxy in front of a viewer in proxy mode, as a sidecar would be: the viewer
+    trusts only the proxy's address (127.0.0.1 here), with mockoidc as the OpenID provider.
+    Yields the proxy's URL and mockoidc's."""
+    logs = tmp_path_factory.mktemp("oidc")
+    oidc_port, proxy_port = free_port(), free_port()
+    oidc_url = f"http://127.0.0.1:{oidc_port}"
+    mock = spawn(
+        "mockoidc",
+        [str(oidc_tools / "mockoidc-server"), "-listen", f"127.0.0.1:{oidc_port}"],
+        log_path=logs / "mockoidc.log",
+    )
+    try:
+        wait_until(
+            lambda: '"issuer"' in (logs / "mockoidc.log").read_text(),
+            START_TIMEOUT,
+            "mockoidc to listen",
+            check=mock,
+        )
+        first = (logs / "mockoidc.log").read_text().splitlines()[0]
+        oidc = json.loads(first)
+        ada = {"X-Forwarded-Email": "ada@example.com"}
+        with serving(
+            setup, tmp_path_factory.mktemp("cache"), ("proxy",), ("127.0.0.1/32",), ada
+        ) as viewer:
+            proxy_url = f"http://127.0.0.1:{proxy_port}"
+            proxy = spawn(
+                "oauth2-proxy",
+                [
+                    str(oidc_tools / "oauth2-proxy"),
+                    "--provider=oidc",
+                    f"--oidc-issuer-url={oidc['issuer']}",
+                    f"--client-id={oidc['clientID']}",
+                    f"--client-secret={oidc['clientSecret']}",
+                    "--scope=openid email profile groups",
+                    f"--http-address=127.0.0.1:{proxy_port}",
+                    f"--redirect-url={proxy_url}/oauth2/callback",
+                    f"--upstream=http://127.0.0.1:{viewer.port}/",
+                    "--email-domain=*",
+                    "--cookie-secret=" + secrets.token_hex(16),
+                    "--cookie-secure=false",
+                    "--skip-provider-button=true",
+                    "--pass-user-headers=true",
+                ],
+                log_path=logs / "oauth2-proxy.log",
+            )
+            try:
+                wait_until(
+                    lambda: _answers(f"{proxy_url}/ping"),
+                    START_TIMEOUT,
+                    "oauth2-proxy to listen",
+                    interval=0.1,
+                    check=proxy,
+                )
+                yield proxy_url, oidc_url
+            finally:
+                proxy.stop()
+    finally:
+        mock.stop()
+
+
+def _log_in_as(browser: Browser, proxy_url: str, oidc_url: str, name: str) -> Page:
+    """A fresh browser whose first visit goes through oauth2-proxy's login as `name`."""
+    request = urllib.request.Request(f"{oidc_url}/kubemill/next-user?name={name}", method="POST")
+    with urllib.request.urlopen(request, timeout=10) as response:
+        assert response.status == 200
+    page = browser.new_context().new_page()
+    reply = page.goto(f"{proxy_url}/runs")
+    assert reply is not None and reply.status == 200, (reply and reply.status, page.content())
+    assert page.url == f"{proxy_url}/runs", page.url
+    return page
+
+
+def test_behind_oauth2_proxy_each_person_sees_their_namespace(
+    setup: Setup, proxied: tuple[str, str]
+) -> None:
+    proxy_url, oidc_url = proxied
+    a, b = setup.a, setup.b
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=chromium(),
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        try:
+            # Nobody logged in: oauth2-proxy sends the browser to the provider, never through.
+            anonymous = urllib.request.Request(f"{proxy_url}/api/runs")
+            with pytest.raises(urllib.error.HTTPError) as refused:
+                urllib.request.urlopen(anonymous, timeout=10)
+            assert refused.value.code in (302, 401, 403)
+
+            for person, mine, theirs, marker, other in (
+                ("ada", a, b, "alpha-report", "bravo-report"),
+                ("bert", b, a, "bravo-report", "alpha-report"),
+            ):
+                page = _log_in_as(browser, proxy_url, oidc_url, person)
+                runs = page.locator("main").inner_text()
+                assert mine in runs and theirs not in runs, runs
+                assert marker in runs and other not in runs, runs
+                page.screenshot(path=str(SHOTS / f"viewer-oauth2-proxy-{person}.png"))
+
+                opened = page.goto(f"{proxy_url}/view/{mine}/daily/output.ipynb")
+                assert opened is not None and opened.status == 200
+                assert marker in page.content()
+                for path in (f"{theirs}/daily/output.ipynb", f"{theirs}/daily/nothing.ipynb"):
+                    denied = page.goto(f"{proxy_url}/view/{path}")
+                    assert denied is not None and denied.status == 403, path
+                    assert "may not read" in page.content()
+
+                listed = page.goto(f"{proxy_url}/tree/")
+                assert listed is not None and listed.status == 200
+                folder = page.locator("main").inner_text()
+                assert f"{mine}/" in folder and f"{theirs}/" not in folder, folder
+                assert "loose.txt" not in folder
+                page.context.close()
+        finally:
+            browser.close()
