@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from kubemill.runner.contract import ExitCode
-from kubemill.viewer.auth import is_loopback
 
 __all__ = ["declare_view", "is_loopback", "main_env"]
 
@@ -98,6 +97,14 @@ def declare_view(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--s3-endpoint-url", metavar="URL")
     parser.add_argument("--debug", action="store_true")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding `host` keeps the viewer on this machine (kubemill.viewer.auth's rule,
+    imported on use: `kubemill --help` loads no viewer module)."""
+    from kubemill.viewer.auth import is_loopback as loopback
+
+    return loopback(host)
 
 
 def _reviews(settings: Any, kubeconfig: str | None) -> Any:

@@ -22,9 +22,9 @@ from .conftest import Cluster
 pytestmark = pytest.mark.e2e
 
 
-def _built(cluster: Cluster) -> list[dict[str, Any]]:
+def _built(cluster: Cluster, overlay: str = "viewer") -> list[dict[str, Any]]:
     out = subprocess.run(
-        [cluster.kubectl_path, "kustomize", str(REPO_ROOT / "deploy/overlays/viewer")],
+        [cluster.kubectl_path, "kustomize", str(REPO_ROOT / "deploy/overlays" / overlay)],
         check=True, capture_output=True, text=True, timeout=60,
     ).stdout  # fmt: skip
     return [d for d in yaml.safe_load_all(out) if d]
@@ -123,5 +123,40 @@ def test_the_viewer_component_applies_and_passes_restricted_pod_security(
             refused = _dry_run(cluster, [weakened])
             assert refused.returncode != 0
             assert "violates PodSecurity" in refused.stderr, refused.stderr
+        finally:
+            kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
+
+
+def test_the_oauth2_proxy_example_passes_restricted_pod_security(cluster: Cluster) -> None:
+    """deploy/overlays/viewer-oauth2-proxy, the README's example: the proxy as a sidecar."""
+    documents = _built(cluster, "viewer-oauth2-proxy")
+    settings = next(
+        d
+        for d in documents
+        if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "kubemill-viewer"
+    )
+    assert settings["data"]["KUBEMILL_VIEWER_AUTH"] == "proxy"
+    assert settings["data"]["KUBEMILL_VIEWER_TRUSTED_PROXIES"] == "127.0.0.1/32"
+    assert settings["data"]["KUBEMILL_VIEWER_LISTEN"] == "127.0.0.1"
+    namespace = f"e2e-viewer-psa-{secrets.token_hex(3)}"
+    with api_client(cluster.kubeconfig) as api:
+        kube.request(
+            api, "POST", "/api/v1/namespaces",
+            body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace,
+                  "labels": {"pod-security.kubernetes.io/enforce": "restricted",
+                             "pod-security.kubernetes.io/enforce-version": "latest"}}},
+        )  # fmt: skip
+        try:
+            viewer = _viewer(documents, namespace)
+            kube.request(
+                api, "POST", f"/api/v1/namespaces/{namespace}/serviceaccounts",
+                body=next(d for d in viewer if d["kind"] == "ServiceAccount"),
+            )  # fmt: skip
+            deployment = next(d for d in viewer if d["kind"] == "Deployment")
+            names = [c["name"] for c in deployment["spec"]["template"]["spec"]["containers"]]
+            assert names == ["viewer", "oauth2-proxy"]
+            admitted = _dry_run(cluster, [_pod(deployment, namespace), *viewer])
+            assert admitted.returncode == 0, admitted.stderr
+            assert "PodSecurity" not in admitted.stderr, admitted.stderr
         finally:
             kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
