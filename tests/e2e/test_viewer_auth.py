@@ -9,9 +9,13 @@ show that that RBAC is enough. Tokens are real ServiceAccount tokens, checked by
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
+import re
 import secrets
 import subprocess
+import sys
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -33,6 +37,7 @@ from kubemill_testenv.controlplane import REPO_ROOT, free_port
 from kubemill_testenv.debian import chromium
 from kubemill_testenv.kubeconfig import api_client, mint_service_account_kubeconfig
 from kubemill_testenv.procs import spawn, wait_until
+from tests.integration.helpers import wait_for_line
 from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
 
 from .conftest import Cluster, create_namespace
@@ -164,6 +169,8 @@ class Setup:
     b: str
     tokens: dict[str, str]
     reviews: KubeReviews
+    #: The viewer's ServiceAccount's kubeconfig, as a pod would have its credentials.
+    kubeconfig: Path
 
 
 @pytest.fixture(scope="module")
@@ -262,7 +269,7 @@ def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     config.load_kube_config(str(viewer_config), client_configuration=configuration)
     reviews = KubeReviews(configuration)
     try:
-        yield Setup(store, a, b, tokens, reviews)
+        yield Setup(store, a, b, tokens, reviews, viewer_config)
     finally:
         reviews.close()
         with api_client(cluster.kubeconfig) as api:
@@ -566,11 +573,16 @@ def test_behind_oauth2_proxy_each_person_sees_their_namespace(
                   "--disable-component-update", "--disable-sync", "--no-first-run"],
         )  # fmt: skip
         try:
-            # Nobody logged in: oauth2-proxy sends the browser to the provider, never through.
-            anonymous = urllib.request.Request(f"{proxy_url}/api/runs")
-            with pytest.raises(urllib.error.HTTPError) as refused:
-                urllib.request.urlopen(anonymous, timeout=10)
-            assert refused.value.code in (302, 401, 403)
+            # Nobody logged in: oauth2-proxy sends the client to the provider, never through.
+            connection = http.client.HTTPConnection("127.0.0.1", int(proxy_url.rsplit(":", 1)[1]))
+            try:
+                connection.request("GET", "/api/runs")
+                anonymous = connection.getresponse()
+                anonymous.read()
+            finally:
+                connection.close()
+            assert anonymous.status in (302, 401, 403), anonymous.status
+            assert (anonymous.getheader("Location") or "").startswith((oidc_url, "/oauth2/"))
 
             for person, mine, theirs, marker, other in (
                 ("ada", a, b, "alpha-report", "bravo-report"),
@@ -598,3 +610,53 @@ def test_behind_oauth2_proxy_each_person_sees_their_namespace(
                 page.context.close()
         finally:
             browser.close()
+
+
+def test_kubemill_viewer_serves_from_its_environment(setup: Setup, tmp_path: Path) -> None:
+    """The Deployment's entry point: settings from the environment, reviews through the
+    credentials it finds (here a kubeconfig; in a pod, its ServiceAccount)."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "KUBECONFIG": str(setup.kubeconfig),
+        "KUBEMILL_VIEWER_ROOT": str(setup.store),
+        "KUBEMILL_VIEWER_LISTEN": "127.0.0.1",
+        "KUBEMILL_VIEWER_PORT": "0",
+        "KUBEMILL_VIEWER_AUTH": "token",
+        "KUBEMILL_VIEWER_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    log = (tmp_path / "viewer.log").open("wb")
+    with log, subprocess.Popen(
+        [str(Path(sys.executable).parent / "kubemill-viewer")],
+        env=env, stdout=subprocess.PIPE, stderr=log,
+    ) as process:  # fmt: skip
+        try:
+            _check_kubemill_viewer(process, setup)
+        finally:
+            process.terminate()
+            process.wait(30)
+
+
+def _check_kubemill_viewer(process: subprocess.Popen[bytes], setup: Setup) -> None:
+    assert process.stdout is not None
+    lines = wait_for_line(process.stdout, "kubemill-viewer: serving", START_TIMEOUT)
+    match = re.search(r"at (http://127\.0\.0\.1:\d+/); authentication: token", lines[-1])
+    assert match, lines
+    url = match.group(1)
+
+    def runs(token: str | None) -> tuple[int, list[str]]:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        request = urllib.request.Request(url + "api/runs", headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=10) as response:
+                body = json.loads(response.read())
+                return response.status, sorted(r["folder"] for r in body["runs"])
+        except urllib.error.HTTPError as error:
+            error.close()
+            return error.code, []
+
+    wait_until(
+        lambda: runs(setup.tokens["root"])[0] != 503, 60, "the first runs index", interval=0.1
+    )
+    assert runs(None) == (401, [])
+    assert runs(setup.tokens["bob"]) == (200, [f"{setup.b}/daily"])
