@@ -40,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
 
 from .auth import Identity, TtlCache, bearer_token, parse_networks, proxy_identity
-from .errors import StoreError, Unauthenticated, ViewerError
+from .errors import Forbidden, StoreError, Unauthenticated, Unavailable, ViewerError
 from .listing import Arranged
+from .runindex import IndexNotBuilt, RunIndex
 from .settings import ViewerSettings
 
 __all__ = [
@@ -213,6 +214,8 @@ class Gate:
         settings: ViewerSettings,
         reviews: Reviews | None,
         run: Callable[..., Awaitable[Any]],
+        index: RunIndex,
+        retry_after: int = 5,
     ) -> None:
         self.modes = settings.auth_modes
         if self.modes and reviews is None:
@@ -220,6 +223,8 @@ class Gate:
         self._settings = settings
         self._reviews = reviews
         self._run = run
+        self._index = index
+        self._retry_after = retry_after
         self._networks = parse_networks(settings.trusted_proxies)
         self._tokens: TtlCache[str, Identity | None] = TtlCache(
             settings.review_ttl, settings.review_cache_entries
@@ -316,3 +321,55 @@ class Gate:
             *(self.may_read_namespace(identity, namespace) for namespace in namespaces)
         )
         return frozenset(n for n, yes in zip(namespaces, answers, strict=True) if yes)
+
+    # --- decisions over the runs index, for the application's hooks ---------------------
+
+    async def _all_namespaces(self, identity: Identity) -> bool:
+        return not self.modes or await self.may_read_namespace(identity, "")
+
+    async def _indexed(self, fn: Callable[..., T], *args: Any) -> T:
+        """An answer of the runs index (blocking SQLite, on the viewer's threads); 503 while
+        there is no index to decide with."""
+        try:
+            result: T = await self._run(fn, *args)
+        except IndexNotBuilt:
+            raise Unavailable(
+                "the runs index, which says whose each run is, is being built; ask again shortly",
+                self._retry_after,
+            ) from None
+        return result
+
+    async def check_path(self, identity: Identity, path: str) -> None:
+        """Forbidden unless `identity` may read `path` (may_read), decided before the store
+        is asked: the same answer whether the path exists or not."""
+        if path == "" or await self._all_namespaces(identity):
+            return
+        enclosing = await self._indexed(self._index.enclosing, path)
+        children = await self._indexed(self._index.children, path)
+        facts = PathFacts(enclosing, frozenset(namespace for _, namespace, _ in children))
+        allowed = await self.allowed(identity, sorted(facts.namespaces()))
+        if not may_read(path, facts, allowed):
+            raise Forbidden(
+                f"{identity.user} may not read {path}: it is not in a namespace whose "
+                "notebookruns they may get"
+            )
+
+    async def readable_namespaces(self, identity: Identity) -> frozenset[str] | None:
+        """The namespaces of the indexed runs that `identity` may read (the runs view's
+        RunFilter.allowed_namespaces); None for all of them. IndexNotBuilt passes through:
+        the runs view has its own page for that."""
+        if await self._all_namespaces(identity):
+            return None
+        return await self.allowed(identity, await self._run(self._index.namespaces))
+
+    async def visible(self, identity: Identity, path: str) -> Callable[[str], bool] | None:
+        """Which entries of the folder `path` `identity` sees (visible_children); None: all."""
+        if await self._all_namespaces(identity):
+            return None
+        enclosing = await self._indexed(self._index.enclosing, path)
+        children = await self._indexed(self._index.children, path)
+        namespaces = {n for _, n, _ in children if n is not None}
+        if enclosing is not None and enclosing[1] is not None:
+            namespaces.add(enclosing[1])
+        allowed = await self.allowed(identity, sorted(namespaces))
+        return visible_children(enclosing, children, allowed)

@@ -33,7 +33,7 @@ from kubemill.runner import __version__
 from . import access, contents, listing, pages, paths, render, render_assets, runsview
 from .auth import Identity
 from .cache import BlobCache, CachedPage, RenderCache
-from .errors import BadRequest, Forbidden, NotFound, TooLarge, Unavailable, ViewerError
+from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
 from .pages import document as _document
 from .pages import esc as _esc
@@ -151,7 +151,7 @@ class _Viewer:
             files=self.url("tree", "", folder=True),
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
-        self.gate = access.Gate(settings, reviews, self.run)
+        self.gate = access.Gate(settings, reviews, self.run, self.keeper.index, RETRY_BUILDING)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -308,7 +308,7 @@ async def tree(request: web.Request) -> web.Response:
         # A file's address typed under /tree/: send the reader to the file.
         await viewer.run(viewer.store.head, path)
         raise web.HTTPFound(viewer.object_url(path)) from None
-    visible = await _visible(request, path)
+    visible = await viewer.gate.visible(request[IDENTITY], path)
     if visible is not None:
         arranged = access.filter_arranged(arranged, visible)
     after = request.query.get("after")
@@ -498,7 +498,7 @@ async def _runs_page(
     viewer = request.app[VIEWER]
     query = parse_runs_query(request.query.items())
     try:
-        allowed = await _allowed_namespaces(request)
+        allowed = await viewer.gate.readable_namespaces(request[IDENTITY])
         if allowed is not None:
             query = dataclasses.replace(
                 query, filters=dataclasses.replace(query.filters, allowed_namespaces=allowed)
@@ -572,7 +572,7 @@ async def api_contents(request: web.Request) -> web.Response:
         if kind in ("file", "notebook"):
             raise BadRequest(f"{path or '/'} is a directory, not a {kind}", "bad type") from None
         entries = sorted(await viewer.entries(path), key=lambda e: e.name) if with_content else None
-        visible = await _visible(request, path) if entries is not None else None
+        visible = await viewer.gate.visible(request[IDENTITY], path)
         if entries is not None and visible is not None:
             entries = [e for e in entries if visible(e.name)]
         modified = await viewer.run(viewer.store.folder_modified, path)
@@ -679,70 +679,11 @@ async def authenticated(
     viewer = request.app[VIEWER]
     if viewer.gate.enabled and request.path in {f"{viewer.base}/{r}" for r in OPEN_ROUTES}:
         return await handler(request)
-    request[IDENTITY] = await viewer.gate.authenticate(request.headers, request.remote)
+    identity = await viewer.gate.authenticate(request.headers, request.remote)
+    request[IDENTITY] = identity
     if "path" in request.match_info:
-        await _authorize(request, _path(request))
+        await viewer.gate.check_path(identity, _path(request))
     return await handler(request)
-
-
-async def _authorize(request: web.Request, path: str) -> None:
-    """Forbidden unless this request's identity may read `path` (access.may_read)."""
-    viewer = request.app[VIEWER]
-    identity = request[IDENTITY]
-    if not viewer.gate.enabled or path == "" or await viewer.gate.may_read_namespace(identity, ""):
-        return
-    try:
-        facts = await viewer.run(_facts, viewer.keeper.index, path)
-    except IndexNotBuilt:
-        raise _index_building() from None
-    allowed = await viewer.gate.allowed(identity, sorted(facts.namespaces()))
-    if not access.may_read(path, facts, allowed):
-        raise Forbidden(
-            f"{identity.user} may not read {path}: it is not in a namespace whose notebookruns "
-            "they may get"
-        )
-
-
-def _facts(index: RunIndex, path: str) -> access.PathFacts:
-    below = frozenset(namespace for _, namespace, _ in index.children(path))
-    return access.PathFacts(index.enclosing(path), below)
-
-
-def _index_building() -> Unavailable:
-    return Unavailable(
-        "the runs index, which says whose each run is, is being built; ask again shortly",
-        retry_after=RETRY_BUILDING,
-    )
-
-
-async def _allowed_namespaces(request: web.Request) -> frozenset[str] | None:
-    """The namespaces this request's identity may read, of those the runs index knows; None
-    for all (no authentication, or a cluster-wide reader)."""
-    viewer = request.app[VIEWER]
-    identity = request[IDENTITY]
-    if not viewer.gate.enabled or await viewer.gate.may_read_namespace(identity, ""):
-        return None
-    namespaces = await viewer.run(viewer.keeper.index.namespaces)
-    return await viewer.gate.allowed(identity, namespaces)
-
-
-async def _visible(request: web.Request, path: str) -> Callable[[str], bool] | None:
-    """Which entries of the folder `path` this request's identity sees; None: all of them."""
-    viewer = request.app[VIEWER]
-    identity = request[IDENTITY]
-    if not viewer.gate.enabled or await viewer.gate.may_read_namespace(identity, ""):
-        return None
-    index = viewer.keeper.index
-    try:
-        enclosing = await viewer.run(index.enclosing, path)
-        children = await viewer.run(index.children, path)
-    except IndexNotBuilt:
-        raise _index_building() from None
-    namespaces = {n for _, n, _ in children if n is not None}
-    if enclosing is not None and enclosing[1] is not None:
-        namespaces.add(enclosing[1])
-    allowed = await viewer.gate.allowed(identity, sorted(namespaces))
-    return access.visible_children(enclosing, children, allowed)
 
 
 async def _security_headers(request: web.Request, response: web.StreamResponse) -> None:
