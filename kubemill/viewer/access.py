@@ -226,7 +226,8 @@ class Gate:
         self._index = index
         self._retry_after = retry_after
         self._networks = parse_networks(settings.trusted_proxies)
-        self._tokens: TtlCache[str, Identity | None] = TtlCache(
+        # An answer is kept in a 1-tuple: a refusal (None) is an answer too.
+        self._tokens: TtlCache[str, tuple[Identity | None]] = TtlCache(
             settings.review_ttl, settings.review_cache_entries
         )
         self._grants: TtlCache[tuple[object, ...], bool] = TtlCache(
@@ -277,12 +278,13 @@ class Gate:
         key = hashlib.sha256(token.encode()).hexdigest()
         cached = self._tokens.get(key)
         if cached is not None:
-            return cached
+            return cached[0]
         answer = await self._review("TokenReview", token_review(token))
         identity = identity_of_review(answer)
         # A refusal is kept briefly too, so a client that keeps sending a bad token costs a
         # review per few seconds, not one per request.
-        self._tokens.put(key, identity, None if identity else min(5.0, self._settings.review_ttl))
+        ttl = None if identity else min(5.0, self._settings.review_ttl)
+        self._tokens.put(key, (identity,), ttl)
         return identity
 
     async def _review(self, kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:

@@ -352,3 +352,99 @@ def test_index_children_enclosing_and_namespaces(tmp_path: Path) -> None:
         assert index.enclosing("nothing/here") is None
     finally:
         index.close()
+
+
+# --- the gate's use of the reviews ------------------------------------------------------------
+
+
+class Answers:
+    """Reviews answered from a table, counting each question (the real API server is in
+    tests/e2e/test_viewer_auth.py; here only how often it is asked)."""
+
+    def __init__(self, allowed: set[tuple[str, str]], tokens: Mapping[str, str]) -> None:
+        self.allowed = allowed
+        self.tokens = tokens
+        self.asked: list[tuple[str, str]] = []
+        self.down = False
+
+    def create(self, kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        if self.down:
+            raise ConnectionError("connection refused")
+        spec = body["spec"]
+        if kind == "TokenReview":
+            self.asked.append((kind, spec["token"]))
+            user = self.tokens.get(spec["token"])
+            return {"status": {"authenticated": bool(user), "user": {"username": user or ""}}}
+        namespace = spec["resourceAttributes"]["namespace"]
+        self.asked.append((spec["user"], namespace))
+        return {"status": {"allowed": (spec["user"], namespace) in self.allowed}}
+
+
+async def _direct(fn: Any, *args: Any) -> Any:
+    return fn(*args)
+
+
+def _gate(answers: Answers, tmp_path: Path, modes: tuple[str, ...] = ("token",)) -> Any:
+    from kubemill.viewer.access import Gate
+    from kubemill.viewer.settings import ViewerSettings
+
+    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path, auth_modes=modes)
+    return Gate(settings, answers, _direct, RunIndex(tmp_path / "index"))
+
+
+def test_reviews_are_cached_and_failures_are_not_taken_as_answers(tmp_path: Path) -> None:
+    import asyncio
+
+    from kubemill.viewer.access import ReviewFailed
+
+    answers = Answers({("ada", "team-a")}, {"t-ada": "ada"})
+    gate = _gate(answers, tmp_path)
+
+    async def scenario() -> None:
+        ada = await gate.authenticate(CIMultiDict({"Authorization": "Bearer t-ada"}), "10.0.0.1")
+        assert ada.user == "ada" and ada.via == "token"
+        again = await gate.authenticate(CIMultiDict({"Authorization": "Bearer t-ada"}), None)
+        assert again == ada
+        assert await gate.allowed(ada, ["team-a", "team-b"]) == frozenset({"team-a"})
+        assert await gate.allowed(ada, ["team-a", "team-b"]) == frozenset({"team-a"})
+        for _ in range(3):
+            with pytest.raises(Unauthenticated, match="not valid"):
+                await gate.authenticate(CIMultiDict({"Authorization": "Bearer nope"}), None)
+        with pytest.raises(Unauthenticated, match="authentication required"):
+            await gate.authenticate(CIMultiDict(), None)
+        answers.down = True
+        with pytest.raises(ReviewFailed, match="could not ask the Kubernetes API server"):
+            await gate.may_read_namespace(ada, "team-c")
+        assert await gate.may_read_namespace(ada, "team-a")  # still cached
+        answers.down = False
+        assert not await gate.may_read_namespace(ada, "team-c")
+
+    asyncio.run(scenario())
+    assert answers.asked == [
+        ("TokenReview", "t-ada"),
+        ("ada", ""),  # cluster-wide first: a cluster-wide reader needs no other question
+        ("ada", "team-a"),
+        ("ada", "team-b"),
+        ("TokenReview", "nope"),  # a refusal is kept too (briefly)
+        ("ada", "team-c"),
+    ]
+
+
+def test_without_a_mode_everyone_is_the_local_user_and_reads_everything(tmp_path: Path) -> None:
+    import asyncio
+
+    from kubemill.viewer.access import ANONYMOUS
+
+    answers = Answers(set(), {})
+    gate = _gate(answers, tmp_path, modes=())
+
+    async def scenario() -> None:
+        assert await gate.authenticate(CIMultiDict({"X-Forwarded-Email": "x@y"}), None) == (
+            ANONYMOUS
+        )
+        assert await gate.allowed(ANONYMOUS, ["a"]) is None
+        assert await gate.visible(ANONYMOUS, "a") is None
+        await gate.check_path(ANONYMOUS, "a/b")
+
+    asyncio.run(scenario())
+    assert answers.asked == []
