@@ -347,8 +347,8 @@ class Gate:
         if path == "" or await self._all_namespaces(identity):
             return
         enclosing = await self._indexed(self._index.enclosing, path)
-        children = await self._indexed(self._index.children, path)
-        facts = PathFacts(enclosing, frozenset(namespace for _, namespace, _ in children))
+        below = await self._indexed(self._index.namespaces_under, path)
+        facts = PathFacts(enclosing, frozenset(below))
         allowed = await self.allowed(identity, sorted(facts.namespaces()))
         if not may_read(path, facts, allowed):
             raise Forbidden(

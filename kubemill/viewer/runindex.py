@@ -271,16 +271,19 @@ class RunIndex:
         )
         return (str(row[0]), row[1]) if row is not None else None
 
+    def namespaces_under(self, path: str) -> set[str | None]:
+        """The namespaces of the run folders strictly under the folder `path` (None for a
+        run without one): whether a reader may open the folder, without listing its runs."""
+        where, args = _under(path)
+        rows = self._reader().execute(f"SELECT DISTINCT namespace FROM runs WHERE {where}", args)
+        return {namespace for (namespace,) in rows.fetchall()}
+
     def children(self, path: str) -> list[tuple[str, str | None, bool]]:
         """The run folders under the folder `path`, by its entry that leads to them: (entry
         name, the run's namespace, whether the entry is the run folder itself), distinct. One
         range scan of the folder column, so a folder of 100,000 runs costs one query."""
-        if path:
-            prefix = path + "/"
-            # "0" follows "/" in byte order: the range holds exactly the keys under prefix.
-            where, args = "folder >= ? AND folder < ?", [prefix, path + "0"]
-        else:
-            prefix, where, args = "", "folder != ''", []
+        prefix = path + "/" if path else ""
+        where, args = _under(path)
         rows = (
             self._reader()
             .execute(
@@ -566,6 +569,14 @@ def _running(folders: Mapping[str, _Folder]) -> Iterator[tuple[RunRecord, str | 
     for item in folders.values():
         if item.run is None and item.output is not None:
             yield in_progress(item.folder, item.output.modified), item.output.etag
+
+
+def _under(path: str) -> tuple[str, list[str]]:
+    """The SQL condition (and its arguments) for the run folders strictly under `path`."""
+    if not path:
+        return "folder != ''", []
+    # "0" follows "/" in byte order: the range holds exactly the keys under path + "/".
+    return "folder >= ? AND folder < ?", [path + "/", path + "0"]
 
 
 def _join(folder: str, name: str) -> str:

@@ -344,6 +344,10 @@ def test_index_children_enclosing_and_namespaces(tmp_path: Path) -> None:
             ("r1", "team-b", True),
         ]
         assert index.children("team-a/r1") == []
+        assert index.namespaces_under("") == {"team-a", "team-b", None}
+        assert index.namespaces_under("team-b") == {"team-b"}
+        assert index.namespaces_under("team-a") == {"team-a"}
+        assert index.namespaces_under("team-a/r1") == set()
         assert index.enclosing("team-a/r1/output.ipynb") == ("team-a/r1", "team-a")
         assert index.enclosing("team-a/r1") == ("team-a/r1", "team-a")
         assert index.enclosing("team-b/deep/er/r3/x/y") == ("team-b/deep/er/r3", "team-b")
