@@ -63,6 +63,12 @@ def declare_view(parser: argparse.ArgumentParser) -> None:
         help="the proxy header that is the Kubernetes user name: X-Forwarded-Email (default) "
         "or X-Forwarded-User",
     )
+    parser.add_argument(
+        "--namespace-from-path",
+        action="store_true",
+        help="the first folder under the root is the namespace, as the operator writes runs "
+        "(the root being its output prefix): a run in progress is its namespace's at once",
+    )
     parser.add_argument("--kubeconfig", metavar="FILE", help="for the reviews (default kubectl's)")
     parser.add_argument(
         "--base-path", default="", metavar="/PATH", help="URL path prefix behind a reverse proxy"
@@ -191,6 +197,7 @@ def cmd_view(args: argparse.Namespace, environ: Mapping[str, str]) -> int:
             auth_modes=tuple(dict.fromkeys(args.auth)),
             trusted_proxies=tuple(args.trusted_proxy),
             proxy_user_header=args.proxy_user_header,
+            namespace_from_path=args.namespace_from_path,
         )
         store = make_store(settings)
         store.list_page("")  # a missing bucket or rejected credentials fail here, not per page

@@ -139,12 +139,17 @@ class PathFacts:
     enclosing: tuple[str, str | None] | None
     #: Namespaces of run folders strictly under the path (None: a run without one).
     below: frozenset[str | None]
+    #: The namespace the path's first segment names, when the viewer's root is laid out as
+    #: the operator writes it (`namespace_from_path`); None otherwise.
+    claimed: str | None = None
 
     def namespaces(self) -> set[str]:
         """The namespaces whose access decides this path."""
         found = {n for n in self.below if n is not None}
         if self.enclosing is not None and self.enclosing[1] is not None:
             found.add(self.enclosing[1])
+        if self.claimed is not None:
+            found.add(self.claimed)
         return found
 
 
@@ -153,10 +158,11 @@ def may_read(path: str, facts: PathFacts, allowed: frozenset[str] | None) -> boo
     cluster-wide reader) may read `path`: see the module's docstring."""
     if allowed is None or path == "":
         return True
-    if facts.enclosing is not None:
-        namespace = facts.enclosing[1]
-        if namespace is not None and namespace in allowed:
-            return True
+    recorded = facts.enclosing[1] if facts.enclosing is not None else None
+    # What run.json says wins; the path's word counts only where run.json says nothing.
+    namespace = recorded if recorded is not None else facts.claimed
+    if namespace is not None and namespace in allowed:
+        return True
     return any(n is not None and n in allowed for n in facts.below)
 
 
@@ -164,9 +170,11 @@ def visible_children(
     enclosing: tuple[str, str | None] | None,
     children: Iterable[tuple[str, str | None, bool]],
     allowed: frozenset[str] | None,
+    claimed: Callable[[str], str | None] = lambda name: None,
 ) -> Callable[[str], bool]:
     """Which entries of a folder a reader sees: `enclosing` is the folder's own run folder,
-    `children` what RunIndex.children says of the run folders under it."""
+    `children` what RunIndex.children says of the run folders under it, `claimed` the
+    namespace an entry's path names (`namespace_from_path`)."""
     if allowed is None:
         return lambda name: True
     own: dict[str, str | None] = {}
@@ -176,14 +184,12 @@ def visible_children(
             own[name] = namespace
         else:
             below.setdefault(name, set()).add(namespace)
-    folder_allowed = enclosing is not None and enclosing[1] in allowed
+    folder = enclosing[1] if enclosing is not None else None
 
     def visible(name: str) -> bool:
-        if name in own:
-            namespace = own[name]
-            if namespace is not None and namespace in allowed:
-                return True
-        elif folder_allowed:
+        recorded = own.get(name, folder)
+        namespace = recorded if recorded is not None else claimed(name)
+        if namespace is not None and namespace in allowed:
             return True
         return any(n is not None and n in allowed for n in below.get(name, ()))
 
@@ -225,6 +231,7 @@ class Gate:
         self._run = run
         self._index = index
         self._retry_after = retry_after
+        self._from_path = settings.namespace_from_path
         self._networks = parse_networks(settings.trusted_proxies)
         # An answer is kept in a 1-tuple: a refusal (None) is an answer too.
         self._tokens: TtlCache[str, tuple[Identity | None]] = TtlCache(
@@ -348,7 +355,8 @@ class Gate:
             return
         enclosing = await self._indexed(self._index.enclosing, path)
         below = await self._indexed(self._index.namespaces_under, path)
-        facts = PathFacts(enclosing, frozenset(below))
+        claimed = path.split("/")[0] if self._from_path else None
+        facts = PathFacts(enclosing, frozenset(below), claimed)
         allowed = await self.allowed(identity, sorted(facts.namespaces()))
         if not may_read(path, facts, allowed):
             raise Forbidden(
@@ -373,5 +381,20 @@ class Gate:
         namespaces = {n for _, n, _ in children if n is not None}
         if enclosing is not None and enclosing[1] is not None:
             namespaces.add(enclosing[1])
+        claimed = _claimed(path) if self._from_path else lambda name: None
+        # The path's namespace where run.json names none: in a namespace's folder, that one;
+        # at the root, each entry that leads to such runs (never every name the root holds).
+        if self._from_path and path:
+            namespaces.add(path.split("/")[0])
+        elif self._from_path:
+            namespaces.update(name for name, n, _ in children if n is None)
         allowed = await self.allowed(identity, sorted(namespaces))
-        return visible_children(enclosing, children, allowed)
+        return visible_children(enclosing, children, allowed, claimed)
+
+
+def _claimed(path: str) -> Callable[[str], str | None]:
+    """The namespace each entry of the folder `path` names by its place: the first segment."""
+    if path:
+        first = path.split("/")[0]
+        return lambda name: first
+    return lambda name: name

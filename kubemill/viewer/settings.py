@@ -89,6 +89,11 @@ class ViewerSettings:
     #: --oidc-username-prefix and --oidc-groups-prefix do, so RBAC bindings match.
     proxy_user_prefix: str = ""
     proxy_groups_prefix: str = ""
+    #: Whether the first segment of a path under the root names its namespace, as the
+    #: operator writes runs (`<prefix><namespace>/<name>/`, the root being that prefix): then a
+    #: run still in progress, or not yet in the runs index, is its namespace's at once. What a
+    #: run.json says wins over the path.
+    namespace_from_path: bool = False
     #: Seconds a TokenReview or SubjectAccessReview answer is reused: a revoked binding or
     #: token stops working within this long, and a page of many links costs one review.
     review_ttl: float = 30.0
@@ -150,4 +155,14 @@ def settings_from_env(environ: Mapping[str, str]) -> ViewerSettings:
         proxy_user_prefix=environ.get("KUBEMILL_VIEWER_PROXY_USER_PREFIX", ""),
         proxy_groups_prefix=environ.get("KUBEMILL_VIEWER_PROXY_GROUPS_PREFIX", ""),
         review_ttl=_floating(environ, "KUBEMILL_VIEWER_REVIEW_TTL", 30.0),
+        namespace_from_path=_boolean(environ, "KUBEMILL_VIEWER_NAMESPACE_FROM_PATH"),
     )
+
+
+def _boolean(environ: Mapping[str, str], name: str) -> bool:
+    text = environ.get(name, "").strip().lower()
+    if text in ("", "false", "0", "no"):
+        return False
+    if text in ("true", "1", "yes"):
+        return True
+    raise ViewerError(f"{name}={text!r} is not true or false")

@@ -262,6 +262,9 @@ def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
     _run_folder(store, f"{a}/weekly", a, "alpha-weekly")
     _run_folder(store, f"{b}/daily", b, "bravo-report")
     _run_folder(store, "local/try", None, "local-run")
+    # A run in progress: its notebook checkpointed, no run.json yet, so no namespace recorded.
+    (store / a / "running").mkdir()
+    (store / a / "running" / "output.ipynb").write_text(_notebook("alpha-running"))
     (store / "loose.txt").write_text("not in any run folder")
     from kubernetes import config
 
@@ -279,6 +282,24 @@ def setup(cluster: Cluster, tmp_path_factory: pytest.TempPathFactory) -> Iterato
                 kube.request(api, "DELETE", f"/apis/rbac.authorization.k8s.io/v1/{kind}/{reader}")
 
 
+def _fetch(url: str, token: str | None) -> tuple[int, bytes]:
+    """GET `url` as the bearer of `token` (anonymous when None): status and body."""
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    request = urllib.request.Request(url, headers=headers)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, error.read()
+
+
+def _runs(base: str, token: str | None) -> tuple[int, list[str]]:
+    """The run folders /api/runs shows the bearer of `token`."""
+    status, body = _fetch(base + "/api/runs", token)
+    return status, sorted(r["folder"] for r in json.loads(body)["runs"]) if status == 200 else []
+
+
 @contextmanager
 def serving(
     setup: Setup,
@@ -286,6 +307,8 @@ def serving(
     modes: tuple[str, ...],
     proxies: tuple[str, ...],
     probe: dict[str, str],
+    *,
+    namespace_from_path: bool = False,
 ) -> Iterator[LiveViewer]:
     """A viewer of the store, once its first runs index is built (asked with `probe`'s
     headers: /api/runs answers 503 until then)."""
@@ -295,6 +318,7 @@ def serving(
         auth_modes=modes,
         trusted_proxies=proxies,
         refresh_seconds=3600,
+        namespace_from_path=namespace_from_path,
     )
     with live_viewer(settings, reviews=setup.reviews) as viewer:
         wait_until(
@@ -423,7 +447,13 @@ def test_the_runs_view_shows_only_the_namespaces_one_may_read(world: World) -> N
     assert seen(world.nobody) == ([], [])
     everything, namespaces = seen(world.root)
     assert everything == sorted(
-        [(f"{a}/daily", a), (f"{a}/weekly", a), (f"{b}/daily", b), ("local/try", None)]
+        [
+            (f"{a}/daily", a),
+            (f"{a}/weekly", a),
+            (f"{b}/daily", b),
+            ("local/try", None),
+            (f"{a}/running", None),
+        ]
     )
     assert namespaces == sorted([a, b])
     # Asking for B's runs by name shows nothing either, and the HTML page agrees.
@@ -453,7 +483,10 @@ def test_folder_listings_hide_what_one_may_not_read(world: World) -> None:
     assert "1 entries" in root
     bobs = tree("", world.bob)
     assert f"{b}/" in bobs and f"{a}/" not in bobs
+    # The run in progress names no namespace yet: by the index alone, cluster-wide only.
     assert listed(a, world.alice) == ["daily", "weekly"]
+    assert listed(a, world.root) == ["daily", "running", "weekly"]
+    assert world.get(f"/view/{a}/running/output.ipynb", world.alice).status == 403
     assert listed(f"{a}/daily", world.alice) == ["output.ipynb", "run.json"]
     everything = tree("", world.root)
     assert all(name in everything for name in (f"{a}/", f"{b}/", "local/", "loose.txt"))
@@ -510,7 +543,12 @@ def proxied(
         oidc = json.loads(first)
         ada = {"X-Forwarded-Email": "ada@example.com"}
         with serving(
-            setup, tmp_path_factory.mktemp("cache"), ("proxy",), ("127.0.0.1/32",), ada
+            setup,
+            tmp_path_factory.mktemp("cache"),
+            ("proxy",),
+            ("127.0.0.1/32",),
+            ada,
+            namespace_from_path=True,
         ) as viewer:
             proxy_url = f"http://127.0.0.1:{proxy_port}"
             proxy = spawn(
@@ -607,6 +645,17 @@ def test_behind_oauth2_proxy_each_person_sees_their_namespace(
                 folder = page.locator("main").inner_text()
                 assert f"{mine}/" in folder and f"{theirs}/" not in folder, folder
                 assert "loose.txt" not in folder
+
+                # With namespace_from_path, A's run in progress is A's by its place.
+                running = page.goto(f"{proxy_url}/view/{a}/running/output.ipynb")
+                assert running is not None
+                assert running.status == (200 if person == "ada" else 403)
+                inside = page.goto(f"{proxy_url}/tree/{a}/")
+                assert inside is not None
+                if person == "ada":
+                    assert "running/" in page.locator("main").inner_text()
+                else:
+                    assert inside.status == 403
                 page.context.close()
         finally:
             browser.close()
@@ -642,21 +691,122 @@ def _check_kubemill_viewer(process: subprocess.Popen[bytes], setup: Setup) -> No
     lines = wait_for_line(process.stdout, "kubemill-viewer: serving", START_TIMEOUT)
     match = re.search(r"at (http://127\.0\.0\.1:\d+/); authentication: token", lines[-1])
     assert match, lines
-    url = match.group(1)
+    url = match.group(1).rstrip("/")
 
     def runs(token: str | None) -> tuple[int, list[str]]:
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        request = urllib.request.Request(url + "api/runs", headers=headers)
-        try:
-            with urllib.request.urlopen(request, timeout=10) as response:
-                body = json.loads(response.read())
-                return response.status, sorted(r["folder"] for r in body["runs"])
-        except urllib.error.HTTPError as error:
-            error.close()
-            return error.code, []
+        return _runs(url, token)
 
     wait_until(
         lambda: runs(setup.tokens["root"])[0] != 503, 60, "the first runs index", interval=0.1
     )
     assert runs(None) == (401, [])
     assert runs(setup.tokens["bob"]) == (200, [f"{setup.b}/daily"])
+
+
+def test_the_viewer_deployment_serves_in_the_cluster_from_its_image(
+    setup: Setup, cluster: Cluster, s3_server: Any, results_bucket: str
+) -> None:
+    """deploy/components/viewer as it is, but for its namespace, port and settings: the pod
+    runs `kubemill-viewer` from the operator's image (non-root, read-only root), reads S3 with
+    the Secret's credentials, asks the API server with its in-cluster ServiceAccount, and is
+    Ready through its probes."""
+    if not cluster.local:
+        pytest.skip("reaches the pod at 127.0.0.1: the local node agent's host network")
+    import yaml
+
+    from kubemill_testenv.s3server import READER_KEY
+    from tests.conftest import s3_client
+
+    suffix = secrets.token_hex(3)
+    prefix = f"viewer-pod-{suffix}/"
+    writer = s3_client(s3_server)
+    for path in sorted(setup.store.rglob("*")):
+        if path.is_file():
+            key = prefix + path.relative_to(setup.store).as_posix()
+            writer.put_object(Bucket=results_bucket, Key=key, Body=path.read_bytes())
+
+    namespace, port = f"e2e-viewer-pod-{suffix}", free_port()
+    built = subprocess.run(
+        [cluster.kubectl_path, "kustomize", str(REPO_ROOT / "deploy/overlays/viewer")],
+        check=True, capture_output=True, text=True, timeout=60,
+    ).stdout  # fmt: skip
+    documents = []
+    for document in yaml.safe_load_all(built):
+        if (
+            not document
+            or document["metadata"].get("labels", {}).get("app.kubernetes.io/name")
+            != "kubemill-viewer"
+        ):
+            continue
+        meta = document["metadata"]
+        if "namespace" in meta:
+            meta["namespace"] = namespace
+        if document["kind"] == "ClusterRoleBinding":
+            meta["name"] = f"kubemill-viewer-{suffix}"
+            document["subjects"][0]["namespace"] = namespace
+        if document["kind"] == "ConfigMap":
+            document["data"].update(
+                {
+                    "KUBEMILL_VIEWER_ROOT": f"s3://{results_bucket}/{prefix}",
+                    "AWS_ENDPOINT_URL": s3_server.endpoint_url,
+                    "AWS_REGION": "us-east-1",
+                    "KUBEMILL_VIEWER_AUTH": "token",
+                    "KUBEMILL_VIEWER_REFRESH_SECONDS": "3600",
+                }
+            )
+        if document["kind"] == "Deployment":
+            # Pods share the host's network here: a port of its own.
+            (container,) = document["spec"]["template"]["spec"]["containers"]
+            container["ports"][0]["containerPort"] = port
+            for variable in container["env"]:
+                if variable["name"] == "KUBEMILL_VIEWER_PORT":
+                    variable["value"] = str(port)
+        documents.append(document)
+    documents.append(
+        {"apiVersion": "v1", "kind": "Secret",
+         "metadata": {"name": "kubemill-viewer-s3", "namespace": namespace},
+         "stringData": {"AWS_ACCESS_KEY_ID": READER_KEY[0],
+                        "AWS_SECRET_ACCESS_KEY": READER_KEY[1]}}
+    )  # fmt: skip
+    with api_client(cluster.kubeconfig) as api:
+        kube.request(
+            api, "POST", "/api/v1/namespaces",
+            body={"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace,
+                  "labels": {"pod-security.kubernetes.io/enforce": "restricted"}}},
+        )  # fmt: skip
+        try:
+            _apply(cluster, documents)
+            rollout = cluster.kubectl(
+                "-n", namespace, "rollout", "status", "deployment/kubemill-viewer",
+                "--timeout=150s", check=False,
+            )  # fmt: skip
+            assert rollout.returncode == 0, (
+                rollout.stderr
+                + cluster.kubectl(
+                    "-n", namespace, "logs", "deploy/kubemill-viewer", check=False
+                ).stdout
+            )
+            url = f"http://127.0.0.1:{port}"
+
+            def runs(token: str | None) -> tuple[int, list[str]]:
+                return _runs(url, token)
+
+            # 503 until the first index; 502 until the authorizer sees the new binding.
+            wait_until(
+                lambda: runs(setup.tokens["root"])[0] == 200,
+                60,
+                "the viewer pod's first runs index and reviews",
+                interval=0.2,
+            )
+            assert runs(None) == (401, [])
+            a, b = setup.a, setup.b
+            assert runs(setup.tokens["alice"]) == (200, [f"{a}/daily", f"{a}/weekly"])
+            status, page = _fetch(f"{url}/view/{b}/daily/output.ipynb", setup.tokens["bob"])
+            assert status == 200 and b"bravo-report" in page
+            assert _fetch(f"{url}/view/{a}/daily/output.ipynb", setup.tokens["bob"])[0] == 403
+        finally:
+            kube.request(api, "DELETE", f"/api/v1/namespaces/{namespace}")
+            kube.request(
+                api, "DELETE",
+                f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/kubemill-viewer-{suffix}",
+            )  # fmt: skip

@@ -97,8 +97,10 @@ def test_settings_from_the_environment() -> None:
             "KUBEMILL_VIEWER_INDEX_DIR": "/index",
             "AWS_ENDPOINT_URL": "http://s3:8333",
             "AWS_REGION": "eu-west-1",
+            "KUBEMILL_VIEWER_NAMESPACE_FROM_PATH": "true",
         }
     )
+    assert settings.namespace_from_path is True
     assert settings.root == "s3://results/runs/"
     assert settings.base_path == "/viewer"
     assert settings.host == "0.0.0.0"
@@ -116,6 +118,10 @@ def test_settings_from_the_environment() -> None:
         ({}, "KUBEMILL_VIEWER_ROOT is not set"),
         ({"KUBEMILL_VIEWER_ROOT": "s3://b/", "KUBEMILL_VIEWER_PORT": "x"}, "not a TCP port"),
         ({"KUBEMILL_VIEWER_ROOT": "s3://b/", "KUBEMILL_VIEWER_REVIEW_TTL": "0"}, "more than 0"),
+        (
+            {"KUBEMILL_VIEWER_ROOT": "s3://b/", "KUBEMILL_VIEWER_NAMESPACE_FROM_PATH": "yes!"},
+            "not true or false",
+        ),
     ],
 )
 def test_bad_environment_is_named(environ: dict[str, str], error: str) -> None:
@@ -268,6 +274,27 @@ A = frozenset({"team-a"})
         ("", PathFacts(None, frozenset()), frozenset(), True),
         # The run's namespace wins over a folder name that looks like another one.
         ("team-b/r9/output.ipynb", PathFacts(("team-b/r9", "team-a"), frozenset()), A, True),
+        # namespace_from_path: the first segment counts where run.json says nothing...
+        ("team-a/new/output.ipynb", PathFacts(None, frozenset(), "team-a"), A, True),
+        (
+            "team-a/live/output.ipynb",
+            PathFacts(("team-a/live", None), frozenset(), "team-a"),
+            A,
+            True,
+        ),
+        (
+            "team-b/live/output.ipynb",
+            PathFacts(("team-b/live", None), frozenset(), "team-b"),
+            A,
+            False,
+        ),
+        # ...and never against what run.json says.
+        (
+            "team-a/r9/output.ipynb",
+            PathFacts(("team-a/r9", "team-b"), frozenset(), "team-a"),
+            A,
+            False,
+        ),
     ],
 )
 def test_may_read(
@@ -295,6 +322,25 @@ def test_a_listing_shows_only_entries_leading_to_readable_runs() -> None:
     assert inside("output.ipynb") and inside("plots") and not inside("nested")
     inside_b = visible_children(("team-b/r2", "team-b"), [], A)
     assert not inside_b("output.ipynb")
+
+
+def test_a_listing_with_namespaces_from_paths() -> None:
+    # The root: each entry names its namespace; run.json's word wins where there is one.
+    root = visible_children(
+        None,
+        [("team-a", None, False), ("team-b", None, False), ("odd", "team-a", True)],
+        A,
+        claimed=lambda name: name,
+    )
+    assert [n for n in ("team-a", "team-b", "odd", "loose.txt") if root(n)] == ["team-a", "odd"]
+    # A namespace's folder: a run in progress (None) or not indexed yet is the folder's.
+    folder = visible_children(
+        None,
+        [("live", None, True), ("moved", "team-b", True)],
+        A,
+        claimed=lambda name: "team-a",
+    )
+    assert [n for n in ("live", "fresh", "moved") if folder(n)] == ["live", "fresh"]
 
 
 # --- the runs index's answers ---------------------------------------------------------------
