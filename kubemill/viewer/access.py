@@ -25,6 +25,12 @@ Design, as built:
 - A new run becomes readable to its namespace's people when the runs index has it (within one
   refresh, `--refresh-seconds`); until then cluster-wide readers only. Until the first index is
   built, everyone else is answered 503 with Retry-After: there is nothing to decide with.
+- Unless the root is laid out as the operator writes it and the viewer is told so
+  (`namespace_from_path`): then, where no run.json names a namespace (a run in progress, a run
+  not indexed yet), the path's first segment does. run.json still wins where it names one, so
+  a run that namespace A wrote under B's folder (its spec.output) is A's once it has finished;
+  before that, B's people may read A's notebook in their folder, which only A could have
+  caused. Without it, the path's place means nothing: folders can be named anything.
 - Review answers are cached for `review_ttl` seconds, at most `review_cache_entries` of them:
   a revoked binding stops working within the TTL, and a page listing 200 runs costs one review
   per namespace, not one per link.
