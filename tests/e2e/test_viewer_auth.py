@@ -674,33 +674,54 @@ def test_kubemill_viewer_serves_from_its_environment(setup: Setup, tmp_path: Pat
         "KUBEMILL_VIEWER_AUTH": "token",
         "KUBEMILL_VIEWER_CACHE_DIR": str(tmp_path / "cache"),
     }
-    log = (tmp_path / "viewer.log").open("wb")
-    with log, subprocess.Popen(
+    _check_served(
         [str(Path(sys.executable).parent / "kubemill-viewer")],
-        env=env, stdout=subprocess.PIPE, stderr=log,
-    ) as process:  # fmt: skip
+        env,
+        tmp_path,
+        setup,
+        r"kubemill-viewer: serving .* at (http://127\.0\.0\.1:\d+/); authentication: token",
+    )
+
+
+def test_kubemill_view_with_token_authentication(setup: Setup, tmp_path: Path) -> None:
+    """`kubemill view --auth token`, the reviews through --kubeconfig."""
+    argv = [
+        str(Path(sys.executable).parent / "kubemill"), "view", str(setup.store),
+        "--port", "0", "--auth", "token", "--kubeconfig", str(setup.kubeconfig),
+        "--no-browser", "--cache-dir", str(tmp_path / "cache"),
+    ]  # fmt: skip
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path)}
+    _check_served(
+        argv, env, tmp_path, setup, r"kubemill view: serving .* at (http://127\.0\.0\.1:\d+/)"
+    )
+
+
+def _check_served(
+    argv: list[str], env: dict[str, str], tmp_path: Path, setup: Setup, ready: str
+) -> None:
+    """Start a viewer, wait for the line `ready` matches (its group: the URL), check who
+    sees what through bearer tokens, and stop it."""
+    log = (tmp_path / "viewer.log").open("wb")
+    with log, subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=log) as process:
         try:
-            _check_kubemill_viewer(process, setup)
+            assert process.stdout is not None
+            lines = wait_for_line(process.stdout, "serving", START_TIMEOUT)
+            match = re.search(ready, lines[-1])
+            assert match, lines
+            _check_tokens(match.group(1).rstrip("/"), setup)
         finally:
             process.terminate()
             process.wait(30)
 
 
-def _check_kubemill_viewer(process: subprocess.Popen[bytes], setup: Setup) -> None:
-    assert process.stdout is not None
-    lines = wait_for_line(process.stdout, "kubemill-viewer: serving", START_TIMEOUT)
-    match = re.search(r"at (http://127\.0\.0\.1:\d+/); authentication: token", lines[-1])
-    assert match, lines
-    url = match.group(1).rstrip("/")
-
-    def runs(token: str | None) -> tuple[int, list[str]]:
-        return _runs(url, token)
-
+def _check_tokens(url: str, setup: Setup) -> None:
+    tokens = setup.tokens
     wait_until(
-        lambda: runs(setup.tokens["root"])[0] != 503, 60, "the first runs index", interval=0.1
+        lambda: _runs(url, tokens["root"])[0] != 503, 60, "the first runs index", interval=0.1
     )
-    assert runs(None) == (401, [])
-    assert runs(setup.tokens["bob"]) == (200, [f"{setup.b}/daily"])
+    assert _runs(url, None) == (401, [])
+    assert _runs(url, tokens["bob"]) == (200, [f"{setup.b}/daily"])
+    assert _fetch(f"{url}/view/{setup.a}/daily/output.ipynb", tokens["bob"])[0] == 403
 
 
 def test_the_viewer_deployment_serves_in_the_cluster_from_its_image(
@@ -787,20 +808,16 @@ def test_the_viewer_deployment_serves_in_the_cluster_from_its_image(
                 ).stdout
             )
             url = f"http://127.0.0.1:{port}"
-
-            def runs(token: str | None) -> tuple[int, list[str]]:
-                return _runs(url, token)
-
             # 503 until the first index; 502 until the authorizer sees the new binding.
             wait_until(
-                lambda: runs(setup.tokens["root"])[0] == 200,
+                lambda: _runs(url, setup.tokens["root"])[0] == 200,
                 60,
                 "the viewer pod's first runs index and reviews",
                 interval=0.2,
             )
-            assert runs(None) == (401, [])
+            assert _runs(url, None) == (401, [])
             a, b = setup.a, setup.b
-            assert runs(setup.tokens["alice"]) == (200, [f"{a}/daily", f"{a}/weekly"])
+            assert _runs(url, setup.tokens["alice"]) == (200, [f"{a}/daily", f"{a}/weekly"])
             status, page = _fetch(f"{url}/view/{b}/daily/output.ipynb", setup.tokens["bob"])
             assert status == 200 and b"bravo-report" in page
             assert _fetch(f"{url}/view/{a}/daily/output.ipynb", setup.tokens["bob"])[0] == 403
