@@ -7,9 +7,10 @@
 #
 # The binary goes to $KUBEMILL_CACHE/tools/<name>-<version>/<name>: a new pin builds beside the
 # old one and every checkout on the machine shares it. For a command whose module builds with
-# `go install` as it is (no replace directives); one that needs a main of our own has a folder
-# with go.mod, like hack/crondiff/.
+# `go install` as it is (no replace directives, no link flags it needs); one that needs more has
+# a folder of its own with go.mod, like hack/crondiff/, hack/helm/ and hack/oidc/.
 set -euo pipefail
+source "$(dirname "$0")/lib/cached-build.sh"
 
 spec="${1:?usage: hack/go-install.sh PKG@VERSION [--print-path]}"
 pkg="${spec%@*}"
@@ -20,34 +21,9 @@ if [[ "$pkg" == "$spec" || -z "$version" ]]; then
 fi
 name="$(basename "$pkg")"
 [[ "$name" =~ ^v[0-9]+$ ]] && name="$(basename "$(dirname "$pkg")")"
-cache="${KUBEMILL_CACHE:-$HOME/.cache/kubemill}"
-dir="$cache/tools/$name-$version"
-bin="$dir/$name"
 
-if [[ "${2:-}" == "--print-path" || -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-
-mkdir -p "$cache/tools"
-# make and a pytest session may start it at once; the second waits and finds the binary.
-exec 9>"$cache/tools/.$name.lock"
-flock 9
-if [[ -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-if ! command -v go >/dev/null; then
-	echo "go-install: building $name needs Go >= 1.26 on PATH (and the Go module proxy)" >&2
-	exit 1
-fi
-staging="$(mktemp -d "$cache/tools/.$name-XXXXXX")"
-trap 'rm -rf "$staging"' EXIT
-start=$(date +%s)
-GOBIN="$staging" GOFLAGS="-buildvcs=false" CGO_ENABLED=0 \
-	go install -trimpath -ldflags "-s -w" "$pkg@$version"
-rm -rf "$dir"
-mv "$staging" "$dir"
-trap - EXIT
-echo "go-install: built $bin in $(($(date +%s) - start))s" >&2
-echo "$bin"
+build() {
+	GOBIN="$1" GOFLAGS="-buildvcs=false" CGO_ENABLED=0 \
+		go install -trimpath -ldflags "-s -w" "$pkg@$version"
+}
+cached_build "$name" "${KUBEMILL_CACHE:-$HOME/.cache/kubemill}/tools/$name-$version" "$name" build "${2:-}"

@@ -8,44 +8,23 @@
 #
 # The version is the helm.sh/helm/v3 requirement of go.mod here (its `tool` directive names the
 # command); the key is that version plus a hash of go.mod, go.sum and this script (the link
-# flags below), so a changed pin builds a new binary beside the old one, and every checkout on
-# the machine shares it. A fresh machine builds it with this command: it needs Go and the Go
-# module proxy (or the module cache): 90 s on 2 cores with empty Go caches.
+# flags below), so a changed pin builds a new binary beside the old one. A fresh machine builds
+# it with this command: it needs Go and the Go module proxy (or the module cache): 90 s on 2
+# cores with empty Go caches.
 set -euo pipefail
-
 src="$(cd "$(dirname "$0")" && pwd)"
-cache="${KUBEMILL_CACHE:-$HOME/.cache/kubemill}"
+source "$src/../lib/cached-build.sh"
+
 version="$(awk '$1 == "helm.sh/helm/v3" { print $2; exit }' "$src/go.mod")"
 if [[ -z "$version" ]]; then
 	echo "helm: no helm.sh/helm/v3 requirement in $src/go.mod" >&2
 	exit 1
 fi
 src_hash="$(cd "$src" && cat go.mod go.sum build.sh | sha256sum | cut -c1-12)"
-bin="$cache/tools/helm-$version-$src_hash"
 
-if [[ "${1:-}" == "--print-path" || -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-
-mkdir -p "$cache/tools"
-# make and a pytest session may start it at once; the second waits and finds the binary.
-exec 9>"$cache/tools/.helm.lock"
-flock 9
-if [[ -x "$bin" ]]; then
-	echo "$bin"
-	exit 0
-fi
-if ! command -v go >/dev/null; then
-	echo "helm: needs Go >= 1.26 on PATH (and the Go module proxy)" >&2
-	exit 1
-fi
-echo "helm: building $version into $bin (minutes when the Go caches are empty)" >&2
-staging="$(mktemp "$cache/tools/.helm-XXXXXX")"
-trap 'rm -f "$staging"' EXIT
-start=$(date +%s)
-(
+build() (
 	cd "$src"
+	echo "helm: building $version (minutes when the Go caches are empty)" >&2
 	export GOFLAGS="-mod=readonly -buildvcs=false" CGO_ENABLED=0 GOMAXPROCS="${GOMAXPROCS:-2}"
 	# What helm's own Makefile links in: its version, and the Kubernetes version `helm lint` and
 	# `helm template` assume without a cluster (client-go v0.X.Y is Kubernetes 1.X). A plain
@@ -57,10 +36,6 @@ start=$(date +%s)
 	for p in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
 		ldflags+=" -X $p.k8sVersionMajor=1 -X $p.k8sVersionMinor=$minor"
 	done
-	go build -trimpath -ldflags "$ldflags" -o "$staging" helm.sh/helm/v3/cmd/helm
+	go build -trimpath -ldflags "$ldflags" -o "$1/helm" helm.sh/helm/v3/cmd/helm
 )
-chmod 755 "$staging"
-mv "$staging" "$bin"
-trap - EXIT
-echo "helm: built $bin in $(($(date +%s) - start))s" >&2
-echo "$bin"
+cached_build helm "${KUBEMILL_CACHE:-$HOME/.cache/kubemill}/tools/helm-$version-$src_hash" helm build "${1:-}"

@@ -44,7 +44,7 @@ from kubemill.operator.workflows import MAX_ATTEMPTS, RETRY
 from . import Handler
 from .schedule import ScheduleCommand, UsageError, parse_moment, positive, usage_errors
 
-__all__ = ["declare_backfill", "declare_retry", "declare_trigger"]
+__all__ = ["connection_options", "declare_backfill", "declare_retry", "declare_trigger"]
 
 #: Exit code of a command that went wrong on the cluster's side (the runner's 1, too).
 FAILED = 1
@@ -123,12 +123,17 @@ def declare_retry(parser: argparse.ArgumentParser) -> None:
     _cluster_options(parser, "workflow's")
 
 
-def _cluster_options(parser: argparse.ArgumentParser, whose: str = "schedule's") -> None:
-    parser.add_argument("-n", "--namespace", help=f"the {whose} namespace (default: kubeconfig's)")
+def connection_options(parser: argparse.ArgumentParser, namespace: str) -> None:
+    """-n/--namespace (`namespace` says whose), --kubeconfig and --context, as kubectl's."""
+    parser.add_argument("-n", "--namespace", help=f"{namespace} (default: kubeconfig's)")
     parser.add_argument(
         "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
     )
     parser.add_argument("--context", help="kubeconfig context (default: the current one)")
+
+
+def _cluster_options(parser: argparse.ArgumentParser, whose: str = "schedule's") -> None:
+    connection_options(parser, f"the {whose} namespace")
     parser.add_argument(
         "--timeout",
         type=float,

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from kubemill.runner import __version__, imagecheck
 
+from .cluster import connection_options
 from .schedule import UsageError, usage_errors
 
 __all__ = ["declare_image"]
@@ -48,11 +49,7 @@ def declare_image(parser: argparse.ArgumentParser) -> None:
     check.add_argument(
         "--kernel", default="python3", help="the kernel runs will name (default python3)"
     )
-    check.add_argument("-n", "--namespace", help="where the pod runs (default: kubeconfig's)")
-    check.add_argument(
-        "--kubeconfig", help="kubeconfig file (default: $KUBECONFIG, ~/.kube/config)"
-    )
-    check.add_argument("--context", help="kubeconfig context (default: the current one)")
+    connection_options(check, "the namespace the pod runs in")
     check.add_argument(
         "--timeout",
         type=float,
