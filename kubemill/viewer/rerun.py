@@ -483,26 +483,33 @@ def build_manifest(
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, keys in the order built, strings that look like other types quoted (so a
-    string "3" stays a string when kubectl reads it back)."""
-
-
-#: Words that kubectl's YAML reader (YAML 1.1, as go-yaml reads it) takes for booleans and
-#: PyYAML does not: unquoted, a parameter named `n` reached the API server as `false` (seen
-#: with a server-side dry run). PyYAML quotes the other YAML 1.1 words (yes, off, ...) itself.
-_GO_YAML_BOOLEANS = frozenset({"y", "Y", "n", "N"})
+    """Block style, keys in the order built, every string double-quoted."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else "'" if value in _GO_YAML_BOOLEANS else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    """Every string, key or value, double-quoted, with escapes for what is not printable.
+
+    Not "quoted when it looks like another type": that needs kubectl's reader's idea of what a
+    number or a boolean is, and go-yaml (YAML 1.1, through sigs.k8s.io/yaml) reads more as
+    numbers and booleans than PyYAML does: `08540`, `1e3`, `0o17`, `0X1F`, `0B1`, `-.5`, `y`
+    and `n` came out plain and reached the API server as numbers and booleans, and a NEL
+    (U+0085) plain or in a block scalar is a line break to it. A double-quoted scalar is a
+    string to every YAML reader; its escapes (\\n, \\", \\N, \\U0001F600...) are YAML's,
+    which go-yaml reads.
+    """
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
 
 
 _Dumper.add_representer(str, _str)
 
+#: Wide enough that no string is folded over lines (a reader sees one value per line).
+_YAML_WIDTH = 1 << 30
+
 
 def manifest_yaml(manifest: Mapping[str, Any]) -> str:
-    return yaml.dump(dict(manifest), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        dict(manifest), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=_YAML_WIDTH
+    )
 
 
 def apply_command(manifest: Mapping[str, Any]) -> str:

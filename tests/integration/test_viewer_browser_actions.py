@@ -122,10 +122,10 @@ def test_the_re_run_form_builds_a_manifest_as_one_types(
     assert manifest(page)["spec"]["parameters"] == {"alpha": 0.5, "n": 4}
 
     page.get_by_label("alpha").fill("0.9")
-    expect(page.locator("#km-manifest")).to_contain_text("alpha: 0.9")
+    expect(page.locator("#km-manifest")).to_contain_text('"alpha": 0.9')
     assert manifest(page)["spec"]["parameters"] == {"alpha": 0.9, "n": 4}
     page.get_by_label("flags").fill('["eu", "us"]')
-    expect(page.locator("#km-manifest")).to_contain_text("- us")
+    expect(page.locator("#km-manifest")).to_contain_text('- "us"')
 
     page.get_by_label("n", exact=True).fill("many")
     error = page.locator('[data-error-for="p.n"]')
@@ -137,7 +137,7 @@ def test_the_re_run_form_builds_a_manifest_as_one_types(
     page.get_by_label("n", exact=True).fill("12")
     expect(error).to_be_hidden()
     # Quoted: kubectl's YAML reader takes a bare n for false.
-    expect(page.locator("#km-manifest")).to_contain_text("'n': 12")
+    expect(page.locator("#km-manifest")).to_contain_text('"n": 12')
     built = manifest(page)
     assert built["spec"]["parameters"] == {"alpha": 0.9, "n": 12, "flags": ["eu", "us"]}
     shoot(page, "viewer-rerun")
