@@ -311,6 +311,12 @@ def _value(values: Mapping[str, Any], name: str) -> str:
     return esc(text)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two recorded values are the same value, types included: Python's `==` says
+    True == 1, 0 == False and 1 == 1.0, and a run given `true` is not one given `1`."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 def _values_table(title: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     names = [*a, *(n for n in b if n not in a)]
     if not names:
@@ -318,7 +324,7 @@ def _values_table(title: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str
     rows = []
     differ = 0
     for name in names:
-        same = name in a and name in b and a[name] == b[name]
+        same = name in a and name in b and _same(a[name], b[name])
         differ += not same
         css = "km-same" if same else "km-diff"
         rows.append(
