@@ -259,22 +259,23 @@ async def _picker(viewer: _Viewer, path: str) -> web.Response:
 
 async def html_download(request: web.Request) -> web.Response:
     """`GET /html/<notebook>`: the page as the viewer renders it, as a file to keep (run
-    header, cells, sandboxed outputs). Outputs the page loads on demand and its script point
-    back to this viewer by absolute URL, so they load while the viewer can be reached."""
+    header, cells, sandboxed outputs) that needs nothing from the viewer: every output inline,
+    scripted ones in `srcdoc` frames (render's `standalone`). Not frames of this viewer's
+    output URLs: the viewer lets only its own pages frame them, so a file opened from disk
+    would show them blank, and they would be gone with the viewer. Storage URLs in the header
+    are shown as text, not as links: a link into the viewer from a file is one to a viewer
+    that may not be there (and behind a proxy, its address is not the request's)."""
     viewer = _viewer(request)
     path = paths.clean_path(request.match_info.get("path", ""))
     if not paths.is_notebook(path):
         raise NotFound(f"{path or '/'} is not a notebook (.ipynb)")
     data = await _read(viewer, path)
-    origin = f"{request.scheme}://{request.host}"
-    page_url = origin + viewer.url("view", path)
     rendered = await viewer.run(
         render.render_notebook,
         data,
         name=path.rpartition("/")[2],
-        link=lambda url: (lambda found: origin + found if found else None)(viewer.link(url)),
-        output_url=lambda cell, output: f"{page_url}?output={cell}.{output}",
-        script_url=origin + viewer.script_url,
+        link=lambda url: None,
+        standalone=True,
     )
     stem = path.rpartition("/")[2].removesuffix(".ipynb")
     if stem == "output" and "/" in path:

@@ -45,7 +45,7 @@ from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
 from .pages import duration as _seconds
-from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
+from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, VIEWER_JS, ansi_css
 
 __all__ = [
     "OUTPUT_CSP",
@@ -145,6 +145,7 @@ def render_notebook(
     link: Callable[[str], str | None],
     output_url: Callable[[int, int], str] = _default_output_url,
     script_url: str | None = None,
+    standalone: bool = False,
 ) -> Rendered:
     """The page for one executed notebook.
 
@@ -152,15 +153,23 @@ def render_notebook(
     it is outside the viewed store. `output_url(cell, output)` is where an output left out of
     the page is loaded from (`render_output` answers it); the default is relative to the page.
     `script_url` is where the viewer serves VIEWER_JS; without it the page works unscripted.
+
+    `standalone`: a page to keep as a file, that needs nothing from the viewer (opened from
+    disk, a frame or image by URL would be refused by the viewer's frame-ancestors, or be gone
+    with it): every output inline whatever its size, HTML and JavaScript in `srcdoc` frames
+    (still `sandbox="allow-scripts"` without same-origin: an opaque origin; a file has no
+    Content-Security-Policy to block their scripts), and VIEWER_JS inline; `output_url` and
+    `script_url` are not used.
+
     Never raises for bad content: a file that is not a notebook gives a page that says so.
     """
-    head = _head(script_url)
+    head = _head(None) + f"<script>{VIEWER_JS}</script>" if standalone else _head(script_url)
     try:
         nb = _parse(data)
     except _Unrenderable as exc:
         body = _broken(f"{name} cannot be shown as a notebook: {exc}")
         return Rendered(title=name, head=head, body=f'<div class="km-nb">{body}</div>')
-    page = _Page(nb, link, output_url)
+    page = _Page(nb, link, output_url, standalone=standalone)
     return Rendered(title=page.title(name), head=head, body=page.render(name))
 
 
@@ -312,10 +321,13 @@ class _Page:
         nb: _Notebook,
         link: Callable[[str], str | None],
         output_url: Callable[[int, int], str],
+        *,
+        standalone: bool = False,
     ) -> None:
         self.nb = nb
         self.link = link
         self.output_url = output_url
+        self.standalone = standalone
         meta = nb.metadata
         self.run = _mapping(_mapping(meta).get("kubemill"))
         self.lexer = str(_mapping(_mapping(meta).get("language_info")).get("pygments_lexer") or "")
@@ -329,10 +341,12 @@ class _Page:
     # -- budget --
 
     def over_budget(self) -> bool:
-        return self.spent >= PAGE_INLINE_BUDGET
+        return not self.standalone and self.spent >= PAGE_INLINE_BUDGET
 
     def fits(self, size: int) -> bool:
         """Whether an output of `size` bytes of HTML goes into the page, and if so count it."""
+        if self.standalone:
+            return True
         if size > OUTPUT_INLINE_LIMIT or (self.over_budget() and size > SMALL_OUTPUT):
             return False
         self.spent += size
@@ -602,7 +616,7 @@ class _Page:
         except _Unrenderable:
             source = ""
         limit = TEXT_EXCERPT if self.over_budget() else OUTPUT_INLINE_LIMIT
-        if len(source) > 2 * limit:
+        if not self.standalone and len(source) > 2 * limit:
             source = (
                 f"{source[:limit]}\n… {_size(len(source) - 2 * limit)} of the source left out "
                 f"(download the notebook to read it all) …\n{source[-limit:]}"
@@ -736,12 +750,13 @@ class _Page:
 
         Scripted content is framed by URL, not `srcdoc`: a srcdoc frame inherits the page's
         Content-Security-Policy, which (rightly) blocks the notebook's inline scripts; the
-        output URL is served with its own policy, OUTPUT_CSP.
+        output URL is served with its own policy, OUTPUT_CSP. A standalone page has no policy:
+        everything goes into `srcdoc`.
         """
         scripted = mime == "application/javascript" or bool(_SCRIPT.search(content))
-        document = _frame_document(mime, content) if not scripted else ""
+        document = _frame_document(mime, content) if self.standalone or not scripted else ""
         srcdoc = _esc(document)
-        if scripted or not self.fits(len(srcdoc)):
+        if not self.standalone and (scripted or not self.fits(len(srcdoc))):
             if len(content) > OUTPUT_INLINE_LIMIT or self.over_budget():
                 return self.lazy_frame(mime, len(content), cell, number)
             url = _esc(self.output_url(cell, number))
