@@ -31,7 +31,11 @@ from kubemill.runner.parameters import (
     infer_cli_value,
     read_parameters_cell,
 )
-from kubemill.runner.rules import parameter_name_problem
+from kubemill.runner.rules import (
+    NOTEBOOK_URL_PATTERN,
+    OUTPUT_PREFIX_PATTERN,
+    parameter_name_problem,
+)
 
 from .pages import esc
 
@@ -58,10 +62,9 @@ KIND = "NotebookRun"
 PARAM_PREFIX = "p."
 #: The fields besides the parameters, in the form's order.
 FIXED_FIELDS = ("name", "namespace", "notebook", "output", "image")
-#: The CRD's rules (crds/kubemill.dev_notebookruns.yaml), checked here so the manifest the page
-#: shows is one the API server accepts: a person learns of a typo before `kubectl apply`.
-NOTEBOOK_URL = re.compile(r"^(s3://[^/]+/.+|https?://.+)$")
-OUTPUT_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+#: The CRD's limits (crds/kubemill.dev_notebookruns.yaml), checked here with its patterns
+#: (kubemill.runner.rules) so the manifest the page shows is one the API server accepts: a
+#: person learns of a typo before `kubectl apply`.
 URL_MAX = 2048
 IMAGE_MAX = 1024
 #: A DNS-1123 label: a namespace's rule, and for the run's name the stricter of the rules its
@@ -351,13 +354,13 @@ def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
     notebook = values["notebook"]
     if not notebook:
         problems["notebook"] = "the notebook to run: s3://BUCKET/KEY or an http(s):// URL"
-    elif len(notebook) > URL_MAX or not NOTEBOOK_URL.match(notebook):
+    elif len(notebook) > URL_MAX or not re.fullmatch(NOTEBOOK_URL_PATTERN, notebook):
         problems["notebook"] = (
             "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL the runner pod can "
             "reach (this run read a notebook the cluster cannot)"
         )
     output = values["output"]
-    if output and (len(output) > URL_MAX or not OUTPUT_PREFIX.match(output)):
+    if output and (len(output) > URL_MAX or not re.fullmatch(OUTPUT_PREFIX_PATTERN, output)):
         problems["output"] = "spec.output must be an S3 prefix such as s3://my-bucket/results/"
     image = values["image"]
     if image and (len(image) > IMAGE_MAX or image != image.strip()):
