@@ -44,6 +44,9 @@ from typing import Any
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
+from .nbread import NotebookUnreadable, load
+from .nbread import mapping as _mapping
+from .nbread import tags as _tags
 from .pages import duration as _seconds
 from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, VIEWER_JS, ansi_css
 
@@ -202,36 +205,13 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
 
 
 def _parse(data: bytes) -> _Notebook:
-    """The notebook's cells and metadata, as leniently as can be.
-
-    Not the runner's `parse_notebook`: that one makes a notebook fit to execute and rejects
-    what it cannot run, while a reader wants every cell it can show, and one malformed output
-    must cost only itself. Cells keep their positions (an nbformat 1-3 notebook is upgraded,
-    which keeps them too), so cell numbers mean the same here, in the output URL and in the
-    run's failure details.
-    """
+    """The notebook's cells and metadata, as leniently as can be (`nbread.load`): a reader
+    wants every cell it can show, and one malformed output must cost only itself."""
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise _Unrenderable(f"it is not UTF-8 text (byte {exc.start})") from None
-    except (ValueError, RecursionError) as exc:
-        raise _Unrenderable(f"it is not JSON ({exc})") from None
-    if not isinstance(raw, dict) or "nbformat" not in raw:
-        raise _Unrenderable("it is not a Jupyter notebook (it has no 'nbformat' field)")
-    major = raw.get("nbformat")
-    if major in (1, 2, 3):
-        import nbformat
-
-        try:
-            raw = nbformat.convert(nbformat.from_dict(raw), 4)
-        except Exception as exc:
-            raise _Unrenderable(f"its nbformat {major} could not be read ({exc!r})") from None
-    elif major != 4:
-        raise _Unrenderable(f"it has nbformat {major!r}; the viewer reads versions 1 to 4")
-    cells = raw.get("cells")
-    if not isinstance(cells, list):
-        raise _Unrenderable("its 'cells' is not a list")
-    return _Notebook(cells, _mapping(raw.get("metadata")))
+        raw = load(data)
+    except NotebookUnreadable as exc:
+        raise _Unrenderable(str(exc)) from None
+    return _Notebook(raw["cells"], _mapping(raw.get("metadata")))
 
 
 @dataclass(frozen=True)
@@ -248,15 +228,6 @@ def _text(value: Any, what: str) -> str:
         return "".join(value)
     kind = "an object" if isinstance(value, Mapping) else f"a {type(value).__name__}"
     raise _Unrenderable(f"its {what} is {kind}, not text")
-
-
-def _tags(cell: Mapping[str, Any]) -> set[str]:
-    tags = _mapping(cell.get("metadata")).get("tags")
-    return {t for t in tags if isinstance(t, str)} if isinstance(tags, list) else set()
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _esc(value: Any) -> str:
@@ -636,7 +607,7 @@ class _Page:
             )
         return f'<div class="km-markdown">{rendered}</div>'
 
-    def code_cell(self, index: int, cell: Mapping[str, Any], tags: set[str]) -> str:
+    def code_cell(self, index: int, cell: Mapping[str, Any], tags: frozenset[str]) -> str:
         meta = _mapping(cell.get("metadata"))
         jupyter = _mapping(meta.get("jupyter"))
         count = cell.get("execution_count")

@@ -37,6 +37,9 @@ from kubemill.runner.rules import (
     parameter_name_problem,
 )
 
+from . import nbread
+from .nbread import mapping as _mapping
+from .nbread import string as _string
 from .pages import esc
 
 __all__ = [
@@ -140,28 +143,18 @@ class Form:
 # --- reading the notebook -------------------------------------------------------------------
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def read_source(data: bytes) -> RerunSource:
     """What the executed notebook `data` says about re-running it; ValueProblem when it is not
     a notebook at all."""
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueProblem(f"it is not a notebook ({exc})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
-        raise ValueProblem("it is not a Jupyter notebook of version 4")
-    run = _mapping(_mapping(raw.get("metadata")).get("kubemill"))
+        raw = nbread.load(data)
+    except nbread.NotebookUnreadable as exc:
+        raise ValueProblem(str(exc)) from None
+    run = nbread.run_metadata(raw)
     identity = _mapping(run.get("identity"))
     source = _mapping(run.get("input"))
-    namespace, name = _text(identity.get("namespace")), _text(identity.get("run"))
-    output = _text(run.get("output"))
+    namespace, name = _string(identity.get("namespace")), _string(identity.get("run"))
+    output = _string(run.get("output"))
     prefix = None
     if output and namespace and name:
         tail = f"/{namespace}/{name}/output.ipynb"
@@ -173,16 +166,14 @@ def read_source(data: bytes) -> RerunSource:
             for c in raw["cells"]
             if isinstance(c, dict)
             and c.get("cell_type") == "code"
-            and PARAMETERS_TAG in (_mapping(c.get("metadata")).get("tags") or [])
+            and PARAMETERS_TAG in nbread.tags(c)
         ),
         None,
     )
     declared: tuple[Declared, ...] = ()
     unreadable: tuple[str, ...] = ()
     if cell is not None:
-        text = cell.get("source")
-        text = "".join(text) if isinstance(text, list) else text if isinstance(text, str) else ""
-        read = read_parameters_cell(text)
+        read = read_parameters_cell(nbread.text(cell.get("source")))
         declared = tuple(read.declared)
         unreadable = tuple(u.describe() for u in read.unreadable)
     parameters = run.get("parameters")
@@ -193,7 +184,7 @@ def read_source(data: bytes) -> RerunSource:
         for name in given if isinstance(given, list) else []:
             from_runs.append((str(name), str(entry.get("name") or "?")))
     return RerunSource(
-        notebook=_text(source.get("uri")),
+        notebook=_string(source.get("uri")),
         namespace=namespace,
         run=name,
         output_prefix=prefix,
