@@ -85,6 +85,10 @@ class ValueProblem(ValueError):
     """A form value that does not fit its parameter; the message says what was expected."""
 
 
+class DroppedNull(ValueProblem):
+    """A value with a null the API server would drop (`_carried`)."""
+
+
 @dataclass(frozen=True)
 class RerunSource:
     """What an executed notebook says about re-running it."""
@@ -229,7 +233,7 @@ def _carried(value: Any, where: str = "") -> Any:
     drops a null that is a mapping's value, at any depth of spec.parameters (seen with a
     server-side dry run; nulls inside lists stay), so the run would not get it."""
     if value is None and not where:
-        raise ValueProblem(
+        raise DroppedNull(
             "null cannot be set in a NotebookRun (the API server drops it); leave the field "
             "empty to keep the notebook's default"
         )
@@ -237,7 +241,7 @@ def _carried(value: Any, where: str = "") -> Any:
         for key, item in value.items():
             here = f"{where}[{json.dumps(key)}]"
             if item is None:
-                raise ValueProblem(
+                raise DroppedNull(
                     f"the null at {here} would be dropped by the API server; leave the key out"
                 )
             _carried(item, here)
@@ -334,7 +338,9 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
+def _fixed_problems(values: Mapping[str, str], recorded_notebook: str | None) -> dict[str, str]:
+    """The fixed fields' problems; `recorded_notebook` is the notebook the run read, to say so
+    when it is the one in the field (a local file, which no runner pod can read)."""
     problems: dict[str, str] = {}
     name_problem = _name_problem(values["name"])
     if name_problem:
@@ -347,9 +353,12 @@ def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
         problems["notebook"] = "the notebook to run: s3://BUCKET/KEY or an http(s):// URL"
     elif len(notebook) > URL_MAX or not re.fullmatch(NOTEBOOK_URL_PATTERN, notebook):
         problems["notebook"] = (
-            "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL the runner pod can "
-            "reach (this run read a notebook the cluster cannot)"
+            "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL the runner pod can reach"
         )
+        if notebook == recorded_notebook:
+            problems["notebook"] += (
+                " (this run read a notebook the cluster cannot: put it in S3 and give its URL)"
+            )
     output = values["output"]
     if output and (len(output) > URL_MAX or not re.fullmatch(OUTPUT_PREFIX_PATTERN, output)):
         problems["output"] = "spec.output must be an S3 prefix such as s3://my-bucket/results/"
@@ -357,6 +366,22 @@ def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
     if image and (len(image) > IMAGE_MAX or image != image.strip()):
         problems["image"] = "an image reference without spaces around it"
     return problems
+
+
+def _not_reproducible(value: Any, spec: Declared | None, problem: str) -> str:
+    """What to say of a run's own value that a NotebookRun cannot carry: "leave it empty for
+    the default" alone would hide that the re-run then differs from the run."""
+    if value is None:
+        default = f" ({spec.default})" if spec is not None and spec.default else ""
+        return (
+            "this run's value was null, which a NotebookRun cannot carry (the API server drops "
+            "nulls), so this run cannot be reproduced exactly: leave the field empty for the "
+            f"notebook's default{default}, or give another value"
+        )
+    return (
+        "this run's value cannot be reproduced exactly (the API server drops nulls from a "
+        f"NotebookRun): {problem}"
+    )
 
 
 def build_form(
@@ -380,7 +405,7 @@ def build_form(
         }
     else:
         values = {key: query.get(key, "").strip() for key in FIXED_FIELDS}
-    errors = _fixed_problems(values)
+    errors = _fixed_problems(values, source.notebook)
     fields: list[Field] = []
     parameters: dict[str, Any] = {}
     for name in names:
@@ -396,6 +421,11 @@ def build_form(
         if problem is None and text.strip():
             try:
                 parameters[name] = parse_value(text, annotation)
+            except DroppedNull as exc:
+                problem = str(exc)
+                ran = source.parameters.get(name)
+                if name in source.parameters and text == form_text(ran, annotation):
+                    problem = _not_reproducible(ran, spec, problem)
             except ValueProblem as exc:
                 problem = str(exc)
         fields.append(

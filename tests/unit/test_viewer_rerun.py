@@ -309,7 +309,41 @@ def test_a_local_notebook_must_be_given_a_url_the_cluster_reads() -> None:
     source = read_source(notebook({**RUN, "input": {"uri": "tests/notebooks/params.ipynb"}}))
     form = build_form(source, None, notebook_name="output.ipynb", suffix="abcde")
     assert form.manifest is None
-    assert "notebook" in form.errors
+    assert "this run read a notebook the cluster cannot" in form.errors["notebook"]
+
+
+def test_a_typed_notebook_url_that_is_wrong_is_not_blamed_on_the_run() -> None:
+    source = read_source(notebook(RUN))
+    query = {**submitted(), "notebook": "ftp://elsewhere/x.ipynb"}
+    form = build_form(source, query, notebook_name="output.ipynb", suffix="abcde")
+    message = form.errors["notebook"]
+    assert message.startswith("spec.notebook must be s3://BUCKET/KEY or an http(s):// URL")
+    assert "this run" not in message
+
+
+NULLS: list[tuple[str, Any, str]] = [
+    ("maybe", None, "this run's value was null, which a NotebookRun cannot carry (the API "
+     "server drops nulls), so this run cannot be reproduced exactly: leave the field empty for "
+     "the notebook's default (None), or give another value"),
+    ("config", {"a": None}, "this run's value cannot be reproduced exactly (the API server "
+     'drops nulls from a NotebookRun): the null at ["a"] would be dropped'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value", "message"), NULLS, ids=[n[0] for n in NULLS])
+def test_a_run_whose_value_held_a_null_cannot_be_reproduced_exactly(
+    name: str, value: Any, message: str
+) -> None:
+    source = read_source(notebook({**RUN, "parameters": {**RUN["parameters"], name: value}}))
+    form = build_form(source, None, notebook_name="output.ipynb", suffix="abcde")
+    (field,) = [f for f in form.fields if f.name == name]
+    assert field.error is not None and field.error.startswith(message)
+    assert form.manifest is None
+    # A null typed by a person (another text than the run's) is theirs: the plain rule.
+    typed = {**submitted(), f"p.{name}": "None" if value is None else '{"b": null}'}
+    again = build_form(source, typed, notebook_name="output.ipynb", suffix="abcde")
+    (field,) = [f for f in again.fields if f.name == name]
+    assert field.error is not None and "this run" not in field.error
 
 
 def test_a_notebook_without_a_parameters_cell_still_re_runs_with_its_values() -> None:
