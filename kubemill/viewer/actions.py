@@ -9,6 +9,7 @@ credentials; the viewer never creates anything in a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
@@ -30,6 +31,9 @@ SUFFIX_LENGTH = 5
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 #: At most this many sibling runs are offered to compare with (the runs view finds the rest).
 PICKER_LIMIT = 200
+#: At most this many sibling folders are looked into for an output.ipynb (one HEAD each), so a
+#: folder of many folders that are not runs costs a bounded wait.
+PICKER_CHECKS = 5 * PICKER_LIMIT
 
 #: The re-run page's script, served at `{base}/static/actions.js`. The page works without it
 #: (the form is a GET that the server answers with the manifest); with it, the manifest and the
@@ -115,6 +119,14 @@ def _notebook_path(raw: str) -> str:
     if not path:
         raise BadRequest("a notebook's path is needed, not the root")
     return path if paths.is_notebook(path) else f"{path.rstrip('/')}/output.ipynb"
+
+
+async def _exists(viewer: _Viewer, path: str) -> bool:
+    try:
+        await viewer.run(viewer.store.head, path)
+    except NotFound:
+        return False
+    return True
 
 
 async def _read(viewer: _Viewer, path: str) -> bytes:
@@ -212,6 +224,8 @@ async def compare_page(request: web.Request) -> web.Response:
     if second is None:
         return await _picker(viewer, path_a)
     path_b = _notebook_path(second)
+    if path_a == path_b:
+        raise BadRequest(f"{path_a} would be compared with itself: choose another run for b")
     data_a = await _read(viewer, path_a)
     data_b = await _read(viewer, path_b)
     comparison = await viewer.run(compare.compare, data_a, path_a, data_b, path_b)
@@ -221,7 +235,9 @@ async def compare_page(request: web.Request) -> web.Response:
 
 async def _picker(viewer: _Viewer, path: str) -> web.Response:
     """Choose the run to compare with: the sibling run folders of `path`'s run folder (the
-    runs of one NotebookRun namespace, one schedule's folder, one day's folder...)."""
+    runs of one NotebookRun namespace, one schedule's folder, one day's folder...) that hold an
+    output.ipynb; a folder without one (a run that never wrote it, an unrelated folder) would
+    only lead to a 404."""
     await viewer.run(viewer.store.head, path)  # 404 before anything else
     folder = path.rpartition("/")[0]
     parent = folder.rpartition("/")[0] if path.endswith("/output.ipynb") else folder
@@ -229,20 +245,29 @@ async def _picker(viewer: _Viewer, path: str) -> web.Response:
         entries = await viewer.entries(parent)
     except NotFound:
         entries = ()
-    options = []
-    for entry in sorted(entries, key=lambda e: e.name, reverse=True):
-        candidate = (
-            f"{parent}/{entry.name}/output.ipynb" if parent else f"{entry.name}/output.ipynb"
-        )
-        if entry.is_dir and candidate != path and paths.linkable(candidate):
-            options.append(f'<option value="{esc(candidate)}">{esc(candidate)}</option>')
-        if len(options) >= PICKER_LIMIT:
+    candidates = [
+        f"{parent}/{entry.name}/output.ipynb" if parent else f"{entry.name}/output.ipynb"
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True)
+        if entry.is_dir
+    ]
+    candidates = [c for c in candidates if c != path and paths.linkable(c)][:PICKER_CHECKS]
+    found: list[str] = []
+    # In batches, newest names first, until the picker is full: one HEAD per folder, at once.
+    for start in range(0, len(candidates), PICKER_LIMIT):
+        batch = candidates[start : start + PICKER_LIMIT]
+        exists = await asyncio.gather(*(_exists(viewer, c) for c in batch))
+        found += [c for c, ok in zip(batch, exists, strict=True) if ok]
+        if len(found) >= PICKER_LIMIT:
             break
+    options = [
+        f'<option value="{esc(candidate)}">{esc(candidate)}</option>'
+        for candidate in found[:PICKER_LIMIT]
+    ]
     choose = (
         f'<label>Compare with <select name="b">{"".join(options)}</select></label> '
         '<button type="submit">Compare</button>'
         if options
-        else "<p>No other run folder next to this one.</p>"
+        else "<p>No other run folder with an output.ipynb next to this one.</p>"
     )
     body = (
         f"<h1>Compare {esc(path)} with another run</h1>"

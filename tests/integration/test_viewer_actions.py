@@ -17,6 +17,7 @@ import pytest
 import yaml
 
 from kubemill_testenv.s3server import S3Server
+from tests.conftest import s3_client
 from tests.integration.viewer_runs_s3 import HOSTILE, Runs, serve_runs, write_runs
 from tests.integration.viewer_server import LiveViewer, Reply
 
@@ -188,11 +189,24 @@ def test_runs_of_different_notebooks_are_refused(viewer: LiveViewer, runs: Runs)
     assert runs.fails_uri in reply.text
 
 
-def test_a_run_alone_offers_its_sibling_runs(viewer: LiveViewer, runs: Runs) -> None:
+def test_a_run_alone_offers_its_sibling_runs(
+    viewer: LiveViewer, runs: Runs, s3_server: S3Server
+) -> None:
+    from tests.integration.test_viewer_runs import poll
+
+    # A sibling folder without an output.ipynb: comparing with it could only be a 404.
+    s3_client(s3_server).put_object(Bucket=runs.bucket, Key="runs/team/notes/a.txt", Body=b"x")
+    poll(lambda: viewer.get("/tree/team/"), lambda r: "notes/" in r.text, "the notes folder")
     reply = viewer.get(f"/compare?a={quote(runs.first)}")
     assert reply.status == 200
-    assert f'<option value="{runs.second}">' in reply.text
-    assert f'<option value="{runs.first}">' not in reply.text
+    options = re.findall(r'<option value="([^"]*)">', reply.text)
+    assert sorted(options) == sorted([runs.second, runs.hostile, runs.other])
+
+
+def test_a_run_compared_with_itself_is_refused(viewer: LiveViewer, runs: Runs) -> None:
+    reply = viewer.get(f"/compare?a=team/daily-1&b={quote(runs.first)}")
+    assert reply.status == 400
+    assert f"{runs.first} would be compared with itself" in reply.text
 
 
 def test_the_runs_view_sends_two_ticked_runs_to_compare(viewer: LiveViewer, runs: Runs) -> None:
