@@ -34,7 +34,7 @@ $(STAMP): $(UV)
 	@touch $(STAMP)
 
 # The whole suite: lint, types, unit, integration (real kernel, real S3), e2e (real control plane).
-test: env lint typecheck control-plane images crondiff helm browser
+test: env lint typecheck control-plane images crondiff helm oauth2-proxy browser
 	$(BIN)/pytest tests
 
 test-unit: env
@@ -43,7 +43,7 @@ test-unit: env
 test-integration: env control-plane images crondiff helm browser
 	$(BIN)/pytest tests/integration
 
-test-e2e: env control-plane images helm
+test-e2e: env control-plane images helm oauth2-proxy browser
 	$(BIN)/pytest tests/e2e
 
 # Besides ruff and hadolint: a module imports the modules of its own folder relatively, so a
@@ -158,7 +158,7 @@ $(UV):
 clean-env:
 	rm -rf $(VENV)
 
-.PHONY: control-plane crondiff helm sandbox-up sandbox-down
+.PHONY: control-plane crondiff helm oauth2-proxy sandbox-up sandbox-down
 # The oracle of tests/integration/test_cron_differential.py: CronJob's cron parser (robfig/cron
 # at the version Kubernetes pins), built into $(CACHE)/tools/crondiff-<source hash> (a second
 # when the Go module cache is warm; the test also builds it when missing).
@@ -171,6 +171,13 @@ crondiff:
 # hack/go-install.sh: helm's version and Kubernetes version are link flags).
 helm:
 	hack/helm/build.sh >/dev/null
+
+# The real oauth2-proxy (its Go module, at the version hack/oidc/go.mod pins) and a mockoidc
+# server (hack/oidc/main.go) for the viewer's test behind an authenticating proxy
+# (tests/e2e/test_viewer_auth.py), built into $(CACHE)/tools/oidc-<source hash> (about two
+# minutes cold, none when cached; the test also builds them when missing).
+oauth2-proxy:
+	hack/oidc/build.sh >/dev/null
 
 # etcd, kube-apiserver, kube-controller-manager and kubectl, built from the Kubernetes Go modules
 # into $(CACHE)/k8s (seconds when cached; a few minutes cold). Sources: testenv/k8s.

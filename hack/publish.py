@@ -6,11 +6,13 @@ list per image (`make push-images`, `make publish-manifests`; the release workfl
     python -P hack/publish.py manifest --registry ghcr.io/kubemill --arches amd64,arm64
         makes <registry>/<name>:<version>, an image index of the per-architecture images
 
-Each architecture is built natively (an arm64 runner builds the arm64 images) by the same
-`make images` the tests use, so what is published is what was tested; nothing is emulated.
-Both steps print every reference with its digest and write them to build/release/<step>.json,
-which the workflow signs and attests by digest. `--tls-verify=false` is for a registry on
-loopback (the test's).
+Each architecture is built and tested natively (an arm64 machine runs `make test`, whose `make
+images` builds what `push` then pushes, by image ID), so what is published is what was tested on
+that architecture; nothing is emulated. `push` writes build/release/push-<arch>.json; `manifest`
+reads every push-*.json there (the workflow brings them from the machines that pushed) and lists
+each image by the digest its push recorded, never by a tag that may have moved since, then
+writes build/release/manifest.json, which the workflow signs and attests by digest. Both print
+every reference with its digest. `--tls-verify=false` is for a registry on loopback (the test's).
 """
 
 from __future__ import annotations
@@ -104,6 +106,9 @@ def push(cache: Path, registry: str, version: str, tls: list[str]) -> dict[str, 
 def manifest(
     cache: Path, registry: str, version: str, arches: list[str], tls: list[str]
 ) -> dict[str, str]:
+    recorded: dict[str, str] = {}
+    for record in sorted(OUT.glob("push-*.json")):
+        recorded.update(json.loads(record.read_text()))
     published = {}
     for name in images.IMAGES:
         target = remote_ref(registry, name, version)
@@ -112,7 +117,15 @@ def manifest(
         images.run(images.buildah(cache, "manifest", "create", listed))
         try:
             for arch in arches:
-                source = f"docker://{remote_ref(registry, name, version, arch)}"
+                # By the digest its push recorded, not by its tag, which may have moved since.
+                pushed = remote_ref(registry, name, version, arch)
+                if pushed not in recorded:
+                    raise SystemExit(
+                        f"publish: no push of {pushed} is recorded in {OUT}/push-*.json: run "
+                        f"make push-images on an {arch} machine, and put its push-{arch}.json there"
+                    )
+                repository = pushed.rpartition(":")[0]
+                source = f"docker://{repository}@{recorded[pushed]}"
                 images.run(images.buildah(cache, "manifest", "add", *tls, listed, source))
             digest = _digest(
                 cache, ["manifest", "push", "--all", *tls, listed, f"docker://{target}"]
@@ -153,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         print(failed.stderr.rstrip(), file=sys.stderr)
         return 1
     OUT.mkdir(parents=True, exist_ok=True)
-    (OUT / f"{args.step}.json").write_text(json.dumps(done, indent=2) + "\n")
+    record = f"push-{host_arch()}.json" if args.step == "push" else "manifest.json"
+    (OUT / record).write_text(json.dumps(done, indent=2) + "\n")
     for ref, digest in done.items():
         print(f"{ref}@{digest}")
     return 0

@@ -45,6 +45,8 @@ CONTAINER = "runner"
 #: The runner image's user (Dockerfile.runner); numeric so runAsNonRoot can be verified.
 RUNNER_UID = 10001
 TERMINATION_LOG = "/dev/termination-log"
+#: A shell's exit code for a command it did not find.
+COMMAND_NOT_FOUND = 127
 # What every runner container gets, whatever its image (`kubemill image check` runs its checks
 # under the same): a read-only root file system, so everything a kernel writes goes to /tmp, an
 # emptyDir; a numeric non-root uid, so runAsNonRoot is verified without the image's passwd.
@@ -403,11 +405,12 @@ def build_job(
             "rules": [
                 {
                     # Bad input fails the same way every time: retrying only wastes the budget.
+                    # So does a shell's 127, a command the image does not have (RunnerNotInImage).
                     "action": "FailJob",
                     "onExitCodes": {
                         "containerName": CONTAINER,
                         "operator": "In",
-                        "values": [int(ExitCode.BAD_INPUT)],
+                        "values": [int(ExitCode.BAD_INPUT), COMMAND_NOT_FOUND],
                     },
                 },
                 {

@@ -15,7 +15,7 @@ from kubemill.runner import __version__
 from kubemill.runner.contract import Summary, parse_summary
 from kubemill.runner.links import viewer_link
 
-from .jobs import CONTAINER
+from .jobs import COMMAND_NOT_FOUND, CONTAINER
 from .spec import parse_duration
 from .times import parse_rfc3339
 
@@ -324,11 +324,10 @@ def _by_age(pods: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
 #: executable file not found in $PATH`; a script whose interpreter is missing: `no such file or
 #: directory`), and the exit code of a shell that did not find it.
 _NOT_FOUND = ("executable file not found", "no such file or directory")
-_COMMAND_NOT_FOUND = 127
 
 
 def _runner_not_in_image(terminated: Mapping[str, Any]) -> bool:
-    if terminated.get("exitCode") == _COMMAND_NOT_FOUND:
+    if terminated.get("exitCode") == COMMAND_NOT_FOUND:
         return True
     said = str(terminated.get("message") or "").lower()
     return terminated.get("reason") == "StartError" and any(s in said for s in _NOT_FOUND)

@@ -38,22 +38,25 @@ def check(kernel: str = "python3", version: str | None = None) -> list[tuple[str
     else:
         found.append(("missing", f"python >= 3.11: {sys.executable} is {here}; use a newer base"))
     command = shutil.which("kubemill")
+    beside = os.path.join(os.path.dirname(sys.executable), "kubemill")
+    path = os.environ.get("PATH", "")
     if command:
         found.append(("ok", f"kubemill command at {command}"))
+    elif os.access(beside, os.X_OK) and _installed() is not None:
+        # Installed, in an environment whose bin folder is not on PATH (a venv or conda env).
+        folder = os.path.dirname(beside)
+        found.append(("missing", f"the kubemill command on PATH ({path}): add {folder} to PATH"))
     else:
-        found.append(
-            ("missing", f"the kubemill command on PATH ({os.environ.get('PATH', '')}): {install}")
-        )
-    try:
-        installed = importlib.metadata.version("kubemill")
-    except importlib.metadata.PackageNotFoundError:
+        found.append(("missing", f"the kubemill command on PATH ({path}): {install}"))
+    installed = _installed()
+    if installed is None:
         found.append(("missing", f"the kubemill package in {sys.prefix}: {install}"))
     else:
         if version and installed != version:
             found.append(
                 (
                     "warning",
-                    f"kubemill {installed} is installed, the operator is {version}: {install}",
+                    f"kubemill {installed} is installed, not {version}: {install}",
                 )
             )
         else:
@@ -71,6 +74,13 @@ def check(kernel: str = "python3", version: str | None = None) -> list[tuple[str
     found.append(_kernel(kernel))
     found.append(_writable_tmp())
     return found
+
+
+def _installed() -> str | None:
+    try:
+        return importlib.metadata.version("kubemill")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def _kernel(kernel: str) -> tuple[str, str]:
@@ -92,13 +102,13 @@ def _kernel(kernel: str) -> tuple[str, str]:
 
 
 def _writable_tmp() -> tuple[str, str]:
-    folder = tempfile.gettempdir()
+    """Runs write to /tmp (HOME, the kernel's runtime files): an emptyDir in the cluster."""
     try:
-        with tempfile.NamedTemporaryFile(dir=folder):
+        with tempfile.NamedTemporaryFile(dir="/tmp"):
             pass
     except OSError as exc:
-        return ("missing", f"a writable {folder} for uid {os.getuid()}: {exc}")
-    return ("ok", f"{folder} is writable by uid {os.getuid()}")
+        return ("missing", f"a writable /tmp for uid {os.getuid()}: {exc}")
+    return ("ok", f"/tmp is writable by uid {os.getuid()}")
 
 
 def report(found: list[tuple[str, str]]) -> str:

@@ -132,7 +132,7 @@ def _outcome(pod: Any) -> tuple[str, str] | None:
 
 
 def _in_cluster(args: argparse.Namespace, out: TextIO) -> int:
-    from kubernetes import client, watch
+    from kubernetes import client
 
     from kubemill.operator.client import NoCluster, connect, describe
 
@@ -143,56 +143,72 @@ def _in_cluster(args: argparse.Namespace, out: TextIO) -> int:
     namespace = args.namespace or connection.namespace
     core = client.CoreV1Api(client.ApiClient(connection.configuration))
     name = f"kubemill-image-check-{uuid.uuid4().hex[:8]}"
+    created = False
     try:
         core.create_namespaced_pod(namespace, check_pod(args.image, args.kernel, name))
+        created = True
+        return _await_check(core, namespace, name, args, out)
     except Exception as exc:
-        print(
-            f"kubemill image check: cannot create pod {namespace}/{name}: {describe(exc) or exc}",
-            file=sys.stderr,
-        )
+        # A refusal (RBAC: create, get, list and watch pods, get pods/log), or no API server.
+        problem = describe(exc)
+        if problem is None:
+            raise
+        print(f"kubemill image check: pod {namespace}/{name}: {problem}", file=sys.stderr)
         return MISSING
-    try:
-        deadline = time.monotonic() + args.timeout
-        outcome = None
-        while outcome is None:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                print(
-                    f"kubemill image check: pod {namespace}/{name} did not finish in "
-                    f"{args.timeout:.0f} s; see kubectl describe pod",
-                    file=sys.stderr,
-                )
-                return MISSING
-            for event in watch.Watch().stream(
-                core.list_namespaced_pod,
-                namespace,
-                field_selector=f"metadata.name={name}",
-                timeout_seconds=max(1, int(remaining)),
-            ):
-                outcome = _outcome(event["object"])
-                if outcome is not None:
-                    break
-        state, why = outcome
-        if state == "stuck":
-            out.write(f"missing: a container of {args.image} could not start: {why}\n")
-            return MISSING
-        pod = core.read_namespaced_pod(name, namespace)
-        terminated = pod.status.container_statuses[0].state.terminated
-        # Unparsed: the client would turn the bytes into their repr (b"...").
-        response = core.read_namespaced_pod_log(
-            name, namespace, container=CONTAINER, _preload_content=False
-        )
-        log = response.data.decode(errors="replace")
-        if terminated.reason == "StartError" or (not log.strip() and terminated.exit_code):
-            said = (terminated.message or terminated.reason or "").strip()
-            out.write(
-                f"missing: python3 on the image's PATH (the runtime said: {said}): a runner "
-                "image needs a Python >= 3.11 with kubemill installed\n"
+    finally:
+        if created:
+            # Gone already, or no right to delete it: it ended anyway.
+            with contextlib.suppress(Exception):
+                core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+
+
+def _await_check(
+    core: Any, namespace: str, name: str, args: argparse.Namespace, out: TextIO
+) -> int:
+    from kubernetes import watch
+
+    deadline = time.monotonic() + args.timeout
+    outcome = None
+    while outcome is None:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            print(
+                f"kubemill image check: pod {namespace}/{name} did not finish in "
+                f"{args.timeout:.0f} s; see kubectl describe pod",
+                file=sys.stderr,
             )
             return MISSING
-        out.write(log if log.endswith("\n") or not log else log + "\n")
-        return MISSING if terminated.exit_code else 0
-    finally:
-        # Gone already, or no right to delete it: it ended anyway.
-        with contextlib.suppress(Exception):
-            core.delete_namespaced_pod(name, namespace, grace_period_seconds=0)
+        for event in watch.Watch().stream(
+            core.list_namespaced_pod,
+            namespace,
+            field_selector=f"metadata.name={name}",
+            timeout_seconds=max(1, int(remaining)),
+        ):
+            outcome = _outcome(event["object"])
+            if outcome is not None:
+                break
+    state, why = outcome
+    if state == "stuck":
+        out.write(f"missing: a container of {args.image} could not start: {why}\n")
+        return MISSING
+    pod = core.read_namespaced_pod(name, namespace)
+    statuses = pod.status.container_statuses or []
+    terminated = statuses[0].state.terminated if statuses and statuses[0].state else None
+    # Unparsed: the client would turn the bytes into their repr (b"...").
+    response = core.read_namespaced_pod_log(
+        name, namespace, container=CONTAINER, _preload_content=False
+    )
+    log = response.data.decode(errors="replace")
+    if terminated is None:
+        said = pod.status.message or pod.status.reason or pod.status.phase
+        out.write(f"missing: a container of {args.image} that runs (the pod says: {said})\n")
+        return MISSING
+    if terminated.reason == "StartError" or (not log.strip() and terminated.exit_code):
+        said = (terminated.message or terminated.reason or "").strip()
+        out.write(
+            f"missing: python3 on the image's PATH (the runtime said: {said}): a runner "
+            "image needs a Python >= 3.11 with kubemill installed\n"
+        )
+        return MISSING
+    out.write(log if log.endswith("\n") or not log else log + "\n")
+    return MISSING if terminated.exit_code else 0

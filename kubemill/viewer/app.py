@@ -11,6 +11,7 @@ header: there is no write path to reach.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import hashlib
 import ipaddress
@@ -29,7 +30,8 @@ from aiohttp import web
 
 from kubemill.runner import __version__
 
-from . import actions, contents, listing, pages, paths, render, render_assets, runsview
+from . import access, actions, contents, listing, pages, paths, render, render_assets, runsview
+from .auth import Identity
 from .cache import BlobCache, CachedPage, RenderCache
 from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
@@ -117,7 +119,13 @@ class Renderer(Protocol):
 class _Viewer:
     """The application's state: settings, store, caches, thread pool. One per application."""
 
-    def __init__(self, settings: ViewerSettings, store: Store, renderer: Renderer) -> None:
+    def __init__(
+        self,
+        settings: ViewerSettings,
+        store: Store,
+        renderer: Renderer,
+        reviews: access.Reviews | None = None,
+    ) -> None:
         self.settings = settings
         self.base = settings.base_path
         self.store = store
@@ -144,6 +152,7 @@ class _Viewer:
             compare=f"{self.base}/compare",
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
+        self.gate = access.Gate(settings, reviews, self.run, self.keeper.index, RETRY_BUILDING)
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -300,6 +309,9 @@ async def tree(request: web.Request) -> web.Response:
         # A file's address typed under /tree/: send the reader to the file.
         await viewer.run(viewer.store.head, path)
         raise web.HTTPFound(viewer.object_url(path)) from None
+    visible = await viewer.gate.visible(request[IDENTITY], path)
+    if visible is not None:
+        arranged = access.filter_arranged(arranged, visible)
     after = request.query.get("after")
     chosen = listing.page_of(arranged, order, after, viewer.settings.page_size)
     total = sum(len(group) for group in arranged.groups)
@@ -488,6 +500,11 @@ async def _runs_page(
     viewer = request.app[VIEWER]
     query = parse_runs_query(request.query.items())
     try:
+        allowed = await viewer.gate.readable_namespaces(request[IDENTITY])
+        if allowed is not None:
+            query = dataclasses.replace(
+                query, filters=dataclasses.replace(query.filters, allowed_namespaces=allowed)
+            )
         page = await viewer.run(runsview.fetch, viewer.keeper.index, query)
     except IndexNotBuilt:
         return viewer, query, None
@@ -557,6 +574,9 @@ async def api_contents(request: web.Request) -> web.Response:
         if kind in ("file", "notebook"):
             raise BadRequest(f"{path or '/'} is a directory, not a {kind}", "bad type") from None
         entries = sorted(await viewer.entries(path), key=lambda e: e.name) if with_content else None
+        visible = await viewer.gate.visible(request[IDENTITY], path)
+        if entries is not None and visible is not None:
+            entries = [e for e in entries if visible(e.name)]
         modified = await viewer.run(viewer.store.folder_modified, path)
         model = contents.directory_model(path, modified, entries)
     else:
@@ -589,8 +609,11 @@ async def errors(
             log.warning("%s %s: %s", request.method, request.path, exc.message)
         reason = getattr(exc, "reason", None)
         if api:
-            return _json_error(exc.status, exc.message, reason)
-        return _error_page(viewer, exc.status, exc.message)
+            response = _json_error(exc.status, exc.message, reason)
+        else:
+            response = _error_page(viewer, exc.status, exc.message)
+        response.headers.update(exc.headers)
+        return response
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -631,12 +654,37 @@ def addressed_here(host: str, allowed: tuple[str, ...]) -> bool:
 async def trusted_host(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    allowed = request.app[VIEWER].settings.allowed_hosts
-    if not addressed_here(request.host, allowed):
+    """Without authentication, only requests addressed to this machine. With it, any name
+    (the cluster's Service, an ingress): a rebound name reaches nothing without a login."""
+    settings = request.app[VIEWER].settings
+    if not settings.auth_modes and not addressed_here(request.host, settings.allowed_hosts):
         raise web.HTTPForbidden(
             reason=f"the viewer answers requests addressed to this machine only, not to "
             f"{request.host!r}; start it with --allow-host NAME for a name a proxy passes on"
         )
+    return await handler(request)
+
+
+#: Where a request's identity is kept for its handler.
+IDENTITY: web.RequestKey[Identity] = web.RequestKey("identity", Identity)
+#: Routes anyone may ask: the probes' health check, and the page script (no data in it).
+OPEN_ROUTES = ("healthz", "static/viewer.js")
+
+
+@web.middleware
+async def authenticated(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Every request's identity (kubemill.viewer.access), before any route answers; and, for
+    a route that names a store path, the decision whether it may read it, made before the
+    store is asked, so no answer tells whether a path it may not read exists."""
+    viewer = request.app[VIEWER]
+    if viewer.gate.enabled and request.path in {f"{viewer.base}/{r}" for r in OPEN_ROUTES}:
+        return await handler(request)
+    identity = await viewer.gate.authenticate(request.headers, request.remote)
+    request[IDENTITY] = identity
+    if "path" in request.match_info:
+        await viewer.gate.check_path(identity, _path(request))
     return await handler(request)
 
 
@@ -646,17 +694,24 @@ async def _security_headers(request: web.Request, response: web.StreamResponse) 
 
 
 def create_app(
-    settings: ViewerSettings, *, store: Store | None = None, renderer: Renderer | None = None
+    settings: ViewerSettings,
+    *,
+    store: Store | None = None,
+    renderer: Renderer | None = None,
+    reviews: access.Reviews | None = None,
 ) -> web.Application:
     """The viewer over `store` (made from `settings.root` when not given: a folder, or an S3
     prefix read through the runner's S3 client), rendering with `renderer` (the render module's
-    when not given)."""
-    app = web.Application(middlewares=[errors, trusted_host])
+    when not given), asking the API server's `reviews` who people are and what they may read
+    (needed when settings.auth_modes names any)."""
+    if settings.auth_modes and reviews is None:
+        raise ViewerError("authentication needs the Kubernetes API for its reviews")
+    app = web.Application(middlewares=[errors, trusted_host, authenticated])
     app.on_response_prepare.append(_security_headers)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         chosen = store if store is not None else make_store(settings)
-        viewer = _Viewer(settings, chosen, renderer or render.render_notebook)
+        viewer = _Viewer(settings, chosen, renderer or render.render_notebook, reviews)
         app[VIEWER] = viewer
         keeping = asyncio.create_task(viewer.keeper.keep(), name="kubemill-runindex")
         yield
@@ -705,13 +760,17 @@ def url_of(settings: ViewerSettings, host: str, port: int) -> str:
 
 
 async def serve(
-    settings: ViewerSettings, ready: Callable[[str], None], *, store: Store | None = None
+    settings: ViewerSettings,
+    ready: Callable[[str], None],
+    *,
+    store: Store | None = None,
+    reviews: access.Reviews | None = None,
 ) -> None:
     """Serve until SIGINT or SIGTERM, then close connections and stop; `ready(url)` is called
     once the socket is bound (with the real port when settings.port is 0)."""
     import signal
 
-    app = create_app(settings, store=store)
+    app = create_app(settings, store=store, reviews=reviews)
     runner = web.AppRunner(app, handle_signals=False, access_log=None)
     await runner.setup()
     try:

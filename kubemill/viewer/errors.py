@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-__all__ = ["BadPath", "BadRequest", "NotFound", "StoreError", "ViewerError"]
+__all__ = [
+    "BadPath",
+    "BadRequest",
+    "Forbidden",
+    "NotFound",
+    "StoreError",
+    "TooLarge",
+    "Unauthenticated",
+    "Unavailable",
+    "ViewerError",
+]
 
 
 class ViewerError(Exception):
     """Base of the viewer's expected failures; `status` is the HTTP status that reports it."""
 
     status = 500
+    #: Headers the answer carries besides the viewer's own (WWW-Authenticate on a 401).
+    headers: dict[str, str]
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+        self.headers = {}
 
 
 class BadRequest(ViewerError):
@@ -48,3 +61,32 @@ class TooLarge(ViewerError):
     model; its raw bytes still download, streamed."""
 
     status = 413
+
+
+class Unauthenticated(ViewerError):
+    """No identity the viewer accepts: no proxy headers from a trusted proxy, no bearer token,
+    or a token the API server's TokenReview does not authenticate."""
+
+    status = 401
+
+    def __init__(self, message: str, challenge: str | None = None) -> None:
+        super().__init__(message)
+        self.headers = {"WWW-Authenticate": challenge} if challenge else {}
+
+
+class Forbidden(ViewerError):
+    """An identity that may not read this path or namespace, or identity headers from an
+    address that is not a trusted proxy. The same answer whether the path exists or not."""
+
+    status = 403
+
+
+class Unavailable(ViewerError):
+    """Not answerable yet (the runs index that authorization reads is being built); asked
+    again after `retry_after` seconds."""
+
+    status = 503
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after)}

@@ -246,6 +246,57 @@ class RunIndex:
         )
         return record_of(row) if row is not None else None
 
+    def namespaces(self) -> list[str]:
+        """Every namespace some indexed run names: what the viewer asks a person's access to."""
+        rows = (
+            self._reader()
+            .execute("SELECT DISTINCT namespace FROM runs WHERE namespace IS NOT NULL")
+            .fetchall()
+        )
+        return sorted(str(namespace) for (namespace,) in rows)
+
+    def enclosing(self, path: str) -> tuple[str, str | None] | None:
+        """The deepest run folder that is `path` or holds it, with its run's namespace (None
+        when run.json names none); None when `path` is in no indexed run folder."""
+        segments = path.split("/") if path else []
+        candidates = ["/".join(segments[:n]) for n in range(len(segments) + 1)]
+        row = (
+            self._reader()
+            .execute(
+                f"SELECT folder, namespace FROM runs WHERE folder IN "
+                f"({', '.join('?' * len(candidates))}) ORDER BY length(folder) DESC LIMIT 1",
+                candidates,
+            )
+            .fetchone()
+        )
+        return (str(row[0]), row[1]) if row is not None else None
+
+    def namespaces_under(self, path: str) -> set[str | None]:
+        """The namespaces of the run folders strictly under the folder `path` (None for a
+        run without one): whether a reader may open the folder, without listing its runs."""
+        where, args = _under(path)
+        rows = self._reader().execute(f"SELECT DISTINCT namespace FROM runs WHERE {where}", args)
+        return {namespace for (namespace,) in rows.fetchall()}
+
+    def children(self, path: str) -> list[tuple[str, str | None, bool]]:
+        """The run folders under the folder `path`, by its entry that leads to them: (entry
+        name, the run's namespace, whether the entry is the run folder itself), distinct. One
+        range scan of the folder column, so a folder of 100,000 runs costs one query."""
+        prefix = path + "/" if path else ""
+        where, args = _under(path)
+        rows = (
+            self._reader()
+            .execute(
+                "SELECT DISTINCT "
+                "CASE WHEN instr(rest, '/') = 0 THEN rest "
+                "ELSE substr(rest, 1, instr(rest, '/') - 1) END, namespace, instr(rest, '/') = 0 "
+                f"FROM (SELECT substr(folder, ?) AS rest, namespace FROM runs WHERE {where})",
+                [len(prefix) + 1, *args],
+            )
+            .fetchall()
+        )
+        return [(str(child), namespace, bool(own)) for child, namespace, own in rows]
+
     def _reader(self) -> sqlite3.Connection:
         """This thread's connection to the current generation, reopened after a rebuild."""
         for _ in range(3):
@@ -518,6 +569,14 @@ def _running(folders: Mapping[str, _Folder]) -> Iterator[tuple[RunRecord, str | 
     for item in folders.values():
         if item.run is None and item.output is not None:
             yield in_progress(item.folder, item.output.modified), item.output.etag
+
+
+def _under(path: str) -> tuple[str, list[str]]:
+    """The SQL condition (and its arguments) for the run folders strictly under `path`."""
+    if not path:
+        return "folder != ''", []
+    # "0" follows "/" in byte order: the range holds exactly the keys under path + "/".
+    return "folder >= ? AND folder < ?", [path + "/", path + "0"]
 
 
 def _join(folder: str, name: str) -> str:

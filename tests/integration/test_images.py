@@ -101,6 +101,12 @@ def test_operator_has_kopf_and_the_kubernetes_client(store: dict[str, Path]) -> 
     assert {"kubemill", "kopf", "kubernetes"} <= _distributions(store[OPERATOR])
 
 
+def test_operator_image_carries_the_viewer(store: dict[str, Path]) -> None:
+    """deploy/components/viewer runs `kubemill-viewer` from the operator's image."""
+    assert {"aiohttp", "nbconvert"} <= _distributions(store[OPERATOR])
+    assert (store[OPERATOR] / "rootfs" / VENV / "bin" / "kubemill-viewer").exists()
+
+
 @pytest.mark.parametrize("ref", [RUNNER, OPERATOR])
 def test_images_hold_this_checkouts_code(store: dict[str, Path], ref: str) -> None:
     installed = _site_packages(store[ref]) / "kubemill"

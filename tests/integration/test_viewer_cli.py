@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
+import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -115,8 +118,42 @@ def test_kubemill_view_serves_an_s3_prefix_and_stops_on_ctrl_c(
 def test_kubemill_view_refuses_a_non_loopback_address(tmp_path: Path) -> None:
     result = kubemill(["view", str(tmp_path), "--host", "0.0.0.0", "--no-browser"])
     assert result.returncode == 2
-    assert "no authentication" in result.stderr
+    assert "without authentication" in result.stderr
     assert "127.0.0.1" in result.stderr
+    assert "--auth proxy|token" in result.stderr
+
+
+def test_kubemill_viewer_refuses_to_serve_every_address_without_authentication(
+    tmp_path: Path,
+) -> None:
+    """The in-cluster entry point listens on 0.0.0.0 by default: only with a mode."""
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "KUBEMILL_VIEWER_ROOT": str(tmp_path),
+        "KUBEMILL_VIEWER_CACHE_DIR": str(tmp_path / "cache"),
+    }
+    viewer = Path(sys.executable).parent / "kubemill-viewer"
+    result = subprocess.run([str(viewer)], env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert "kubemill-viewer: error: refusing to serve on 0.0.0.0 without authentication" in (
+        result.stderr
+    )
+    result = subprocess.run(
+        [str(viewer)],
+        env={**env, "KUBEMILL_VIEWER_AUTH": "proxy"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2
+    assert "needs the proxy's addresses" in result.stderr
+
+
+def test_kubemill_view_refuses_a_proxy_mode_without_the_proxys_address(tmp_path: Path) -> None:
+    result = kubemill(["view", str(tmp_path), "--host", "0.0.0.0", "--auth", "proxy"])
+    assert result.returncode == 2
+    assert "needs the proxy's addresses" in result.stderr
 
 
 def test_kubemill_view_refuses_a_refresh_interval_of_zero(tmp_path: Path) -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 from aiohttp import web
 
+from kubemill.viewer.access import Reviews
 from kubemill.viewer.app import Renderer, create_app
 from kubemill.viewer.settings import ViewerSettings
 from kubemill.viewer.storage import Store
@@ -42,8 +43,19 @@ class LiveViewer:
     def __init__(self, port: int) -> None:
         self.port = port
 
-    def request(self, method: str, path: str, headers: Mapping[str, str] | None = None) -> Reply:
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=60)
+    def request(
+        self,
+        method: str,
+        path: str,
+        headers: Mapping[str, str] | None = None,
+        *,
+        source: str | None = None,
+    ) -> Reply:
+        """`source`: the loopback address to send from (127.0.0.2, say), for a viewer that
+        trusts one address as its authenticating proxy."""
+        connection = http.client.HTTPConnection(
+            "127.0.0.1", self.port, timeout=60, source_address=(source, 0) if source else None
+        )
         try:
             connection.request(method, path, headers=dict(headers or {}))
             response = connection.getresponse()
@@ -51,20 +63,28 @@ class LiveViewer:
         finally:
             connection.close()
 
-    def get(self, path: str, headers: Mapping[str, str] | None = None) -> Reply:
-        return self.request("GET", path, headers)
+    def get(
+        self, path: str, headers: Mapping[str, str] | None = None, *, source: str | None = None
+    ) -> Reply:
+        return self.request("GET", path, headers, source=source)
 
 
 @contextmanager
 def live_viewer(
-    settings: ViewerSettings, *, store: Store | None = None, renderer: Renderer | None = None
+    settings: ViewerSettings,
+    *,
+    store: Store | None = None,
+    renderer: Renderer | None = None,
+    reviews: Reviews | None = None,
 ) -> Iterator[LiveViewer]:
     """The viewer serving on a free loopback port until the block ends."""
     ready = threading.Event()
     state: dict[str, Any] = {}
 
     async def main() -> None:
-        runner = web.AppRunner(create_app(settings, store=store, renderer=renderer))
+        runner = web.AppRunner(
+            create_app(settings, store=store, renderer=renderer, reviews=reviews)
+        )
         await runner.setup()
         try:
             await web.TCPSite(runner, "127.0.0.1", 0).start()

@@ -150,12 +150,19 @@ def test_help_loads_no_command_and_nothing_but_the_standard_library() -> None:
             {"kubemill.cli.workflow", "kubemill.operator.workflows"},
             KUBERNETES | NOTEBOOKS | {"kubemill.cli.cluster", "kubemill.cli.run"},
         ),
-        # The viewer's web stack loads to serve, not to show its options or refuse them.
-        (["view", "--help"], {"kubemill.cli.view"}, KUBERNETES | NOTEBOOKS | {"aiohttp"}),
+        # The viewer's web stack loads to serve, not to show its options or refuse them: the
+        # refusal is the rule of kubemill.viewer.auth, which needs the standard library only.
         (
-            ["view", "/tmp", "--host", "0.0.0.0"],
+            ["view", "--help"],
             {"kubemill.cli.view"},
             KUBERNETES | NOTEBOOKS | {"aiohttp", "kubemill.viewer"},
+        ),
+        (
+            ["view", "/tmp", "--host", "0.0.0.0"],
+            {"kubemill.cli.view", "kubemill.viewer.auth"},
+            KUBERNETES
+            | NOTEBOOKS
+            | {"aiohttp", "kubemill.viewer.app", "kubemill.viewer.storage", "boto3"},
         ),
         # The checks' source is printed, or run here, without the cluster's client.
         (["image", "check", "--script"], {"kubemill.cli.image"}, KUBERNETES | NOTEBOOKS),

@@ -192,7 +192,7 @@ def test_everything_a_run_can_say() -> None:
     assert pod["tolerations"] == [{"key": "batch", "operator": "Exists"}]
     assert spec["template"]["metadata"]["labels"]["cost"] == "b"
     rules = spec["podFailurePolicy"]["rules"]
-    assert rules[0]["onExitCodes"]["values"] == [2] and rules[0]["action"] == "FailJob"
+    assert rules[0]["onExitCodes"]["values"] == [2, 127] and rules[0]["action"] == "FailJob"
 
 
 def test_notebook_from_a_config_map_is_mounted() -> None:

@@ -56,6 +56,12 @@ class ImageStore:
             )
         with self._lock:
             cached = self._images.get(folder)
+        if cached is None and not (Path(folder) / "config.json").is_file():
+            # Another clone's `make images` pruned it (the store keeps the newest few).
+            raise ImagePullError(
+                f'failed to pull and unpack image "{ref}": its store folder {folder} is gone '
+                "(pruned since this clone's make images); run make images again"
+            )
         if cached is None:
             path = Path(folder)
             config = json.loads((path / "config.json").read_text())
