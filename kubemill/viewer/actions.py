@@ -113,6 +113,15 @@ def _viewer(request: web.Request) -> _Viewer:
     return request.app[VIEWER]
 
 
+async def _may_read(request: web.Request, path: str) -> None:
+    """Forbidden unless the request's identity may read `path`. The app's middleware decides
+    this for a route's own `<path>`; /compare names its two notebooks in the query, which it
+    does not see."""
+    from .app import IDENTITY
+
+    await _viewer(request).gate.check_path(request[IDENTITY], path)
+
+
 def _notebook_path(raw: str) -> str:
     """A notebook's store path from a query value: a run folder means its output.ipynb."""
     path = paths.clean_path(raw)
@@ -221,9 +230,11 @@ async def compare_page(request: web.Request) -> web.Response:
     viewer = _viewer(request)
     first, second = compare.two_paths(list(request.query.items()))
     path_a = _notebook_path(first)
+    await _may_read(request, path_a)
     if second is None:
-        return await _picker(viewer, path_a)
+        return await _picker(request, viewer, path_a)
     path_b = _notebook_path(second)
+    await _may_read(request, path_b)
     if path_a == path_b:
         raise BadRequest(f"{path_a} would be compared with itself: choose another run for b")
     data_a = await _read(viewer, path_a)
@@ -233,11 +244,14 @@ async def compare_page(request: web.Request) -> web.Response:
     return _page(viewer, f"compare {path_a} and {path_b}", _crumbs(viewer, path_a), body)
 
 
-async def _picker(viewer: _Viewer, path: str) -> web.Response:
+async def _picker(request: web.Request, viewer: _Viewer, path: str) -> web.Response:
     """Choose the run to compare with: the sibling run folders of `path`'s run folder (the
     runs of one NotebookRun namespace, one schedule's folder, one day's folder...) that hold an
     output.ipynb; a folder without one (a run that never wrote it, an unrelated folder) would
-    only lead to a 404."""
+    only lead to a 404; and, with authentication, only those the person may read (as the
+    folder's listing shows them)."""
+    from .app import IDENTITY
+
     await viewer.run(viewer.store.head, path)  # 404 before anything else
     folder = path.rpartition("/")[0]
     parent = folder.rpartition("/")[0] if path.endswith("/output.ipynb") else folder
@@ -245,6 +259,9 @@ async def _picker(viewer: _Viewer, path: str) -> web.Response:
         entries = await viewer.entries(parent)
     except NotFound:
         entries = ()
+    visible = await viewer.gate.visible(request[IDENTITY], parent)
+    if visible is not None:
+        entries = tuple(e for e in entries if visible(e.name))
     candidates = [
         f"{parent}/{entry.name}/output.ipynb" if parent else f"{entry.name}/output.ipynb"
         for entry in sorted(entries, key=lambda e: e.name, reverse=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,12 @@ import jsonschema
 import pytest
 import yaml
 
+from kubemill.viewer.settings import ViewerSettings
 from kubemill_testenv.s3server import S3Server
 from tests.conftest import s3_client
+from tests.integration.test_viewer_runs import poll
 from tests.integration.viewer_runs_s3 import HOSTILE, Runs, serve_runs, write_runs
-from tests.integration.viewer_server import LiveViewer, Reply
+from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
 
 pytestmark = pytest.mark.integration
 
@@ -192,8 +194,6 @@ def test_runs_of_different_notebooks_are_refused(viewer: LiveViewer, runs: Runs)
 def test_a_run_alone_offers_its_sibling_runs(
     viewer: LiveViewer, runs: Runs, s3_server: S3Server
 ) -> None:
-    from tests.integration.test_viewer_runs import poll
-
     # A sibling folder without an output.ipynb: comparing with it could only be a 404.
     s3_client(s3_server).put_object(Bucket=runs.bucket, Key="runs/team/notes/a.txt", Body=b"x")
     poll(lambda: viewer.get("/tree/team/"), lambda r: "notes/" in r.text, "the notes folder")
@@ -210,8 +210,6 @@ def test_a_run_compared_with_itself_is_refused(viewer: LiveViewer, runs: Runs) -
 
 
 def test_the_runs_view_sends_two_ticked_runs_to_compare(viewer: LiveViewer, runs: Runs) -> None:
-    from tests.integration.test_viewer_runs import poll
-
     page = poll(
         lambda: viewer.get("/runs"),
         lambda r: r.status == 200 and r.text.count('name="run"') == 4,
@@ -262,3 +260,47 @@ def test_every_action_honours_the_base_path(
         assert f"/hub/km/view/{runs.second}" in compared.links()
         assert live.get(f"/hub/km/html/{runs.first}").status == 200
         assert live.get(f"/rerun/{runs.first}").status == 404
+
+
+# --- with authentication ------------------------------------------------------------------------
+
+
+class Reviews:
+    """The API server's answers from a table: ada may get notebookruns in team-a only."""
+
+    def create(self, kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        spec = body["spec"]
+        if kind == "TokenReview":
+            user = {"t-ada": "ada"}.get(spec["token"], "")
+            return {"status": {"authenticated": bool(user), "user": {"username": user}}}
+        namespace = spec["resourceAttributes"]["namespace"]
+        return {"status": {"allowed": (spec["user"], namespace) == ("ada", "team-a")}}
+
+
+def test_compare_reads_only_runs_one_may_read(tmp_path: Path) -> None:
+    """/compare names its notebooks in the query, where the app's path check does not look:
+    both, and the picker's choices, are checked like any path."""
+    for namespace, name in (("team-a", "one"), ("team-a", "two"), ("team-b", "secret")):
+        folder = tmp_path / "runs" / namespace / name
+        folder.mkdir(parents=True)
+        identity = {"name": name, "namespace": namespace}
+        (folder / "run.json").write_text(json.dumps({"status": "Succeeded", "identity": identity}))
+        nb = {"nbformat": 4, "nbformat_minor": 5, "cells": [],
+              "metadata": {"kubemill": {"input": {"uri": "s3://nb/x.ipynb"}}}}  # fmt: skip
+        (folder / "output.ipynb").write_text(json.dumps(nb))
+    settings = ViewerSettings(
+        root=str(tmp_path / "runs"), cache_dir=tmp_path / "cache", auth_modes=("token",),
+        refresh_seconds=3600, namespace_from_path=True,
+    )  # fmt: skip
+    ada = {"Authorization": "Bearer t-ada"}
+    with live_viewer(settings, reviews=Reviews()) as live:
+        poll(lambda: live.get("/api/runs", ada), lambda r: r.status != 503, "the runs index")
+        assert live.get("/compare?a=team-a/one&b=team-a/two", ada).status == 200
+        for query in ("a=team-a/one&b=team-b/secret", "a=team-b/secret&b=team-a/one",
+                      "a=team-b/secret", "a=team-b/nothing&b=team-a/one"):  # fmt: skip
+            reply = live.get(f"/compare?{query}", ada)
+            assert reply.status == 403, (query, reply.status, reply.text)
+            assert "secret</" not in reply.text
+        picker = live.get("/compare?a=team-a/one", ada)
+        assert re.findall(r'<option value="([^"]*)">', picker.text) == ["team-a/two/output.ipynb"]
+        assert live.get("/compare?a=team-a/one&b=team-a/two").status == 401
