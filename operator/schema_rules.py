@@ -1,12 +1,13 @@
 """The CEL rules and patterns of the CRDs in crds/, in one place.
 
-Two kinds: the runner's own rules (kubemill.runner.rules: parameter names, durations), and
-Kubernetes' syntax for the values the operator copies into a run's Job and pod (labels, names,
-quantities, environment variable names). Without the second kind the API server accepts a
-NotebookRun that the operator can never turn into a Job; with them, `kubectl apply` says what to
-fix. hack/gen_schedule_crd.py and hack/gen_policies.py write these into the generated files; a
-unit test checks the hand-written NotebookRun CRD carries exactly these rules. Each rule is
-checked against the real API server by tests/e2e/test_crd_validation.py.
+Two kinds: the runner's own rules (kubemill.runner.rules: parameter names, durations, the
+notebook and output URLs), and Kubernetes' syntax for the values the operator copies into a
+run's Job and pod (labels, names, quantities, environment variable names). Without the second
+kind the API server accepts a NotebookRun that the operator can never turn into a Job; with
+them, `kubectl apply` says what to fix. hack/gen_schedule_crd.py and hack/gen_policies.py write
+these into the generated files; a unit test checks the hand-written NotebookRun CRD carries
+exactly these rules. Each rule is checked against the real API server by
+tests/e2e/test_crd_validation.py.
 
 Regular expressions rather than the CEL `format` library, which only newer API servers have
 (ValidatingAdmissionPolicy needs 1.30 anyway); the tests run them on Kubernetes 1.36.
@@ -20,6 +21,8 @@ from kubemill.runner.rules import (
     DURATION_MAX_LENGTH,
     DURATION_PATTERN,
     MIN_DURATION_SECONDS,
+    NOTEBOOK_URL_PATTERN,
+    OUTPUT_PREFIX_PATTERN,
     PARAMETER_NAME_PATTERN,
 )
 
@@ -62,11 +65,6 @@ CONFIG_KEY_PATTERN = r"^[-._a-zA-Z0-9]+$"
 #: An environment variable name as Kubernetes 1.34+ accepts it (RelaxedEnvironmentVariable-
 #: Validation, GA): printable ASCII but '='.
 ENV_NAME_PATTERN = r"^[ -<>-~]+$"
-#: spec.notebook: an S3 object or an http(s) URL (the runner also reads local paths and stdin,
-#: which a runner pod does not have).
-NOTEBOOK_URL_PATTERN = r"^(s3://[^/]+/.+|https?://.+)$"
-#: spec.output: an S3 prefix whose bucket name S3 allows.
-OUTPUT_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 #: Environment variable names the operator and the runner use among themselves.
 RESERVED_ENV_PREFIX = "KUBEMILL_"
 #: A resource quantity (k8s.io/apimachinery resource.Quantity), as controller-gen writes it.

@@ -17,6 +17,8 @@ __all__ = [
     "DURATION_PATTERN",
     "KEYWORDS",
     "MIN_DURATION_SECONDS",
+    "NOTEBOOK_URL_PATTERN",
+    "OUTPUT_PREFIX_PATTERN",
     "PARAMETER_NAME_PATTERN",
     "duration_seconds",
     "parameter_name_problem",
@@ -26,6 +28,14 @@ __all__ = [
 #: spec.parametersFrom also travels in an environment variable's value and through kubectl; the
 #: runner itself accepts any Python identifier (`kubemill run -p größe 1`).
 PARAMETER_NAME_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]*$"
+
+#: spec.notebook: an S3 object or an http(s) URL (the runner also reads local paths and stdin,
+#: which a runner pod does not have). Here, not with the operator's Kubernetes syntax, because
+#: the viewer's re-run form checks a manifest against it too, and the viewer may not import the
+#: operator.
+NOTEBOOK_URL_PATTERN = r"^(s3://[^/]+/.+|https?://.+)$"
+#: spec.output: an S3 prefix whose bucket name S3 allows.
+OUTPUT_PREFIX_PATTERN = r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$"
 
 #: Names that match the pattern but cannot be assigned to (`class = 1` is a SyntaxError in the
 #: injected cell). Soft keywords (match, case, type, _) are valid assignment targets and are not

@@ -30,9 +30,9 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from kubemill.operator.errors import InvalidSpec
-from kubemill.operator.schema_rules import OUTPUT_PREFIX_PATTERN
 from kubemill.operator.status import TERMINAL
 from kubemill.operator.times import rfc3339
+from kubemill.runner.rules import OUTPUT_PREFIX_PATTERN
 
 from .localflow import (
     Local,

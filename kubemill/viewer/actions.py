@@ -9,6 +9,7 @@ credentials; the viewer never creates anything in a cluster.
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 from typing import TYPE_CHECKING
 from urllib.parse import quote, urlencode
@@ -30,6 +31,9 @@ SUFFIX_LENGTH = 5
 _SUFFIX_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
 #: At most this many sibling runs are offered to compare with (the runs view finds the rest).
 PICKER_LIMIT = 200
+#: At most this many sibling folders are looked into for an output.ipynb (one HEAD each), so a
+#: folder of many folders that are not runs costs a bounded wait.
+PICKER_CHECKS = 5 * PICKER_LIMIT
 
 #: The re-run page's script, served at `{base}/static/actions.js`. The page works without it
 #: (the form is a GET that the server answers with the manifest); with it, the manifest and the
@@ -109,12 +113,29 @@ def _viewer(request: web.Request) -> _Viewer:
     return request.app[VIEWER]
 
 
+async def _may_read(request: web.Request, path: str) -> None:
+    """Forbidden unless the request's identity may read `path`. The app's middleware decides
+    this for a route's own `<path>`; /compare names its two notebooks in the query, which it
+    does not see."""
+    from .app import IDENTITY
+
+    await _viewer(request).gate.check_path(request[IDENTITY], path)
+
+
 def _notebook_path(raw: str) -> str:
     """A notebook's store path from a query value: a run folder means its output.ipynb."""
     path = paths.clean_path(raw)
     if not path:
         raise BadRequest("a notebook's path is needed, not the root")
     return path if paths.is_notebook(path) else f"{path.rstrip('/')}/output.ipynb"
+
+
+async def _exists(viewer: _Viewer, path: str) -> bool:
+    try:
+        await viewer.run(viewer.store.head, path)
+    except NotFound:
+        return False
+    return True
 
 
 async def _read(viewer: _Viewer, path: str) -> bytes:
@@ -209,9 +230,13 @@ async def compare_page(request: web.Request) -> web.Response:
     viewer = _viewer(request)
     first, second = compare.two_paths(list(request.query.items()))
     path_a = _notebook_path(first)
+    await _may_read(request, path_a)
     if second is None:
-        return await _picker(viewer, path_a)
+        return await _picker(request, viewer, path_a)
     path_b = _notebook_path(second)
+    await _may_read(request, path_b)
+    if path_a == path_b:
+        raise BadRequest(f"{path_a} would be compared with itself: choose another run for b")
     data_a = await _read(viewer, path_a)
     data_b = await _read(viewer, path_b)
     comparison = await viewer.run(compare.compare, data_a, path_a, data_b, path_b)
@@ -219,9 +244,14 @@ async def compare_page(request: web.Request) -> web.Response:
     return _page(viewer, f"compare {path_a} and {path_b}", _crumbs(viewer, path_a), body)
 
 
-async def _picker(viewer: _Viewer, path: str) -> web.Response:
+async def _picker(request: web.Request, viewer: _Viewer, path: str) -> web.Response:
     """Choose the run to compare with: the sibling run folders of `path`'s run folder (the
-    runs of one NotebookRun namespace, one schedule's folder, one day's folder...)."""
+    runs of one NotebookRun namespace, one schedule's folder, one day's folder...) that hold an
+    output.ipynb; a folder without one (a run that never wrote it, an unrelated folder) would
+    only lead to a 404; and, with authentication, only those the person may read (as the
+    folder's listing shows them)."""
+    from .app import IDENTITY
+
     await viewer.run(viewer.store.head, path)  # 404 before anything else
     folder = path.rpartition("/")[0]
     parent = folder.rpartition("/")[0] if path.endswith("/output.ipynb") else folder
@@ -229,20 +259,32 @@ async def _picker(viewer: _Viewer, path: str) -> web.Response:
         entries = await viewer.entries(parent)
     except NotFound:
         entries = ()
-    options = []
-    for entry in sorted(entries, key=lambda e: e.name, reverse=True):
-        candidate = (
-            f"{parent}/{entry.name}/output.ipynb" if parent else f"{entry.name}/output.ipynb"
-        )
-        if entry.is_dir and candidate != path and paths.linkable(candidate):
-            options.append(f'<option value="{esc(candidate)}">{esc(candidate)}</option>')
-        if len(options) >= PICKER_LIMIT:
+    visible = await viewer.gate.visible(request[IDENTITY], parent)
+    if visible is not None:
+        entries = tuple(e for e in entries if visible(e.name))
+    candidates = [
+        f"{parent}/{entry.name}/output.ipynb" if parent else f"{entry.name}/output.ipynb"
+        for entry in sorted(entries, key=lambda e: e.name, reverse=True)
+        if entry.is_dir
+    ]
+    candidates = [c for c in candidates if c != path and paths.linkable(c)][:PICKER_CHECKS]
+    found: list[str] = []
+    # In batches, newest names first, until the picker is full: one HEAD per folder, at once.
+    for start in range(0, len(candidates), PICKER_LIMIT):
+        batch = candidates[start : start + PICKER_LIMIT]
+        exists = await asyncio.gather(*(_exists(viewer, c) for c in batch))
+        found += [c for c, ok in zip(batch, exists, strict=True) if ok]
+        if len(found) >= PICKER_LIMIT:
             break
+    options = [
+        f'<option value="{esc(candidate)}">{esc(candidate)}</option>'
+        for candidate in found[:PICKER_LIMIT]
+    ]
     choose = (
         f'<label>Compare with <select name="b">{"".join(options)}</select></label> '
         '<button type="submit">Compare</button>'
         if options
-        else "<p>No other run folder next to this one.</p>"
+        else "<p>No other run folder with an output.ipynb next to this one.</p>"
     )
     body = (
         f"<h1>Compare {esc(path)} with another run</h1>"
@@ -259,22 +301,23 @@ async def _picker(viewer: _Viewer, path: str) -> web.Response:
 
 async def html_download(request: web.Request) -> web.Response:
     """`GET /html/<notebook>`: the page as the viewer renders it, as a file to keep (run
-    header, cells, sandboxed outputs). Outputs the page loads on demand and its script point
-    back to this viewer by absolute URL, so they load while the viewer can be reached."""
+    header, cells, sandboxed outputs) that needs nothing from the viewer: every output inline,
+    scripted ones in `srcdoc` frames (render's `standalone`). Not frames of this viewer's
+    output URLs: the viewer lets only its own pages frame them, so a file opened from disk
+    would show them blank, and they would be gone with the viewer. Storage URLs in the header
+    are shown as text, not as links: a link into the viewer from a file is one to a viewer
+    that may not be there (and behind a proxy, its address is not the request's)."""
     viewer = _viewer(request)
     path = paths.clean_path(request.match_info.get("path", ""))
     if not paths.is_notebook(path):
         raise NotFound(f"{path or '/'} is not a notebook (.ipynb)")
     data = await _read(viewer, path)
-    origin = f"{request.scheme}://{request.host}"
-    page_url = origin + viewer.url("view", path)
     rendered = await viewer.run(
         render.render_notebook,
         data,
         name=path.rpartition("/")[2],
-        link=lambda url: (lambda found: origin + found if found else None)(viewer.link(url)),
-        output_url=lambda cell, output: f"{page_url}?output={cell}.{output}",
-        script_url=origin + viewer.script_url,
+        link=lambda url: None,
+        standalone=True,
     )
     stem = path.rpartition("/")[2].removesuffix(".ipynb")
     if stem == "output" and "/" in path:

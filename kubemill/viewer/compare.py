@@ -31,7 +31,11 @@ from typing import Any
 from kubemill.runner.notebook import ANCHOR_TAG, BANNER_TAG
 from kubemill.runner.parameters import INJECTED_TAG
 
+from . import nbread
 from .errors import BadRequest
+from .nbread import mapping as _mapping
+from .nbread import tags as _tags
+from .nbread import text as _text
 from .pages import duration, esc
 
 __all__ = [
@@ -104,18 +108,6 @@ class Comparison:
 # --- reading --------------------------------------------------------------------------------
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str:
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(v for v in value if isinstance(v, str))
-    return ""
-
-
 def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
@@ -125,24 +117,20 @@ def _number(value: Any) -> float | None:
 
 def _parse(data: bytes, path: str) -> dict[str, Any]:
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise NotANotebook(f"{path} is not a notebook: {exc}") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
-        raise NotANotebook(f"{path} is not a Jupyter notebook of version 4")
-    return raw
+        return nbread.load(data)
+    except nbread.NotebookUnreadable as exc:
+        raise NotANotebook(f"{path} cannot be compared: {exc}") from None
 
 
 def _side(path: str, raw: Mapping[str, Any]) -> RunSide:
-    run = _mapping(_mapping(raw.get("metadata")).get("kubemill"))
+    run = nbread.run_metadata(raw)
     source = _mapping(run.get("input"))
-    status, start = run.get("status"), run.get("startTime")
     return RunSide(
         path=path,
-        status=status if isinstance(status, str) else None,
-        notebook=source.get("uri") if isinstance(source.get("uri"), str) else None,
-        sha256=source.get("sha256") if isinstance(source.get("sha256"), str) else None,
-        start=start if isinstance(start, str) else None,
+        status=nbread.string(run.get("status")),
+        notebook=nbread.string(source.get("uri")),
+        sha256=nbread.string(source.get("sha256")),
+        start=nbread.string(run.get("startTime")),
         duration=_number(run.get("durationSeconds")),
         parameters=_mapping(run.get("parameters")),
         results=_mapping(run.get("results")),
@@ -195,17 +183,12 @@ def output_digest(outputs: Any) -> str:
 # --- cells ------------------------------------------------------------------------------------
 
 
-def _tags(cell: Mapping[str, Any]) -> list[Any]:
-    tags = _mapping(cell.get("metadata")).get("tags")
-    return tags if isinstance(tags, list) else []
-
-
 def _cells(raw: Mapping[str, Any]) -> list[tuple[int, Mapping[str, Any]]]:
     """The notebook's own cells with their indexes (the runner's banner cells left out)."""
     return [
         (index, cell)
         for index, cell in enumerate(raw["cells"])
-        if isinstance(cell, Mapping) and not ({BANNER_TAG, ANCHOR_TAG} & set(map(str, _tags(cell))))
+        if isinstance(cell, Mapping) and not ({BANNER_TAG, ANCHOR_TAG} & _tags(cell))
     ]
 
 
@@ -311,6 +294,12 @@ def _value(values: Mapping[str, Any], name: str) -> str:
     return esc(text)
 
 
+def _same(a: Any, b: Any) -> bool:
+    """Whether two recorded values are the same value, types included: Python's `==` says
+    True == 1, 0 == False and 1 == 1.0, and a run given `true` is not one given `1`."""
+    return json.dumps(a, sort_keys=True, default=str) == json.dumps(b, sort_keys=True, default=str)
+
+
 def _values_table(title: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str:
     names = [*a, *(n for n in b if n not in a)]
     if not names:
@@ -318,7 +307,7 @@ def _values_table(title: str, a: Mapping[str, Any], b: Mapping[str, Any]) -> str
     rows = []
     differ = 0
     for name in names:
-        same = name in a and name in b and a[name] == b[name]
+        same = name in a and name in b and _same(a[name], b[name])
         differ += not same
         css = "km-same" if same else "km-diff"
         rows.append(

@@ -44,8 +44,11 @@ from typing import Any
 from kubemill.runner.contract import RECORD_MIMETYPE, SCRAPBOOK_MIMETYPES
 from kubemill.runner.notebook import ANCHOR_ID, ANCHOR_TAG, BANNER_TAG
 
+from .nbread import NotebookUnreadable, load
+from .nbread import mapping as _mapping
+from .nbread import tags as _tags
 from .pages import duration as _seconds
-from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, ansi_css
+from .render_assets import FRAME_CSS, FRAME_SCRIPT, PAGE_CSS, VIEWER_JS, ansi_css
 
 __all__ = [
     "OUTPUT_CSP",
@@ -145,6 +148,7 @@ def render_notebook(
     link: Callable[[str], str | None],
     output_url: Callable[[int, int], str] = _default_output_url,
     script_url: str | None = None,
+    standalone: bool = False,
 ) -> Rendered:
     """The page for one executed notebook.
 
@@ -152,15 +156,23 @@ def render_notebook(
     it is outside the viewed store. `output_url(cell, output)` is where an output left out of
     the page is loaded from (`render_output` answers it); the default is relative to the page.
     `script_url` is where the viewer serves VIEWER_JS; without it the page works unscripted.
+
+    `standalone`: a page to keep as a file, that needs nothing from the viewer (opened from
+    disk, a frame or image by URL would be refused by the viewer's frame-ancestors, or be gone
+    with it): every output inline whatever its size, HTML and JavaScript in `srcdoc` frames
+    (still `sandbox="allow-scripts"` without same-origin: an opaque origin; a file has no
+    Content-Security-Policy to block their scripts), and VIEWER_JS inline; `output_url` and
+    `script_url` are not used.
+
     Never raises for bad content: a file that is not a notebook gives a page that says so.
     """
-    head = _head(script_url)
+    head = _head(None) + f"<script>{VIEWER_JS}</script>" if standalone else _head(script_url)
     try:
         nb = _parse(data)
     except _Unrenderable as exc:
         body = _broken(f"{name} cannot be shown as a notebook: {exc}")
         return Rendered(title=name, head=head, body=f'<div class="km-nb">{body}</div>')
-    page = _Page(nb, link, output_url)
+    page = _Page(nb, link, output_url, standalone=standalone)
     return Rendered(title=page.title(name), head=head, body=page.render(name))
 
 
@@ -193,36 +205,13 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
 
 
 def _parse(data: bytes) -> _Notebook:
-    """The notebook's cells and metadata, as leniently as can be.
-
-    Not the runner's `parse_notebook`: that one makes a notebook fit to execute and rejects
-    what it cannot run, while a reader wants every cell it can show, and one malformed output
-    must cost only itself. Cells keep their positions (an nbformat 1-3 notebook is upgraded,
-    which keeps them too), so cell numbers mean the same here, in the output URL and in the
-    run's failure details.
-    """
+    """The notebook's cells and metadata, as leniently as can be (`nbread.load`): a reader
+    wants every cell it can show, and one malformed output must cost only itself."""
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except UnicodeDecodeError as exc:
-        raise _Unrenderable(f"it is not UTF-8 text (byte {exc.start})") from None
-    except (ValueError, RecursionError) as exc:
-        raise _Unrenderable(f"it is not JSON ({exc})") from None
-    if not isinstance(raw, dict) or "nbformat" not in raw:
-        raise _Unrenderable("it is not a Jupyter notebook (it has no 'nbformat' field)")
-    major = raw.get("nbformat")
-    if major in (1, 2, 3):
-        import nbformat
-
-        try:
-            raw = nbformat.convert(nbformat.from_dict(raw), 4)
-        except Exception as exc:
-            raise _Unrenderable(f"its nbformat {major} could not be read ({exc!r})") from None
-    elif major != 4:
-        raise _Unrenderable(f"it has nbformat {major!r}; the viewer reads versions 1 to 4")
-    cells = raw.get("cells")
-    if not isinstance(cells, list):
-        raise _Unrenderable("its 'cells' is not a list")
-    return _Notebook(cells, _mapping(raw.get("metadata")))
+        raw = load(data)
+    except NotebookUnreadable as exc:
+        raise _Unrenderable(str(exc)) from None
+    return _Notebook(raw["cells"], _mapping(raw.get("metadata")))
 
 
 @dataclass(frozen=True)
@@ -239,15 +228,6 @@ def _text(value: Any, what: str) -> str:
         return "".join(value)
     kind = "an object" if isinstance(value, Mapping) else f"a {type(value).__name__}"
     raise _Unrenderable(f"its {what} is {kind}, not text")
-
-
-def _tags(cell: Mapping[str, Any]) -> set[str]:
-    tags = _mapping(cell.get("metadata")).get("tags")
-    return {t for t in tags if isinstance(t, str)} if isinstance(tags, list) else set()
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _esc(value: Any) -> str:
@@ -312,10 +292,13 @@ class _Page:
         nb: _Notebook,
         link: Callable[[str], str | None],
         output_url: Callable[[int, int], str],
+        *,
+        standalone: bool = False,
     ) -> None:
         self.nb = nb
         self.link = link
         self.output_url = output_url
+        self.standalone = standalone
         meta = nb.metadata
         self.run = _mapping(_mapping(meta).get("kubemill"))
         self.lexer = str(_mapping(_mapping(meta).get("language_info")).get("pygments_lexer") or "")
@@ -329,10 +312,12 @@ class _Page:
     # -- budget --
 
     def over_budget(self) -> bool:
-        return self.spent >= PAGE_INLINE_BUDGET
+        return not self.standalone and self.spent >= PAGE_INLINE_BUDGET
 
     def fits(self, size: int) -> bool:
         """Whether an output of `size` bytes of HTML goes into the page, and if so count it."""
+        if self.standalone:
+            return True
         if size > OUTPUT_INLINE_LIMIT or (self.over_budget() and size > SMALL_OUTPUT):
             return False
         self.spent += size
@@ -602,7 +587,7 @@ class _Page:
         except _Unrenderable:
             source = ""
         limit = TEXT_EXCERPT if self.over_budget() else OUTPUT_INLINE_LIMIT
-        if len(source) > 2 * limit:
+        if not self.standalone and len(source) > 2 * limit:
             source = (
                 f"{source[:limit]}\n… {_size(len(source) - 2 * limit)} of the source left out "
                 f"(download the notebook to read it all) …\n{source[-limit:]}"
@@ -622,7 +607,7 @@ class _Page:
             )
         return f'<div class="km-markdown">{rendered}</div>'
 
-    def code_cell(self, index: int, cell: Mapping[str, Any], tags: set[str]) -> str:
+    def code_cell(self, index: int, cell: Mapping[str, Any], tags: frozenset[str]) -> str:
         meta = _mapping(cell.get("metadata"))
         jupyter = _mapping(meta.get("jupyter"))
         count = cell.get("execution_count")
@@ -736,12 +721,13 @@ class _Page:
 
         Scripted content is framed by URL, not `srcdoc`: a srcdoc frame inherits the page's
         Content-Security-Policy, which (rightly) blocks the notebook's inline scripts; the
-        output URL is served with its own policy, OUTPUT_CSP.
+        output URL is served with its own policy, OUTPUT_CSP. A standalone page has no policy:
+        everything goes into `srcdoc`.
         """
         scripted = mime == "application/javascript" or bool(_SCRIPT.search(content))
-        document = _frame_document(mime, content) if not scripted else ""
+        document = _frame_document(mime, content) if self.standalone or not scripted else ""
         srcdoc = _esc(document)
-        if scripted or not self.fits(len(srcdoc)):
+        if not self.standalone and (scripted or not self.fits(len(srcdoc))):
             if len(content) > OUTPUT_INLINE_LIMIT or self.over_budget():
                 return self.lazy_frame(mime, len(content), cell, number)
             url = _esc(self.output_url(cell, number))

@@ -31,8 +31,15 @@ from kubemill.runner.parameters import (
     infer_cli_value,
     read_parameters_cell,
 )
-from kubemill.runner.rules import parameter_name_problem
+from kubemill.runner.rules import (
+    NOTEBOOK_URL_PATTERN,
+    OUTPUT_PREFIX_PATTERN,
+    parameter_name_problem,
+)
 
+from . import nbread
+from .nbread import mapping as _mapping
+from .nbread import string as _string
 from .pages import esc
 
 __all__ = [
@@ -58,10 +65,9 @@ KIND = "NotebookRun"
 PARAM_PREFIX = "p."
 #: The fields besides the parameters, in the form's order.
 FIXED_FIELDS = ("name", "namespace", "notebook", "output", "image")
-#: The CRD's rules (crds/kubemill.dev_notebookruns.yaml), checked here so the manifest the page
-#: shows is one the API server accepts: a person learns of a typo before `kubectl apply`.
-NOTEBOOK_URL = re.compile(r"^(s3://[^/]+/.+|https?://.+)$")
-OUTPUT_PREFIX = re.compile(r"^s3://[a-z0-9][a-z0-9.-]{1,61}[a-z0-9](/.*)?$")
+#: The CRD's limits (crds/kubemill.dev_notebookruns.yaml), checked here with its patterns
+#: (kubemill.runner.rules) so the manifest the page shows is one the API server accepts: a
+#: person learns of a typo before `kubectl apply`.
 URL_MAX = 2048
 IMAGE_MAX = 1024
 #: A DNS-1123 label: a namespace's rule, and for the run's name the stricter of the rules its
@@ -77,6 +83,10 @@ RERUN_OF = "kubemill.dev/rerun-of"
 
 class ValueProblem(ValueError):
     """A form value that does not fit its parameter; the message says what was expected."""
+
+
+class DroppedNull(ValueProblem):
+    """A value with a null the API server would drop (`_carried`)."""
 
 
 @dataclass(frozen=True)
@@ -137,28 +147,18 @@ class Form:
 # --- reading the notebook -------------------------------------------------------------------
 
 
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _text(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
-
-
 def read_source(data: bytes) -> RerunSource:
     """What the executed notebook `data` says about re-running it; ValueProblem when it is not
     a notebook at all."""
     try:
-        raw = json.loads(data.decode("utf-8-sig"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ValueProblem(f"it is not a notebook ({exc})") from None
-    if not isinstance(raw, dict) or not isinstance(raw.get("cells"), list):
-        raise ValueProblem("it is not a Jupyter notebook of version 4")
-    run = _mapping(_mapping(raw.get("metadata")).get("kubemill"))
+        raw = nbread.load(data)
+    except nbread.NotebookUnreadable as exc:
+        raise ValueProblem(str(exc)) from None
+    run = nbread.run_metadata(raw)
     identity = _mapping(run.get("identity"))
     source = _mapping(run.get("input"))
-    namespace, name = _text(identity.get("namespace")), _text(identity.get("run"))
-    output = _text(run.get("output"))
+    namespace, name = _string(identity.get("namespace")), _string(identity.get("run"))
+    output = _string(run.get("output"))
     prefix = None
     if output and namespace and name:
         tail = f"/{namespace}/{name}/output.ipynb"
@@ -170,16 +170,14 @@ def read_source(data: bytes) -> RerunSource:
             for c in raw["cells"]
             if isinstance(c, dict)
             and c.get("cell_type") == "code"
-            and PARAMETERS_TAG in (_mapping(c.get("metadata")).get("tags") or [])
+            and PARAMETERS_TAG in nbread.tags(c)
         ),
         None,
     )
     declared: tuple[Declared, ...] = ()
     unreadable: tuple[str, ...] = ()
     if cell is not None:
-        text = cell.get("source")
-        text = "".join(text) if isinstance(text, list) else text if isinstance(text, str) else ""
-        read = read_parameters_cell(text)
+        read = read_parameters_cell(nbread.text(cell.get("source")))
         declared = tuple(read.declared)
         unreadable = tuple(u.describe() for u in read.unreadable)
     parameters = run.get("parameters")
@@ -190,7 +188,7 @@ def read_source(data: bytes) -> RerunSource:
         for name in given if isinstance(given, list) else []:
             from_runs.append((str(name), str(entry.get("name") or "?")))
     return RerunSource(
-        notebook=_text(source.get("uri")),
+        notebook=_string(source.get("uri")),
         namespace=namespace,
         run=name,
         output_prefix=prefix,
@@ -235,7 +233,7 @@ def _carried(value: Any, where: str = "") -> Any:
     drops a null that is a mapping's value, at any depth of spec.parameters (seen with a
     server-side dry run; nulls inside lists stay), so the run would not get it."""
     if value is None and not where:
-        raise ValueProblem(
+        raise DroppedNull(
             "null cannot be set in a NotebookRun (the API server drops it); leave the field "
             "empty to keep the notebook's default"
         )
@@ -243,7 +241,7 @@ def _carried(value: Any, where: str = "") -> Any:
         for key, item in value.items():
             here = f"{where}[{json.dumps(key)}]"
             if item is None:
-                raise ValueProblem(
+                raise DroppedNull(
                     f"the null at {here} would be dropped by the API server; leave the key out"
                 )
             _carried(item, here)
@@ -340,7 +338,9 @@ def _name_problem(name: str) -> str | None:
     return None
 
 
-def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
+def _fixed_problems(values: Mapping[str, str], recorded_notebook: str | None) -> dict[str, str]:
+    """The fixed fields' problems; `recorded_notebook` is the notebook the run read, to say so
+    when it is the one in the field (a local file, which no runner pod can read)."""
     problems: dict[str, str] = {}
     name_problem = _name_problem(values["name"])
     if name_problem:
@@ -351,18 +351,37 @@ def _fixed_problems(values: Mapping[str, str]) -> dict[str, str]:
     notebook = values["notebook"]
     if not notebook:
         problems["notebook"] = "the notebook to run: s3://BUCKET/KEY or an http(s):// URL"
-    elif len(notebook) > URL_MAX or not NOTEBOOK_URL.match(notebook):
+    elif len(notebook) > URL_MAX or not re.fullmatch(NOTEBOOK_URL_PATTERN, notebook):
         problems["notebook"] = (
-            "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL the runner pod can "
-            "reach (this run read a notebook the cluster cannot)"
+            "spec.notebook must be s3://BUCKET/KEY or an http(s):// URL the runner pod can reach"
         )
+        if notebook == recorded_notebook:
+            problems["notebook"] += (
+                " (this run read a notebook the cluster cannot: put it in S3 and give its URL)"
+            )
     output = values["output"]
-    if output and (len(output) > URL_MAX or not OUTPUT_PREFIX.match(output)):
+    if output and (len(output) > URL_MAX or not re.fullmatch(OUTPUT_PREFIX_PATTERN, output)):
         problems["output"] = "spec.output must be an S3 prefix such as s3://my-bucket/results/"
     image = values["image"]
     if image and (len(image) > IMAGE_MAX or image != image.strip()):
         problems["image"] = "an image reference without spaces around it"
     return problems
+
+
+def _not_reproducible(value: Any, spec: Declared | None, problem: str) -> str:
+    """What to say of a run's own value that a NotebookRun cannot carry: "leave it empty for
+    the default" alone would hide that the re-run then differs from the run."""
+    if value is None:
+        default = f" ({spec.default})" if spec is not None and spec.default else ""
+        return (
+            "this run's value was null, which a NotebookRun cannot carry (the API server drops "
+            "nulls), so this run cannot be reproduced exactly: leave the field empty for the "
+            f"notebook's default{default}, or give another value"
+        )
+    return (
+        "this run's value cannot be reproduced exactly (the API server drops nulls from a "
+        f"NotebookRun): {problem}"
+    )
 
 
 def build_form(
@@ -386,7 +405,7 @@ def build_form(
         }
     else:
         values = {key: query.get(key, "").strip() for key in FIXED_FIELDS}
-    errors = _fixed_problems(values)
+    errors = _fixed_problems(values, source.notebook)
     fields: list[Field] = []
     parameters: dict[str, Any] = {}
     for name in names:
@@ -402,6 +421,11 @@ def build_form(
         if problem is None and text.strip():
             try:
                 parameters[name] = parse_value(text, annotation)
+            except DroppedNull as exc:
+                problem = str(exc)
+                ran = source.parameters.get(name)
+                if name in source.parameters and text == form_text(ran, annotation):
+                    problem = _not_reproducible(ran, spec, problem)
             except ValueProblem as exc:
                 problem = str(exc)
         fields.append(
@@ -483,26 +507,33 @@ def build_manifest(
 
 
 class _Dumper(yaml.SafeDumper):
-    """Block style, keys in the order built, strings that look like other types quoted (so a
-    string "3" stays a string when kubectl reads it back)."""
-
-
-#: Words that kubectl's YAML reader (YAML 1.1, as go-yaml reads it) takes for booleans and
-#: PyYAML does not: unquoted, a parameter named `n` reached the API server as `false` (seen
-#: with a server-side dry run). PyYAML quotes the other YAML 1.1 words (yes, off, ...) itself.
-_GO_YAML_BOOLEANS = frozenset({"y", "Y", "n", "N"})
+    """Block style, keys in the order built, every string double-quoted."""
 
 
 def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
-    style = "|" if "\n" in value else "'" if value in _GO_YAML_BOOLEANS else None
-    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+    """Every string, key or value, double-quoted, with escapes for what is not printable.
+
+    Not "quoted when it looks like another type": that needs kubectl's reader's idea of what a
+    number or a boolean is, and go-yaml (YAML 1.1, through sigs.k8s.io/yaml) reads more as
+    numbers and booleans than PyYAML does: `08540`, `1e3`, `0o17`, `0X1F`, `0B1`, `-.5`, `y`
+    and `n` came out plain and reached the API server as numbers and booleans, and a NEL
+    (U+0085) plain or in a block scalar is a line break to it. A double-quoted scalar is a
+    string to every YAML reader; its escapes (\\n, \\", \\N, \\U0001F600...) are YAML's,
+    which go-yaml reads.
+    """
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style='"')
 
 
 _Dumper.add_representer(str, _str)
 
+#: Wide enough that no string is folded over lines (a reader sees one value per line).
+_YAML_WIDTH = 1 << 30
+
 
 def manifest_yaml(manifest: Mapping[str, Any]) -> str:
-    return yaml.dump(dict(manifest), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=100)
+    return yaml.dump(
+        dict(manifest), Dumper=_Dumper, sort_keys=False, allow_unicode=True, width=_YAML_WIDTH
+    )
 
 
 def apply_command(manifest: Mapping[str, Any]) -> str:

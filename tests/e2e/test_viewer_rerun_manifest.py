@@ -33,6 +33,11 @@ RUN = {
     "parameters": {"alpha": 0.5, "region": "3", "flags": ["a", "b"], "anything": "x"},
 }
 
+TRICKY = [
+    "y", "n", "off", "08540", "1e3", "1.5e3", "0o17", "0X1F", "0B1", "-.5", "+.5e3", "\x85",
+    "a\x85b", "\u2028", "\ufeff", "é😀", "line\nnext", "~", "",
+]  # fmt: skip
+
 EDITS: list[tuple[str, dict[str, str]]] = [
     ("as-run", {}),
     (
@@ -50,8 +55,17 @@ EDITS: list[tuple[str, dict[str, str]]] = [
         },
     ),
     ("generate-name", {"name": "daily-again-"}),
-    # Names and values kubectl's YAML reader would take for booleans.
-    ("yaml-1.1-words", {"p.region": "n", "p.anything": "Y", "p.flags": '["y", "off"]'}),
+    # Names and values kubectl's YAML reader (go-yaml, YAML 1.1) would take for booleans or
+    # numbers, or break at (NEL, LS): all must reach the API server as the strings they are.
+    (
+        "yaml-1.1-words",
+        {
+            "p.region": "08540",
+            "p.anything": "Y",
+            "p.flags": json.dumps(TRICKY),
+            "p.config": json.dumps({t: t for t in TRICKY}),
+        },
+    ),
 ]
 
 

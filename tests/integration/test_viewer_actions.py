@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from html import unescape
 from pathlib import Path
 from typing import Any
@@ -16,9 +16,12 @@ import jsonschema
 import pytest
 import yaml
 
+from kubemill.viewer.settings import ViewerSettings
 from kubemill_testenv.s3server import S3Server
+from tests.conftest import s3_client
+from tests.integration.test_viewer_runs import poll
 from tests.integration.viewer_runs_s3 import HOSTILE, Runs, serve_runs, write_runs
-from tests.integration.viewer_server import LiveViewer, Reply
+from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
 
 pytestmark = pytest.mark.integration
 
@@ -188,16 +191,25 @@ def test_runs_of_different_notebooks_are_refused(viewer: LiveViewer, runs: Runs)
     assert runs.fails_uri in reply.text
 
 
-def test_a_run_alone_offers_its_sibling_runs(viewer: LiveViewer, runs: Runs) -> None:
+def test_a_run_alone_offers_its_sibling_runs(
+    viewer: LiveViewer, runs: Runs, s3_server: S3Server
+) -> None:
+    # A sibling folder without an output.ipynb: comparing with it could only be a 404.
+    s3_client(s3_server).put_object(Bucket=runs.bucket, Key="runs/team/notes/a.txt", Body=b"x")
+    poll(lambda: viewer.get("/tree/team/"), lambda r: "notes/" in r.text, "the notes folder")
     reply = viewer.get(f"/compare?a={quote(runs.first)}")
     assert reply.status == 200
-    assert f'<option value="{runs.second}">' in reply.text
-    assert f'<option value="{runs.first}">' not in reply.text
+    options = re.findall(r'<option value="([^"]*)">', reply.text)
+    assert sorted(options) == sorted([runs.second, runs.hostile, runs.other])
+
+
+def test_a_run_compared_with_itself_is_refused(viewer: LiveViewer, runs: Runs) -> None:
+    reply = viewer.get(f"/compare?a=team/daily-1&b={quote(runs.first)}")
+    assert reply.status == 400
+    assert f"{runs.first} would be compared with itself" in reply.text
 
 
 def test_the_runs_view_sends_two_ticked_runs_to_compare(viewer: LiveViewer, runs: Runs) -> None:
-    from tests.integration.test_viewer_runs import poll
-
     page = poll(
         lambda: viewer.get("/runs"),
         lambda r: r.status == 200 and r.text.count('name="run"') == 4,
@@ -226,8 +238,9 @@ def test_the_html_download_is_the_rendered_page_as_a_file(viewer: LiveViewer, ru
     assert reply.headers["Content-Type"].startswith("text/html")
     assert reply.headers["Content-Disposition"].startswith('attachment; filename="daily-1.html"')
     assert 'class="km-header"' in reply.text and "alpha=0.5" in reply.text
-    # Its script is the viewer's, by absolute URL (the file is opened from disk).
-    assert f'src="http://127.0.0.1:{viewer.port}/static/viewer.js"' in reply.text
+    # Opened from disk, it needs nothing from the viewer: the script is inline, outputs too.
+    assert "/static/viewer.js" not in reply.text and "?output=" not in reply.text
+    assert "kubemillFrameHeight" in reply.text
 
 
 def test_every_action_honours_the_base_path(
@@ -247,3 +260,47 @@ def test_every_action_honours_the_base_path(
         assert f"/hub/km/view/{runs.second}" in compared.links()
         assert live.get(f"/hub/km/html/{runs.first}").status == 200
         assert live.get(f"/rerun/{runs.first}").status == 404
+
+
+# --- with authentication ------------------------------------------------------------------------
+
+
+class Reviews:
+    """The API server's answers from a table: ada may get notebookruns in team-a only."""
+
+    def create(self, kind: str, body: Mapping[str, Any]) -> Mapping[str, Any]:
+        spec = body["spec"]
+        if kind == "TokenReview":
+            user = {"t-ada": "ada"}.get(spec["token"], "")
+            return {"status": {"authenticated": bool(user), "user": {"username": user}}}
+        namespace = spec["resourceAttributes"]["namespace"]
+        return {"status": {"allowed": (spec["user"], namespace) == ("ada", "team-a")}}
+
+
+def test_compare_reads_only_runs_one_may_read(tmp_path: Path) -> None:
+    """/compare names its notebooks in the query, where the app's path check does not look:
+    both, and the picker's choices, are checked like any path."""
+    for namespace, name in (("team-a", "one"), ("team-a", "two"), ("team-b", "secret")):
+        folder = tmp_path / "runs" / namespace / name
+        folder.mkdir(parents=True)
+        identity = {"name": name, "namespace": namespace}
+        (folder / "run.json").write_text(json.dumps({"status": "Succeeded", "identity": identity}))
+        nb = {"nbformat": 4, "nbformat_minor": 5, "cells": [],
+              "metadata": {"kubemill": {"input": {"uri": "s3://nb/x.ipynb"}}}}  # fmt: skip
+        (folder / "output.ipynb").write_text(json.dumps(nb))
+    settings = ViewerSettings(
+        root=str(tmp_path / "runs"), cache_dir=tmp_path / "cache", auth_modes=("token",),
+        refresh_seconds=3600, namespace_from_path=True,
+    )  # fmt: skip
+    ada = {"Authorization": "Bearer t-ada"}
+    with live_viewer(settings, reviews=Reviews()) as live:
+        poll(lambda: live.get("/api/runs", ada), lambda r: r.status != 503, "the runs index")
+        assert live.get("/compare?a=team-a/one&b=team-a/two", ada).status == 200
+        for query in ("a=team-a/one&b=team-b/secret", "a=team-b/secret&b=team-a/one",
+                      "a=team-b/secret", "a=team-b/nothing&b=team-a/one"):  # fmt: skip
+            reply = live.get(f"/compare?{query}", ada)
+            assert reply.status == 403, (query, reply.status, reply.text)
+            assert "secret</" not in reply.text
+        picker = live.get("/compare?a=team-a/one", ada)
+        assert re.findall(r'<option value="([^"]*)">', picker.text) == ["team-a/two/output.ipynb"]
+        assert live.get("/compare?a=team-a/one&b=team-a/two").status == 401

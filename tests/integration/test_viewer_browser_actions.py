@@ -15,6 +15,7 @@ import yaml
 from playwright.sync_api import Browser, Page, expect
 
 from kubemill_testenv.s3server import S3Server
+from tests.conftest import s3_client
 from tests.integration.test_viewer_browser import browser, open_page, shoot
 from tests.integration.test_viewer_runs import poll
 from tests.integration.viewer_runs_s3 import Runs, serve_runs, write_runs
@@ -122,10 +123,10 @@ def test_the_re_run_form_builds_a_manifest_as_one_types(
     assert manifest(page)["spec"]["parameters"] == {"alpha": 0.5, "n": 4}
 
     page.get_by_label("alpha").fill("0.9")
-    expect(page.locator("#km-manifest")).to_contain_text("alpha: 0.9")
+    expect(page.locator("#km-manifest")).to_contain_text('"alpha": 0.9')
     assert manifest(page)["spec"]["parameters"] == {"alpha": 0.9, "n": 4}
     page.get_by_label("flags").fill('["eu", "us"]')
-    expect(page.locator("#km-manifest")).to_contain_text("- us")
+    expect(page.locator("#km-manifest")).to_contain_text('- "us"')
 
     page.get_by_label("n", exact=True).fill("many")
     error = page.locator('[data-error-for="p.n"]')
@@ -137,7 +138,7 @@ def test_the_re_run_form_builds_a_manifest_as_one_types(
     page.get_by_label("n", exact=True).fill("12")
     expect(error).to_be_hidden()
     # Quoted: kubectl's YAML reader takes a bare n for false.
-    expect(page.locator("#km-manifest")).to_contain_text("'n': 12")
+    expect(page.locator("#km-manifest")).to_contain_text('"n": 12')
     built = manifest(page)
     assert built["spec"]["parameters"] == {"alpha": 0.9, "n": 12, "flags": ["eu", "us"]}
     shoot(page, "viewer-rerun")
@@ -168,3 +169,46 @@ def test_the_re_run_form_works_without_script(
         "'fast' is not of the declared type float"
     )
     context.close()
+
+
+#: Writes into its own frame what it could reach: it runs only when the frame is loaded.
+SCRIPTED = (
+    '<p id="probe">not run</p><script>document.getElementById("probe").textContent = '
+    '"ran in origin " + window.origin;</script>'
+)
+#: Above render.OUTPUT_INLINE_LIMIT: the viewer's page loads it on demand.
+BIG = '<p id="big">big output</p>' + "<!--" + "x" * 300_000 + "-->"
+
+
+def test_the_downloaded_html_shows_scripted_and_big_outputs_opened_from_disk(
+    browser: Browser, viewer: LiveViewer, runs: Runs, s3_server: S3Server, tmp_path: Path
+) -> None:
+    cells = [
+        {"cell_type": "code", "id": f"c{i}", "metadata": {}, "execution_count": i + 1,
+         "source": "display(HTML(x))",
+         "outputs": [{"output_type": "display_data", "metadata": {}, "data": {"text/html": h}}]}
+        for i, h in enumerate((SCRIPTED, BIG))
+    ]  # fmt: skip
+    notebook = {"nbformat": 4, "nbformat_minor": 5, "metadata": {}, "cells": cells}
+    s3_client(s3_server).put_object(
+        Bucket=runs.bucket, Key="runs/shared/scripted.ipynb", Body=json.dumps(notebook).encode()
+    )
+    page = open_page(browser, viewer)
+    page.goto(url(viewer, "/view/shared/scripted.ipynb"))
+    with page.expect_download() as rendered:
+        page.get_by_role("link", name="download HTML").click()
+    saved = tmp_path / rendered.value.suggested_filename
+    rendered.value.save_as(saved)
+    assert f"127.0.0.1:{viewer.port}" not in saved.read_text()  # nothing from the viewer
+
+    page.goto(saved.as_uri())
+    page.wait_for_load_state("load")
+    frames = page.locator("iframe.km-frame")
+    expect(frames).to_have_count(2)
+    for index, (selector, text) in enumerate(
+        (("#probe", "ran in origin null"), ("#big", "big output"))
+    ):
+        # An opaque origin ("null"): the file's own origin stays out of the output's reach.
+        expect(frames.nth(index).content_frame.locator(selector)).to_have_text(text)
+    shoot(page, "viewer-downloaded-html")
+    page.context.close()

@@ -4,6 +4,7 @@ refused."""
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
@@ -156,6 +157,29 @@ def test_two_runs_side_by_side() -> None:
     assert "12.00 s" in page and "15.50 s" in page
     assert "(1 of 2 differ)" in page  # parameters: n
     assert "(0 of 1 differ)" in page  # results
+
+
+VALUES: list[tuple[Any, Any, bool]] = [
+    (True, 1, False),
+    (0, False, False),
+    (1, 1.0, False),
+    ("1", 1, False),
+    ([True], [1], False),
+    ({"a": 1, "b": [False]}, {"b": [0], "a": 1}, False),
+    ({"a": 1, "b": 2}, {"b": 2, "a": 1}, True),
+    (None, None, True),
+    (0.5, 0.5, True),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "same"), VALUES, ids=repr)
+def test_values_of_other_types_differ(a: Any, b: Any, same: bool) -> None:
+    comparison = compare(nb([], parameters={"p": a}), "a", nb([], parameters={"p": b}), "b")
+    page = compare_html(comparison, lambda p: "/view/" + p)
+    row = re.search(r'<tr class="(km-same|km-diff)"><th>p</th>', page)
+    assert row is not None
+    assert row.group(1) == ("km-same" if same else "km-diff")
+    assert f"({0 if same else 1} of 1 differ)" in page
 
 
 def test_runs_of_different_notebooks_are_refused() -> None:

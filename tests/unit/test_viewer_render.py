@@ -759,6 +759,37 @@ def test_a_50_mb_notebook_gives_a_small_page_and_its_outputs_on_their_own() -> N
     assert table.encode() in render_output(data, 161, 0)[1]
 
 
+def test_a_standalone_page_holds_every_output_and_needs_no_url() -> None:
+    """The HTML download: opened from disk, nothing may be loaded from the viewer."""
+    big_image = PNG + b"\0" * (OUTPUT_INLINE_LIMIT + 1)
+    cells = [new_code_cell("x", execution_count=1) for _ in range(5)]
+    cells[0].outputs = [_display({"text/html": "<script>document.title = 'ran'</script>"})]
+    cells[1].outputs = [_display({"application/javascript": "element.textContent = 1"})]
+    cells[2].outputs = [_display({"text/html": "<p>" + "x" * OUTPUT_INLINE_LIMIT + "</p>"})]
+    cells[3].outputs = [_display({"image/png": base64.b64encode(big_image).decode()})]
+    cells[4].outputs = [new_output("stream", name="stdout", text="y" * 3 * OUTPUT_INLINE_LIMIT)]
+    data = nbformat.writes(new_notebook(cells=cells)).encode()
+
+    def no_url(cell: int, output: int) -> str:
+        raise AssertionError("a standalone page uses no output URL")
+
+    rendered = render_notebook(
+        data, name="n", link=lambda url: None, output_url=no_url, script_url="/s.js",
+        standalone=True,
+    )  # fmt: skip
+    page = Page(rendered.body)
+    _assert_sandboxed(page)
+    frames = page.find("iframe")
+    assert len(frames) == 3 and all("srcdoc" in f["attrs"] for f in frames)
+    assert "document.title = &#x27;ran&#x27;" in rendered.body  # escaped into srcdoc
+    assert "x" * OUTPUT_INLINE_LIMIT in frames[2]["attrs"]["srcdoc"]
+    (image,) = page.find("img")
+    assert image["attrs"]["src"] == "data:image/png;base64," + base64.b64encode(big_image).decode()
+    assert "y" * 3 * OUTPUT_INLINE_LIMIT in page.with_class("km-stdout")[0]["text"]
+    assert not page.with_class("km-lazy") and not page.with_class("km-clip")
+    assert f"<script>{VIEWER_JS}</script>" in rendered.head and "/s.js" not in rendered.head
+
+
 def test_output_urls_come_from_the_callback() -> None:
     cell = new_code_cell("x", execution_count=1)
     cell.outputs = [_display({"text/html": "<script>1</script>"})]

@@ -309,7 +309,41 @@ def test_a_local_notebook_must_be_given_a_url_the_cluster_reads() -> None:
     source = read_source(notebook({**RUN, "input": {"uri": "tests/notebooks/params.ipynb"}}))
     form = build_form(source, None, notebook_name="output.ipynb", suffix="abcde")
     assert form.manifest is None
-    assert "notebook" in form.errors
+    assert "this run read a notebook the cluster cannot" in form.errors["notebook"]
+
+
+def test_a_typed_notebook_url_that_is_wrong_is_not_blamed_on_the_run() -> None:
+    source = read_source(notebook(RUN))
+    query = {**submitted(), "notebook": "ftp://elsewhere/x.ipynb"}
+    form = build_form(source, query, notebook_name="output.ipynb", suffix="abcde")
+    message = form.errors["notebook"]
+    assert message.startswith("spec.notebook must be s3://BUCKET/KEY or an http(s):// URL")
+    assert "this run" not in message
+
+
+NULLS: list[tuple[str, Any, str]] = [
+    ("maybe", None, "this run's value was null, which a NotebookRun cannot carry (the API "
+     "server drops nulls), so this run cannot be reproduced exactly: leave the field empty for "
+     "the notebook's default (None), or give another value"),
+    ("config", {"a": None}, "this run's value cannot be reproduced exactly (the API server "
+     'drops nulls from a NotebookRun): the null at ["a"] would be dropped'),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "value", "message"), NULLS, ids=[n[0] for n in NULLS])
+def test_a_run_whose_value_held_a_null_cannot_be_reproduced_exactly(
+    name: str, value: Any, message: str
+) -> None:
+    source = read_source(notebook({**RUN, "parameters": {**RUN["parameters"], name: value}}))
+    form = build_form(source, None, notebook_name="output.ipynb", suffix="abcde")
+    (field,) = [f for f in form.fields if f.name == name]
+    assert field.error is not None and field.error.startswith(message)
+    assert form.manifest is None
+    # A null typed by a person (another text than the run's) is theirs: the plain rule.
+    typed = {**submitted(), f"p.{name}": "None" if value is None else '{"b": null}'}
+    again = build_form(source, typed, notebook_name="output.ipynb", suffix="abcde")
+    (field,) = [f for f in again.fields if f.name == name]
+    assert field.error is not None and "this run" not in field.error
 
 
 def test_a_notebook_without_a_parameters_cell_still_re_runs_with_its_values() -> None:
@@ -337,31 +371,56 @@ def test_the_default_name_fits_63_characters() -> None:
     assert len(name) <= 63 and name.endswith("-abcde")
 
 
-def test_strings_that_look_like_other_types_stay_strings_in_the_yaml() -> None:
+#: Strings some YAML reader takes for another type: go-yaml (kubectl's, YAML 1.1) reads the
+#: numbers and y/n that PyYAML leaves plain; NEL, LS and PS are line breaks to a YAML 1.1 reader.
+TRICKY_STRINGS = [
+    "3", "true", "null", "~", "", "2026-11-27", "n", "N", "y", "Y", "yes", "off", "on",
+    "08540", "1e3", "1.5e3", "0o17", "0X1F", "0B1", "-.5", "+.5e3", ".inf", "-.Inf", ".NaN",
+    "0x1F", "1_000", "190:20:30", "\x85", "a\x85b", "\u2028", "\u2029", "\ufeff", "\t", "é😀",
+    "line\nnext", " padded ", "#not a comment", "- item", "key: value", "'", '"', "\\",
+    "<<", "=", "!tag", "&anchor", "*alias", "%directive", "@", "`", "|", ">", "?", "[", "{",
+]  # fmt: skip
+
+
+def _scalars(node: yaml.Node) -> list[yaml.ScalarNode]:
+    if isinstance(node, yaml.ScalarNode):
+        return [node]
+    if isinstance(node, yaml.MappingNode):
+        return [s for key, value in node.value for s in (*_scalars(key), *_scalars(value))]
+    return [s for item in node.value for s in _scalars(item)]
+
+
+@pytest.mark.parametrize("text", TRICKY_STRINGS, ids=ascii)
+def test_every_string_key_and_value_is_double_quoted(text: str) -> None:
     manifest = build_manifest(
         name="r",
         namespace="",
         notebook="s3://b/k.ipynb",
-        parameters={"a": "3", "b": "true", "c": "null", "d": "line\nnext", "e": "2026-11-27"},
+        parameters={"value": text, "in_list": [text], "in_dict": {text: text}},
     )
-    assert yaml.safe_load(manifest_yaml(manifest)) == manifest
+    out = manifest_yaml(manifest)
+    # Unquoted (style None) is what let go-yaml read 08540 as a number: no reader's rules are
+    # consulted here, every string is a double-quoted scalar.
+    strings = [s for s in _scalars(yaml.compose(out)) if s.tag == "tag:yaml.org,2002:str"]
+    assert len(strings) >= 12
+    assert {s.style for s in strings} == {'"'}
+    assert yaml.safe_load(out) == manifest
+    assert "\x85" not in out and "\u2028" not in out  # escaped: \N, \L
+
+
+def test_numbers_and_booleans_stay_plain_and_strings_one_line() -> None:
+    manifest = build_manifest(
+        name="r", namespace="", notebook="s3://b/k.ipynb",
+        parameters={"n": 3, "on": True, "x": 0.5, "long": "word " * 100},
+    )  # fmt: skip
+    lines = [line.strip() for line in manifest_yaml(manifest).splitlines()]
+    for line in ('"n": 3', '"on": true', '"x": 0.5', '"notebook": "s3://b/k.ipynb"'):
+        assert line in lines
+    assert f'"long": "{"word " * 100}"' in lines  # one line, not folded
 
 
 def test_nulls_inside_lists_are_carried() -> None:
     assert parse_value("[1, null]", "list") == [1, None]
-
-
-def test_names_and_values_kubectl_reads_as_booleans_are_quoted() -> None:
-    manifest = build_manifest(
-        name="r",
-        namespace="",
-        notebook="s3://b/k.ipynb",
-        parameters={"n": 3, "y": "Y", "N": "n", "no": "off", "on": True},
-    )
-    text = manifest_yaml(manifest)
-    for fragment in ("'n': 3", "'y': 'Y'", "'N': 'n'", "'no': 'off'", "'on': true"):
-        assert fragment in text
-    assert yaml.safe_load(text) == manifest
 
 
 def test_parameter_values_are_escaped_in_the_page() -> None:
