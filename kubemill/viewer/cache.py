@@ -13,16 +13,22 @@ folder do not corrupt each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
-__all__ = ["BlobCache", "CachedPage", "RenderCache"]
+__all__ = ["CachedPage", "MemoryCache", "RenderCache", "shared"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: Bumped when the stored format changes, so old files are ignored rather than misread.
 FORMAT = "v1"
@@ -101,29 +107,58 @@ class RenderCache:
         return sum(f.stat().st_size for f in self._folder.glob("*.json"))
 
 
-class BlobCache:
-    """Objects' bytes in memory, least recently used dropped first, at most `max_bytes` in all
-    (an object larger than that alone is not kept). Keys name one version of one object."""
+class MemoryCache(Generic[K, V]):
+    """Values in memory, least recently used dropped first, at most `max_bytes` in all by the
+    size each was put with (a value larger than that alone is not kept). Keys name one version
+    of one object, so nothing kept is ever stale."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._kept: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._size = 0
 
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        data = self._kept.get(key)
-        if data is not None:
-            self._kept.move_to_end(key)
-        return data
+    def get(self, key: K) -> V | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        self._kept.move_to_end(key)
+        return kept[0]
 
-    def put(self, key: tuple[str, str], data: bytes) -> None:
+    def put(self, key: K, value: V, size: int) -> None:
         old = self._kept.pop(key, None)
         if old is not None:
-            self._size -= len(old)
-        if len(data) > self._max_bytes:
+            self._size -= old[1]
+        if size > self._max_bytes:
             return
-        while self._kept and self._size + len(data) > self._max_bytes:
-            _, dropped = self._kept.popitem(last=False)
-            self._size -= len(dropped)
-        self._kept[key] = data
-        self._size += len(data)
+        while self._kept and self._size + size > self._max_bytes:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._size -= dropped
+        self._kept[key] = (value, size)
+        self._size += size
+
+
+async def shared(
+    pending: dict[K, asyncio.Future[V]], key: K, work: Callable[[], Awaitable[V]]
+) -> V:
+    """`work()`'s result, computed once for all callers that ask for `key` while it runs
+    (single flight): a page whose outputs load on demand asks for one notebook many times at
+    once, and a burst of requests for one new page would render it once per request. `pending`
+    is the caller's own table of the work under way."""
+    running = pending.get(key)
+    if running is not None:
+        return await asyncio.shield(running)
+    future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+    pending[key] = future
+    try:
+        result = await work()
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # marked as retrieved: nobody else may be waiting for it
+        raise
+    finally:
+        del pending[key]
+    future.set_result(result)
+    return result

@@ -11,7 +11,7 @@ import pytest
 
 from kubemill.cli.view import is_loopback
 from kubemill.viewer import contents, listing, paths
-from kubemill.viewer.cache import BlobCache, CachedPage, RenderCache
+from kubemill.viewer.cache import CachedPage, MemoryCache, RenderCache
 from kubemill.viewer.errors import BadPath, BadRequest
 from kubemill.viewer.folders import FolderCache
 from kubemill.viewer.listing import Entry
@@ -431,15 +431,17 @@ def test_render_cache_ignores_a_damaged_file(tmp_path: Path) -> None:
     assert not (tmp_path / "v1" / "k.json").exists()
 
 
-def test_blob_cache_is_bounded() -> None:
-    cache = BlobCache(10)
-    cache.put(("a", "1"), b"x" * 4)
-    cache.put(("b", "1"), b"x" * 4)
-    assert cache.get(("a", "1")) is not None
-    cache.put(("c", "1"), b"x" * 5)  # drops b: a was used later
+def test_memory_cache_is_bounded_by_the_sizes_given() -> None:
+    cache: MemoryCache[tuple[str, str], str] = MemoryCache(10)
+    cache.put(("a", "1"), "a1", 4)
+    cache.put(("b", "1"), "b1", 4)
+    assert cache.get(("a", "1")) == "a1"
+    cache.put(("c", "1"), "c1", 5)  # drops b: a was used later
     assert cache.get(("b", "1")) is None
-    assert cache.get(("a", "1")) is not None
-    cache.put(("huge", "1"), b"x" * 11)
+    assert cache.get(("a", "1")) == "a1"
+    cache.put(("a", "1"), "a1 again", 4)  # replaces, counted once
+    assert cache.get(("c", "1")) == "c1"
+    cache.put(("huge", "1"), "h", 11)
     assert cache.get(("huge", "1")) is None
 
 
