@@ -703,9 +703,18 @@ def make_store(settings: ViewerSettings) -> Store:
     if settings.root.startswith("s3://"):
         from kubemill.runner.storage import make_s3_client
 
+        from .runindex import WORKERS
+        from .s3lean import LeanS3
         from .storage import S3Store
 
-        return S3Store(make_s3_client(settings.s3_endpoint_url, settings.s3_region), settings.root)
+        # One pool for the request threads and the runs index's readers together: a smaller
+        # one (botocore's 10) threw away the connection of every read beyond it, so a rebuild
+        # opened a new connection for most of its 100,000 GETs.
+        connections = settings.threads + WORKERS
+        client = make_s3_client(
+            settings.s3_endpoint_url, settings.s3_region, connections=connections
+        )
+        return S3Store(client, settings.root, LeanS3.of(client, connections))
     return LocalStore(settings.root)
 
 
