@@ -34,6 +34,7 @@ from .cache import CachedPage, MemoryCache, RenderCache, shared
 from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
 from .pages import document as _document
+from .pages import document_shell
 from .pages import esc as _esc
 from .pages import size as _size
 from .pages import time_html as _time
@@ -199,7 +200,7 @@ class _Viewer:
         rendered = await self.run(
             self.renderer, data, name=name, link=self.link, script_url=self.script_url
         )
-        page = CachedPage(rendered.title, rendered.head, rendered.body)
+        page = CachedPage(rendered.title, rendered.head, await self.run(rendered.body.encode))
         # Keyed by the version actually rendered (it may be newer than the HEAD's).
         try:
             await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
@@ -447,9 +448,11 @@ async def view(request: web.Request) -> web.Response:
         f'<a href="{_esc(download)}" download>download .ipynb</a>'
         f"{actions.bar_links(viewer, path)}</header>"
     )
+    start, end = document_shell(page.title or path, page.head)
     return web.Response(
-        text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
+        body=b"".join((f"{start}{bar}<main>".encode(), page.body, f"</main>{end}".encode())),
         content_type="text/html",
+        charset="utf-8",
         headers=headers,
     )
 
