@@ -23,6 +23,7 @@ import threading
 import xml.etree.ElementTree as ElementTree
 from typing import TYPE_CHECKING, Any, NoReturn
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
@@ -65,15 +66,19 @@ class LeanS3:
     @classmethod
     def of(cls, client: S3Client, connections: int) -> LeanS3 | None:
         """The lean path beside `client` (its endpoint, region and credential chain), or None
-        where it does not apply: virtual-hosted addressing (AWS), or no credentials."""
+        where it does not apply: virtual-hosted addressing (AWS), an endpoint reached through
+        a proxy, or no credentials."""
         import boto3
 
         config = client.meta.config
         if (getattr(config, "s3", None) or {}).get("addressing_style") != "path":
             return None
         endpoint = client.meta.endpoint_url
-        if urlsplit(endpoint).scheme not in ("http", "https"):
+        parts = urlsplit(endpoint)
+        if parts.scheme not in ("http", "https"):
             return None
+        if parts.scheme in getproxies() and not proxy_bypass(parts.hostname or ""):
+            return None  # botocore goes through the proxy the environment names; this would not
         credentials = boto3.session.Session().get_credentials()
         if credentials is None:
             return None

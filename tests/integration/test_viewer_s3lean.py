@@ -150,3 +150,16 @@ def test_answers_the_lean_path_does_not_handle_go_to_boto3_until_it_gives_up(
     assert len(list(objects.walk(""))) == len(KEYS) - 1
     with pytest.raises(KeyError):
         objects.read("nope/run.json")
+
+
+def test_an_endpoint_behind_a_proxy_is_left_to_boto3(
+    s3_server: S3Server, reader_env: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    client = make_s3_client(s3_server.endpoint_url, "us-east-1")
+    monkeypatch.setenv("http_proxy", "http://proxy.invalid:3128")
+    monkeypatch.setenv("no_proxy", "")
+    assert LeanS3.of(client, 4) is None
+    monkeypatch.setenv("no_proxy", "127.0.0.1")
+    assert LeanS3.of(client, 4) is not None
+    aws = make_s3_client(None, "us-east-1")  # virtual-hosted addressing
+    assert LeanS3.of(aws, 4) is None
