@@ -209,15 +209,32 @@ class S3Store:
         except NotLean:
             return None
 
+    def _lean_head(self, path: str) -> Any:
+        """HeadObject's answer through the lean path; None when it has none to give (boto3
+        then asks, and words any error)."""
+        from .s3lean import NotLean
+
+        if self._lean is None or not self._lean.usable:
+            return None
+        try:
+            found = self._lean.head(self._bucket, self._key(path))
+        except NotLean:
+            return None
+        if found is None:
+            raise NotFound(f"{path} does not exist")
+        return found
+
     def head(self, path: str) -> ObjectInfo:
         from botocore.exceptions import BotoCoreError, ClientError
 
         if not path:
             raise NotFound("the root is a folder, not an object")
-        try:
-            response = self._client.head_object(Bucket=self._bucket, Key=self._key(path))
-        except (ClientError, BotoCoreError) as exc:
-            raise self._fail(exc, path) from None
+        response = self._lean_head(path)
+        if response is None:
+            try:
+                response = self._client.head_object(Bucket=self._bucket, Key=self._key(path))
+            except (ClientError, BotoCoreError) as exc:
+                raise self._fail(exc, path) from None
         return ObjectInfo(
             path=path,
             size=response.get("ContentLength", 0),

@@ -109,6 +109,14 @@ def test_lean_reads_are_boto3s_and_a_missing_key_is_none(
     for key in KEYS:
         assert lean.get(bucket, key) == client.get_object(Bucket=bucket, Key=key)["Body"].read()
     assert lean.get(bucket, "runs/nope/run.json") is None
+    for key in KEYS:
+        found = lean.head(bucket, key)
+        expected = client.head_object(Bucket=bucket, Key=key)
+        assert found is not None
+        assert [found[k] for k in ("ContentLength", "LastModified", "ETag")] == [
+            expected[k] for k in ("ContentLength", "LastModified", "ETag")
+        ]
+    assert lean.head(bucket, "runs/nope/run.json") is None
     with pytest.raises(NotLean):
         lean.get(f"{bucket}-missing", "runs/a b/run.json")  # NoSuchBucket: boto3 words it
 
