@@ -153,6 +153,7 @@ class _Viewer:
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
         self._reading: dict[tuple[str, str], asyncio.Future[tuple[str, render.Outputs]]] = {}
+        self._parsing: set[asyncio.Future[tuple[str, render.Outputs]]] = set()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -201,6 +202,8 @@ class _Viewer:
             self.renderer, data, name=name, link=self.link, script_url=self.script_url
         )
         page = CachedPage(rendered.title, rendered.head, await self.run(rendered.body.encode))
+        if b"?output=" in page.body:
+            self._read_outputs(path, etag, data)
         # Keyed by the version actually rendered (it may be newer than the HEAD's).
         try:
             await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
@@ -227,6 +230,27 @@ class _Viewer:
         stored = await self.run(self.store.get, path)
         self.blobs.put((path, stored.info.etag), stored.data, len(stored.data))
         return stored.info.etag, stored.data
+
+    def _read_outputs(self, path: str, etag: str, data: bytes) -> None:
+        """Parse the outputs of a page just rendered, in the background: the browser asks for
+        those it left out as soon as the page arrives, and they join this parse (`outputs`)
+        instead of reading the notebook from S3 again."""
+        if self.outputs_kept.get((path, etag)) is not None or (path, etag) in self._reading:
+            return
+
+        async def parse() -> tuple[str, render.Outputs]:
+            outputs = await self.run(render.outputs_of, data)
+            self.outputs_kept.put((path, etag), outputs, len(data))
+            return etag, outputs
+
+        def done(task: asyncio.Future[tuple[str, render.Outputs]]) -> None:
+            self._parsing.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("cannot read the outputs of %s: %s", path, task.exception())
+
+        task = asyncio.ensure_future(shared(self._reading, (path, etag), parse))
+        self._parsing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(done)
 
     async def outputs(self, path: str, etag: str) -> tuple[str, render.Outputs]:
         """The outputs of a notebook's version `etag` (a HEAD's), with the version actually

@@ -20,13 +20,16 @@ Building and keeping it current (`RunIndex.rebuild`, `RunIndex.refresh`):
 
 How it scales: a pass costs one LIST request per 1,000 keys plus one GET per new or changed
 run; the file grows by about 1.6 KB per run (parameters and results are capped at `VALUE_LIMIT`
-each, the full values stay in S3). A page is an index range scan whatever the store's size; a
-search costs in proportion to the runs it matches (about 50 ms for 12,000 of 100,000), and so
-do the total and the facets under it. Passes grow with the store: with boto3 a GET costs about
-1 ms of client CPU and a LIST page about 55 ms, so a rebuild of 100,000 runs is CPU-bound at
-about two minutes of client CPU (measured: 29 s over a local folder, 227 s against a SeaweedFS
-sharing the same two cores); a refresh of 100,000 unchanged runs is the walk alone (about 300
-LIST requests: 7 s over a folder, 41 s against that SeaweedFS).
+each, the full values stay in S3). A page is an index range scan whatever the store's size. A
+search first counts its matches in FTS5 (under a millisecond); a common word's page then walks
+the order's index until the page is full, a rare one's reads its few matches; its facets cost
+one pass over the matches (about 40 ms for 12,000 of 100,000), and so does its total when other
+filters narrow it. Passes grow with the store, in client CPU more than in S3 time: boto3 spent
+about 0.9 ms per GET and 55 ms per LIST page, so a rebuild of 100,000 runs against a SeaweedFS
+sharing the same two cores took 230 s; through `s3lean` (0.3 ms per GET) it takes 85 s, and 29 s
+over a local folder (`benchmarks/bench_viewer.py`, `benchmarks/bench_viewer_index.py`). A
+refresh of 100,000 unchanged runs is the walk alone (300 LIST requests: 7 s over a folder; the
+same requests alone took 13-20 s against that SeaweedFS, most of it the server's).
 
 A second viewer replica keeps its own index file in its own volume: it rebuilds on start when
 the file is missing or of another schema version, then refreshes on its timer. An emptyDir is

@@ -510,6 +510,7 @@ def test_the_outputs_of_a_page_read_the_notebook_once_per_version(tmp_path: Path
     store = CountingStore(tmp_path)
     settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")
     with live_viewer(settings, store=store) as viewer:
+        assert viewer.get("/view/big.ipynb").status == 200  # the render's read serves them
         urls = [f"/view/big.ipynb?output=1.{n}" for n in range(6)]
         with ThreadPoolExecutor(6) as pool:  # as a browser loads a page's frames
             served = list(pool.map(viewer.get, urls))
