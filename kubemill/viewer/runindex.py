@@ -24,12 +24,12 @@ each, the full values stay in S3). A page is an index range scan whatever the st
 search first counts its matches in FTS5 (under a millisecond); a common word's page then walks
 the order's index until the page is full, a rare one's reads its few matches; its facets cost
 one pass over the matches (about 40 ms for 12,000 of 100,000), and so does its total when other
-filters narrow it. Passes grow with the store, in client CPU more than in S3 time: boto3 spent
-about 0.9 ms per GET and 55 ms per LIST page, so a rebuild of 100,000 runs against a SeaweedFS
-sharing the same two cores took 230 s; through `s3lean` (0.3 ms per GET) it takes 85 s, and 29 s
+filters narrow it. Passes grow with the store: boto3 spent about 0.9 ms of CPU per GET and 55 ms
+per LIST page, so a rebuild of 100,000 runs against a SeaweedFS sharing the same two cores took
+230 s; through `s3lean` (0.3 ms per GET) it takes 85-120 s (151 s under heavy load), and 29 s
 over a local folder (`benchmarks/bench_viewer.py`, `benchmarks/bench_viewer_index.py`). A
 refresh of 100,000 unchanged runs is the walk alone (300 LIST requests: 7 s over a folder; the
-same requests alone took 13-20 s against that SeaweedFS, most of it the server's).
+same requests alone took 13-25 s against that SeaweedFS).
 
 A second viewer replica keeps its own index file in its own volume: it rebuilds on start when
 the file is missing or of another schema version, then refreshes on its timer. An emptyDir is
