@@ -32,10 +32,11 @@ from kubemill.runner import __version__
 
 from . import access, actions, contents, listing, pages, paths, render, render_assets, runsview
 from .auth import Identity
-from .cache import BlobCache, CachedPage, RenderCache
+from .cache import CachedPage, MemoryCache, RenderCache, shared
 from .errors import BadRequest, NotFound, TooLarge, ViewerError
 from .folders import FolderCache
 from .pages import document as _document
+from .pages import document_shell
 from .pages import esc as _esc
 from .pages import size as _size
 from .pages import time_html as _time
@@ -132,7 +133,14 @@ class _Viewer:
         self.renderer = renderer
         self.folders = FolderCache(settings.listing_ttl, settings.listing_max_entries)
         self.pages = RenderCache(settings.cache_dir, settings.cache_max_bytes)
-        self.blobs = BlobCache(settings.notebook_memory_bytes)
+        # Half of the memory for notebooks' bytes (the re-run form, compare), half for their
+        # parsed outputs (a page's outputs loaded on demand).
+        self.blobs: MemoryCache[tuple[str, str], bytes] = MemoryCache(
+            settings.notebook_memory_bytes // 2
+        )
+        self.outputs_kept: MemoryCache[tuple[str, str], render.Outputs] = MemoryCache(
+            settings.notebook_memory_bytes // 2
+        )
         # A page depends on the object's version, on the code that rendered it and on the
         # links it holds (the base path, and the root they are relative to): all are in its
         # cache key, which viewers of other roots may share.
@@ -153,6 +161,8 @@ class _Viewer:
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
         self.gate = access.Gate(settings, reviews, self.run, self.keeper.index, RETRY_BUILDING)
+        self._reading: dict[tuple[str, str], asyncio.Future[tuple[str, render.Outputs]]] = {}
+        self._parsing: set[asyncio.Future[tuple[str, render.Outputs]]] = set()
 
     async def run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         loop = asyncio.get_running_loop()
@@ -184,29 +194,15 @@ class _Viewer:
     async def page(self, info: ObjectInfo) -> CachedPage:
         """The rendered page of this version of a notebook (`info` from a HEAD): from the
         cache, or rendered once however many requests ask for it meanwhile."""
-        path = info.path
         key = self.page_key(info)
+
+        async def cached_or_rendered() -> CachedPage:
+            cached = await self.run(self.pages.get, key)
+            return cached if cached is not None else await self._render(info.path)
+
         # Joined before the cache is even asked: a request whose cache miss came just before
         # another one's page was stored would otherwise render the page a second time.
-        pending = self._rendering.get(key)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[CachedPage] = asyncio.get_running_loop().create_future()
-        self._rendering[key] = future
-        try:
-            cached = await self.run(self.pages.get, key)
-            page = cached if cached is not None else await self._render(path)
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()
-            raise
-        finally:
-            del self._rendering[key]
-        future.set_result(page)
-        return page
+        return await shared(self._rendering, key, cached_or_rendered)
 
     async def _render(self, path: str) -> CachedPage:
         etag, data = await self.notebook(path)
@@ -214,7 +210,9 @@ class _Viewer:
         rendered = await self.run(
             self.renderer, data, name=name, link=self.link, script_url=self.script_url
         )
-        page = CachedPage(rendered.title, rendered.head, rendered.body)
+        page = CachedPage(rendered.title, rendered.head, await self.run(rendered.body.encode))
+        if b"?output=" in page.body:
+            self._read_outputs(path, etag, data)
         # Keyed by the version actually rendered (it may be newer than the HEAD's).
         try:
             await self.run(self.pages.put, self.pages.key(path, etag, self.variant), page)
@@ -232,15 +230,52 @@ class _Viewer:
             )
 
     async def notebook(self, path: str, etag: str | None = None) -> tuple[str, bytes]:
-        """A notebook's (etag, bytes), from memory when this version was read lately: a page
-        whose big outputs load on demand asks for the same notebook once per output."""
+        """A notebook's (etag, bytes), from memory when this version was read lately (the
+        re-run form and compare read the notebook a page was just rendered from)."""
         if etag is not None:
             kept = self.blobs.get((path, etag))
             if kept is not None:
                 return etag, kept
         stored = await self.run(self.store.get, path)
-        self.blobs.put((path, stored.info.etag), stored.data)
+        self.blobs.put((path, stored.info.etag), stored.data, len(stored.data))
         return stored.info.etag, stored.data
+
+    def _read_outputs(self, path: str, etag: str, data: bytes) -> None:
+        """Parse the outputs of a page just rendered, in the background: the browser asks for
+        those it left out as soon as the page arrives, and they join this parse (`outputs`)
+        instead of reading the notebook from S3 again."""
+        if self.outputs_kept.get((path, etag)) is not None or (path, etag) in self._reading:
+            return
+
+        async def parse() -> tuple[str, render.Outputs]:
+            outputs = await self.run(render.outputs_of, data)
+            self.outputs_kept.put((path, etag), outputs, len(data))
+            return etag, outputs
+
+        def done(task: asyncio.Future[tuple[str, render.Outputs]]) -> None:
+            self._parsing.discard(task)
+            if not task.cancelled() and task.exception() is not None:
+                log.warning("cannot read the outputs of %s: %s", path, task.exception())
+
+        task = asyncio.ensure_future(shared(self._reading, (path, etag), parse))
+        self._parsing.add(task)  # held until done: the loop keeps only weak references
+        task.add_done_callback(done)
+
+    async def outputs(self, path: str, etag: str) -> tuple[str, render.Outputs]:
+        """The outputs of a notebook's version `etag` (a HEAD's), with the version actually
+        read: parsed once and kept in memory, since its page loads each big output on demand
+        and a browser asks for many of them at once."""
+        kept = self.outputs_kept.get((path, etag))
+        if kept is not None:
+            return etag, kept
+
+        async def read() -> tuple[str, render.Outputs]:
+            stored = await self.run(self.store.get, path)
+            outputs = await self.run(render.outputs_of, stored.data)
+            self.outputs_kept.put((path, stored.info.etag), outputs, len(stored.data))
+            return stored.info.etag, outputs
+
+        return await shared(self._reading, (path, etag), read)
 
 
 def _renderer_version() -> str:
@@ -449,9 +484,11 @@ async def view(request: web.Request) -> web.Response:
         f'<a href="{_esc(download)}" download>download .ipynb</a>'
         f"{actions.bar_links(viewer, path)}</header>"
     )
+    start, end = document_shell(page.title or path, page.head)
     return web.Response(
-        text=_document(page.title or path, f"{bar}<main>{page.body}</main>", page.head),
+        body=b"".join((f"{start}{bar}<main>".encode(), page.body, f"</main>{end}".encode())),
         content_type="text/html",
+        charset="utf-8",
         headers=headers,
     )
 
@@ -471,10 +508,10 @@ async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) 
     }
     if _etag_matches(request.headers.get("If-None-Match"), headers["ETag"].strip('"')):
         return web.Response(status=304, headers=headers)
-    etag, data = await viewer.notebook(path, info.etag)
+    etag, outputs = await viewer.outputs(path, info.etag)
     headers["ETag"] = f'"{etag}-{int(cell)}.{int(number)}"'
     try:
-        media, body = await viewer.run(render.render_output, data, int(cell), int(number))
+        media, body = await viewer.run(render.output_of, outputs, int(cell), int(number))
     except render.OutputNotFound as exc:
         raise NotFound(str(exc)) from None
     headers["Content-Type"] = media
@@ -748,9 +785,18 @@ def make_store(settings: ViewerSettings) -> Store:
     if settings.root.startswith("s3://"):
         from kubemill.runner.storage import make_s3_client
 
+        from .runindex import WORKERS
+        from .s3lean import LeanS3
         from .storage import S3Store
 
-        return S3Store(make_s3_client(settings.s3_endpoint_url, settings.s3_region), settings.root)
+        # One pool for the request threads and the runs index's readers together: a smaller
+        # one (botocore's 10) threw away the connection of every read beyond it, so a rebuild
+        # opened a new connection for most of its 100,000 GETs.
+        connections = settings.threads + WORKERS
+        client = make_s3_client(
+            settings.s3_endpoint_url, settings.s3_region, connections=connections
+        )
+        return S3Store(client, settings.root, LeanS3.of(client, connections))
     return LocalStore(settings.root)
 
 

@@ -13,28 +13,35 @@ folder do not corrupt each other.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
 import os
 import tempfile
 from collections import OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Generic, TypeVar
 
-__all__ = ["BlobCache", "CachedPage", "RenderCache"]
+__all__ = ["CachedPage", "MemoryCache", "RenderCache", "shared"]
+
+K = TypeVar("K")
+V = TypeVar("V")
 
 #: Bumped when the stored format changes, so old files are ignored rather than misread.
-FORMAT = "v1"
+FORMAT = "v2"
 
 
 @dataclass(frozen=True)
 class CachedPage:
-    """A rendered notebook: what render.Rendered holds, in a form this module can store."""
+    """A rendered notebook: what render.Rendered holds, its body already UTF-8, as it is sent
+    (a cached 4 MB page spent more time being decoded and encoded again than being read)."""
 
     title: str
     head: str
-    body: str
+    body: bytes
 
 
 class RenderCache:
@@ -50,15 +57,22 @@ class RenderCache:
         return hashlib.sha256(text.encode()).hexdigest()
 
     def _file(self, key: str) -> Path:
-        return self._folder / f"{key}.json"
+        return self._folder / f"{key}.page"
 
     def get(self, key: str) -> CachedPage | None:
+        """The page stored under `key`: one line of JSON (title, head, the body's length),
+        then the body's bytes as they are sent, never parsed."""
         file = self._file(key)
         try:
-            data = json.loads(file.read_bytes())
-            page = CachedPage(str(data["title"]), str(data["head"]), str(data["body"]))
+            data = file.read_bytes()
         except OSError:  # not there, or the folder cannot be read: render again
             return None
+        header, _, body = data.partition(b"\n")
+        try:
+            fields = json.loads(header)
+            page = CachedPage(str(fields["title"]), str(fields["head"]), body)
+            if fields["bytes"] != len(body):
+                raise ValueError("the body is cut short")
         except (ValueError, KeyError, TypeError):  # damaged: render again
             file.unlink(missing_ok=True)
             return None
@@ -68,9 +82,8 @@ class RenderCache:
 
     def put(self, key: str, page: CachedPage) -> None:
         self._folder.mkdir(parents=True, exist_ok=True)
-        data = json.dumps(
-            {"title": page.title, "head": page.head, "body": page.body}, ensure_ascii=False
-        ).encode()
+        header = {"title": page.title, "head": page.head, "bytes": len(page.body)}
+        data = json.dumps(header).encode() + b"\n" + page.body
         if len(data) > self._max_bytes:
             return
         fd, tmp = tempfile.mkstemp(prefix=".", suffix=".tmp", dir=self._folder)
@@ -86,7 +99,7 @@ class RenderCache:
     def evict(self) -> None:
         """Remove the least recently used pages until the folder is within its bound."""
         files: list[tuple[float, int, Path]] = []
-        for file in self._folder.glob("*.json"):
+        for file in self._folder.glob("*.page"):
             with contextlib.suppress(FileNotFoundError):
                 st = file.stat()
                 files.append((st.st_mtime, st.st_size, file))
@@ -98,32 +111,61 @@ class RenderCache:
             total -= size
 
     def size(self) -> int:
-        return sum(f.stat().st_size for f in self._folder.glob("*.json"))
+        return sum(f.stat().st_size for f in self._folder.glob("*.page"))
 
 
-class BlobCache:
-    """Objects' bytes in memory, least recently used dropped first, at most `max_bytes` in all
-    (an object larger than that alone is not kept). Keys name one version of one object."""
+class MemoryCache(Generic[K, V]):
+    """Values in memory, least recently used dropped first, at most `max_bytes` in all by the
+    size each was put with (a value larger than that alone is not kept). Keys name one version
+    of one object, so nothing kept is ever stale."""
 
     def __init__(self, max_bytes: int) -> None:
         self._max_bytes = max_bytes
-        self._kept: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+        self._kept: OrderedDict[K, tuple[V, int]] = OrderedDict()
         self._size = 0
 
-    def get(self, key: tuple[str, str]) -> bytes | None:
-        data = self._kept.get(key)
-        if data is not None:
-            self._kept.move_to_end(key)
-        return data
+    def get(self, key: K) -> V | None:
+        kept = self._kept.get(key)
+        if kept is None:
+            return None
+        self._kept.move_to_end(key)
+        return kept[0]
 
-    def put(self, key: tuple[str, str], data: bytes) -> None:
+    def put(self, key: K, value: V, size: int) -> None:
         old = self._kept.pop(key, None)
         if old is not None:
-            self._size -= len(old)
-        if len(data) > self._max_bytes:
+            self._size -= old[1]
+        if size > self._max_bytes:
             return
-        while self._kept and self._size + len(data) > self._max_bytes:
-            _, dropped = self._kept.popitem(last=False)
-            self._size -= len(dropped)
-        self._kept[key] = data
-        self._size += len(data)
+        while self._kept and self._size + size > self._max_bytes:
+            _, (_, dropped) = self._kept.popitem(last=False)
+            self._size -= dropped
+        self._kept[key] = (value, size)
+        self._size += size
+
+
+async def shared(
+    pending: dict[K, asyncio.Future[V]], key: K, work: Callable[[], Awaitable[V]]
+) -> V:
+    """`work()`'s result, computed once for all callers that ask for `key` while it runs
+    (single flight): a page whose outputs load on demand asks for one notebook many times at
+    once, and a burst of requests for one new page would render it once per request. `pending`
+    is the caller's own table of the work under way."""
+    running = pending.get(key)
+    if running is not None:
+        return await asyncio.shield(running)
+    future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
+    pending[key] = future
+    try:
+        result = await work()
+    except asyncio.CancelledError:
+        future.cancel()
+        raise
+    except Exception as exc:
+        future.set_exception(exc)
+        future.exception()  # marked as retrieved: nobody else may be waiting for it
+        raise
+    finally:
+        del pending[key]
+    future.set_result(result)
+    return result

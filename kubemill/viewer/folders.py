@@ -16,6 +16,7 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
+from .cache import shared
 from .listing import Arranged, Entry, Sort, arrange
 
 __all__ = ["FolderCache"]
@@ -53,25 +54,13 @@ class FolderCache:
         if listed is not None and self._clock() - listed.at < self._ttl:
             self._listed.move_to_end(path)
             return listed.entries
-        pending = self._pending.get(path)
-        if pending is not None:
-            return await asyncio.shield(pending)
-        future: asyncio.Future[tuple[Entry, ...]] = asyncio.get_running_loop().create_future()
-        self._pending[path] = future
-        try:
+
+        async def listed_and_kept() -> tuple[Entry, ...]:
             entries = tuple(await load())
-        except asyncio.CancelledError:
-            future.cancel()
-            raise
-        except Exception as exc:
-            future.set_exception(exc)
-            future.exception()  # marked as retrieved: nobody else may be waiting for it
-            raise
-        finally:
-            del self._pending[path]
-        future.set_result(entries)
-        self._keep(path, entries)
-        return entries
+            self._keep(path, entries)
+            return entries
+
+        return await shared(self._pending, path, listed_and_kept)
 
     async def arranged(
         self,

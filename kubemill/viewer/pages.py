@@ -7,7 +7,16 @@ import html
 import math
 from datetime import UTC, datetime
 
-__all__ = ["STYLE", "document", "duration", "esc", "size", "time_html", "views_nav"]
+__all__ = [
+    "STYLE",
+    "document",
+    "document_shell",
+    "duration",
+    "esc",
+    "size",
+    "time_html",
+    "views_nav",
+]
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:0;color:#1f2328}
@@ -39,10 +48,17 @@ def esc(text: object) -> str:
 
 
 def document(title: str, body: str, head: str = "") -> str:
+    start, end = document_shell(title, head)
+    return f"{start}{body}{end}"
+
+
+def document_shell(title: str, head: str = "") -> tuple[str, str]:
+    """What `document` puts before and after the body: for a body that is sent as the bytes
+    it was stored as (a cached notebook page), never decoded into text."""
     return (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        f"<title>{esc(title)}</title><style>{STYLE}</style>{head}</head>"
-        f"<body>{body}</body></html>"
+        f"<title>{esc(title)}</title><style>{STYLE}</style>{head}</head><body>",
+        "</body></html>",
     )
 
 

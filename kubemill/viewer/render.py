@@ -55,7 +55,10 @@ __all__ = [
     "OUTPUT_INLINE_LIMIT",
     "PAGE_INLINE_BUDGET",
     "OutputNotFound",
+    "Outputs",
     "Rendered",
+    "output_of",
+    "outputs_of",
     "render_notebook",
     "render_output",
 ]
@@ -181,22 +184,52 @@ def render_output(data: bytes, cell: int, output: int) -> tuple[str, bytes]:
 
     Images come decoded, text as text, HTML and JavaScript as a document for a sandboxed frame.
     Serve it with `Content-Security-Policy: OUTPUT_CSP`. Raises OutputNotFound when the cell or
-    output does not exist or holds nothing that can be served.
+    output does not exist or holds nothing that can be served. A viewer serving many outputs
+    of one notebook reads it once with `outputs_of` and serves each with `output_of`.
     """
+    return output_of(outputs_of(data), cell, output)
+
+
+@dataclass(frozen=True)
+class Outputs:
+    """A notebook's outputs, cell by cell, read once per notebook version: a page that leaves
+    its big outputs out loads each on demand, and parsing a 50 MB notebook for each of them
+    took a few hundred ms of CPU per output."""
+
+    #: Each cell's outputs; None for a cell that is not a code cell.
+    cells: tuple[list[Any] | None, ...]
+    #: Why the notebook cannot be read, when it cannot (then `cells` is empty).
+    problem: str | None = None
+
+
+def outputs_of(data: bytes) -> Outputs:
+    """The outputs of every cell (the sources and metadata are not kept)."""
     try:
         nb = _parse(data)
     except _Unrenderable as exc:
-        raise OutputNotFound(f"the notebook cannot be read: {exc}") from None
-    cells = nb.cells
-    found = _mapping(cells[cell]) if 0 <= cell < len(cells) else {}
-    if found.get("cell_type") != "code":
+        return Outputs((), f"the notebook cannot be read: {exc}")
+    cells: list[list[Any] | None] = []
+    for cell in nb.cells:
+        found = _mapping(cell)
+        if found.get("cell_type") != "code":
+            cells.append(None)
+            continue
+        outputs = found.get("outputs")
+        cells.append(outputs if isinstance(outputs, list) else [])
+    return Outputs(tuple(cells))
+
+
+def output_of(outputs: Outputs, cell: int, output: int) -> tuple[str, bytes]:
+    """`render_output` of a notebook read by `outputs_of`."""
+    if outputs.problem is not None:
+        raise OutputNotFound(outputs.problem)
+    found = outputs.cells[cell] if 0 <= cell < len(outputs.cells) else None
+    if found is None:
         raise OutputNotFound(f"there is no code cell {cell}")
-    outputs = found.get("outputs")
-    outputs = outputs if isinstance(outputs, list) else []
-    if not 0 <= output < len(outputs):
+    if not 0 <= output < len(found):
         raise OutputNotFound(f"cell {cell} has no output {output}")
     try:
-        return _served(outputs[output])
+        return _served(found[output])
     except _Unrenderable as exc:
         raise OutputNotFound(f"output {output} of cell {cell} cannot be served: {exc}") from None
 

@@ -20,13 +20,16 @@ Building and keeping it current (`RunIndex.rebuild`, `RunIndex.refresh`):
 
 How it scales: a pass costs one LIST request per 1,000 keys plus one GET per new or changed
 run; the file grows by about 1.6 KB per run (parameters and results are capped at `VALUE_LIMIT`
-each, the full values stay in S3). A page is an index range scan whatever the store's size; a
-search costs in proportion to the runs it matches (about 50 ms for 12,000 of 100,000), and so
-do the total and the facets under it. Passes grow with the store: with boto3 a GET costs about
-1 ms of client CPU and a LIST page about 55 ms, so a rebuild of 100,000 runs is CPU-bound at
-about two minutes of client CPU (measured: 29 s over a local folder, 227 s against a SeaweedFS
-sharing the same two cores); a refresh of 100,000 unchanged runs is the walk alone (about 300
-LIST requests: 7 s over a folder, 41 s against that SeaweedFS).
+each, the full values stay in S3). A page is an index range scan whatever the store's size. A
+search first counts its matches in FTS5 (under a millisecond); a common word's page then walks
+the order's index until the page is full, a rare one's reads its few matches; its facets cost
+one pass over the matches (about 40 ms for 12,000 of 100,000), and so does its total when other
+filters narrow it. Passes grow with the store: boto3 spent about 0.9 ms of CPU per GET and 55 ms
+per LIST page, so a rebuild of 100,000 runs against a SeaweedFS sharing the same two cores took
+230 s; through `s3lean` (0.3 ms per GET) it takes 85-120 s (151 s under heavy load), and 29 s
+over a local folder (`benchmarks/bench_viewer.py`, `benchmarks/bench_viewer_index.py`). A
+refresh of 100,000 unchanged runs is the walk alone (300 LIST requests: 7 s over a folder; the
+same requests alone took 13-25 s against that SeaweedFS).
 
 A second viewer replica keeps its own index file in its own volume: it rebuilds on start when
 the file is missing or of another schema version, then refreshes on its timer. An emptyDir is
@@ -76,6 +79,7 @@ from .runindex_sql import (
     readable,
     record_of,
     row_of,
+    text_match,
 )
 from .runrecord import (
     OUTPUT_NAME,
@@ -110,6 +114,11 @@ R = TypeVar("R")
 BATCH = 1000
 #: The link readers follow to the current generation.
 CURRENT = "runs.db"
+#: Runs a search must match before a page of it walks the order's index rather than reading
+#: and sorting every match: at 100,000 runs a word in 1 of 8 runs took 31 ms the one way and
+#: 2 ms the other, a word in 1 of 1,000 0.2 ms and 9 ms (the walk's cost is about the
+#: runs / matches x a page; reading the matches', about the matches).
+WALK_ABOVE = 1000
 #: Reads in flight: S3 GETs are latency-bound (tens of ms each), so 100,000 of them one at a
 #: time would take minutes; 32 keep a 2-core viewer busy without a thundering herd.
 WORKERS = 32
@@ -195,8 +204,20 @@ class RunIndex:
         """One page of runs, `limit` at most, after the run `cursor` names."""
         limit = max(1, min(limit, MAX_PAGE))
         column, descending = ORDERS[sort]
+        connection = self._reader()
+        match = text_match(filters, self.fts)
+        # FTS5 counts its matches without reading a run: about 0.5 ms for 12,000 of 100,000.
+        matches = (
+            connection.execute(
+                "SELECT count(*) FROM runs_fts WHERE runs_fts MATCH ?", [match]
+            ).fetchone()[0]
+            if match is not None
+            else None
+        )
         where, args = conditions(filters, self.fts)
         total_sql = f"SELECT count(*) FROM runs WHERE {' AND '.join(where)}"
+        if matches is not None and matches > WALK_ABOVE:
+            where, _ = conditions(filters, self.fts, by_order=True)
         if cursor is not None:
             value, folder = decode_cursor(cursor, sort)
             op = "<" if descending else ">"
@@ -209,15 +230,22 @@ class RunIndex:
             f"SELECT {COLUMNS} FROM runs WHERE {' AND '.join(where)} "
             f"ORDER BY {column} {direction}, folder {direction} LIMIT ?"
         )
-        connection = self._reader()
         rows = connection.execute(sql, [*args_page, limit + 1]).fetchall()
-        total = connection.execute(total_sql, args).fetchone()[0]
+        if matches is not None and filters == replace(EVERY_RUN, text=filters.text):
+            total = matches  # a search alone: its matches are the total
+        else:
+            total = connection.execute(total_sql, args).fetchone()[0]
         runs = [record_of(row) for row in rows[:limit]]
         next_cursor = cursor_of(runs[-1], sort) if len(rows) > limit else None
         return Page(runs, next_cursor, total)
 
     def facets(self, filters: RunFilter = EVERY_RUN, top: int = 100) -> Facets:
-        """Counts for the filter UI; each dimension ignores its own selection."""
+        """Counts for the filter UI; each dimension ignores its own selection.
+
+        Under a search, the dimensions whose filters are the same (all four when none is
+        selected) are counted in one pass over the matches: each pass reads every matching
+        run (about 40 ms for 12,000 of 100,000). Without one, each dimension is its own
+        GROUP BY over its own index, which reads no run at all."""
         counts: dict[str, list[tuple[str, int]]] = {}
         connection = self._reader()
         unselected: dict[str, RunFilter] = {
@@ -226,15 +254,37 @@ class RunIndex:
             "schedule": replace(filters, schedules=None),
             "workflow": replace(filters, workflows=None),
         }
-        for column, others in unselected.items():
+        passes = [(others, [column]) for column, others in unselected.items()]
+        if text_match(filters, self.fts) is not None:
+            grouped: dict[RunFilter, list[str]] = {}
+            for column, others in unselected.items():
+                grouped.setdefault(others, []).append(column)
+            passes = list(grouped.items())
+        for others, columns in passes:
             where, args = conditions(others, self.fts)
-            rows = connection.execute(
-                f"SELECT {column}, count(*) AS n FROM runs "
-                f"WHERE {column} IS NOT NULL AND {' AND '.join(where)} "
-                f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?",
-                [*args, top],
-            ).fetchall()
-            counts[column] = [(str(value), int(n)) for value, n in rows]
+            if len(columns) == 1:
+                (column,) = columns
+                rows = connection.execute(
+                    f"SELECT {column}, count(*) AS n FROM runs "
+                    f"WHERE {column} IS NOT NULL AND {' AND '.join(where)} "
+                    f"GROUP BY {column} ORDER BY n DESC, {column} LIMIT ?",
+                    [*args, top],
+                ).fetchall()
+                counts[column] = [(str(value), int(n)) for value, n in rows]
+                continue
+            tallies: dict[str, dict[str, int]] = {column: {} for column in columns}
+            listed = ", ".join(columns)
+            for *values, n in connection.execute(
+                f"SELECT {listed}, count(*) FROM runs WHERE {' AND '.join(where)} "
+                f"GROUP BY {listed}",
+                args,
+            ):
+                for column, value in zip(columns, values, strict=True):
+                    if value is not None:
+                        tally = tallies[column]
+                        tally[str(value)] = tally.get(str(value), 0) + int(n)
+            for column, tally in tallies.items():
+                counts[column] = sorted(tally.items(), key=lambda item: (-item[1], item[0]))[:top]
         return Facets(counts["status"], counts["namespace"], counts["schedule"], counts["workflow"])
 
     def get(self, folder: str) -> RunRecord | None:

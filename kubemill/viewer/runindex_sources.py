@@ -13,12 +13,14 @@ import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from kubemill.runner.storage import Location
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+    from .s3lean import LeanS3
 
 __all__ = ["Listed", "LocalObjects", "S3Objects", "SourceError"]
 
@@ -108,33 +110,25 @@ def s3_root(root: str) -> tuple[str, str]:
 
 
 class S3Objects:
-    """The keys under an `s3://bucket/prefix/` address; paths are relative to the prefix."""
+    """The keys under an `s3://bucket/prefix/` address; paths are relative to the prefix.
 
-    def __init__(self, client: S3Client, root: str) -> None:
+    With `lean` (`s3lean.LeanS3.of(client, ...)`), reads and listings take its fast path and
+    fall back to `client` for any answer it does not handle.
+    """
+
+    def __init__(self, client: S3Client, root: str, lean: LeanS3 | None = None) -> None:
         self._client = client
         self._bucket, self._prefix = s3_root(root)
         self.root = f"s3://{self._bucket}/{self._prefix}"
+        self._lean = lean
 
     def walk(self, prefix: str = "") -> Iterator[Listed]:
-        from botocore.exceptions import BotoCoreError, ClientError
-
         full = self._prefix + prefix
         token: str | None = None
         while True:
-            try:
-                if token is None:
-                    response = self._client.list_objects_v2(
-                        Bucket=self._bucket, Prefix=full, MaxKeys=LIST_PAGE_KEYS
-                    )
-                else:
-                    response = self._client.list_objects_v2(
-                        Bucket=self._bucket,
-                        Prefix=full,
-                        MaxKeys=LIST_PAGE_KEYS,
-                        ContinuationToken=token,
-                    )
-            except (ClientError, BotoCoreError) as exc:
-                raise SourceError(f"cannot list s3://{self._bucket}/{full}: {exc}") from exc
+            response = self._lean_page(full, token)
+            if response is None:
+                response = self._page(full, token)
             for item in response.get("Contents", []):
                 yield Listed(
                     path=item["Key"][len(self._prefix) :],
@@ -146,10 +140,47 @@ class S3Objects:
             if not response.get("IsTruncated") or not token:
                 return
 
+    def _page(self, prefix: str, token: str | None) -> Any:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            if token is None:
+                return self._client.list_objects_v2(
+                    Bucket=self._bucket, Prefix=prefix, MaxKeys=LIST_PAGE_KEYS
+                )
+            return self._client.list_objects_v2(
+                Bucket=self._bucket, Prefix=prefix, MaxKeys=LIST_PAGE_KEYS, ContinuationToken=token
+            )
+        except (ClientError, BotoCoreError) as exc:
+            raise SourceError(f"cannot list s3://{self._bucket}/{prefix}: {exc}") from exc
+
+    def _lean_page(self, prefix: str, token: str | None) -> Any:
+        from .s3lean import NotLean
+
+        if self._lean is None or not self._lean.usable:
+            return None
+        try:
+            return self._lean.list_page(
+                self._bucket, prefix, delimiter=None, token=token, max_keys=LIST_PAGE_KEYS
+            )
+        except NotLean:
+            return None
+
     def read(self, path: str) -> bytes:
         from botocore.exceptions import BotoCoreError, ClientError
 
+        from .s3lean import NotLean
+
         key = self._prefix + path
+        if self._lean is not None and self._lean.usable:
+            try:
+                data = self._lean.get(self._bucket, key)
+            except NotLean:
+                pass
+            else:
+                if data is None:
+                    raise KeyError(path)
+                return data
         try:
             response = self._client.get_object(Bucket=self._bucket, Key=key)
             return response["Body"].read()

@@ -190,8 +190,24 @@ _LIKE_COLUMNS = (
 )
 
 
-def conditions(filters: RunFilter, fts: bool) -> tuple[list[str], list[Any]]:
-    """SQL conditions (joined with AND) and their arguments for `filters`."""
+def text_match(filters: RunFilter, fts: bool) -> str | None:
+    """The FTS5 query of the filter's words; None without words, or without FTS5."""
+    words = _words(filters)
+    return _match_expression(words) if words and fts else None
+
+
+def _words(filters: RunFilter) -> list[str]:
+    # A word of punctuation alone names no token: it would only make FTS5's query invalid.
+    return [word for word in filters.text.split() if any(c.isalnum() for c in word)]
+
+
+def conditions(
+    filters: RunFilter, fts: bool, *, by_order: bool = False
+) -> tuple[list[str], list[Any]]:
+    """SQL conditions (joined with AND) and their arguments for `filters`. `by_order`: the
+    full-text match is checked on each row of the order's index instead of leading the plan
+    (a unary `+` keeps SQLite from looking the matches up by rowid), for a word so common that
+    a page fills long before the matches would have been read and sorted."""
     found: list[str] = ["1"]
     args: list[Any] = []
     for column, values in (
@@ -210,10 +226,10 @@ def conditions(filters: RunFilter, fts: bool) -> tuple[list[str], list[Any]]:
     if filters.started_before is not None:
         found.append("start_ms < ?")
         args.append(epoch_ms(filters.started_before))
-    # A word of punctuation alone names no token: it would only make FTS5's query invalid.
-    words = [word for word in filters.text.split() if any(c.isalnum() for c in word)]
+    words = _words(filters)
     if words and fts:
-        found.append("id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
+        plus = "+" if by_order else ""
+        found.append(f"{plus}id IN (SELECT rowid FROM runs_fts WHERE runs_fts MATCH ?)")
         args.append(_match_expression(words))
     for word in words if not fts else ():
         escaped = word.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")

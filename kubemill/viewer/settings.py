@@ -52,11 +52,11 @@ class ViewerSettings:
     listing_max_entries: int = 500_000
     #: Rows on one page of a folder listing.
     page_size: int = 200
-    #: Notebooks' bytes kept in memory for the outputs a page loads on demand (one GetObject
-    #: per notebook version, not one per output).
+    #: Notebooks' outputs kept in memory (counted by the notebooks' sizes) for the outputs a
+    #: page loads on demand: one GetObject and one parse per notebook version, not per output.
     notebook_memory_bytes: int = 256 * 1024 * 1024
-    #: Threads for the blocking S3 client and for rendering: as many as boto3's connection
-    #: pool holds (10), so no request waits for or throws away a connection.
+    #: Threads for the blocking S3 client and for rendering; the S3 connection pool holds one
+    #: connection for each of them and each of the runs index's readers (`make_store`).
     threads: int = 10
     #: Where the runs index (one SQLite file, see kubemill.viewer.runindex) lives; None for
     #: `runs-index` in cache_dir. In a cluster, the viewer's own volume: each replica has one.

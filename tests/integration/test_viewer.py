@@ -24,6 +24,7 @@ from kubemill.viewer import paths, render
 from kubemill.viewer.app import NOTEBOOK_CSP, OUTPUT_CSP
 from kubemill.viewer.render import Rendered
 from kubemill.viewer.settings import ViewerSettings
+from kubemill.viewer.storage import LocalStore, StoredObject
 from kubemill_testenv.s3server import S3Server
 from tests.conftest import s3_client
 from tests.integration.viewer_server import LiveViewer, Reply, live_viewer
@@ -482,6 +483,45 @@ def test_a_big_output_is_served_on_its_own_sandboxed(tmp_path: Path) -> None:
         assert again.status == 304
         assert viewer.get("/view/big.ipynb?output=9.0").status == 404
         assert viewer.get("/view/big.ipynb?output=x").status == 400
+
+
+class CountingStore(LocalStore):
+    """A folder whose objects' reads are counted: to see that a notebook is read once."""
+
+    def __init__(self, root: Path) -> None:
+        super().__init__(root)
+        self.gets: list[str] = []
+
+    def get(self, path: str) -> StoredObject:
+        self.gets.append(path)
+        return super().get(path)
+
+
+def test_the_outputs_of_a_page_read_the_notebook_once_per_version(tmp_path: Path) -> None:
+    def big(marker: str) -> Any:
+        html = f"<b>{marker}</b>" + "x" * (render.OUTPUT_INLINE_LIMIT + 10)
+        return nbformat.v4.new_output("display_data", data={"text/html": html})
+
+    def write(version: str) -> None:
+        outputs = [big(f"{version} {n}") for n in range(6)]
+        (tmp_path / "big.ipynb").write_bytes(notebook_bytes("big", outputs=outputs))
+
+    write("first")
+    store = CountingStore(tmp_path)
+    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")
+    with live_viewer(settings, store=store) as viewer:
+        assert viewer.get("/view/big.ipynb").status == 200  # the render's read serves them
+        urls = [f"/view/big.ipynb?output=1.{n}" for n in range(6)]
+        with ThreadPoolExecutor(6) as pool:  # as a browser loads a page's frames
+            served = list(pool.map(viewer.get, urls))
+        assert [r.status for r in served] == [200] * 6
+        assert [f"<b>first {n}</b>" in r.text for n, r in enumerate(served)] == [True] * 6
+        assert store.gets == ["big.ipynb"]
+        write("second")
+        changed = viewer.get(urls[2])
+        assert "<b>second 2</b>" in changed.text
+        assert viewer.get(urls[3]).status == 200
+        assert store.gets == ["big.ipynb", "big.ipynb"]
 
 
 def test_a_file_under_tree_redirects_and_a_non_notebook_view_goes_to_the_file(

@@ -112,7 +112,7 @@ def test_kubemill_view_serves_an_s3_prefix_and_stops_on_ctrl_c(
     assert f"serving s3://{bucket}/runs/ at {base}" in stdout
     assert "stopped" in stderr
     assert seconds < 10
-    assert list((tmp_path / "cache").rglob("*.json")), "the page was cached on disk"
+    assert list((tmp_path / "cache").rglob("*.page")), "the page was cached on disk"
 
 
 def test_kubemill_view_refuses_a_non_loopback_address(tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import pytest
 
 from kubemill.cli.view import is_loopback
 from kubemill.viewer import contents, listing, paths
-from kubemill.viewer.cache import BlobCache, CachedPage, RenderCache
+from kubemill.viewer.cache import CachedPage, MemoryCache, RenderCache
 from kubemill.viewer.errors import BadPath, BadRequest
 from kubemill.viewer.folders import FolderCache
 from kubemill.viewer.listing import Entry
@@ -398,7 +398,7 @@ def test_folder_cache_failure_is_not_kept() -> None:
 
 
 def test_render_cache_round_trip_survives_a_new_instance(tmp_path: Path) -> None:
-    page = CachedPage("t é", "<style></style>", "<p>body</p>")
+    page = CachedPage("t é\n", "<style></style>", "<p>body é</p>\n".encode())
     key = RenderCache.key("a b/é.ipynb", "etag1", "v")
     RenderCache(tmp_path, 10_000).put(key, page)
     assert RenderCache(tmp_path, 10_000).get(key) == page
@@ -408,14 +408,14 @@ def test_render_cache_round_trip_survives_a_new_instance(tmp_path: Path) -> None
 
 def test_render_cache_evicts_the_least_recently_used(tmp_path: Path) -> None:
     cache = RenderCache(tmp_path, 1100)
-    body = "x" * 300
+    body = b"x" * 300
     for name in ("a", "b", "c"):
         cache.put(name, CachedPage(name, "", body))
-    folder = tmp_path / "v1"
+    folder = tmp_path / "v2"
     # Make the order of use explicit: a is the oldest, then b, then c.
     for age, name in enumerate(("c", "b", "a")):
         stamp = 1_000_000 - age * 100
-        os.utime(folder / f"{name}.json", (stamp, stamp))
+        os.utime(folder / f"{name}.page", (stamp, stamp))
     assert cache.get("a") is not None  # used now: the newest
     cache.put("d", CachedPage("d", "", body))
     assert cache.get("b") is None
@@ -425,21 +425,25 @@ def test_render_cache_evicts_the_least_recently_used(tmp_path: Path) -> None:
 
 def test_render_cache_ignores_a_damaged_file(tmp_path: Path) -> None:
     cache = RenderCache(tmp_path, 1000)
-    cache.put("k", CachedPage("t", "", "b"))
-    (tmp_path / "v1" / "k.json").write_text("{not json")
-    assert cache.get("k") is None
-    assert not (tmp_path / "v1" / "k.json").exists()
+    for damaged in (b"{not json\nb", b'{"title": "t", "head": "", "bytes": 5}\nb'):
+        cache.put("k", CachedPage("t", "", b"b"))
+        assert cache.get("k") == CachedPage("t", "", b"b")
+        (tmp_path / "v2" / "k.page").write_bytes(damaged)
+        assert cache.get("k") is None
+        assert not (tmp_path / "v2" / "k.page").exists()
 
 
-def test_blob_cache_is_bounded() -> None:
-    cache = BlobCache(10)
-    cache.put(("a", "1"), b"x" * 4)
-    cache.put(("b", "1"), b"x" * 4)
-    assert cache.get(("a", "1")) is not None
-    cache.put(("c", "1"), b"x" * 5)  # drops b: a was used later
+def test_memory_cache_is_bounded_by_the_sizes_given() -> None:
+    cache: MemoryCache[tuple[str, str], str] = MemoryCache(10)
+    cache.put(("a", "1"), "a1", 4)
+    cache.put(("b", "1"), "b1", 4)
+    assert cache.get(("a", "1")) == "a1"
+    cache.put(("c", "1"), "c1", 5)  # drops b: a was used later
     assert cache.get(("b", "1")) is None
-    assert cache.get(("a", "1")) is not None
-    cache.put(("huge", "1"), b"x" * 11)
+    assert cache.get(("a", "1")) == "a1"
+    cache.put(("a", "1"), "a1 again", 4)  # replaces, counted once
+    assert cache.get(("c", "1")) == "c1"
+    cache.put(("huge", "1"), "h", 11)
     assert cache.get(("huge", "1")) is None
 
 

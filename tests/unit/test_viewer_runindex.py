@@ -15,11 +15,13 @@ import os
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from kubemill.viewer import runindex
 from kubemill.viewer.runindex import (
     BadCursor,
     IndexNotBuilt,
@@ -298,6 +300,48 @@ def test_facets_count_under_the_other_selections(
     allowed = index.facets(RunFilter(allowed_namespaces=frozenset({"ops"})))
     assert [name for name, _ in allowed.namespaces] == ["ops"]
     assert all(name.startswith("ops-") for name, _ in allowed.schedules)
+
+
+@pytest.mark.parametrize("text", ["apac", "batch00", "table eu", "run-001234", "nosuchword"])
+@pytest.mark.parametrize("sort", list(Sort))
+def test_a_search_pages_alike_whether_it_walks_the_order_or_sorts_its_matches(
+    index: RunIndex, text: str, sort: Sort, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    filters = RunFilter(text=text)
+    monkeypatch.setattr(runindex, "WALK_ABOVE", RUNS)  # never walks: sorts the matches
+    sorted_matches = [r.folder for r in _all(index, filters, sort, limit=40)]
+    totals = {index.query(filters, sort).total, index.query(filters, sort, limit=3).total}
+    monkeypatch.setattr(runindex, "WALK_ABOVE", 0)  # always walks
+    assert [r.folder for r in _all(index, filters, sort, limit=40)] == sorted_matches
+    assert totals == {index.query(filters, sort).total} == {len(sorted_matches)}
+    failed = RunFilter(text=text, statuses=frozenset({"Failed"}))
+    assert index.query(failed, sort).total == len(_all(index, failed, sort))
+
+
+@pytest.mark.parametrize(
+    "filters",
+    [
+        RunFilter(text="apac"),
+        RunFilter(text="apac", statuses=frozenset({"Failed"})),
+        RunFilter(text="table", namespaces=frozenset({"ml", "ops"}), statuses=frozenset({"X"})),
+        RunFilter(text="batch00", schedules=frozenset({"ml-daily-3"})),
+        RunFilter(text="eu", allowed_namespaces=frozenset({"ops", "ml"})),
+    ],
+)
+def test_facets_under_a_search_count_what_selecting_each_value_would_show(
+    index: RunIndex, filters: RunFilter
+) -> None:
+    facets = index.facets(filters)
+    for counted, field in (
+        (facets.statuses, "statuses"),
+        (facets.namespaces, "namespaces"),
+        (facets.schedules, "schedules"),
+        (facets.workflows, "workflows"),
+    ):
+        assert counted == sorted(counted, key=lambda item: (-item[1], item[0]))
+        for value, n in counted:
+            assert index.query(replace(filters, **{field: frozenset({value})})).total == n
+    assert sum(n for _, n in facets.statuses) == index.query(replace(filters, statuses=None)).total
 
 
 @pytest.mark.parametrize("cursor", ["", "garbage!", "W10", "WyJuYW1lIiwxLCJ4Il0"])
