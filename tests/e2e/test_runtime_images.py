@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 
 from kubemill.runner import __version__
@@ -199,3 +200,39 @@ def test_the_sample_notebook_needs_its_image(
     assert run["status"]["reason"] == "CellError", run["status"]
     assert failure["ename"] == "ModuleNotFoundError"
     assert failure["evalue"] == "No module named 'matplotlib'"
+
+
+def test_the_sales_reports_image_draws_its_chart(
+    cluster: Cluster,
+    api: client.ApiClient,
+    run_namespace: str,
+    results_bucket: str,
+    s3_admin: Any,
+) -> None:
+    """examples/sales-workflow.yaml runs its report in the image its step names (the local run
+    ignores spec.image): that image exists on the node and draws the report's chart."""
+    _local_only(cluster)
+    examples = SAMPLE.parents[1]
+    manifest = yaml.safe_load((examples / "sales-workflow.yaml").read_text())
+    (step,) = [s for s in manifest["spec"]["steps"] if s["name"] == "report"]
+    image = step["runTemplate"]["spec"]["image"]
+    assert image == FROM_RUNNER
+    s3_admin.upload_file(str(examples / "sales" / "report.ipynb"), results_bucket,
+                         "notebooks/sales_report.ipynb")  # fmt: skip
+    totals = [
+        {"region": region, "orders": 3, "units": 7, "revenue_cents": cents,
+         "refunded_cents": 0, "top_product": "tea"}
+        for region, cents in (("eu", 12_000), ("us", 30_050))
+    ]  # fmt: skip
+    create_run(
+        api, run_namespace, "sales-report", image=image, html=True,
+        notebook=f"s3://{results_bucket}/notebooks/sales_report.ipynb",
+        parameters={"day": "2026-11-27", "totals": totals},
+    )  # fmt: skip
+    run = wait_run(api, run_namespace, "sales-report", "Succeeded", "Failed", timeout=240)
+
+    status = run["status"]
+    assert status["phase"] == "Succeeded", status
+    assert status["results"]["grand_total"]["revenue_cents"] == 42_050
+    (png,) = _chart_pngs(s3_json(s3_admin, status["outputUrl"]))
+    assert png.startswith(PNG_MAGIC)
