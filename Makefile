@@ -61,7 +61,7 @@ lint: env layout-tree
 		if [ -n "$$bad" ]; then echo "$$bad"; \
 		echo "import modules of the same folder relatively (from .x import y)"; exit 1; fi
 	cd $(TYPECHECK_TREE) && $(BIN)/lint-imports --no-logo $(CURDIR)/pyproject.toml
-	$(BIN)/hadolint Dockerfile.runner Dockerfile.operator
+	$(BIN)/hadolint Dockerfile.runner Dockerfile.operator examples/images/Dockerfile.*
 	$$(hack/go-install.sh $(ACTIONLINT)) -no-color
 
 # mypy cannot follow setuptools' editable finder for the runner/ -> kubemill.runner mapping, nor

@@ -486,6 +486,9 @@ def demo() -> None:
         # The sales workflow's, at the URLs its manifest names: s3://notebooks/sales/<name>.
         for path in sorted((ROOT / "examples" / "sales").glob("*.ipynb")):
             admin.upload_file(str(path), "notebooks", f"sales/{path.name}")
+        # The README's sample for the example runner images, for a NotebookRun to try them with.
+        chart = ROOT / "examples" / "images" / "revenue_chart.ipynb"
+        admin.upload_file(str(chart), "notebooks", chart.name)
 
     with Step("installing the CRDs and the operator", cluster):
         kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))

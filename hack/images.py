@@ -1,11 +1,16 @@
 """Build kubemill's images with buildah and unpack them for the test node agent (`make images`).
 
-Three images, each rebuilt only when its inputs change:
+Five images, each rebuilt only when its inputs change:
 - `localhost/kubemill-base:bookworm`: Debian packages from mmdebstrap, keyed by the suite, the
   package list and BASE_RECIPE (label `dev.kubemill.base-key`);
 - the runner and the operator, from Dockerfile.runner and Dockerfile.operator on that base, with
   the tags the manifests use, keyed by a sha256 over the Dockerfile, the build context's files and
-  the base image's ID (label `dev.kubemill.inputs`).
+  the base image's ID (label `dev.kubemill.inputs`);
+- the README's two example runner images with pandas and matplotlib (examples/images/), never
+  published: `Dockerfile.pandas` FROM the runner just built (keyed by its Dockerfile and the
+  runner's ID), and `Dockerfile.python`, a team's Python image with kubemill installed by pip
+  from the wheel `make dist` builds (keyed by its Dockerfile, kubemill's sources and the base's
+  ID; the wheel is built only when the image is).
 
 Buildah's storage lives under $KUBEMILL_CACHE/containers, outside the clone. Every image is also
 unpacked, once, into the image store the node agent reads:
@@ -13,7 +18,7 @@ unpacked, once, into the image store the node agent reads:
     $KUBEMILL_CACHE/images/store/<64-hex image ID>/rootfs/       the image's root file system
     $KUBEMILL_CACHE/images/store/<64-hex image ID>/config.json   its OCI image config
 
-and build/images.json in the clone maps each of the three refs to its store folder. The runner
+and build/images.json in the clone maps each of the five refs to its store folder. The runner
 and operator are written as OCI archives under build/images/ for `kind load image-archive`,
 `buildah push` or `skopeo copy`. Run it with the project's venv: `.venv/bin/python -P
 hack/images.py`.
@@ -62,6 +67,15 @@ INPUTS_LABEL = "dev.kubemill.inputs"
 REGISTRY = "ghcr.io/kubemill"
 # Image name -> its Dockerfile.
 IMAGES = {"kubemill-runner": "Dockerfile.runner", "kubemill-operator": "Dockerfile.operator"}
+# The example runner images (README: "Your notebook's dependencies"): name -> Dockerfile. Their
+# tags are local ones: nothing publishes them (hack/publish.py pushes IMAGES only).
+EXAMPLES = {
+    "kubemill-example-pandas": "examples/images/Dockerfile.pandas",
+    "kubemill-example-python": "examples/images/Dockerfile.python",
+}
+EXAMPLE_TAG = "dev"
+# Where Dockerfile.python's build finds the wheel (dist/, mounted read-only).
+DIST_IN_BUILD = "/run/kubemill-dist"
 # What `COPY . /src/` takes: .dockerignore lets in exactly these (a unit test keeps them equal).
 # Not README.md: pyproject.toml names it as the long description, but an empty stand-in serves
 # inside an image, and an edit of the README then rebuilds nothing.
@@ -71,8 +85,9 @@ SKIPPED_SUFFIXES = (".egg-info", ".pyc")
 # Where the build mounts the host's CA bundle, for pip (PIP_CERT).
 CA_IN_BUILD = "/run/host-ca.crt"
 DEFAULT_CA = "/etc/ssl/certs/ca-certificates.crt"
-# Store folders kept besides the current ones: other clones' recent images.
-KEEP_STORE = 6
+# Store folders kept besides the current ones: other clones' recent images (five a clone, with
+# the two examples: two clones' worth).
+KEEP_STORE = 10
 
 
 class StepFailed(Exception):
@@ -305,10 +320,8 @@ def pip_build_args() -> tuple[list[str], str]:
     return args, bundle
 
 
-def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[str]) -> str:
-    """The image's ID, built from its Dockerfile when its inputs hash changed."""
-    dockerfile = IMAGES[name]
-    inputs = inputs_hash(ROOT, dockerfile, context_files(ROOT), base_id)
+def built_before(cache: Path, name: str, ref: str, inputs: str) -> str | None:
+    """The ID of the image of these inputs if the storage has it (tagged `ref` again if needed)."""
     short = name.removeprefix("kubemill-")
     info = inspect(cache, ref)
     by_content = content_ref(name, inputs)
@@ -324,6 +337,18 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
         run(buildah(cache, "tag", by_content, ref))
         say(f"{short} {ref} tagged from {by_content}")
         return image_id(kept)
+    return None
+
+
+def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[str]) -> str:
+    """The image's ID, built from its Dockerfile when its inputs hash changed."""
+    dockerfile = IMAGES[name]
+    inputs = inputs_hash(ROOT, dockerfile, context_files(ROOT), base_id)
+    short = name.removeprefix("kubemill-")
+    kept = built_before(cache, name, ref, inputs)
+    if kept is not None:
+        return kept
+    by_content = content_ref(name, inputs)
     bud = [
         "bud",
         "--isolation",
@@ -353,6 +378,60 @@ def build_image(cache: Path, name: str, ref: str, base_id: str, pip_args: list[s
     info = inspect(cache, ref)
     assert info is not None
     return image_id(info)
+
+
+def example_inputs(name: str, base_id: str, runner_id: str) -> str:
+    """An example image's inputs: its Dockerfile and what it is made FROM. The pandas image is
+    the runner plus pip; the python image is the base plus kubemill's wheel, which is built from
+    the same files as the runner's kubemill (so those files are its inputs, not the wheel's
+    bytes, which change with every build's timestamps)."""
+    dockerfile = EXAMPLES[name]
+    if name == "kubemill-example-pandas":
+        return inputs_hash(ROOT, dockerfile, [], runner_id)
+    return inputs_hash(ROOT, dockerfile, context_files(ROOT), base_id)
+
+
+def build_wheel(cache: Path, version: str) -> Path:
+    """dist/kubemill-<version>-py3-none-any.whl, by `make dist` (the release's own build)."""
+    with step("wheel: make dist"):
+        run(["make", "--no-print-directory", "-C", str(ROOT), f"CACHE={cache}", "dist"])
+    wheel = ROOT / "dist" / f"kubemill-{version}-py3-none-any.whl"
+    if not wheel.is_file():
+        raise StepFailed(["make", "dist"], f"{wheel} was not made")
+    return wheel
+
+
+def build_example(
+    cache: Path, name: str, base_id: str, runner_id: str, pip_args: list[str], version: str
+) -> tuple[str, str]:
+    """(ref, ID) of an example image, built when its inputs changed. The pandas image is built
+    FROM the runner's ID, never from its tag, which another clone's build may move."""
+    ref = f"localhost/{name}:{EXAMPLE_TAG}"
+    inputs = example_inputs(name, base_id, runner_id)
+    kept = built_before(cache, name, ref, inputs)
+    if kept is not None:
+        return ref, kept
+    dockerfile = ROOT / EXAMPLES[name]
+    if name == "kubemill-example-pandas":
+        args = ["--build-arg", f"RUNNER={runner_id}"]
+    else:
+        wheel = build_wheel(cache, version)
+        args = [
+            "--build-arg", f"BASE={BASE_REF}",
+            "--volume", f"{wheel.parent}:{DIST_IN_BUILD}:ro",
+            "--build-arg", f"KUBEMILL={DIST_IN_BUILD}/{wheel.name}",
+        ]  # fmt: skip
+    with step(f"{name.removeprefix('kubemill-')} {ref} built (inputs {inputs[:12]})"):
+        run(
+            buildah(
+                cache, "bud", "--isolation", "chroot", "--file", str(dockerfile), *args,
+                *pip_args, "--label", f"{INPUTS_LABEL}={inputs}",
+                "--tag", ref, "--tag", content_ref(name, inputs), str(dockerfile.parent),
+            )
+        )  # fmt: skip
+    info = inspect(cache, ref)
+    assert info is not None
+    return ref, image_id(info)
 
 
 def build_stage_id(log: str) -> str | None:
@@ -499,6 +578,10 @@ def main() -> int:
                 ref = f"{REGISTRY}/{name}:{version}"
                 refs[ref] = build_image(cache, name, ref, base_id, pip_args)
                 archives.append(write_archive(cache, name, ref, refs[ref], version))
+            runner_id = refs[f"{REGISTRY}/kubemill-runner:{version}"]
+            for name in EXAMPLES:
+                ref, ident = build_example(cache, name, base_id, runner_id, pip_args, version)
+                refs[ref] = ident
             entries = {}
             for ref in refs:
                 info = inspect(cache, ref)

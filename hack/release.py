@@ -43,6 +43,9 @@ SITES = (
     Site("deploy/base/deployment.yaml", rf"image: {IMAGE}({VERSION})"),
     # The Helm chart's own version and appVersion (the default tag of both images).
     Site("deploy/helm/kubemill/Chart.yaml", rf'(?m)^(?:version|appVersion): "?({VERSION})"?$', 2),
+    # The example runner images' defaults: the runner to build FROM, the kubemill to pip install.
+    Site("examples/images/Dockerfile.pandas", rf"(?m)^ARG RUNNER={IMAGE}({VERSION})$"),
+    Site("examples/images/Dockerfile.python", rf"(?m)^ARG KUBEMILL=kubemill==({VERSION})$"),
     # The README's image names and archive names (`…-runner-0.1.0.oci.tar`).
     Site("README.md", rf"(?:kubemill-(?:runner|operator)[:-]|kubemill==)({VERSION})", count=0),
 )

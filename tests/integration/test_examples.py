@@ -90,7 +90,8 @@ def test_the_sales_example_runs_and_its_test_step_passes(
         "revenue_cents": 1855520,
         "refunded_cents": 167960,
     }
-    assert (folder / "sales-report" / "output.html").exists()  # spec.html, with the chart
+    html = (folder / "sales-report" / "output.html").read_text()  # spec.html
+    assert 'src="data:image/png;base64,' in html  # the matplotlib chart
 
 
 @pytest.mark.usefixtures("sales_notebooks")

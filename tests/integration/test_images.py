@@ -27,6 +27,8 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 BASE = "localhost/kubemill-base:bookworm"
 RUNNER = f"ghcr.io/kubemill/kubemill-runner:{VERSION}"
 OPERATOR = f"ghcr.io/kubemill/kubemill-operator:{VERSION}"
+# The README's example runner images (examples/images/), checked running in tests/e2e.
+EXAMPLES = {"localhost/kubemill-example-pandas:dev", "localhost/kubemill-example-python:dev"}
 VENV = "opt/kubemill"
 
 
@@ -54,8 +56,8 @@ def _distributions(folder: Path) -> set[str]:
     }
 
 
-def test_index_names_the_three_images_by_their_store_folders(store: dict[str, Path]) -> None:
-    assert set(store) == {BASE, RUNNER, OPERATOR}
+def test_index_names_the_images_by_their_store_folders(store: dict[str, Path]) -> None:
+    assert set(store) == {BASE, RUNNER, OPERATOR, *EXAMPLES}
     for folder in store.values():
         assert re.fullmatch(r"[0-9a-f]{64}", folder.name), folder
         assert (folder / "rootfs").is_dir() and (folder / "config.json").is_file()

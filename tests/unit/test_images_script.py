@@ -188,3 +188,26 @@ def test_content_tags_keep_the_current_images_and_the_newest_of_each_name() -> N
         "localhost/kubemill-runner:inputs-new",
         "localhost/kubemill-runner:inputs-old",
     ]
+
+
+def test_example_images_rebuild_on_what_they_are_made_from() -> None:
+    """The pandas image is the runner plus pip: a new runner rebuilds it, the base alone does
+    not. The python image is the base plus kubemill's wheel: the reverse."""
+    pandas, python = images.EXAMPLES
+    runner_a, runner_b = "1" * 64, "2" * 64
+    assert images.example_inputs(pandas, BASE_ID, runner_a) != images.example_inputs(
+        pandas, BASE_ID, runner_b
+    )
+    assert images.example_inputs(pandas, BASE_ID, runner_a) == images.example_inputs(
+        pandas, "b" * 64, runner_a
+    )
+    assert images.example_inputs(python, BASE_ID, runner_a) == images.example_inputs(
+        python, BASE_ID, runner_b
+    )
+    assert images.example_inputs(python, BASE_ID, runner_a) != images.example_inputs(
+        python, "b" * 64, runner_a
+    )
+    # kubemill's sources are the wheel's inputs, so they are the python image's.
+    assert images.inputs_hash(
+        ROOT, images.EXAMPLES[python], images.context_files(ROOT), BASE_ID
+    ) == images.example_inputs(python, BASE_ID, runner_a)
