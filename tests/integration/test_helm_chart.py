@@ -355,6 +355,8 @@ BAD_VALUES = [
     ("settings.s3CredentialsSecret=My_Secret", "at '/settings/s3CredentialsSecret'"),
     ("settings.outputprefix=s3://results/", "additional properties 'outputprefix' not allowed"),
     ("operator.replicas=2", "at '/operator/replicas': maximum"),
+    ("image.digest=sha256:abc", "at '/image/digest'"),
+    ("runnerImage.digest=latest", "at '/runnerImage/digest'"),
     ("runnerImage.repository=ghcr.io/kubemill/kubemill-runner:1.0", "at '/runnerImage/repository'"),
     ("image.pullPolicy=always", "at '/image/pullPolicy'"),
     ("watchNamespaces={Team-A}", "at '/watchNamespaces/0'"),
@@ -429,3 +431,25 @@ def test_the_charts_start_timeout_is_what_the_operator_accepts(helm: Path, timeo
     assert (done.returncode == 0) is operator_accepts, done.stderr
     if operator_accepts:
         assert _configmap(documents(done.stdout))["KUBEMILL_START_TIMEOUT"] == timeout
+
+
+OPERATOR_DIGEST = "sha256:" + "0123456789abcdef" * 4
+RUNNER_DIGEST = "sha256:" + "fedcba9876543210" * 4
+
+
+def test_images_pinned_by_digest_are_rendered_by_digest(render: Render) -> None:
+    objects = render(
+        NO_CRDS,
+        f"image.digest={OPERATOR_DIGEST}",
+        "image.tag=0.2.0",
+        f"runnerImage.digest={RUNNER_DIGEST}",
+        "runnerImage.repository=registry.example:5000/team/runner",
+    )
+    (container,) = _deployment(objects)["spec"]["template"]["spec"]["containers"]
+    # The digest alone names the image: a tag beside it would be one more thing to trust.
+    assert container["image"] == f"ghcr.io/kubemill/kubemill-operator@{OPERATOR_DIGEST}"
+    runner = _configmap(objects)["KUBEMILL_RUNNER_IMAGE"]
+    assert runner == f"registry.example:5000/team/runner@{RUNNER_DIGEST}"
+    # Without a digest, the tag (the chart's appVersion unless set) as before.
+    (default,) = _deployment(render(NO_CRDS))["spec"]["template"]["spec"]["containers"]
+    assert default["image"].startswith("ghcr.io/kubemill/kubemill-operator:")

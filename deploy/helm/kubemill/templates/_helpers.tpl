@@ -12,9 +12,17 @@ app.kubernetes.io/part-of: kubemill
 {{ include "kubemill.helmLabels" . }}
 {{- end }}
 
-{{/* The image reference of {repository, tag}, the tag defaulting to the chart's appVersion. */}}
+{{/*
+The image reference of {repository, tag, digest}: repository@digest when a digest is set (what
+the release signs, and what a registry cannot move), else repository:tag, the tag defaulting to
+the chart's appVersion.
+*/}}
 {{- define "kubemill.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (.image.tag | default .chart.AppVersion) -}}
+{{- end -}}
 {{- end }}
 
 {{/*
