@@ -25,6 +25,7 @@ import yaml
 from kubemill.operator.settings import Settings
 from kubemill_testenv.controlplane import REPO_ROOT, binary_dir
 from kubemill_testenv.helm import CHART, helm_binary
+from tests import hack_scripts
 
 pytestmark = pytest.mark.integration
 
@@ -75,12 +76,12 @@ def kubectl() -> Path:
 
 
 def refusal(*argv: str | Path) -> str:
-    """What a helm command that must fail says on stderr."""
+    """What a helm command that must fail says (helm lint reports on stdout)."""
     done = subprocess.run(
         [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False
     )
     assert done.returncode != 0, f"{' '.join(map(str, argv))} succeeded:\n{done.stdout[:2000]}"
-    return done.stderr
+    return done.stdout + done.stderr
 
 
 def run(*argv: str | Path) -> str:
@@ -370,8 +371,7 @@ BAD_VALUES = [
 def test_a_bad_value_is_refused_naming_it(helm: Path, value: str, said: str) -> None:
     """helm template, as install and upgrade do, checks the schema and then renders; the
     refusal comes before anything is applied or the running operator is replaced."""
-    stderr = refusal(helm, "template", "kubemill", CHART, "--set", value)
-    assert said in stderr
+    assert said in refusal(helm, "template", "kubemill", CHART, "--set", value)
 
 
 def test_the_edges_of_each_checked_value_render(render: Render, helm: Path, tmp_path: Path) -> None:
@@ -453,3 +453,23 @@ def test_images_pinned_by_digest_are_rendered_by_digest(render: Render) -> None:
     # Without a digest, the tag (the chart's appVersion unless set) as before.
     (default,) = _deployment(render(NO_CRDS))["spec"]["template"]["spec"]["containers"]
     assert default["image"].startswith("ghcr.io/kubemill/kubemill-operator:")
+
+
+def test_a_chart_set_to_a_release_version_passes_helm_lint(helm: Path, tmp_path: Path) -> None:
+    """hack/release.py set writes the version into Chart.yaml, whose version helm holds to
+    SemVer: what `set` accepts must be a chart helm installs (1.3.0rc1 was not)."""
+    release = hack_scripts.load("release")
+    for site in release.SITES:
+        (tmp_path / site.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO_ROOT / site.path, tmp_path / site.path)
+    chart = tmp_path / CHART.relative_to(REPO_ROOT)
+    shutil.copytree(CHART, chart, dirs_exist_ok=True)
+    release.set_version(tmp_path, "9.8.10")
+    assert "1 chart(s) linted, 0 chart(s) failed" in run(helm, "lint", "--strict", chart)
+    shown = yaml.safe_load(run(helm, "show", "chart", chart))
+    assert (shown["version"], shown["appVersion"]) == ("9.8.10", "9.8.10")
+    # The lint can fail: a PEP 440 pre-release in Chart.yaml is what helm refused.
+    metadata = chart / "Chart.yaml"
+    metadata.write_text(metadata.read_text().replace("version: 9.8.10", "version: 1.3.0rc1"))
+    out = refusal(helm, "lint", "--strict", chart)
+    assert 'version "1.3.0rc1" is invalid' in out
