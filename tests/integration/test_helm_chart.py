@@ -433,6 +433,7 @@ def test_the_charts_start_timeout_is_what_the_operator_accepts(helm: Path, timeo
         assert _configmap(documents(done.stdout))["KUBEMILL_START_TIMEOUT"] == timeout
 
 
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
 OPERATOR_DIGEST = "sha256:" + "0123456789abcdef" * 4
 RUNNER_DIGEST = "sha256:" + "fedcba9876543210" * 4
 
@@ -450,9 +451,13 @@ def test_images_pinned_by_digest_are_rendered_by_digest(render: Render) -> None:
     assert container["image"] == f"ghcr.io/kubemill/kubemill-operator@{OPERATOR_DIGEST}"
     runner = _configmap(objects)["KUBEMILL_RUNNER_IMAGE"]
     assert runner == f"registry.example:5000/team/runner@{RUNNER_DIGEST}"
-    # Without a digest, the tag (the chart's appVersion unless set) as before.
-    (default,) = _deployment(render(NO_CRDS))["spec"]["template"]["spec"]["containers"]
-    assert default["image"].startswith("ghcr.io/kubemill/kubemill-operator:")
+    # Without a digest, the tag: the chart's appVersion unless set (null is unset too).
+    for sets in ([], ["image.tag=null", "image.digest=null", "runnerImage.tag=null"]):
+        objects = render(NO_CRDS, *sets)
+        (default,) = _deployment(objects)["spec"]["template"]["spec"]["containers"]
+        assert default["image"] == f"ghcr.io/kubemill/kubemill-operator:{APP_VERSION}"
+        runner = _configmap(objects)["KUBEMILL_RUNNER_IMAGE"]
+        assert runner == f"ghcr.io/kubemill/kubemill-runner:{APP_VERSION}"
 
 
 def test_a_chart_set_to_a_release_version_passes_helm_lint(helm: Path, tmp_path: Path) -> None:
