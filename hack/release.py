@@ -19,8 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-# Release versions: PEP 440 and SemVer at once (what both PyPI and an image tag accept).
-VERSION = r"\d+\.\d+\.\d+(?:(?:a|b|rc)\d+)?"
+# Release versions are X.Y.Z, without leading zeros: the one form that PEP 440 (PyPI), an image
+# tag and SemVer (the chart's version, which helm refuses otherwise) all read alike, so every
+# site names the same string. A pre-release such as 1.3.0rc1 is PEP 440 but not SemVer (helm:
+# `chart.metadata.version "1.3.0rc1" is invalid`), and PyPI normalizes SemVer's 1.3.0-rc.1 to it.
+VERSION = r"(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)\.(?:0|[1-9]\d*)"
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def check(root: Path, tag: str | None = None) -> list[str]:
 def set_version(root: Path, version: str) -> list[str]:
     """Rewrite every site to `version`; the files changed."""
     if not re.fullmatch(VERSION, version):
-        raise ValueError(f"{version!r} is not a release version like 1.2.3 or 1.3.0rc1")
+        raise ValueError(f"{version!r} is not a release version like 1.2.3 (X.Y.Z)")
     changed = []
     for site in SITES:
         file = root / site.path

@@ -21,6 +21,7 @@ from kubernetes import client
 from kubemill_testenv import kube
 from kubemill_testenv.helm import CHART, helm_binary
 from kubemill_testenv.s3server import WRITER_KEY
+from tests import hack_scripts
 from tests.e2e.conftest import Cluster, create_namespace
 from tests.e2e.test_notebookrun import create_run, wait_run
 
@@ -134,7 +135,9 @@ def test_helm_install_runs_notebooks_and_an_upgrade_loses_no_run(
 
     first = operator_pod(api)
     (container,) = first["status"]["containerStatuses"]
-    assert container["image"] == "ghcr.io/kubemill/kubemill-operator:0.1.0"
+    # The chart's appVersion, which hack/release.py keeps equal to pyproject.toml's version.
+    version = hack_scripts.load("release").source_version()
+    assert container["image"] == f"ghcr.io/kubemill/kubemill-operator:{version}"
     assert container["ready"] is True
 
     namespace = "helm-runs"

@@ -22,8 +22,10 @@ from typing import Any
 import pytest
 import yaml
 
+from kubemill.operator.settings import Settings
 from kubemill_testenv.controlplane import REPO_ROOT, binary_dir
 from kubemill_testenv.helm import CHART, helm_binary
+from tests import hack_scripts
 
 pytestmark = pytest.mark.integration
 
@@ -71,6 +73,15 @@ def helm() -> Path:
 @pytest.fixture(scope="module")
 def kubectl() -> Path:
     return binary_dir(build=True) / "kubectl"
+
+
+def refusal(*argv: str | Path) -> str:
+    """What a helm command that must fail says (helm lint reports on stdout)."""
+    done = subprocess.run(
+        [str(a) for a in argv], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0, f"{' '.join(map(str, argv))} succeeded:\n{done.stdout[:2000]}"
+    return done.stdout + done.stderr
 
 
 def run(*argv: str | Path) -> str:
@@ -317,3 +328,153 @@ def test_parts_can_be_left_out(render: Render) -> None:
     assert not any(
         o["metadata"].get("annotations", {}).get("helm.sh/resource-policy") for o in kept
     )
+
+
+#: Values the operator refuses or misreads, each with what helm's refusal must say: the value's
+#: path (values.schema.json) or its name and the reason (the start timeout's minimum, which only
+#: the template can check).
+BAD_VALUES = [
+    # The TTL: "1d" was rendered as "0" (every Job deleted as it finishes); -5 and 2^31 make
+    # every Job's creation fail (ttlSecondsAfterFinished is a non-negative int32).
+    ("settings.defaultTtlSeconds=1d", "at '/settings/defaultTtlSeconds': got string"),
+    ("settings.defaultTtlSeconds=-5", "at '/settings/defaultTtlSeconds': minimum"),
+    ("settings.defaultTtlSeconds=2147483648", "at '/settings/defaultTtlSeconds': maximum"),
+    # null leaves the key out of the values; it was rendered "<nil>" and the operator refused
+    # to start (after the Recreate rollout had stopped the old one).
+    ("settings.startTimeout=null", "at '/settings': missing property 'startTimeout'"),
+    ("settings.startTimeout=10d", "at '/settings/startTimeout': '10d' does not match"),
+    ("settings.startTimeout=600", "at '/settings/startTimeout': value must be 0"),
+    ("settings.startTimeout=1234567h1234567h1234s", "at '/settings/startTimeout': maxLength"),
+    ("settings.startTimeout=500ms", "settings.startTimeout: 500ms is shorter than 1s"),
+    ("settings.startTimeout=0.5s", "settings.startTimeout: 0.5s is shorter than 1s"),
+    ("settings.logLevel=null", "at '/settings': missing property 'logLevel'"),
+    ("settings.logLevel=debug", "at '/settings/logLevel': value must be one of"),
+    ("settings.terminationGraceSeconds=0", "at '/settings/terminationGraceSeconds': minimum"),
+    ("settings.outputPrefix=results/runs/", "at '/settings/outputPrefix'"),
+    ("settings.viewerUrl=https://viewer.example", "at '/settings/viewerRoot': minLength"),
+    ("settings.viewerRoot=s3://results/", "at '/settings/viewerUrl': minLength"),
+    ("settings.s3CredentialsSecret=My_Secret", "at '/settings/s3CredentialsSecret'"),
+    ("settings.outputprefix=s3://results/", "additional properties 'outputprefix' not allowed"),
+    ("operator.replicas=2", "at '/operator/replicas': maximum"),
+    ("image.digest=sha256:abc", "at '/image/digest'"),
+    ("runnerImage.digest=latest", "at '/runnerImage/digest'"),
+    ("runnerImage.repository=ghcr.io/kubemill/kubemill-runner:1.0", "at '/runnerImage/repository'"),
+    ("image.pullPolicy=always", "at '/image/pullPolicy'"),
+    ("watchNamespaces={Team-A}", "at '/watchNamespaces/0'"),
+    ("extraSettings.PATH=/bin", "at '/extraSettings': additional properties 'PATH'"),
+    ("crds.install=maybe", "at '/crds/install': got string, want boolean"),
+    ("setings.logLevel=DEBUG", "additional properties 'setings' not allowed"),
+]
+
+
+@pytest.mark.parametrize(("value", "said"), BAD_VALUES, ids=[v for v, _ in BAD_VALUES])
+def test_a_bad_value_is_refused_naming_it(helm: Path, value: str, said: str) -> None:
+    """helm template, as install and upgrade do, checks the schema and then renders; the
+    refusal comes before anything is applied or the running operator is replaced."""
+    assert said in refusal(helm, "template", "kubemill", CHART, "--set", value)
+
+
+def test_the_edges_of_each_checked_value_render(render: Render, helm: Path, tmp_path: Path) -> None:
+    """What the operator accepts still renders, from --set (integers) and from a values file
+    (YAML's numbers and strings), and reaches the ConfigMap as the operator reads it."""
+    for sets, expected in [
+        (["settings.startTimeout=1s", "settings.defaultTtlSeconds=0"],
+         {"KUBEMILL_START_TIMEOUT": "1s", "KUBEMILL_DEFAULT_TTL_SECONDS": "0"}),
+        (["settings.startTimeout=1000ms", "settings.defaultTtlSeconds=2147483647"],
+         {"KUBEMILL_START_TIMEOUT": "1000ms", "KUBEMILL_DEFAULT_TTL_SECONDS": "2147483647"}),
+        (["settings.startTimeout=0.5s0.5s", "settings.terminationGraceSeconds=1"],
+         {"KUBEMILL_START_TIMEOUT": "0.5s0.5s", "KUBEMILL_TERMINATION_GRACE_SECONDS": "1"}),
+        (["settings.startTimeout=1h30m", "settings.logLevel=DEBUG"],
+         {"KUBEMILL_START_TIMEOUT": "1h30m", "KUBEMILL_LOG_LEVEL": "DEBUG"}),
+        (["settings.viewerUrl=https://viewer.example/kubemill",
+          "settings.viewerRoot=s3://results/", "settings.s3CredentialsSecret="],
+         {"KUBEMILL_VIEWER_URL": "https://viewer.example/kubemill",
+          "KUBEMILL_VIEWER_ROOT": "s3://results/", "KUBEMILL_S3_CREDENTIALS_SECRET": ""}),
+    ]:  # fmt: skip
+        data = _configmap(render(NO_CRDS, *sets))
+        assert {k: data.get(k) for k in expected} == expected, sets
+        Settings.from_env(data)
+    values = tmp_path / "values.yaml"
+    values.write_text(
+        "settings:\n  startTimeout: '0'\n  defaultTtlSeconds: 3600\n"
+        "  terminationGraceSeconds: null\noperator:\n  replicas: 0\n"
+        "global: {}\n"
+    )
+    objects = documents(
+        run(helm, "template", "kubemill", CHART, "--namespace", NAMESPACE, "-f", values,
+            "--set", NO_CRDS)
+    )  # fmt: skip
+    data = _configmap(objects)
+    assert data["KUBEMILL_START_TIMEOUT"] == "0"
+    assert data["KUBEMILL_DEFAULT_TTL_SECONDS"] == "3600"
+    assert "KUBEMILL_TERMINATION_GRACE_SECONDS" not in data
+    assert _deployment(objects)["spec"]["replicas"] == 0
+    Settings.from_env(data)
+
+
+@pytest.mark.parametrize(
+    "timeout", ["1s", "999ms", "1000ms", "0.5s", "0.5s0.5s", "0.0166m", "0.017m", "0.0002h", "0"]
+)
+def test_the_charts_start_timeout_is_what_the_operator_accepts(helm: Path, timeout: str) -> None:
+    """The template's sum of a duration's parts, beside the operator's: a value the chart
+    renders is one the operator starts with, and the other way round."""
+    try:
+        Settings.from_env({"KUBEMILL_START_TIMEOUT": timeout})
+        operator_accepts = True
+    except ValueError:
+        operator_accepts = False
+    done = subprocess.run(
+        [str(helm), "template", "kubemill", str(CHART), "--namespace", NAMESPACE, "--set", NO_CRDS,
+         "--set-string", f"settings.startTimeout={timeout}"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert (done.returncode == 0) is operator_accepts, done.stderr
+    if operator_accepts:
+        assert _configmap(documents(done.stdout))["KUBEMILL_START_TIMEOUT"] == timeout
+
+
+APP_VERSION = yaml.safe_load((CHART / "Chart.yaml").read_text())["appVersion"]
+OPERATOR_DIGEST = "sha256:" + "0123456789abcdef" * 4
+RUNNER_DIGEST = "sha256:" + "fedcba9876543210" * 4
+
+
+def test_images_pinned_by_digest_are_rendered_by_digest(render: Render) -> None:
+    objects = render(
+        NO_CRDS,
+        f"image.digest={OPERATOR_DIGEST}",
+        "image.tag=0.2.0",
+        f"runnerImage.digest={RUNNER_DIGEST}",
+        "runnerImage.repository=registry.example:5000/team/runner",
+    )
+    (container,) = _deployment(objects)["spec"]["template"]["spec"]["containers"]
+    # The digest alone names the image: a tag beside it would be one more thing to trust.
+    assert container["image"] == f"ghcr.io/kubemill/kubemill-operator@{OPERATOR_DIGEST}"
+    runner = _configmap(objects)["KUBEMILL_RUNNER_IMAGE"]
+    assert runner == f"registry.example:5000/team/runner@{RUNNER_DIGEST}"
+    # Without a digest, the tag: the chart's appVersion unless set (null is unset too).
+    for sets in ([], ["image.tag=null", "image.digest=null", "runnerImage.tag=null"]):
+        objects = render(NO_CRDS, *sets)
+        (default,) = _deployment(objects)["spec"]["template"]["spec"]["containers"]
+        assert default["image"] == f"ghcr.io/kubemill/kubemill-operator:{APP_VERSION}"
+        runner = _configmap(objects)["KUBEMILL_RUNNER_IMAGE"]
+        assert runner == f"ghcr.io/kubemill/kubemill-runner:{APP_VERSION}"
+
+
+def test_a_chart_set_to_a_release_version_passes_helm_lint(helm: Path, tmp_path: Path) -> None:
+    """hack/release.py set writes the version into Chart.yaml, whose version helm holds to
+    SemVer: what `set` accepts must be a chart helm installs (1.3.0rc1 was not)."""
+    release = hack_scripts.load("release")
+    for site in release.SITES:
+        (tmp_path / site.path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO_ROOT / site.path, tmp_path / site.path)
+    chart = tmp_path / CHART.relative_to(REPO_ROOT)
+    shutil.copytree(CHART, chart, dirs_exist_ok=True)
+    release.set_version(tmp_path, "9.8.10")
+    assert "1 chart(s) linted, 0 chart(s) failed" in run(helm, "lint", "--strict", chart)
+    shown = yaml.safe_load(run(helm, "show", "chart", chart))
+    assert (shown["version"], shown["appVersion"]) == ("9.8.10", "9.8.10")
+    # The lint can fail: a PEP 440 pre-release in Chart.yaml is what helm refused.
+    metadata = chart / "Chart.yaml"
+    metadata.write_text(metadata.read_text().replace("version: 9.8.10", "version: 1.3.0rc1"))
+    out = refusal(helm, "lint", "--strict", chart)
+    assert 'version "1.3.0rc1" is invalid' in out

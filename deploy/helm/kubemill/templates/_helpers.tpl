@@ -12,9 +12,38 @@ app.kubernetes.io/part-of: kubemill
 {{ include "kubemill.helmLabels" . }}
 {{- end }}
 
-{{/* The image reference of {repository, tag}, the tag defaulting to the chart's appVersion. */}}
+{{/*
+The image reference of {repository, tag, digest}: repository@digest when a digest is set (what
+the release signs, and what a registry cannot move), else repository:tag, the tag defaulting to
+the chart's appVersion.
+*/}}
 {{- define "kubemill.image" -}}
+{{- if .image.digest -}}
+{{- printf "%s@%s" .image.repository .image.digest -}}
+{{- else -}}
 {{- printf "%s:%s" .image.repository (.image.tag | default .chart.AppVersion) -}}
+{{- end -}}
+{{- end }}
+
+{{/*
+settings.startTimeout as the operator reads it. values.schema.json holds it to the operator's
+syntax; what JSON Schema cannot say is the operator's minimum of 1 s (a shorter one makes it
+refuse to start), so the parts are added up here as runner/rules.py duration_seconds does.
+*/}}
+{{- define "kubemill.startTimeout" -}}
+{{- $text := toString .Values.settings.startTimeout -}}
+{{- if ne $text "0" -}}
+{{- $units := dict "ms" 0.001 "s" 1.0 "m" 60.0 "h" 3600.0 -}}
+{{- $seconds := 0.0 -}}
+{{- range $part := regexFindAll "[0-9.]+(ms|s|m|h)" $text -1 -}}
+{{- $unit := regexFind "(ms|s|m|h)$" $part -}}
+{{- $seconds = addf $seconds (mulf (trimSuffix $unit $part) (get $units $unit)) -}}
+{{- end -}}
+{{- if lt $seconds 1.0 -}}
+{{- fail (printf "settings.startTimeout: %s is shorter than 1s; write a longer duration, or 0 for no limit" $text) -}}
+{{- end -}}
+{{- end -}}
+{{- $text -}}
 {{- end }}
 
 {{/*
@@ -29,7 +58,7 @@ The operator's settings as the ConfigMap's data (a map), from .Values.settings.
   "KUBEMILL_S3_CREDENTIALS_SECRET" $s.s3CredentialsSecret
   "KUBEMILL_NAMESPACES" (join "," .Values.watchNamespaces)
   "KUBEMILL_LOG_LEVEL" $s.logLevel
-  "KUBEMILL_START_TIMEOUT" (toString $s.startTimeout)
+  "KUBEMILL_START_TIMEOUT" (include "kubemill.startTimeout" .)
   "KUBEMILL_VIEWER_URL" $s.viewerUrl
   "KUBEMILL_VIEWER_ROOT" $s.viewerRoot
 -}}
