@@ -40,7 +40,7 @@ import yaml
 
 from kubemill.cli.workflow_report import table_lines
 from kubemill.operator.meta import LABEL_ORIGIN, LABEL_RUN, LABEL_SCHEDULE
-from kubemill_testenv.s3server import WRITER_KEY
+from kubemill_testenv.s3server import READER_KEY, WRITER_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -52,6 +52,11 @@ WORKFLOW_MANIFEST = ROOT / "examples" / "sales-workflow.yaml"
 OPERATOR_NAMESPACE = "kubemill-system"
 OPERATOR = "deployment/kubemill-operator"
 OPERATOR_PODS = "app.kubernetes.io/name=kubemill-operator"
+VIEWER = "deployment/kubemill-viewer"
+# The sandbox's pods share this machine's network: the viewer's pod, bound to loopback, is
+# reached from here as `kubemill view` would be (no login: loopback only). On a real cluster,
+# `kubectl -n kubemill-system port-forward deployment/kubemill-viewer 8866` does the same.
+VIEWER_URL = "http://127.0.0.1:8866/"
 KUBEMILL = str(Path(sys.executable).with_name("kubemill"))
 SANDBOX = Path(os.environ.get("KUBEMILL_CACHE", Path.home() / ".cache" / "kubemill")) / "sandbox"
 OUT = ROOT / "out" / "demo"
@@ -490,29 +495,57 @@ def demo() -> None:
         chart = ROOT / "examples" / "images" / "revenue_chart.ipynb"
         admin.upload_file(str(chart), "notebooks", chart.name)
 
-    with Step("installing the CRDs and the operator", cluster):
+    with Step("installing the CRDs, the operator and the viewer", cluster):
         kubectl("apply", "--server-side", "-k", str(ROOT / "crds"))
         kubectl(
             "wait", "--for=condition=Established",
             "crd/notebookruns.kubemill.dev", "crd/notebookschedules.kubemill.dev",
             "crd/notebookworkflows.kubemill.dev",
         )  # fmt: skip
-        kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "deploy" / "base"))
+        # The operator (deploy/base) and the viewer's component (deploy/components/viewer).
+        overlay = ROOT / "deploy" / "overlays" / "viewer"
+        kubectl("apply", "--server-side", "--force-conflicts", "-k", str(overlay))
         settings = {
             "data": {
                 "KUBEMILL_S3_ENDPOINT_URL": state["s3"]["endpoint_url"],
                 "KUBEMILL_OUTPUT_PREFIX": "s3://results/",
+                # Each run's status.viewerUrl, the VIEWER column, the runner's log and summary.
+                "KUBEMILL_VIEWER_URL": VIEWER_URL,
+                "KUBEMILL_VIEWER_ROOT": "s3://results/",
             }
         }
         kubectl(
             "-n", OPERATOR_NAMESPACE, "patch", "configmap", "kubemill-operator", "--type",
             "merge", "-p", json.dumps(settings),
         )  # fmt: skip
-        kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", OPERATOR)
-        # Bounded: an operator that never becomes Ready (crash loop, failing probe) fails here,
-        # with its logs, instead of as a NotebookRun that times out minutes later.
-        kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", OPERATOR,
-                f"--timeout={ROLLOUT_TIMEOUT}")  # fmt: skip
+        viewer = {
+            "data": {
+                "KUBEMILL_VIEWER_ROOT": "s3://results/",
+                "AWS_ENDPOINT_URL": state["s3"]["endpoint_url"],
+                "AWS_REGION": "us-east-1",
+                "KUBEMILL_VIEWER_AUTH": "",
+                "KUBEMILL_VIEWER_LISTEN": "127.0.0.1",
+            }
+        }
+        kubectl(
+            "-n", OPERATOR_NAMESPACE, "patch", "configmap", "kubemill-viewer", "--type",
+            "merge", "-p", json.dumps(viewer),
+        )  # fmt: skip
+        # The viewer reads with the read-only key: it never writes to S3.
+        secret = kubectl(
+            "-n", OPERATOR_NAMESPACE, "create", "secret", "generic", "kubemill-viewer-s3",
+            f"--from-literal=AWS_ACCESS_KEY_ID={READER_KEY[0]}",
+            f"--from-literal=AWS_SECRET_ACCESS_KEY={READER_KEY[1]}",
+            "--dry-run=client", "-o", "yaml", show=False,
+        )  # fmt: skip
+        kubectl("apply", "-f", "-", show=False, stdin=secret)
+        for deployment in (OPERATOR, VIEWER):
+            kubectl("-n", OPERATOR_NAMESPACE, "rollout", "restart", deployment)
+        # Bounded: a pod that never becomes Ready (crash loop, failing probe) fails here, with
+        # its logs, instead of as a NotebookRun that times out minutes later.
+        for deployment in (OPERATOR, VIEWER):
+            kubectl("-n", OPERATOR_NAMESPACE, "rollout", "status", deployment,
+                    f"--timeout={ROLLOUT_TIMEOUT}")  # fmt: skip
 
     the_run = Subject("nbrun", RUN, NAMESPACE)
     with Step(f"running {RUN} in namespace {NAMESPACE}", cluster, the_run):
@@ -599,6 +632,15 @@ def demo() -> None:
             )
         print("(the same totals as the local run)")
         print(events(cluster, workflow))
+    with Step("every run in the viewer", cluster):
+        runs = json.loads(kubectl("-n", NAMESPACE, "get", "nbrun", "-o", "json", show=False))
+        for item in sorted(runs["items"], key=lambda r: r["metadata"]["name"]):
+            status = item.get("status") or {}
+            url = status.get("viewerUrl")
+            if not url:
+                raise Unsuccessful(f"nbrun/{item['metadata']['name']} has no status.viewerUrl")
+            print(f"{item['metadata']['name']:<40} {status.get('phase', ''):<10} {url}")
+        print(f"all runs, searchable: {VIEWER_URL}runs")
     print(f"\nexplore:  export KUBECONFIG={state['kubeconfig']}")
     print(f"          export PATH={Path(state['kubectl']).parent}:$PATH")
     print(f"          kubectl -n {NAMESPACE} describe nbrun {RUN}")
