@@ -117,6 +117,10 @@ class Renderer(Protocol):
     ) -> Rendered: ...
 
 
+#: Notebook versions (HEADs) kept for notebook_version: about 200 bytes each.
+VERSIONS_KEPT = 50_000
+
+
 class _Viewer:
     """The application's state: settings, store, caches, thread pool. One per application."""
 
@@ -160,6 +164,7 @@ class _Viewer:
             compare=f"{self.base}/compare",
         )
         self._rendering: dict[str, asyncio.Future[CachedPage]] = {}
+        self._versions: dict[str, tuple[float, ObjectInfo]] = {}
         self.gate = access.Gate(settings, reviews, self.run, self.keeper.index, RETRY_BUILDING)
         self._reading: dict[tuple[str, str], asyncio.Future[tuple[str, render.Outputs]]] = {}
         self._parsing: set[asyncio.Future[tuple[str, render.Outputs]]] = set()
@@ -187,6 +192,20 @@ class _Viewer:
 
     def object_url(self, path: str) -> str:
         return self.url("view" if paths.is_notebook(path) else "files", path)
+
+    async def notebook_version(self, path: str) -> ObjectInfo:
+        """A notebook's HEAD, asked again only after listing_ttl seconds (5): a page shown
+        again at once costs no request to S3, and a notebook a run is still writing shows its
+        new version within those seconds, as a folder listing shows a new run."""
+        now = time.monotonic()
+        seen = self._versions.get(path)
+        if seen is not None and now - seen[0] < self.settings.listing_ttl:
+            return seen[1]
+        info = await self.run(self.store.head, path)
+        if len(self._versions) >= VERSIONS_KEPT:
+            self._versions.clear()  # whole, now and then: cheaper than an LRU for this use
+        self._versions[path] = (now, info)
+        return info
 
     def page_key(self, info: ObjectInfo) -> str:
         return self.pages.key(info.path, info.etag, self.variant)
@@ -466,7 +485,7 @@ async def view(request: web.Request) -> web.Response:
         raise web.HTTPFound(viewer.url("files", path))
     if "output" in request.query:
         return await _output(request, viewer, path, request.query["output"])
-    info = await viewer.run(viewer.store.head, path)
+    info = await viewer.notebook_version(path)
     viewer.readable(info)
     # The page is a function of the notebook's version and of the viewer (its cache key), so
     # a browser revalidating it costs one HEAD, not a page.
@@ -498,7 +517,7 @@ async def _output(request: web.Request, viewer: _Viewer, path: str, which: str) 
     cell, dot, number = which.partition(".")
     if not (dot and (cell + number).isascii() and cell.isdigit() and number.isdigit()):
         raise BadRequest(f"output {which!r} is not CELL.OUTPUT")
-    info = await viewer.run(viewer.store.head, path)
+    info = await viewer.notebook_version(path)
     viewer.readable(info)
     headers = {
         "ETag": f'"{info.etag}-{int(cell)}.{int(number)}"',

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -454,11 +455,19 @@ def test_a_notebook_version_is_rendered_once_and_the_page_survives_a_restart(
         etag = pages[0].headers["ETag"]
         revalidated = viewer.get(url, {"If-None-Match": etag})
         assert (revalidated.status, revalidated.body) == (304, b"")
-    with live_viewer(s3_settings(), renderer=renderer) as viewer:  # a restart
+    # A restart; the notebook's version is asked of S3 again at most every listing_ttl.
+    with live_viewer(s3_settings(listing_ttl=1.0), renderer=renderer) as viewer:
         assert "first version" in viewer.get(url).text
         assert len(renderer.calls) == 1
         s3_admin.put_object(Bucket=bucket, Key=key, Body=notebook_bytes("second version"))
+        written = time.monotonic()
+        # Within the TTL the version seen stands (no request to S3 for a page shown again);
+        # after it, the new version is rendered and sent.
         changed = viewer.get(url, {"If-None-Match": etag})
+        while changed.status == 304:
+            assert time.monotonic() - written < 10, "the new version never showed"
+            time.sleep(0.1)
+            changed = viewer.get(url, {"If-None-Match": etag})
         assert changed.status == 200
         assert "second version" in changed.text
         assert changed.headers["ETag"] != etag
@@ -508,7 +517,8 @@ def test_the_outputs_of_a_page_read_the_notebook_once_per_version(tmp_path: Path
 
     write("first")
     store = CountingStore(tmp_path)
-    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c")
+    # No TTL: each request asks for the notebook's version, so a new one is seen at once.
+    settings = ViewerSettings(root=str(tmp_path), cache_dir=tmp_path / ".c", listing_ttl=0.0)
     with live_viewer(settings, store=store) as viewer:
         assert viewer.get("/view/big.ipynb").status == 200  # the render's read serves them
         urls = [f"/view/big.ipynb?output=1.{n}" for n in range(6)]
